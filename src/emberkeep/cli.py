@@ -1,0 +1,302 @@
+"""The command line: parse, call a runner job, print (rich) or --json. Nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__, config, ui
+from .errors import EmberkeepError
+from .runner import maintenance, setup
+from .runner.backup import run_backup, sources_to_run
+from .runner.restore import run_restore
+from .runner.site import Site
+from .sources.files import scan_size
+
+LATER = {
+    "export": "export of database snapshots",
+    "replicate": "copying snapshots between targets",
+    "drill": "restore drills",
+    "status": "RPO/RTO status",
+    "run": "the scheduler",
+    "recover": "whole-site recovery",
+    "runbook": "the recovery runbook",
+}
+
+
+def _add_common(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """Options every command takes, before or after the command name."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=default(None),
+        help="config file (default ./emberkeep.toml, then /etc/emberkeep/emberkeep.toml)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", default=default(False), help="print data as JSON"
+    )
+    parser.add_argument(
+        "--identity",
+        type=Path,
+        default=default(None),
+        help="identity file to decrypt with (overrides keys.identity_file)",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=default(False), help="no progress bars"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common(common, defaults=False)
+
+    parser = argparse.ArgumentParser(
+        prog="emberkeep", description="Encrypted backups and disaster recovery."
+    )
+    parser.add_argument("--version", action="version", version=f"emberkeep {__version__}")
+    _add_common(parser, defaults=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("keygen", parents=[common], help="make a new identity; prints its recipient")
+    p.add_argument("-o", "--output", type=Path, default=Path("emberkeep-identity.txt"))
+
+    p = sub.add_parser("init", parents=[common], help="create the repository in each target")
+    p.add_argument("--target")
+
+    p = sub.add_parser("backup", parents=[common], help="back up sources (all when none named)")
+    p.add_argument("sources", nargs="*", metavar="SOURCE")
+    p.add_argument("--tag", action="append", default=[], dest="tags")
+
+    p = sub.add_parser("snapshots", parents=[common], help="list snapshots")
+    p.add_argument("--source")
+    p.add_argument("--target")
+
+    p = sub.add_parser("restore", parents=[common], help="restore a snapshot (files)")
+    p.add_argument("snapshot", help="snapshot id (or unique prefix), or 'latest'")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="only these paths of the snapshot")
+    p.add_argument("--to", type=Path, required=True, dest="dest", help="directory to restore under")
+    p.add_argument("--target")
+    p.add_argument("--source", help="with 'latest': the latest of this source")
+
+    p = sub.add_parser("check", parents=[common], help="verify the repository")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--read-data", action="store_true", help="read and decrypt every pack")
+    group.add_argument(
+        "--read-data-subset", metavar="SPEC", help="N%% (least recently verified first) or n/t"
+    )
+    p.add_argument("--target")
+
+    p = sub.add_parser("prune", parents=[common], help="remove forgotten snapshots and unused data")
+    p.add_argument(
+        "--forget", action="append", default=[], metavar="ID", help="remove this snapshot"
+    )
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument(
+        "--grace", help="how long condemned packs wait before deletion (default [prune] grace)"
+    )
+    p.add_argument("--target")
+
+    for name, what in LATER.items():
+        sub.add_parser(name, parents=[common], help=f"{what} (not in this version yet)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return dispatch(args)
+    except EmberkeepError as exc:
+        ui.err.print(
+            f"[red]error:[/] {exc}", markup=True, soft_wrap=True
+        ) if not args.json else None
+        if args.json:
+            ui.print_json({"error": str(exc), "exit_code": exc.exit_code})
+        return exc.exit_code
+    except KeyboardInterrupt:
+        ui.err.print("interrupted; nothing was committed after the last finished step")
+        return 130
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "keygen":
+        recipient = setup.keygen(args.output)
+        if args.json:
+            ui.print_json({"identity_file": str(args.output), "recipient": recipient})
+        else:
+            ui.err.print(f"identity written to {args.output} (keep it offline, mode 0600)")
+            print(recipient)
+        return 0
+    if args.command in LATER:
+        raise EmberkeepError(
+            f"`emberkeep {args.command}` ({LATER[args.command]}) is not available "
+            "in this version yet"
+        )
+    site = Site(config.load(args.config), identity_file=args.identity)
+    handler = globals()[f"cmd_{args.command}"]
+    return handler(site, args)
+
+
+def cmd_init(site: Site, args: argparse.Namespace) -> int:
+    outcomes = setup.init(site, args.target)
+    if args.json:
+        ui.print_json([o.__dict__ for o in outcomes])
+    else:
+        for o in outcomes:
+            ui.out.print(f"target {o.target}: {o.message}")
+    return 0
+
+
+def cmd_backup(site: Site, args: argparse.Namespace) -> int:
+    outcomes = []
+    for name in sources_to_run(site, args.sources):
+        bar = ui.ByteProgress(f"backup {name}", enabled=not (args.json or args.quiet))
+        source = site.config.source(name)
+        if bar.enabled and source.type == "files":
+            ui.in_background(lambda s=source, b=bar: b.set_total(scan_size(s.paths, s.exclude)))
+        with bar.shown():
+            from .engine.backup import Progress
+
+            outcome = run_backup(site, name, tags=args.tags, progress=Progress(on_file=bar.advance))
+        outcomes.append(outcome)
+        if not args.json:
+            _print_backup(outcome)
+    if args.json:
+        ui.print_json([o.to_json() for o in outcomes])
+    return 0
+
+
+def _print_backup(outcome) -> None:  # type: ignore[no-untyped-def]
+    snap = outcome.result.snapshot
+    s = snap.summary
+    ui.out.print(
+        f"source {outcome.source}: snapshot [bold]{snap.short_id}[/] in target {outcome.target}: "
+        f"{s['files']} files, {ui.human_bytes(s['bytes'])} read "
+        f"({ui.human_bytes(s['bytes_from_cache'])} unchanged), "
+        f"{ui.human_bytes(s['bytes_new'])} new, {ui.human_bytes(s['bytes_stored'])} stored, "
+        f"{s['seconds']:.1f}s"
+    )
+    for warning in outcome.result.warnings:
+        ui.err.print(f"[yellow]warning:[/] {warning['path']}: {warning['message']}")
+
+
+def cmd_snapshots(site: Site, args: argparse.Namespace) -> int:
+    rows = []
+    for target in site.target_names(args.target):
+        repo = site.repository(target)
+        for snap in repo.snapshots():
+            if args.source and snap.source != args.source:
+                continue
+            rows.append(snap.to_json(target))
+    rows.sort(key=lambda r: (r["time"], r["id"]))
+    if args.json:
+        ui.print_json(rows)
+        return 0
+    from rich.table import Table
+
+    table = Table("id", "time", "source", "target", "files", "size", "tags")
+    for r in rows:
+        table.add_row(
+            r["short_id"],
+            r["time"],
+            r["source"],
+            r["target"],
+            str(r["summary"].get("files", "")),
+            ui.human_bytes(r["summary"].get("bytes", 0)),
+            ",".join(r["tags"]),
+        )
+    ui.out.print(table)
+    return 0
+
+
+def cmd_restore(site: Site, args: argparse.Namespace) -> int:
+    bar = ui.ByteProgress("restore", enabled=not (args.json or args.quiet))
+    with bar.shown():
+        snapshot, result = run_restore(
+            site,
+            args.snapshot,
+            args.dest,
+            paths=args.paths,
+            target=args.target,
+            source=args.source,
+            on_file=bar.advance,
+        )
+    if args.json:
+        ui.print_json({"snapshot": snapshot.id, "to": str(args.dest), **result.to_json()})
+    else:
+        ui.out.print(
+            f"restored snapshot {snapshot.short_id} to {args.dest}: {result.files} files, "
+            f"{result.dirs} dirs, {result.symlinks} symlinks, {ui.human_bytes(result.bytes)}"
+        )
+        for warning in result.warnings:
+            ui.err.print(f"[yellow]warning:[/] {warning['path']}: {warning['message']}")
+    return 0
+
+
+def cmd_check(site: Site, args: argparse.Namespace) -> int:
+    results = {}
+    for target in site.target_names(args.target):
+        bar = ui.ByteProgress(f"check {target}", enabled=not (args.json or args.quiet))
+        with bar.shown():
+            result = maintenance.run_check(
+                site,
+                target,
+                read_data=args.read_data,
+                subset=args.read_data_subset,
+                on_pack=bar.advance,
+            )
+        results[target] = result
+        if not args.json:
+            state = "[green]ok[/]" if result.ok else "[red]FAILED[/]"
+            ui.out.print(
+                f"target {target}: {state}: {result.snapshots} snapshots, {result.packs} packs, "
+                f"{result.blobs} blobs; {result.packs_read} packs read and verified "
+                f"({ui.human_bytes(result.bytes_read)})"
+            )
+            for error in result.errors:
+                ui.out.print(f"  [red]damaged:[/] {error['object']}: {error['error']}")
+            if result.leftovers:
+                ui.out.print(
+                    f"  {len(result.leftovers)} packs no index lists (left by an interrupted "
+                    "backup; harmless, `emberkeep prune` removes them)"
+                )
+    if args.json:
+        ui.print_json({t: r.to_json() for t, r in results.items()})
+    return 0 if all(r.ok for r in results.values()) else 1
+
+
+def cmd_prune(site: Site, args: argparse.Namespace) -> int:
+    results = {}
+    for target in site.target_names(args.target):
+        result = maintenance.run_prune(
+            site, target, forget=args.forget, dry_run=args.dry_run, grace=args.grace
+        )
+        results[target] = result
+        if not args.json:
+            verb = "would remove" if args.dry_run else "removed"
+            removed = [d for d in result.decisions if d["action"] == "remove"]
+            ui.out.print(
+                f"target {target}: {verb} {len(removed)} of {len(result.decisions)} snapshots"
+            )
+            for d in result.decisions:
+                ui.out.print(
+                    f"  {d['action']:6} {d['id'][:12]} {d['time']} {d['source']}: {d['reason']}"
+                )
+            if not args.dry_run:
+                ui.out.print(
+                    f"  packs: {result.packs_condemned} condemned, {result.packs_deleted} deleted "
+                    f"({ui.human_bytes(result.bytes_freed)} freed), {result.packs_deferred} waiting"
+                )
+            for message in result.messages:
+                ui.out.print(f"  {message}")
+    if args.json:
+        ui.print_json({t: r.to_json() for t, r in results.items()})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Chunk -> keyed id -> dedup -> zstd -> AEAD -> pack (DESIGN.md, "The shape")."""

@@ -1,0 +1,232 @@
+"""One backup: a source's events in, one committed snapshot out.
+
+Commit order (DESIGN.md): packs, then one index file, then the snapshot, the only
+commit point. The run announces itself with a shared lease *before* it reads the index,
+so a concurrent prune either sees the lease or has already marked its condemned packs,
+which this run then never deduplicates against.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pyfastcdc
+
+from ..repository import layout
+from ..repository.lease import Lease
+from ..repository.repo import Repository
+from ..repository.snapshot import Snapshot
+from ..sources.events import Enter, Event, Leaf, Leave, LocalFile, Warning_
+from .filescache import FilesCache
+from .tree import TreeBuilder
+from .writer import BlobWriter
+
+READ_RETRIES = 3
+
+
+@dataclass
+class Progress:
+    """Callbacks the caller may watch; the defaults do nothing."""
+
+    on_file: Callable[[str, int], None] = lambda path, size: None
+
+
+@dataclass
+class BackupResult:
+    snapshot: Snapshot
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+    def to_json(self, target: str) -> dict[str, Any]:
+        return {"snapshot": self.snapshot.to_json(target), "warnings": self.warnings}
+
+
+@dataclass
+class _Run:
+    repo: Repository
+    writer: BlobWriter
+    tree: TreeBuilder
+    cache: FilesCache | None
+    progress: Progress
+    chunker: pyfastcdc.FastCDC
+    warnings: list[dict[str, str]] = field(default_factory=list)
+    files: int = 0
+    dirs: int = 0
+    bytes: int = 0
+    bytes_from_cache: int = 0
+    links: dict[tuple[int, int], tuple[str, list[bytes]]] = field(default_factory=dict)
+
+    def consume(self, events: Iterable[Event]) -> None:
+        for event in events:
+            match event:
+                case Enter(node):
+                    self.dirs += 1
+                    self.tree.enter(node)
+                case Leave():
+                    self.tree.leave()
+                case Leaf(node):
+                    self.tree.add(node)
+                case LocalFile():
+                    self._file(event)
+                case Warning_(path, message):
+                    self.warnings.append({"path": path, "message": message})
+
+    def _file(self, item: LocalFile) -> None:
+        node, st = item.node, item.stat
+        self.files += 1
+        if st.st_nlink > 1:
+            first = self.links.get((st.st_dev, st.st_ino))
+            if first is not None:
+                node.update(hardlink=first[0], size=st.st_size, content=first[1])
+                self.tree.add(node)
+                return
+        ids = self.cache.lookup(item.snapshot_path, st, self.writer.known) if self.cache else None
+        if ids is not None:
+            size = st.st_size
+            self.bytes_from_cache += size
+        else:
+            ids, size, st = self._read(item)
+            if ids is None:
+                return
+        node.update(size=size, content=ids)
+        if st.st_nlink > 1:
+            self.links[(st.st_dev, st.st_ino)] = (item.snapshot_path, ids)
+        if self.cache is not None and not node.get("changed_while_read"):
+            self.cache.remember(item.snapshot_path, st, ids)
+        self.bytes += size
+        self.tree.add(node)
+        self.progress.on_file(item.snapshot_path, size)
+
+    def _read(self, item: LocalFile) -> tuple[list[bytes] | None, int, os.stat_result]:
+        """Read a file, retrying while it changes under us; never store it torn silently."""
+        for attempt in range(READ_RETRIES):
+            try:
+                ids, size, before, after = self._read_once(item.path)
+            except FileNotFoundError:
+                self.warnings.append({"path": str(item.path), "message": "vanished; skipped"})
+                return None, 0, item.stat
+            except OSError as exc:
+                self.warnings.append(
+                    {"path": str(item.path), "message": f"cannot read: {exc.strerror}; skipped"}
+                )
+                return None, 0, item.stat
+            if _same_version(before, after) and size == after.st_size:
+                item.node.update(
+                    mode=stat.S_IMODE(after.st_mode),
+                    uid=after.st_uid,
+                    gid=after.st_gid,
+                    mtime_ns=after.st_mtime_ns,
+                )
+                return ids, size, after
+            if attempt == READ_RETRIES - 1:
+                item.node["changed_while_read"] = True
+                self.warnings.append(
+                    {
+                        "path": str(item.path),
+                        "message": "changed while it was read, on every try; stored as read "
+                        "and marked changed_while_read (back it up again when it is quiet)",
+                    }
+                )
+                return ids, size, after
+        raise AssertionError("unreachable")
+
+    def _read_once(
+        self, path: os.PathLike[str]
+    ) -> tuple[list[bytes], int, os.stat_result, os.stat_result]:
+        ids: list[bytes] = []
+        size = 0
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb", buffering=0) as handle:
+            before = os.fstat(fd)
+            if before.st_size < layout.CHUNK_MIN:
+                data = handle.read(layout.CHUNK_MIN + 1)
+                if len(data) <= layout.CHUNK_MIN:
+                    size = len(data)
+                    if data:
+                        self.writer.submit(data, ids)
+                    return ids, size, before, os.fstat(fd)
+                handle.seek(0)  # it grew past one chunk while we looked: chunk it
+            for chunk in self.chunker.cut_stream(handle):
+                size += chunk.length
+                self.writer.submit(bytes(chunk.data), ids)
+            return ids, size, before, os.fstat(fd)
+
+
+def _same_version(before: os.stat_result, after: os.stat_result) -> bool:
+    return (before.st_size, before.st_mtime_ns, before.st_ctime_ns) == (
+        after.st_size,
+        after.st_mtime_ns,
+        after.st_ctime_ns,
+    )
+
+
+def new_chunker(seed: int) -> pyfastcdc.FastCDC:
+    return pyfastcdc.FastCDC(
+        layout.CHUNK_AVG_PARAM, min_size=layout.CHUNK_MIN, max_size=layout.CHUNK_MAX, seed=seed
+    )
+
+
+def backup(
+    repo: Repository,
+    events: Iterable[Event],
+    *,
+    source: str,
+    source_type: str,
+    paths: list[str],
+    now: datetime,
+    tags: list[str] | None = None,
+    cache: FilesCache | None = None,
+    progress: Progress | None = None,
+    workers: int = 2,
+) -> BackupResult:
+    started = time.monotonic()
+    with Lease(repo.storage, "backup"):
+        repo.reload_index()  # after the lease: see prune's marks or be seen by prune
+        writer = BlobWriter(repo, workers=workers, skip_packs=frozenset(repo.condemned()))
+        run = _Run(
+            repo,
+            writer,
+            TreeBuilder(writer),
+            cache,
+            progress or Progress(),
+            new_chunker(repo.writer_key.chunker_seed),
+        )
+        try:
+            run.consume(events)
+            root = run.tree.finish()
+            writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        snapshot = Snapshot(
+            source=source,
+            source_type=source_type,
+            time=now,
+            host=socket.gethostname(),
+            tree=root,
+            blobs=b"".join(sorted(run.tree.referenced)),
+            tags=sorted(tags or []),
+            paths=paths,
+            summary={
+                "files": run.files,
+                "dirs": run.dirs,
+                "bytes": run.bytes,
+                "bytes_from_cache": run.bytes_from_cache,
+                "bytes_new": writer.stats.bytes_new,
+                "bytes_stored": writer.stats.bytes_stored,
+                "blobs_new": writer.stats.blobs_new,
+                "packs_new": writer.stats.packs,
+                "warnings": len(run.warnings),
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
+        repo.save_snapshot(snapshot)
+    if cache is not None:
+        cache.commit()
+    return BackupResult(snapshot, run.warnings)

@@ -1,0 +1,82 @@
+"""Crash-safe local writes: temp name, fsync, rename, fsync the directory."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from pathlib import Path
+
+from .errors import AlreadyExists, StorageError, StorageFull
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_name(final: Path) -> Path:
+    return final.with_name(f".{final.name}.tmp-{secrets.token_hex(6)}")
+
+
+def _write_temp(final: Path, data: bytes | memoryview, mode: int) -> Path:
+    tmp = temp_name(final)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    os.close(fd)
+    return tmp
+
+
+def write_atomic(
+    final: Path, data: bytes | memoryview, *, mode: int = 0o600, exclusive: bool = False
+) -> None:
+    """Write ``data`` to ``final`` so that a crash leaves the old file or the new one.
+
+    With ``exclusive`` the write is create-only: it raises ``AlreadyExists`` when
+    ``final`` exists (hard link of the temp file, which fails atomically).
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp = _write_temp(final, data, mode)
+        try:
+            if exclusive:
+                try:
+                    os.link(tmp, final)
+                except FileExistsError as exc:
+                    raise AlreadyExists(f"{final} already exists") from exc
+            else:
+                os.replace(tmp, final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        fsync_dir(final.parent)
+    except OSError as exc:
+        raise storage_error(final, exc) from exc
+
+
+def storage_error(path: Path | str, exc: OSError) -> StorageError:
+    """Turn an OSError into a message that names the path and the fix."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(
+            f"no space left on the device holding {path}: free space there or point the "
+            "target elsewhere; earlier backups are intact"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return StorageError(f"permission denied writing {path}: check its owner and mode")
+    if exc.errno == errno.EROFS:
+        return StorageError(f"{path} is on a read-only file system")
+    return StorageError(f"{path}: {exc.strerror or exc}")

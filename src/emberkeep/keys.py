@@ -1,0 +1,135 @@
+"""Keys (DESIGN.md, "Keys").
+
+- An *identity* (age X25519, ``AGE-SECRET-KEY-1…``) reads backups; it is held offline.
+- The *writer key* lives on backup hosts. It holds the chunk-id MAC key, the chunker
+  seed and the index key: enough to write and deduplicate, never to read old data,
+  because every pack's data key is wrapped to the recipients and then forgotten.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyrage
+
+from .errors import UsageError, WrongIdentity
+from .fsutil import write_atomic
+
+WRITER_KEY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WriterKey:
+    mac_key: bytes  # 32 bytes, keys BLAKE3 for chunk ids
+    index_key: bytes  # 32 bytes, AES-256-GCM for index files, snapshot headers, pack tables
+    chunker_seed: int  # seeds the FastCDC gear table so chunk boundaries leak nothing
+
+    @classmethod
+    def generate(cls) -> WriterKey:
+        return cls(
+            mac_key=secrets.token_bytes(32),
+            index_key=secrets.token_bytes(32),
+            chunker_seed=secrets.randbelow(2**31 - 1) + 1,
+        )
+
+    @property
+    def repo_id(self) -> str:
+        """A public name for the key: which repositories it belongs to."""
+        return hashlib.sha256(b"emberkeep-repo-id" + self.mac_key).hexdigest()[:32]
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "version": WRITER_KEY_VERSION,
+                "mac_key": base64.b64encode(self.mac_key).decode(),
+                "index_key": base64.b64encode(self.index_key).decode(),
+                "chunker_seed": self.chunker_seed,
+            }
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, origin: str) -> WriterKey:
+        try:
+            raw = json.loads(data)
+            return cls(
+                mac_key=base64.b64decode(raw["mac_key"]),
+                index_key=base64.b64decode(raw["index_key"]),
+                chunker_seed=int(raw["chunker_seed"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"{origin} is not an emberkeep writer key") from exc
+
+    def save(self, path: Path) -> None:
+        write_atomic(path, self.to_bytes(), mode=0o600)
+
+    @classmethod
+    def load(cls, path: Path) -> WriterKey:
+        return cls.from_bytes(path.read_bytes(), str(path))
+
+
+def new_identity() -> pyrage.x25519.Identity:
+    return pyrage.x25519.Identity.generate()
+
+
+def write_identity(path: Path, identity: pyrage.x25519.Identity) -> None:
+    if path.exists():
+        raise UsageError(
+            f"{path} already exists; choose another file with -o (never overwrite a key)"
+        )
+    recipient = identity.to_public()
+    text = f"# emberkeep identity\n# recipient: {recipient}\n{identity}\n"
+    write_atomic(path, text.encode(), mode=0o600, exclusive=True)
+
+
+def load_identities(path: Path) -> list[pyrage.x25519.Identity]:
+    """Read an identity file (age format: comment lines and AGE-SECRET-KEY lines)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError as exc:
+        raise UsageError(
+            f"identity file {path} not found; check keys.identity_file or --identity"
+        ) from exc
+    except OSError as exc:
+        raise UsageError(f"cannot read identity file {path}: {exc.strerror}") from exc
+    identities = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("AGE-SECRET-KEY-"):
+            try:
+                identities.append(pyrage.x25519.Identity.from_str(line))
+            except Exception as exc:
+                raise UsageError(f"{path} holds a malformed AGE-SECRET-KEY line") from exc
+    if not identities:
+        raise UsageError(
+            f"{path} holds no identity (no AGE-SECRET-KEY-1… line); use `emberkeep keygen`"
+        )
+    return identities
+
+
+def parse_recipients(values: list[str]) -> list[pyrage.x25519.Recipient]:
+    return [pyrage.x25519.Recipient.from_str(value) for value in values]
+
+
+def wrap(secret: bytes, recipients: list[pyrage.x25519.Recipient]) -> bytes:
+    """Encrypt a small secret to every recipient (age format, one stanza each)."""
+    return pyrage.encrypt(secret, recipients)
+
+
+def unwrap(blob: bytes, identities: list[pyrage.x25519.Identity], what: str) -> bytes:
+    try:
+        return pyrage.decrypt(blob, identities)
+    except pyrage.DecryptError as exc:
+        raise WrongIdentity(
+            f"the identity given cannot decrypt {what}: it is not one of the recipients "
+            "this was encrypted to; use the identity file of a listed recipient"
+        ) from exc
+
+
+def state_file_mode_ok(path: Path) -> bool:
+    return (os.stat(path).st_mode & 0o077) == 0

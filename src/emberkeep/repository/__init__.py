@@ -1,0 +1,1 @@
+"""The repository format: keys, packs, index, snapshots, leases, check, prune."""

@@ -1,0 +1,207 @@
+"""Check a repository.
+
+Structural (writer key only): every snapshot and index file authenticates, every blob a
+snapshot references is indexed, every indexed pack exists with the size the index says.
+With ``read_data`` (needs an identity): every selected pack is read whole, its SHA-256
+matches its name, its table matches the index, and every blob decrypts to the content
+its keyed id names. Packs that no index lists are leftovers of an interrupted backup:
+reported, not errors; prune removes them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import EmberkeepError, IntegrityError, NotFound, UsageError
+from ..fsutil import write_atomic
+from . import layout
+from .index import Location
+from .pack import read_table, verify_pack_hash
+from .repo import Repository
+
+
+@dataclass
+class CheckResult:
+    snapshots: int = 0
+    packs: int = 0
+    blobs: int = 0
+    packs_read: int = 0
+    bytes_read: int = 0
+    errors: list[dict[str, str]] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def error(self, obj: str, message: str) -> None:
+        self.errors.append({"object": obj, "error": message})
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "snapshots": self.snapshots,
+            "packs": self.packs,
+            "blobs": self.blobs,
+            "packs_read": self.packs_read,
+            "bytes_read": self.bytes_read,
+            "errors": self.errors,
+            "leftovers": self.leftovers,
+        }
+
+
+@dataclass(frozen=True)
+class Subset:
+    """``N%`` (least recently verified first) or ``n/t`` (the n-th of t fixed slices)."""
+
+    percent: float | None = None
+    slice_n: int = 0
+    slice_t: int = 0
+
+    @classmethod
+    def parse(cls, spec: str) -> Subset:
+        if m := re.fullmatch(r"(\d+(?:\.\d+)?)%", spec.strip()):
+            percent = float(m.group(1))
+            if 0 < percent <= 100:
+                return cls(percent=percent)
+        if m := re.fullmatch(r"(\d+)/(\d+)", spec.strip()):
+            n, t = int(m.group(1)), int(m.group(2))
+            if 1 <= n <= t:
+                return cls(slice_n=n, slice_t=t)
+        raise UsageError(
+            f"--read-data-subset {spec!r}: give a percentage like 10% or a slice like 2/7 "
+            "(the 2nd of 7 parts)"
+        )
+
+
+class VerifiedLog:
+    """When each pack was last read and verified, so partial checks cover every pack."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.times: dict[str, str] = {}
+        if path is not None and path.is_file():
+            try:
+                self.times = json.loads(path.read_text())
+            except ValueError:
+                self.times = {}
+
+    def choose(self, packs: list[str], subset: Subset) -> list[str]:
+        if subset.slice_t:
+            return [
+                p
+                for p in packs
+                if int(layout.leaf(p)[:8], 16) % subset.slice_t == subset.slice_n - 1
+            ]
+        count = max(1, round(len(packs) * (subset.percent or 100) / 100)) if packs else 0
+        shuffled = random.sample(packs, len(packs))
+        shuffled.sort(key=lambda p: self.times.get(p, ""))  # never verified first
+        return shuffled[:count]
+
+    def mark(self, pack: str, when: datetime) -> None:
+        self.times[pack] = when.isoformat()
+
+    def save(self, existing: set[str]) -> None:
+        if self.path is None:
+            return
+        self.times = {p: t for p, t in self.times.items() if p in existing}
+        write_atomic(self.path, json.dumps(self.times).encode(), mode=0o600)
+
+
+def check(
+    repo: Repository,
+    *,
+    read_data: bool = False,
+    subset: Subset | None = None,
+    verified: VerifiedLog | None = None,
+    now: datetime | None = None,
+    on_pack: Callable[[str, int], None] = lambda name, size: None,
+    workers: int = 2,
+) -> CheckResult:
+    result = CheckResult()
+    repo.damage.clear()
+    index = repo.reload_index()
+    snapshots = repo.snapshots()
+    for damaged in repo.damage:
+        result.error(damaged.obj, damaged.detail)
+    result.snapshots = len(snapshots)
+
+    stored = {
+        info.name: info.size
+        for folder in (layout.DATA, layout.META)
+        for info in repo.storage.list(f"{folder}/")
+    }
+    by_pack = index.blobs_by_pack()
+    result.packs = len(index.packs)
+    result.blobs = len(index)
+    for name, record in index.packs.items():
+        size = stored.get(name)
+        if size is None:
+            result.error(name, "pack is missing from the target (listed in the index)")
+        elif size != record.size:
+            result.error(
+                name, f"pack size is {size}, the index says {record.size} (truncated or damaged)"
+            )
+    result.leftovers = sorted(set(stored) - set(index.packs))
+
+    for snapshot in snapshots:
+        missing = sum(1 for blob_id in snapshot.blob_ids() if index.find(blob_id) is None)
+        if missing:
+            result.error(
+                f"{layout.SNAPSHOTS}/{snapshot.id}",
+                f"{missing} referenced blobs are not in any readable index "
+                "(data lost or index damaged)",
+            )
+
+    if read_data:
+        repo.require_identity("check --read-data")
+        candidates = sorted(p for p in index.packs if p in stored)
+        log = verified or VerifiedLog(None)
+        chosen = log.choose(candidates, subset) if subset else candidates
+        with ThreadPoolExecutor(workers, thread_name_prefix="check") as pool:
+            futures = {
+                name: pool.submit(_verify_pack, repo, name, by_pack.get(name, []))
+                for name in chosen
+            }
+            for name, future in futures.items():
+                try:
+                    size = future.result()
+                except IntegrityError as exc:
+                    result.error(exc.obj, exc.detail)
+                    continue
+                except EmberkeepError as exc:
+                    result.error(name, str(exc))
+                    continue
+                result.packs_read += 1
+                result.bytes_read += size
+                if now is not None:
+                    log.mark(name, now)
+                on_pack(name, size)
+        log.save(set(index.packs))
+    return result
+
+
+def _verify_pack(repo: Repository, name: str, blobs: list[tuple[bytes, Location]]) -> int:
+    try:
+        data = repo.storage.get(name)
+    except NotFound as exc:
+        raise IntegrityError(name, "pack is missing from the target") from exc
+    verify_pack_hash(name, data)
+    table = read_table(name, data, repo.writer_key.index_key)
+    listed = {e.id: e for e in table.entries}
+    for blob_id, location in blobs:
+        entry = listed.get(blob_id)
+        if entry is None or (entry.offset, entry.length) != (location.offset, location.length):
+            raise IntegrityError(
+                name, f"blob {blob_id.hex()[:16]}: the pack's table and the index disagree"
+            )
+        repo.open_blob(blob_id, location, data[location.offset : location.offset + location.length])
+    return len(data)

@@ -1,0 +1,182 @@
+"""The index: which pack holds each blob.
+
+Index files are immutable and sealed with the index key, so a writer deduplicates
+without an identity. In memory the whole index is a handful of flat arrays sorted by
+blob id (52 bytes per blob), not one Python object per blob.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from array import array
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import zstandard
+
+from ..engine import crypto
+from ..errors import IntegrityError
+from .layout import index_object
+from .pack import ENTRY, BlobEntry
+
+INDEX_AAD = b"emberkeep index"
+PACK_HEADER = struct.Struct("<32sBQI")  # pack sha256, kind, pack size, blob count
+ID = 32
+
+
+@dataclass(frozen=True)
+class PackRecord:
+    name: str  # object name, e.g. data/ab/ab12…
+    kind: int
+    size: int
+    entries: tuple[BlobEntry, ...]
+
+
+@dataclass(frozen=True)
+class Location:
+    pack: str
+    type: int
+    offset: int
+    length: int
+    raw_length: int
+
+
+def encode_index(packs: Iterable[PackRecord], index_key: bytes) -> tuple[str, bytes]:
+    """Serialize pack records into one sealed index object; returns (name, bytes)."""
+    parts = []
+    for pack in packs:
+        digest = bytes.fromhex(pack.name.rsplit("/", 1)[-1])
+        parts.append(PACK_HEADER.pack(digest, pack.kind, pack.size, len(pack.entries)))
+        parts.extend(
+            ENTRY.pack(e.id, e.type, e.offset, e.length, e.raw_length) for e in pack.entries
+        )
+    plain = zstandard.ZstdCompressor(level=3).compress(b"".join(parts))
+    sealed = crypto.encrypt(index_key, INDEX_AAD, plain)
+    return index_object(hashlib.sha256(sealed).hexdigest()), sealed
+
+
+def decode_index(name: str, sealed: bytes, index_key: bytes) -> Iterator[PackRecord]:
+    from .layout import pack_object
+
+    if hashlib.sha256(sealed).hexdigest() != name.rsplit("/", 1)[-1]:
+        raise IntegrityError(name, "content does not match its name (SHA-256 differs): damaged")
+    try:
+        plain = zstandard.ZstdDecompressor().decompress(
+            crypto.decrypt(index_key, INDEX_AAD, sealed)
+        )
+    except (crypto.InvalidTag, zstandard.ZstdError, ValueError) as exc:
+        raise IntegrityError(
+            name, "index file fails authentication (damaged or wrong key)"
+        ) from exc
+    pos = 0
+    while pos < len(plain):
+        digest, kind, size, count = PACK_HEADER.unpack_from(plain, pos)
+        pos += PACK_HEADER.size
+        entries = tuple(
+            BlobEntry(*ENTRY.unpack_from(plain, pos + i * ENTRY.size)) for i in range(count)
+        )
+        pos += count * ENTRY.size
+        yield PackRecord(pack_object(kind, digest.hex()), kind, size, entries)
+
+
+class _SortedIds:
+    """A read-only sequence view of concatenated 32-byte ids, for bisect."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    def __len__(self) -> int:
+        return len(self.raw) // ID
+
+    def __getitem__(self, i: int) -> bytes:
+        return self.raw[i * ID : (i + 1) * ID]
+
+
+class BlobIndex:
+    """Blob id -> location, over every loaded index file plus the blobs of this session."""
+
+    def __init__(self) -> None:
+        self.packs: dict[str, PackRecord] = {}
+        self.pack_sources: dict[str, str] = {}  # pack name -> index file that lists it
+        self._pack_names: list[str] = []
+        self._ids = _SortedIds(b"")
+        self._pack = array("I")
+        self._offset = array("I")
+        self._length = array("I")
+        self._raw = array("I")
+        self._type = array("B")
+        self._session: dict[bytes, Location] = {}
+
+    @classmethod
+    def build(cls, records: Iterable[tuple[str, PackRecord]]) -> BlobIndex:
+        index = cls()
+        rows: list[tuple[bytes, int, BlobEntry]] = []
+        for index_file, pack in records:
+            if pack.name in index.packs:
+                continue
+            index.packs[pack.name] = pack
+            index.pack_sources[pack.name] = index_file
+            number = len(index._pack_names)
+            index._pack_names.append(pack.name)
+            rows.extend((e.id, number, e) for e in pack.entries)
+        rows.sort(key=lambda row: row[0])
+        ids = bytearray()
+        last = b""
+        for blob_id, number, entry in rows:
+            if blob_id == last:
+                continue  # the same blob in two packs: either copy serves
+            last = blob_id
+            ids += blob_id
+            index._pack.append(number)
+            index._offset.append(entry.offset)
+            index._length.append(entry.length)
+            index._raw.append(entry.raw_length)
+            index._type.append(entry.type)
+        index._ids = _SortedIds(bytes(ids))
+        # The pack records' entries were only needed to build the arrays.
+        index.packs = {
+            name: PackRecord(p.name, p.kind, p.size, ()) for name, p in index.packs.items()
+        }
+        return index
+
+    def __len__(self) -> int:
+        return len(self._ids) + len(self._session)
+
+    def find(self, blob_id: bytes) -> Location | None:
+        found = self._session.get(blob_id)
+        if found is not None:
+            return found
+        i = bisect_left(self._ids, blob_id)
+        if i < len(self._ids) and self._ids[i] == blob_id:
+            return Location(
+                self._pack_names[self._pack[i]],
+                self._type[i],
+                self._offset[i],
+                self._length[i],
+                self._raw[i],
+            )
+        return None
+
+    def __contains__(self, blob_id: bytes) -> bool:
+        return self.find(blob_id) is not None
+
+    def add_pack(self, pack: PackRecord) -> None:
+        """Record a pack written in this session (already uploaded)."""
+        self.packs[pack.name] = PackRecord(pack.name, pack.kind, pack.size, ())
+        for e in pack.entries:
+            self._session[e.id] = Location(pack.name, e.type, e.offset, e.length, e.raw_length)
+
+    def all_ids(self) -> Iterator[bytes]:
+        yield from (self._ids[i] for i in range(len(self._ids)))
+        yield from self._session
+
+    def blobs_by_pack(self) -> dict[str, list[tuple[bytes, Location]]]:
+        """Every blob grouped by pack (for check and prune; one pass, not per lookup)."""
+        grouped: dict[str, list[tuple[bytes, Location]]] = {}
+        for blob_id in self.all_ids():
+            location = self.find(blob_id)
+            assert location is not None
+            grouped.setdefault(location.pack, []).append((blob_id, location))
+        return grouped

@@ -1,0 +1,47 @@
+"""Object names and constants of the repository format (version 1).
+
+```
+config                       plaintext JSON: format version, repository id, chunker sizes
+keys/writer.age              the writer key, encrypted to the recipients
+data/<aa>/<sha256>           data packs (file and database contents)
+meta/<aa>/<sha256>           metadata packs (trees); small, never sent to cold storage
+index/<sha256>               pack tables, sealed with the index key
+snapshots/<sha256>           snapshot headers, sealed with the index key
+locks/<kind>-<random>        leases: shared ones for backups, one exclusive one for prune
+trash/<pack name>            packs condemned by prune, deleted after the grace period
+```
+Every name but ``config``, ``keys`` and ``locks`` is the SHA-256 of the object's bytes, so
+uploads are idempotent and every object verifies itself.
+"""
+
+from __future__ import annotations
+
+FORMAT_VERSION = 1
+CONFIG = "config"
+WRITER_KEY = "keys/writer.age"
+DATA, META, INDEX, SNAPSHOTS, LOCKS, TRASH = "data", "meta", "index", "snapshots", "locks", "trash"
+
+BLOB_DATA, BLOB_TREE = 0, 1
+PACK_FOLDER = {BLOB_DATA: DATA, BLOB_TREE: META}
+
+CHUNK_MIN = 512 * 1024
+CHUNK_AVG_PARAM = 768 * 1024  # pyfastcdc's average is avg + min (skip-ahead): ~1 MiB
+CHUNK_MAX = 8 * 1024 * 1024
+PACK_TARGET = 16 * 1024 * 1024
+META_PACK_TARGET = 4 * 1024 * 1024
+
+
+def pack_object(kind: int, digest_hex: str) -> str:
+    return f"{PACK_FOLDER[kind]}/{digest_hex[:2]}/{digest_hex}"
+
+
+def index_object(digest_hex: str) -> str:
+    return f"{INDEX}/{digest_hex}"
+
+
+def snapshot_object(digest_hex: str) -> str:
+    return f"{SNAPSHOTS}/{digest_hex}"
+
+
+def leaf(name: str) -> str:
+    return name.rsplit("/", 1)[-1]

@@ -1,0 +1,112 @@
+"""Packs: many sealed blobs in one object, and a table at the end saying where each is.
+
+```
+pack   = blob* table_frame u32(len(table_frame)) "EKP1"
+table_frame = u16(len(wrapped)) wrapped sealed_table
+wrapped      = the pack's random data key, age-encrypted to every recipient
+sealed_table = AES-GCM(index key, entries)   entries = (id, type, offset, length, raw)*
+```
+The writer forgets the data key once the pack is sealed: only an identity can read
+the blobs again, while the table (sealed with the index key) lets a writer rebuild
+the index without one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from dataclasses import dataclass, field
+
+import pyrage
+
+from ..engine import crypto
+from ..errors import IntegrityError
+from .layout import pack_object
+
+MAGIC = b"EKP1"
+ENTRY = struct.Struct("<32sBIII")  # id, type, offset, length, raw length
+TRAILER = struct.Struct("<I4s")
+TABLE_AAD = b"emberkeep pack table"
+
+
+def blob_aad(blob_id: bytes, blob_type: int) -> bytes:
+    return blob_id + bytes([blob_type])
+
+
+@dataclass(frozen=True)
+class BlobEntry:
+    id: bytes
+    type: int
+    offset: int
+    length: int
+    raw_length: int
+
+
+@dataclass
+class PackWriter:
+    """Collects sealed blobs for one pack; ``finish`` returns the pack's bytes and name."""
+
+    kind: int
+    data_key: bytes = field(default_factory=lambda: os.urandom(32))
+    buffer: bytearray = field(default_factory=bytearray)
+    entries: list[BlobEntry] = field(default_factory=list)
+    submitted: int = 0  # bytes promised to this pack by chunks still being sealed
+
+    def add(self, blob_id: bytes, blob_type: int, sealed: bytes, raw_length: int) -> None:
+        self.entries.append(
+            BlobEntry(blob_id, blob_type, len(self.buffer), len(sealed), raw_length)
+        )
+        self.buffer += sealed
+
+    def seal(self, blob_id: bytes, blob_type: int, data: bytes | memoryview) -> bytes:
+        return crypto.seal(self.data_key, blob_aad(blob_id, blob_type), data)
+
+    def finish(
+        self, recipients: list[pyrage.x25519.Recipient], index_key: bytes
+    ) -> tuple[str, bytearray, list[BlobEntry]]:
+        wrapped = pyrage.encrypt(self.data_key, recipients)
+        table = b"".join(
+            ENTRY.pack(e.id, e.type, e.offset, e.length, e.raw_length) for e in self.entries
+        )
+        sealed_table = crypto.encrypt(index_key, TABLE_AAD, table)
+        frame = struct.pack("<H", len(wrapped)) + wrapped + sealed_table
+        self.buffer += frame + TRAILER.pack(len(frame), MAGIC)
+        self.data_key = b""  # forgotten: from here on only an identity reads this pack
+        name = pack_object(self.kind, hashlib.sha256(self.buffer).hexdigest())
+        return name, self.buffer, self.entries
+
+
+@dataclass(frozen=True)
+class PackTable:
+    wrapped_key: bytes
+    entries: list[BlobEntry]
+
+
+def read_table(name: str, tail: bytes, index_key: bytes) -> PackTable:
+    """Parse the table from the end of a pack (``tail`` must hold at least the table frame)."""
+    if len(tail) < TRAILER.size:
+        raise IntegrityError(name, "pack is too short to hold its table")
+    frame_len, magic = TRAILER.unpack(tail[-TRAILER.size :])
+    if magic != MAGIC or frame_len + TRAILER.size > len(tail):
+        raise IntegrityError(name, "pack trailer is damaged (bad magic or table length)")
+    frame = tail[-TRAILER.size - frame_len : -TRAILER.size]
+    (wrapped_len,) = struct.unpack_from("<H", frame)
+    wrapped = frame[2 : 2 + wrapped_len]
+    try:
+        table = crypto.decrypt(index_key, TABLE_AAD, frame[2 + wrapped_len :])
+    except crypto.InvalidTag as exc:
+        raise IntegrityError(name, "pack table fails authentication (damaged)") from exc
+    entries = [BlobEntry(*fields) for fields in ENTRY.iter_unpack(table)]
+    return PackTable(wrapped, entries)
+
+
+def table_span(pack_size: int, entries: list[BlobEntry]) -> int:
+    """Bytes at the end of a pack that hold its table frame and trailer."""
+    end_of_blobs = max((e.offset + e.length for e in entries), default=0)
+    return pack_size - end_of_blobs
+
+
+def verify_pack_hash(name: str, data: bytes) -> None:
+    if hashlib.sha256(data).hexdigest() != name.rsplit("/", 1)[-1]:
+        raise IntegrityError(name, "content does not match its name (SHA-256 differs): damaged")

@@ -1,0 +1,253 @@
+"""A repository in one target: open it, read and write its objects."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import struct
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import pyrage
+
+from .. import keys
+from ..engine import crypto
+from ..errors import (
+    AlreadyExists,
+    IdentityRequired,
+    IntegrityError,
+    NotFound,
+    RepositoryError,
+)
+from ..storage.base import Storage
+from . import layout
+from .index import BlobIndex, Location, PackRecord, decode_index, encode_index
+from .pack import TRAILER, blob_aad
+from .snapshot import Snapshot, decode_snapshot, encode_snapshot
+
+
+@dataclass
+class Damage:
+    """An object that could not be read, kept for check to report."""
+
+    obj: str
+    detail: str
+
+
+@dataclass
+class Repository:
+    storage: Storage
+    writer_key: keys.WriterKey
+    recipients: list[pyrage.x25519.Recipient]
+    identities: list[pyrage.x25519.Identity] = field(default_factory=list)
+    damage: list[Damage] = field(default_factory=list)
+    _index: BlobIndex | None = None
+    _pack_keys: dict[str, bytes] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- creating and opening ------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        storage: Storage,
+        writer_key: keys.WriterKey,
+        recipients: list[pyrage.x25519.Recipient],
+    ) -> Repository:
+        config = {
+            "format": layout.FORMAT_VERSION,
+            "id": writer_key.repo_id,
+            "chunker": {
+                "min": layout.CHUNK_MIN,
+                "avg": layout.CHUNK_AVG_PARAM,
+                "max": layout.CHUNK_MAX,
+            },
+        }
+        try:
+            storage.put(layout.CONFIG, json.dumps(config, indent=1).encode())
+        except AlreadyExists:
+            raise RepositoryError(f"target {storage.label} already holds a repository") from None
+        storage.put(layout.WRITER_KEY, keys.wrap(writer_key.to_bytes(), recipients), overwrite=True)
+        return cls(storage, writer_key, recipients)
+
+    @classmethod
+    def open(
+        cls,
+        storage: Storage,
+        *,
+        writer_key: keys.WriterKey | None,
+        recipients: list[pyrage.x25519.Recipient],
+        identities: list[pyrage.x25519.Identity] | None = None,
+    ) -> Repository:
+        config = read_config(storage)
+        identities = identities or []
+        if writer_key is None:
+            if not identities:
+                raise IdentityRequired(
+                    f"target {storage.label}: this host has no writer key; give an identity "
+                    "(keys.identity_file or --identity) to read the repository's copy"
+                )
+            wrapped = storage.get(layout.WRITER_KEY)
+            writer_key = keys.WriterKey.from_bytes(
+                keys.unwrap(wrapped, identities, f"the writer key in {storage.label}"),
+                layout.WRITER_KEY,
+            )
+        if writer_key.repo_id != config["id"]:
+            raise RepositoryError(
+                f"target {storage.label} holds another site's repository (id {config['id']}); "
+                "this host's writer key is for repository "
+                f"{writer_key.repo_id}. Check the target URL and state_dir"
+            )
+        return cls(storage, writer_key, recipients, identities)
+
+    # -- index ---------------------------------------------------------------------------
+
+    @property
+    def index(self) -> BlobIndex:
+        if self._index is None:
+            self._index = self.load_index()
+        return self._index
+
+    def index_files(self) -> list[str]:
+        return sorted(info.name for info in self.storage.list(f"{layout.INDEX}/"))
+
+    def read_index_file(self, name: str) -> list[PackRecord]:
+        return list(decode_index(name, self.storage.get(name), self.writer_key.index_key))
+
+    def load_index(self) -> BlobIndex:
+        """Load every index file; a damaged one is recorded in ``damage`` and skipped."""
+
+        def records() -> Iterable[tuple[str, PackRecord]]:
+            for name in self.index_files():
+                try:
+                    packs = self.read_index_file(name)
+                except (IntegrityError, NotFound) as exc:
+                    self.damage.append(Damage(name, str(exc)))
+                    continue
+                for pack in packs:
+                    yield name, pack
+
+        return BlobIndex.build(records())
+
+    def save_index(self, packs: list[PackRecord]) -> str:
+        name, sealed = encode_index(packs, self.writer_key.index_key)
+        with contextlib.suppress(AlreadyExists):  # same content, same name: already there
+            self.storage.put(name, sealed)
+        return name
+
+    def reload_index(self) -> BlobIndex:
+        self._index = None
+        self.damage = [d for d in self.damage if not d.obj.startswith(f"{layout.INDEX}/")]
+        return self.index
+
+    # -- snapshots -----------------------------------------------------------------------
+
+    def snapshot_names(self) -> list[str]:
+        return [info.name for info in self.storage.list(f"{layout.SNAPSHOTS}/")]
+
+    def load_snapshot(self, name: str) -> Snapshot:
+        return decode_snapshot(name, self.storage.get(name), self.writer_key.index_key)
+
+    def snapshots(self) -> list[Snapshot]:
+        """Every readable snapshot, oldest first; damaged ones are recorded in ``damage``."""
+        found = []
+        for name in self.snapshot_names():
+            try:
+                found.append(self.load_snapshot(name))
+            except (IntegrityError, NotFound) as exc:
+                self.damage.append(Damage(name, str(exc)))
+        return sorted(found, key=lambda s: (s.time, s.id))
+
+    def save_snapshot(self, snapshot: Snapshot) -> str:
+        """The commit point of a backup."""
+        name, sealed = encode_snapshot(snapshot, self.writer_key.index_key)
+        self.storage.put(name, sealed)
+        return snapshot.id
+
+    # -- reading blobs (needs an identity) -----------------------------------------------
+
+    def require_identity(self, action: str) -> None:
+        if not self.identities:
+            raise IdentityRequired(
+                f"{action} needs an identity: this host holds only the writer key, which "
+                "cannot read backups. Pass --identity FILE or set keys.identity_file"
+            )
+
+    def pack_key(self, pack: str) -> bytes:
+        with self._lock:
+            cached = self._pack_keys.get(pack)
+        if cached is not None:
+            return cached
+        self.require_identity("reading backed-up data")
+        info = self.storage.stat(pack)
+        if info is None:
+            raise IntegrityError(pack, "pack is missing from the target")
+        trailer = self.storage.get(pack, info.size - TRAILER.size, TRAILER.size)
+        frame_len, magic = TRAILER.unpack(trailer)
+        if magic != b"EKP1" or frame_len + TRAILER.size > info.size:
+            raise IntegrityError(pack, "pack trailer is damaged")
+        frame = self.storage.get(pack, info.size - TRAILER.size - frame_len, frame_len)
+        (wrapped_len,) = struct.unpack_from("<H", frame)
+        data_key = keys.unwrap(frame[2 : 2 + wrapped_len], self.identities, f"pack {pack}")
+        with self._lock:
+            self._pack_keys[pack] = data_key
+        return data_key
+
+    def open_blob(self, blob_id: bytes, location: Location, sealed: bytes) -> bytes:
+        """Decrypt a sealed blob and check it is the content its id names."""
+        key = self.pack_key(location.pack)
+        try:
+            data = crypto.open_sealed(key, blob_aad(blob_id, location.type), sealed)
+        except Exception as exc:
+            raise IntegrityError(
+                location.pack, f"blob {blob_id.hex()[:16]} fails authentication (damaged)"
+            ) from exc
+        if crypto.blob_id(self.writer_key.mac_key, data) != blob_id:
+            raise IntegrityError(
+                location.pack, f"blob {blob_id.hex()[:16]} decrypts to other content (damaged)"
+            )
+        return data
+
+    def read_blob(self, blob_id: bytes) -> bytes:
+        location = self.index.find(blob_id)
+        if location is None:
+            raise IntegrityError(
+                f"blob {blob_id.hex()[:16]}", "is not in the index (its pack or index is lost)"
+            )
+        try:
+            sealed = self.storage.get(location.pack, location.offset, location.length)
+        except NotFound as exc:
+            raise IntegrityError(location.pack, "pack is missing from the target") from exc
+        if len(sealed) != location.length:
+            raise IntegrityError(location.pack, "pack is shorter than the index says (truncated)")
+        return self.open_blob(blob_id, location, sealed)
+
+    # -- prune's markers -----------------------------------------------------------------
+
+    def condemned(self) -> dict[str, str]:
+        """Packs prune has condemned: pack object name -> trash marker name."""
+        marked = {}
+        for info in self.storage.list(f"{layout.TRASH}/"):
+            pack = info.name[len(layout.TRASH) + 1 :]
+            marked[pack] = info.name
+        return marked
+
+
+def read_config(storage: Storage) -> dict:
+    try:
+        raw = storage.get(layout.CONFIG)
+    except NotFound:
+        raise RepositoryError(
+            f"target {storage.label} holds no repository; run `emberkeep init` first"
+        ) from None
+    try:
+        config = json.loads(raw)
+    except ValueError as exc:
+        raise IntegrityError(f"{storage.label}/config", "not valid JSON (damaged)") from exc
+    if config.get("format") != layout.FORMAT_VERSION:
+        raise RepositoryError(
+            f"target {storage.label}: repository format {config.get('format')} is not "
+            f"supported by this emberkeep (format {layout.FORMAT_VERSION})"
+        )
+    return config

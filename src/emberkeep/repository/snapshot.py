@@ -1,0 +1,92 @@
+"""Snapshot headers: what a snapshot is, readable with the writer key.
+
+The header holds enough for listing, retention, prune and status on a write-only host
+(source, time, host, tags, sizes, every blob id referenced). The snapshot's body, the
+tree of names and metadata, lives in tree blobs that only an identity can read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import zstandard
+
+from ..clock import iso, parse_time
+from ..engine import crypto
+from ..errors import IntegrityError
+from .layout import snapshot_object
+
+SNAPSHOT_AAD = b"emberkeep snapshot"
+ID = 32
+
+
+@dataclass
+class Snapshot:
+    source: str
+    source_type: str
+    time: datetime
+    host: str
+    tree: bytes  # id of the root tree blob
+    blobs: bytes  # every referenced blob id, concatenated, sorted, unique
+    tags: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # source-specific (e.g. oplog point)
+    id: str = ""  # SHA-256 of the sealed object; set when saved or loaded
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    def blob_ids(self) -> list[bytes]:
+        return [self.blobs[i : i + ID] for i in range(0, len(self.blobs), ID)]
+
+    def to_json(self, target: str | None = None) -> dict[str, Any]:
+        data = {
+            "id": self.id,
+            "short_id": self.short_id,
+            "time": iso(self.time),
+            "source": self.source,
+            "source_type": self.source_type,
+            "host": self.host,
+            "tags": self.tags,
+            "paths": self.paths,
+            "summary": self.summary,
+        }
+        if target is not None:
+            data["target"] = target
+        if self.extra:
+            data["extra"] = self.extra
+        return data
+
+
+def encode_snapshot(snapshot: Snapshot, index_key: bytes) -> tuple[str, bytes]:
+    body = asdict(snapshot)
+    body.pop("id")
+    body["time"] = snapshot.time.isoformat()
+    body["tree"] = snapshot.tree.hex()
+    body["blobs"] = snapshot.blobs.hex()
+    plain = zstandard.ZstdCompressor(level=3).compress(json.dumps(body).encode())
+    sealed = crypto.encrypt(index_key, SNAPSHOT_AAD, plain)
+    digest = hashlib.sha256(sealed).hexdigest()
+    snapshot.id = digest
+    return snapshot_object(digest), sealed
+
+
+def decode_snapshot(name: str, sealed: bytes, index_key: bytes) -> Snapshot:
+    digest = name.rsplit("/", 1)[-1]
+    if hashlib.sha256(sealed).hexdigest() != digest:
+        raise IntegrityError(name, "content does not match its name (SHA-256 differs): damaged")
+    try:
+        plain = crypto.decrypt(index_key, SNAPSHOT_AAD, sealed)
+        body = json.loads(zstandard.ZstdDecompressor().decompress(plain))
+    except (crypto.InvalidTag, zstandard.ZstdError, ValueError) as exc:
+        raise IntegrityError(name, "snapshot fails authentication (damaged or wrong key)") from exc
+    body["time"] = parse_time(body["time"])
+    body["tree"] = bytes.fromhex(body["tree"])
+    body["blobs"] = bytes.fromhex(body["blobs"])
+    return Snapshot(**body, id=digest)

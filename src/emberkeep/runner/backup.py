@@ -1,0 +1,67 @@
+"""The backup job: each named source (all when none) into the first target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .. import clock
+from ..config import FilesSource
+from ..engine.backup import BackupResult, Progress, backup
+from ..engine.filescache import FilesCache
+from ..errors import UsageError
+from ..sources.files import FilesWalker
+from .site import Site
+
+
+@dataclass
+class SourceOutcome:
+    source: str
+    target: str
+    result: BackupResult
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, **self.result.to_json(self.target)}
+
+
+def sources_to_run(site: Site, names: list[str]) -> list[str]:
+    if names:
+        return [site.config.source(n).name for n in names]
+    if not site.config.sources:
+        raise UsageError(f"{site.config.path} defines no [[sources]]; add one to back up")
+    return [s.name for s in site.config.sources]
+
+
+def run_backup(
+    site: Site,
+    source_name: str,
+    *,
+    tags: list[str] | None = None,
+    progress: Progress | None = None,
+) -> SourceOutcome:
+    source = site.config.source(source_name)
+    if not isinstance(source, FilesSource):
+        raise UsageError(
+            f"source {source.name}: type {source.type!r} is not supported by this version yet; "
+            "only 'files' sources can be backed up"
+        )
+    target = site.config.targets[0]
+    repo = site.repository(target.name)
+    walker = FilesWalker(source.paths, source.exclude)
+    walker.check_paths()
+    cache = FilesCache(site.state_dir / "cache" / f"{repo.writer_key.repo_id}-{source.name}.sqlite")
+    try:
+        result = backup(
+            repo,
+            walker.walk(),
+            source=source.name,
+            source_type=source.type,
+            paths=walker.roots,
+            now=clock.now(),
+            tags=tags,
+            cache=cache,
+            progress=progress,
+        )
+    finally:
+        cache.close()
+    return SourceOutcome(source.name, target.name, result)

@@ -1,0 +1,44 @@
+"""check and prune jobs, per target."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .. import clock
+from ..durations import parse_duration
+from ..repository.check import CheckResult, Subset, VerifiedLog, check
+from ..repository.prune import PruneResult, prune
+from .site import Site
+
+
+def run_check(
+    site: Site,
+    target: str,
+    *,
+    read_data: bool,
+    subset: str | None,
+    on_pack: Callable[[str, int], None] = lambda name, size: None,
+) -> CheckResult:
+    reading = read_data or subset is not None
+    repo = site.repository(target, read=reading)
+    log = VerifiedLog(site.state_dir / f"verified-{repo.writer_key.repo_id}-{target}.json")
+    return check(
+        repo,
+        read_data=reading,
+        subset=Subset.parse(subset) if subset else None,
+        verified=log,
+        now=clock.now(),
+        on_pack=on_pack,
+    )
+
+
+def run_prune(
+    site: Site, target: str, *, forget: list[str], dry_run: bool, grace: str | None
+) -> PruneResult:
+    repo = site.repository(target)
+    return prune(
+        repo,
+        forget=forget,
+        grace=parse_duration(grace or site.config.prune.grace),
+        dry_run=dry_run,
+    )

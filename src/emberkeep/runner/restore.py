@@ -1,0 +1,32 @@
+"""The restore job for files snapshots."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ..engine.restore import Restorer, RestoreResult
+from ..errors import UsageError
+from ..repository.snapshot import Snapshot
+from .site import Site, find_snapshot
+
+
+def run_restore(
+    site: Site,
+    spec: str,
+    dest: Path,
+    *,
+    paths: list[str],
+    target: str | None = None,
+    source: str | None = None,
+    on_file: Callable[[str, int], None] = lambda path, size: None,
+) -> tuple[Snapshot, RestoreResult]:
+    repo = site.repository(target, read=True)
+    snapshot = find_snapshot(repo, spec, source)
+    if snapshot.source_type not in ("files",):
+        raise UsageError(
+            f"snapshot {snapshot.short_id} is of type {snapshot.source_type}; "
+            "restoring it is not supported by this version"
+        )
+    result = Restorer(repo, dest, on_file=on_file).restore(snapshot, paths)
+    return snapshot, result

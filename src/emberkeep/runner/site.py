@@ -1,0 +1,96 @@
+"""The site: a loaded config and what it opens (keys, targets, repositories)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyrage
+
+from .. import keys
+from ..config import Config
+from ..errors import RepositoryError, UsageError
+from ..repository.repo import Repository
+from ..repository.snapshot import Snapshot
+from ..storage import Storage, open_storage
+
+
+@dataclass
+class Site:
+    config: Config
+    identity_file: Path | None = None  # --identity overrides keys.identity_file
+    _identities: list[pyrage.x25519.Identity] | None = field(default=None, repr=False)
+
+    @property
+    def state_dir(self) -> Path:
+        path = self.config.site.state_dir
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
+
+    @property
+    def writer_key_path(self) -> Path:
+        return self.state_dir / "writer.key"
+
+    @property
+    def recipients(self) -> list[pyrage.x25519.Recipient]:
+        return keys.parse_recipients(self.config.keys.recipients)
+
+    def identities(self) -> list[pyrage.x25519.Identity]:
+        """The identities this host may use; empty on a write-only host."""
+        if self._identities is None:
+            path = self.identity_file or self.config.keys.identity_file
+            self._identities = keys.load_identities(path) if path else []
+        return self._identities
+
+    def writer_key(self) -> keys.WriterKey | None:
+        path = self.writer_key_path
+        if not path.exists():
+            return None
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, 0o600)
+        return keys.WriterKey.load(path)
+
+    def storage(self, target: str | None = None) -> Storage:
+        chosen = self.config.target(target)
+        return open_storage(chosen.url, name=chosen.name)
+
+    def repository(self, target: str | None = None, *, read: bool = False) -> Repository:
+        """Open a target's repository; ``read`` loads the identities to decrypt with."""
+        identities = self.identities() if read or self.writer_key() is None else []
+        if read and not identities:
+            raise UsageError(
+                "this needs an identity to decrypt backups: pass --identity FILE or set "
+                f"keys.identity_file in {self.config.path}"
+            )
+        repo = Repository.open(
+            self.storage(target),
+            writer_key=self.writer_key(),
+            recipients=self.recipients,
+            identities=identities,
+        )
+        if not self.writer_key_path.exists():
+            repo.writer_key.save(self.writer_key_path)  # rebuilt from the repository's copy
+        return repo
+
+    def target_names(self, only: str | None) -> list[str]:
+        return [self.config.target(only).name] if only else [t.name for t in self.config.targets]
+
+
+def find_snapshot(repo: Repository, spec: str, source: str | None = None) -> Snapshot:
+    """A snapshot by id, unique id prefix, or ``latest`` (of ``source`` when given)."""
+    snapshots = [s for s in repo.snapshots() if source is None or s.source == source]
+    if spec == "latest":
+        if not snapshots:
+            where = f" of source {source}" if source else ""
+            raise RepositoryError(f"target {repo.storage.label} holds no snapshot{where} yet")
+        return snapshots[-1]
+    matches = [s for s in snapshots if s.id.startswith(spec.lower())]
+    if len(spec) < 4 or not matches:
+        raise UsageError(
+            f"no snapshot {spec!r} in target {repo.storage.label}; give an id (at least 4 "
+            "characters) from `emberkeep snapshots`, or `latest`"
+        )
+    if len(matches) > 1:
+        raise UsageError(f"snapshot id {spec!r} is ambiguous; give more characters")
+    return matches[0]

@@ -1,0 +1,1 @@
+"""What is backed up. A source walks its data depth-first and yields events."""

@@ -1,0 +1,104 @@
+"""Terminal output: progress bars on a terminal, plain lines elsewhere, JSON on request."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+class ByteProgress:
+    """A progress bar of files and bytes; silent unless stderr is a terminal."""
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self.enabled = enabled and err.is_terminal
+        self._bar = Progress(
+            TextColumn(f"[bold]{label}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TextColumn("{task.fields[files]} files"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        )
+        self._task = self._bar.add_task(label, total=None, files=0)
+        self._files = 0
+        self._lock = threading.Lock()
+
+    def set_total(self, total_bytes: int) -> None:
+        if self.enabled:
+            self._bar.update(self._task, total=total_bytes)
+
+    def advance(self, _name: str, size: int) -> None:
+        if self.enabled:
+            with self._lock:
+                self._files += 1
+                self._bar.update(self._task, advance=size, files=self._files)
+
+    @contextmanager
+    def shown(self) -> Iterator[ByteProgress]:
+        if not self.enabled:
+            yield self
+            return
+        with self._bar:
+            yield self
+
+
+class CountProgress:
+    def __init__(self, label: str, total: int, enabled: bool) -> None:
+        self.enabled = enabled and err.is_terminal
+        self._bar = Progress(
+            TextColumn(f"[bold]{label}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        )
+        self._task = self._bar.add_task(label, total=total)
+
+    def advance(self, *_: object) -> None:
+        if self.enabled:
+            self._bar.update(self._task, advance=1)
+
+    @contextmanager
+    def shown(self) -> Iterator[CountProgress]:
+        if not self.enabled:
+            yield self
+            return
+        with self._bar:
+            yield self
+
+
+def in_background(fn: Callable[[], None]) -> None:
+    threading.Thread(target=fn, daemon=True).start()
