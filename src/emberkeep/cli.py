@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--target")
 
+    p = sub.add_parser("demo", help="run the main job on a generated demo shop")
+    p.add_argument(
+        "--dir", type=Path, default=Path("demo"), help="folder for the demo (default ./demo)"
+    )
+    p.add_argument("--media-files", type=int, default=300)
+
     for name, what in LATER.items():
         sub.add_parser(name, parents=[common], help=f"{what} (not in this version yet)")
     return parser
@@ -131,6 +137,10 @@ def dispatch(args: argparse.Namespace) -> int:
             ui.err.print(f"identity written to {args.output} (keep it offline, mode 0600)")
             print(recipient)
         return 0
+    if args.command == "demo":
+        from .demo.run import run_demo
+
+        return run_demo(args.dir, media_files=args.media_files)
     if args.command in LATER:
         raise EmberkeepError(
             f"`emberkeep {args.command}` ({LATER[args.command]}) is not available "

@@ -23,14 +23,30 @@ def temp_name(final: Path) -> Path:
     return final.with_name(f".{final.name}.tmp-{secrets.token_hex(6)}")
 
 
-def _write_temp(final: Path, data: bytes | memoryview, mode: int) -> Path:
+Buffers = bytes | bytearray | memoryview | list[bytes | bytearray]
+_IOV_MAX = 512
+
+
+def write_all(fd: int, data: Buffers) -> None:
+    """Write every byte of ``data`` (one buffer or a list of them, gathered with writev)."""
+    parts = [memoryview(p) for p in (data if isinstance(data, list) else [data]) if len(p)]
+    first = 0
+    while first < len(parts):
+        written = os.writev(fd, parts[first : first + _IOV_MAX])
+        while written:
+            if written >= len(parts[first]):
+                written -= len(parts[first])
+                first += 1
+            else:
+                parts[first] = parts[first][written:]
+                written = 0
+
+
+def _write_temp(final: Path, data: Buffers, mode: int) -> Path:
     tmp = temp_name(final)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        write_all(fd, data)
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -41,9 +57,7 @@ def _write_temp(final: Path, data: bytes | memoryview, mode: int) -> Path:
     return tmp
 
 
-def write_atomic(
-    final: Path, data: bytes | memoryview, *, mode: int = 0o600, exclusive: bool = False
-) -> None:
+def write_atomic(final: Path, data: Buffers, *, mode: int = 0o600, exclusive: bool = False) -> None:
     """Write ``data`` to ``final`` so that a crash leaves the old file or the new one.
 
     With ``exclusive`` the write is create-only: it raises ``AlreadyExists`` when

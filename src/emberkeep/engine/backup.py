@@ -15,15 +15,15 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
-
-import pyfastcdc
 
 from ..repository import layout
 from ..repository.lease import Lease
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
 from ..sources.events import Enter, Event, Leaf, Leave, LocalFile, Warning_
+from .chunker import Chunker
 from .filescache import FilesCache
 from .tree import TreeBuilder
 from .writer import BlobWriter
@@ -54,7 +54,7 @@ class _Run:
     tree: TreeBuilder
     cache: FilesCache | None
     progress: Progress
-    chunker: pyfastcdc.FastCDC
+    chunker: Chunker
     warnings: list[dict[str, str]] = field(default_factory=list)
     files: int = 0
     dirs: int = 0
@@ -104,26 +104,26 @@ class _Run:
         self.progress.on_file(item.snapshot_path, size)
 
     def _read(self, item: LocalFile) -> tuple[list[bytes] | None, int, os.stat_result]:
-        """Read a file, retrying while it changes under us; never store it torn silently."""
+        """Read a file, retrying while it changes under us; never store it torn silently.
+
+        The version read is the one the walk saw (``item.stat``) when the open file's stat
+        after reading still matches it; otherwise the file is looked at again and re-read.
+        """
+        before = item.stat
         for attempt in range(READ_RETRIES):
             try:
-                ids, size, before, after = self._read_once(item.path)
+                ids, size, after = self._read_once(item.path, before.st_size)
             except FileNotFoundError:
                 self.warnings.append({"path": str(item.path), "message": "vanished; skipped"})
-                return None, 0, item.stat
+                return None, 0, before
             except OSError as exc:
                 self.warnings.append(
                     {"path": str(item.path), "message": f"cannot read: {exc.strerror}; skipped"}
                 )
-                return None, 0, item.stat
+                return None, 0, before
             if _same_version(before, after) and size == after.st_size:
-                item.node.update(
-                    mode=stat.S_IMODE(after.st_mode),
-                    uid=after.st_uid,
-                    gid=after.st_gid,
-                    mtime_ns=after.st_mtime_ns,
-                )
                 return ids, size, after
+            _take_metadata(item.node, after)
             if attempt == READ_RETRIES - 1:
                 item.node["changed_while_read"] = True
                 self.warnings.append(
@@ -134,42 +134,56 @@ class _Run:
                     }
                 )
                 return ids, size, after
+            before = after
         raise AssertionError("unreachable")
 
-    def _read_once(
-        self, path: os.PathLike[str]
-    ) -> tuple[list[bytes], int, os.stat_result, os.stat_result]:
+    def _read_once(self, path: Path, expected: int) -> tuple[list[bytes], int, os.stat_result]:
+        """Chunk and submit one file; returns its ids, bytes read and its stat afterwards."""
         ids: list[bytes] = []
         size = 0
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb", buffering=0) as handle:
-            before = os.fstat(fd)
-            if before.st_size < layout.CHUNK_MIN:
-                data = handle.read(layout.CHUNK_MIN + 1)
-                if len(data) <= layout.CHUNK_MIN:
-                    size = len(data)
+        try:
+            if expected < layout.CHUNK_MIN:
+                data = _read_small(fd, expected)
+                if data is not None:
                     if data:
                         self.writer.submit(data, ids)
-                    return ids, size, before, os.fstat(fd)
-                handle.seek(0)  # it grew past one chunk while we looked: chunk it
-            for chunk in self.chunker.cut_stream(handle):
-                size += chunk.length
-                self.writer.submit(bytes(chunk.data), ids)
-            return ids, size, before, os.fstat(fd)
+                    return ids, len(data), os.fstat(fd)
+                os.lseek(fd, 0, os.SEEK_SET)  # it grew past one chunk meanwhile: chunk it
+            with os.fdopen(os.dup(fd), "rb", buffering=0) as handle:
+                for chunk in self.chunker.chunks(handle):
+                    size += len(chunk)
+                    self.writer.submit(chunk, ids)
+            return ids, size, os.fstat(fd)
+        finally:
+            os.close(fd)
+
+
+def _read_small(fd: int, expected: int) -> bytes | None:
+    """Read a file expected to be one chunk; None when it turns out larger."""
+    parts = []
+    total = 0
+    while True:
+        block = os.read(fd, max(expected + 1 - total, 65536))
+        if not block:
+            return b"".join(parts) if len(parts) != 1 else parts[0]
+        parts.append(block)
+        total += len(block)
+        if total > layout.CHUNK_MIN:
+            return None
+
+
+def _take_metadata(node: dict[str, Any], st: os.stat_result) -> None:
+    node.update(
+        mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, mtime_ns=st.st_mtime_ns
+    )
 
 
 def _same_version(before: os.stat_result, after: os.stat_result) -> bool:
-    return (before.st_size, before.st_mtime_ns, before.st_ctime_ns) == (
-        after.st_size,
-        after.st_mtime_ns,
-        after.st_ctime_ns,
-    )
+    def version(st: os.stat_result) -> tuple[int, ...]:
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
-
-def new_chunker(seed: int) -> pyfastcdc.FastCDC:
-    return pyfastcdc.FastCDC(
-        layout.CHUNK_AVG_PARAM, min_size=layout.CHUNK_MIN, max_size=layout.CHUNK_MAX, seed=seed
-    )
+    return version(before) == version(after)
 
 
 def backup(
@@ -195,7 +209,7 @@ def backup(
             TreeBuilder(writer),
             cache,
             progress or Progress(),
-            new_chunker(repo.writer_key.chunker_seed),
+            Chunker(repo.writer_key.chunker_seed),
         )
         try:
             run.consume(events)

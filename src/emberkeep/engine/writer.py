@@ -26,7 +26,7 @@ from ..repository.pack import PackWriter
 from ..repository.repo import Repository
 from . import crypto
 
-Result = tuple[bytes, bytes | None, int]  # blob id, sealed bytes or None when known, raw size
+Result = tuple[bytes, bytearray | None, int]  # blob id, sealed bytes or None when known, raw size
 
 
 @dataclass
@@ -52,32 +52,41 @@ class _Job:
 
 
 class _Uploader:
-    """One background thread that uploads finished packs, one waiting at most."""
+    """One background thread that seals finished packs and uploads them.
+
+    Sealing a pack (wrapping its key, hashing it for its name) happens here, off the
+    thread that reads files. One pack waits in the queue at most, so at most three packs
+    are in memory: the one filling, the one waiting, the one being written.
+    """
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
         self.done: list[PackRecord] = []
         self.error: BaseException | None = None
-        self._queue: queue.Queue[tuple[str, int, bytearray, PackRecord] | None] = queue.Queue(1)
+        self._queue: queue.Queue[PackWriter | None] = queue.Queue(1)
         self._thread = threading.Thread(target=self._run, daemon=True, name="uploader")
         self._thread.start()
 
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            name, _kind, data, record = item
+        while (pack := self._queue.get()) is not None:
             if self.error is not None:
                 continue
             try:
-                # Same bytes, same name: a restarted backup may have sent it already.
-                with contextlib.suppress(AlreadyExists):
-                    self.repo.storage.put(name, memoryview(data))
-                self.done.append(record)
+                self.done.append(self._upload(pack))
             except BaseException as exc:
                 self.error = exc
 
-    def send(self, name: str, kind: int, data: bytearray, record: PackRecord) -> None:
+    def _upload(self, pack: PackWriter) -> PackRecord:
+        name, parts, entries = pack.finish(self.repo.recipients, self.repo.writer_key.index_key)
+        record = PackRecord(name, pack.kind, pack.size, tuple(entries))
+        # Same bytes, same name: a restarted backup may have sent it already.
+        with contextlib.suppress(AlreadyExists):
+            self.repo.storage.put(name, parts)
+        return record
+
+    def send(self, pack: PackWriter) -> None:
         self.raise_error()
-        self._queue.put((name, kind, data, record))
+        self._queue.put(pack)
 
     def raise_error(self) -> None:
         if self.error is not None:
@@ -162,7 +171,9 @@ class BlobWriter:
 
     # -- packs ---------------------------------------------------------------------------
 
-    def _add(self, pack: PackWriter, blob_id: bytes, kind: int, sealed: bytes, raw: int) -> None:
+    def _add(
+        self, pack: PackWriter, blob_id: bytes, kind: int, sealed: bytearray, raw: int
+    ) -> None:
         pack.add(blob_id, kind, sealed, raw)
         self._pending.add(blob_id)
         self.stats.blobs_new += 1
@@ -187,12 +198,9 @@ class BlobWriter:
             self._ship(state.writer)
 
     def _ship(self, pack: PackWriter) -> None:
-        if not pack.entries:
-            return
-        name, data, entries = pack.finish(self.repo.recipients, self.repo.writer_key.index_key)
-        record = PackRecord(name, pack.kind, len(data), tuple(entries))
-        self.stats.packs += 1
-        self._uploader.send(name, pack.kind, data, record)
+        if pack.entries:
+            self.stats.packs += 1
+            self._uploader.send(pack)
 
     def finish(self) -> list[PackRecord]:
         """Seal and upload every open pack, then write one index file for them."""

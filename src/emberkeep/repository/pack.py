@@ -45,36 +45,45 @@ class BlobEntry:
 
 @dataclass
 class PackWriter:
-    """Collects sealed blobs for one pack; ``finish`` returns the pack's bytes and name."""
+    """Collects sealed blobs for one pack; ``finish`` returns the pack's parts and name.
+
+    The pack is kept as a list of buffers (one per blob), written out with one gathered
+    write, so filling a pack never copies or reallocates blob bytes.
+    """
 
     kind: int
     data_key: bytes = field(default_factory=lambda: os.urandom(32))
-    buffer: bytearray = field(default_factory=bytearray)
+    parts: list[bytes | bytearray] = field(default_factory=list)
+    size: int = 0
     entries: list[BlobEntry] = field(default_factory=list)
     submitted: int = 0  # bytes promised to this pack by chunks still being sealed
 
-    def add(self, blob_id: bytes, blob_type: int, sealed: bytes, raw_length: int) -> None:
-        self.entries.append(
-            BlobEntry(blob_id, blob_type, len(self.buffer), len(sealed), raw_length)
-        )
-        self.buffer += sealed
+    def add(
+        self, blob_id: bytes, blob_type: int, sealed: bytes | bytearray, raw_length: int
+    ) -> None:
+        self.entries.append(BlobEntry(blob_id, blob_type, self.size, len(sealed), raw_length))
+        self.parts.append(sealed)
+        self.size += len(sealed)
 
-    def seal(self, blob_id: bytes, blob_type: int, data: bytes | memoryview) -> bytes:
+    def seal(self, blob_id: bytes, blob_type: int, data: bytes | memoryview) -> bytearray:
         return crypto.seal(self.data_key, blob_aad(blob_id, blob_type), data)
 
     def finish(
         self, recipients: list[pyrage.x25519.Recipient], index_key: bytes
-    ) -> tuple[str, bytearray, list[BlobEntry]]:
+    ) -> tuple[str, list[bytes | bytearray], list[BlobEntry]]:
         wrapped = pyrage.encrypt(self.data_key, recipients)
         table = b"".join(
             ENTRY.pack(e.id, e.type, e.offset, e.length, e.raw_length) for e in self.entries
         )
         sealed_table = crypto.encrypt(index_key, TABLE_AAD, table)
         frame = struct.pack("<H", len(wrapped)) + wrapped + sealed_table
-        self.buffer += frame + TRAILER.pack(len(frame), MAGIC)
+        self.parts.append(frame + TRAILER.pack(len(frame), MAGIC))
+        self.size += len(self.parts[-1])
         self.data_key = b""  # forgotten: from here on only an identity reads this pack
-        name = pack_object(self.kind, hashlib.sha256(self.buffer).hexdigest())
-        return name, self.buffer, self.entries
+        digest = hashlib.sha256()
+        for part in self.parts:
+            digest.update(part)
+        return pack_object(self.kind, digest.hexdigest()), self.parts, self.entries
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+Payload = bytes | bytearray | memoryview | list[bytes | bytearray]
+"""An object's bytes, whole or as a list of parts written one after another."""
+
 
 @dataclass(frozen=True)
 class ObjectInfo:
@@ -16,7 +19,7 @@ class ObjectInfo:
 class Storage(Protocol):
     label: str  # how messages name this target
 
-    def put(self, name: str, data: bytes | memoryview, *, overwrite: bool = False) -> None:
+    def put(self, name: str, data: Payload, *, overwrite: bool = False) -> None:
         """Store an object crash-safely. Create-only unless ``overwrite``: raises AlreadyExists."""
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import NotFound, StorageError
 from ..fsutil import fsync_dir, storage_error, write_atomic
-from .base import ObjectInfo
+from .base import ObjectInfo, Payload
 
 
 class LocalStorage:
@@ -22,7 +22,7 @@ class LocalStorage:
             raise StorageError(f"target {self.label}: refusing object name {name!r}")
         return self.root / name
 
-    def put(self, name: str, data: bytes | memoryview, *, overwrite: bool = False) -> None:
+    def put(self, name: str, data: Payload, *, overwrite: bool = False) -> None:
         try:
             write_atomic(self._path(name), data, mode=0o600, exclusive=not overwrite)
         except StorageError as exc:

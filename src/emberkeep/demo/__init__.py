@@ -1,0 +1,1 @@
+"""The demo: a generated candle shop, backed up, checked and restored with the real CLI."""

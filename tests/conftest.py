@@ -1,0 +1,170 @@
+"""Shared fixtures: a site in a temp dir, driven through the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Site:
+    """A sandboxed emberkeep site: identities, a config file, a state dir, targets."""
+
+    root: Path
+    recipients: list[str] = field(default_factory=list)
+    identities: list[Path] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "emberkeep.toml"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def repo(self) -> Path:
+        return self.root / "repo"
+
+    def run(
+        self, *args: str | os.PathLike[str], ok: bool | None = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `emberkeep -c CONFIG ARGS`; ``ok=True`` asserts exit 0, False asserts non-zero."""
+        cmd = [sys.executable, "-m", "emberkeep", "-c", str(self.config_path), *map(str, args)]
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, env={**os.environ, **self.env}, timeout=timeout
+        )
+        if ok is True:
+            assert proc.returncode == 0, (
+                f"{cmd} failed ({proc.returncode}):\n{proc.stderr}\n{proc.stdout}"
+            )
+        elif ok is False:
+            assert proc.returncode != 0, f"{cmd} should have failed:\n{proc.stdout}"
+        if proc.returncode != 0:
+            assert "Traceback" not in proc.stderr, f"traceback for a user error:\n{proc.stderr}"
+        return proc
+
+    def json(self, *args: str | os.PathLike[str]) -> Any:
+        return json.loads(self.run(*args, "--json").stdout)
+
+    def keygen(self, name: str = "identity.txt") -> tuple[Path, str]:
+        path = self.root / name
+        proc = subprocess.run(
+            [sys.executable, "-m", "emberkeep", "keygen", "-o", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        recipient = proc.stdout.strip().splitlines()[-1]
+        self.identities.append(path)
+        self.recipients.append(recipient)
+        return path, recipient
+
+    def write_config(
+        self,
+        paths: list[Path] | None = None,
+        *,
+        identity: Path | bool | None = True,
+        exclude: list[str] | None = None,
+        extra_sources: str = "",
+        targets: str | None = None,
+        extra: str = "",
+    ) -> Path:
+        if not self.recipients:
+            self.keygen()
+        ident = self.identities[0] if identity is True else identity
+        lines = [
+            "[site]",
+            'name = "test-site"',
+            f'state_dir = "{self.state_dir}"',
+            "[keys]",
+            f"recipients = {json.dumps(self.recipients)}",
+        ]
+        if ident:
+            lines.append(f'identity_file = "{ident}"')
+        if paths is not None:
+            lines += [
+                "[[sources]]",
+                'name = "files"',
+                'type = "files"',
+                f"paths = {json.dumps([str(p) for p in paths])}",
+                f"exclude = {json.dumps(exclude or [])}",
+            ]
+        lines.append(extra_sources)
+        lines.append(
+            targets
+            if targets is not None
+            else f'[[targets]]\nname = "local"\nurl = "file://{self.repo}"'
+        )
+        lines.append(extra)
+        self.config_path.write_text("\n".join(lines) + "\n")
+        return self.config_path
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        return self.json("snapshots")
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    yield Site(tmp_path)
+
+
+def tree_listing(root: Path) -> dict[str, tuple[Any, ...]]:
+    """Content and metadata of every entry under root, for comparing trees exactly."""
+    import hashlib
+    import stat
+
+    listing: dict[str, tuple[Any, ...]] = {}
+    inodes: dict[int, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()  # a fixed order, so a hardlink group is named the same in both trees
+        for name in dirnames + sorted(filenames):
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            st = os.lstat(path)
+            kind = stat.S_IFMT(st.st_mode)
+            if stat.S_ISLNK(st.st_mode):
+                detail: Any = os.readlink(path)
+            elif stat.S_ISREG(st.st_mode):
+                detail = hashlib.sha256(path.read_bytes()).hexdigest()
+                if st.st_nlink > 1:
+                    detail = (detail, "link-group:" + inodes.setdefault(st.st_ino, rel))
+            else:
+                detail = None
+            mtime = None if stat.S_ISDIR(st.st_mode) and path.is_symlink() else st.st_mtime_ns
+            listing[rel] = (kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, mtime, detail)
+    return listing
+
+
+def restored(out: Path, path: Path) -> Path:
+    """Where ``restore --to out`` puts the snapshot path ``path`` (kept at its absolute place)."""
+    return out / str(path).lstrip("/")
+
+
+def stored_bytes(
+    repo: Path, folders: tuple[str, ...] = ("data", "meta", "index", "snapshots")
+) -> int:
+    """Bytes on disk of a file:// repository's objects in ``folders``."""
+    total = 0
+    for folder in folders:
+        for dirpath, _dirs, files in os.walk(repo / folder):
+            total += sum(os.lstat(os.path.join(dirpath, f)).st_size for f in files)
+    return total
+
+
+def repo_objects(repo: Path, folder: str) -> list[Path]:
+    """The objects (no temp files) in one folder of a file:// repository."""
+    return sorted(
+        p for p in (repo / folder).rglob("*") if p.is_file() and not p.name.startswith(".")
+    )
