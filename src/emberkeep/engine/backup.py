@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from ..repository import layout
@@ -86,7 +85,7 @@ class _Run:
                 node.update(hardlink=first[0], size=st.st_size, content=first[1])
                 self.tree.add(node)
                 return
-        ids = self.cache.lookup(item.snapshot_path, st, self.writer.known) if self.cache else None
+        ids = self.cache.lookup(item.path, st, self.writer.known) if self.cache else None
         if ids is not None:
             size = st.st_size
             self.bytes_from_cache += size
@@ -96,12 +95,12 @@ class _Run:
                 return
         node.update(size=size, content=ids)
         if st.st_nlink > 1:
-            self.links[(st.st_dev, st.st_ino)] = (item.snapshot_path, ids)
+            self.links[(st.st_dev, st.st_ino)] = (item.path, ids)
         if self.cache is not None and not node.get("changed_while_read"):
-            self.cache.remember(item.snapshot_path, st, ids)
+            self.cache.remember(item.path, st, ids)
         self.bytes += size
         self.tree.add(node)
-        self.progress.on_file(item.snapshot_path, size)
+        self.progress.on_file(item.path, size)
 
     def _read(self, item: LocalFile) -> tuple[list[bytes] | None, int, os.stat_result]:
         """Read a file, retrying while it changes under us; never store it torn silently.
@@ -114,11 +113,11 @@ class _Run:
             try:
                 ids, size, after = self._read_once(item.path, before.st_size)
             except FileNotFoundError:
-                self.warnings.append({"path": str(item.path), "message": "vanished; skipped"})
+                self.warnings.append({"path": item.path, "message": "vanished; skipped"})
                 return None, 0, before
             except OSError as exc:
                 self.warnings.append(
-                    {"path": str(item.path), "message": f"cannot read: {exc.strerror}; skipped"}
+                    {"path": item.path, "message": f"cannot read: {exc.strerror}; skipped"}
                 )
                 return None, 0, before
             if _same_version(before, after) and size == after.st_size:
@@ -128,7 +127,7 @@ class _Run:
                 item.node["changed_while_read"] = True
                 self.warnings.append(
                     {
-                        "path": str(item.path),
+                        "path": item.path,
                         "message": "changed while it was read, on every try; stored as read "
                         "and marked changed_while_read (back it up again when it is quiet)",
                     }
@@ -137,7 +136,7 @@ class _Run:
             before = after
         raise AssertionError("unreachable")
 
-    def _read_once(self, path: Path, expected: int) -> tuple[list[bytes], int, os.stat_result]:
+    def _read_once(self, path: str, expected: int) -> tuple[list[bytes], int, os.stat_result]:
         """Chunk and submit one file; returns its ids, bytes read and its stat afterwards."""
         ids: list[bytes] = []
         size = 0
@@ -202,7 +201,10 @@ def backup(
     started = time.monotonic()
     with Lease(repo.storage, "backup"):
         repo.reload_index()  # after the lease: see prune's marks or be seen by prune
-        writer = BlobWriter(repo, workers=workers, skip_packs=frozenset(repo.condemned()))
+        condemned = frozenset(repo.condemned())
+        writer = BlobWriter(repo, workers=workers, skip_packs=condemned)
+        if cache is not None:
+            cache.trust(repo.index_names, bool(condemned))
         run = _Run(
             repo,
             writer,
@@ -242,5 +244,5 @@ def backup(
         )
         repo.save_snapshot(snapshot)
     if cache is not None:
-        cache.commit()
+        cache.commit(repo.index_names)
     return BackupResult(snapshot, run.warnings)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,12 @@ def _inside(path: str, includes: list[str]) -> bool:
 
 
 class Restorer:
+    """Restores files in parallel: small files one per worker, large ones blob by blob.
+
+    At most ``2 * workers`` files are in flight, so memory stays flat. Second names of
+    hardlinked files are linked at the end, once their first name exists.
+    """
+
     def __init__(
         self,
         repo: Repository,
@@ -81,7 +89,7 @@ class Restorer:
         self.on_file = on_file
         self.result = RestoreResult()
         self.as_root = os.geteuid() == 0
-        self._restored_files: set[str] = set()
+        self._lock = threading.Lock()
 
     def restore(self, snapshot: Snapshot, includes: list[str] | None = None) -> RestoreResult:
         includes = [("/" + p.strip("/")) if p.strip("/") else "/" for p in (includes or [])]
@@ -89,8 +97,11 @@ class Restorer:
         self.repo.require_identity("restore")
         self.dest.mkdir(parents=True, exist_ok=True)
         dirs: list[tuple[str, Node]] = []
+        links: list[tuple[str, Node]] = []
         found: set[str] = set()
+        restored: set[str] = set()
         with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
+            files: deque[Future[None]] = deque()
             for path, node in walk_tree(self.repo, snapshot.tree):
                 if not _selected(path, includes):
                     continue
@@ -102,41 +113,65 @@ class Restorer:
                     self.result.dirs += 1
                 elif not _inside(path, includes):
                     continue
-                elif node["type"] == "file":
-                    self._file(pool, path, node, target)
                 elif node["type"] == "symlink":
                     self._symlink(node, target)
+                elif node.get("hardlink") in restored:
+                    links.append((path, node))
+                else:
+                    restored.add(path)
+                    if len(node["content"]) > 1:
+                        self._drain(files, 0)  # a large file has the pool to itself
+                        self._file(path, node, target, pool)
+                    else:
+                        files.append(pool.submit(self._file, path, node, target, None))
+                        self._drain(files, 2 * self.workers)
+            self._drain(files, 0)
         missing = [i for i in includes if i not in found]
         if missing:
             raise UsageError(f"path {missing[0]} is not in snapshot {snapshot.short_id}")
-        for _path, node in reversed(dirs):
-            self._metadata(self.dest / _path.lstrip("/"), node)
+        for path, node in links:
+            self._link(path, node)
+        for path, node in reversed(dirs):
+            self._metadata(self.dest / path.lstrip("/"), node)
         return self.result
 
-    def _file(self, pool: ThreadPoolExecutor, path: str, node: Node, target: Path) -> None:
+    @staticmethod
+    def _drain(files: deque[Future[None]], keep: int) -> None:
+        while len(files) > keep:
+            files.popleft().result()
+
+    def _file(self, path: str, node: Node, target: Path, pool: ThreadPoolExecutor | None) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        link_to = node.get("hardlink")
-        if link_to and link_to in self._restored_files:
-            with contextlib.suppress(FileNotFoundError):
-                target.unlink()
-            os.link(self.dest / link_to.lstrip("/"), target)
-        else:
-            tmp = temp_name(target)
-            try:
-                with open(tmp, "wb") as out:
-                    for data in ordered_map(
-                        pool, self.repo.read_blob, node["content"], 2 * self.workers
-                    ):
+        tmp = temp_name(target)
+        try:
+            with open(tmp, "wb") as out:
+                if pool is None:
+                    for blob_id in node["content"]:
+                        out.write(self.repo.read_blob(blob_id))
+                else:
+                    window = 2 * self.workers
+                    for data in ordered_map(pool, self.repo.read_blob, node["content"], window):
                         out.write(data)
-                self._metadata(tmp, node)
-                os.replace(tmp, target)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
-                raise
-        self._restored_files.add(path)
-        self.result.files += 1
-        self.result.bytes += node.get("size", 0)
+            self._metadata(tmp, node)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        self._count_file(path, node)
+
+    def _link(self, path: str, node: Node) -> None:
+        target = self.dest / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+        os.link(self.dest / node["hardlink"].lstrip("/"), target)
+        self._count_file(path, node)
+
+    def _count_file(self, path: str, node: Node) -> None:
+        with self._lock:
+            self.result.files += 1
+            self.result.bytes += node.get("size", 0)
         self.on_file(path, node.get("size", 0))
 
     def _symlink(self, node: Node, target: Path) -> None:
@@ -148,15 +183,15 @@ class Restorer:
         self.result.symlinks += 1
 
     def _metadata(self, target: Path, node: Node) -> None:
-        is_link = node["type"] == "symlink"
         if self.as_root:
             try:
                 os.chown(target, node["uid"], node["gid"], follow_symlinks=False)
             except OSError as exc:
-                self.result.warnings.append(
-                    {"path": str(target), "message": f"chown: {exc.strerror}"}
-                )
-        if not is_link:
+                with self._lock:
+                    self.result.warnings.append(
+                        {"path": str(target), "message": f"chown: {exc.strerror}"}
+                    )
+        if node["type"] != "symlink":
             os.chmod(target, node["mode"])
         mtime = node["mtime_ns"]
         os.utime(target, ns=(mtime, mtime), follow_symlinks=False)

@@ -24,6 +24,7 @@ from .pack import ENTRY, BlobEntry
 INDEX_AAD = b"emberkeep index"
 PACK_HEADER = struct.Struct("<32sBQI")  # pack sha256, kind, pack size, blob count
 ID = 32
+BUCKETS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,19 @@ class _SortedIds:
         return self.raw[i * ID : (i + 1) * ID]
 
 
+def _bucket_table(ids: bytes) -> array[int]:
+    """``table[p]`` is the first position whose id starts with the 16-bit prefix ``p``.
+
+    Ids are uniformly random, so a lookup bisects only its own small bucket.
+    """
+    counts = array("I", bytes(4 * (BUCKETS + 1)))
+    for position in range(0, len(ids), ID):
+        counts[int.from_bytes(ids[position : position + 2], "big") + 1] += 1
+    for prefix in range(1, BUCKETS + 1):
+        counts[prefix] += counts[prefix - 1]
+    return counts
+
+
 class BlobIndex:
     """Blob id -> location, over every loaded index file plus the blobs of this session."""
 
@@ -108,6 +122,7 @@ class BlobIndex:
         self._raw = array("I")
         self._type = array("B")
         self._session: dict[bytes, Location] = {}
+        self._buckets = _bucket_table(b"")
 
     @classmethod
     def build(cls, records: Iterable[tuple[str, PackRecord]]) -> BlobIndex:
@@ -135,6 +150,7 @@ class BlobIndex:
             index._raw.append(entry.raw_length)
             index._type.append(entry.type)
         index._ids = _SortedIds(bytes(ids))
+        index._buckets = _bucket_table(index._ids.raw)
         # The pack records' entries were only needed to build the arrays.
         index.packs = {
             name: PackRecord(p.name, p.kind, p.size, ()) for name, p in index.packs.items()
@@ -148,8 +164,10 @@ class BlobIndex:
         found = self._session.get(blob_id)
         if found is not None:
             return found
-        i = bisect_left(self._ids, blob_id)
-        if i < len(self._ids) and self._ids[i] == blob_id:
+        bucket = int.from_bytes(blob_id[:2], "big")
+        lo, hi = self._buckets[bucket], self._buckets[bucket + 1]
+        i = bisect_left(self._ids, blob_id, lo, hi)
+        if i < hi and self._ids[i] == blob_id:
             return Location(
                 self._pack_names[self._pack[i]],
                 self._type[i],

@@ -42,6 +42,7 @@ class Repository:
     recipients: list[pyrage.x25519.Recipient]
     identities: list[pyrage.x25519.Identity] = field(default_factory=list)
     damage: list[Damage] = field(default_factory=list)
+    index_names: set[str] = field(default_factory=set)  # index files loaded, or written since
     _index: BlobIndex | None = None
     _pack_keys: dict[str, bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -118,6 +119,8 @@ class Repository:
     def load_index(self) -> BlobIndex:
         """Load every index file; a damaged one is recorded in ``damage`` and skipped."""
 
+        self.index_names = set()
+
         def records() -> Iterable[tuple[str, PackRecord]]:
             for name in self.index_files():
                 try:
@@ -125,6 +128,7 @@ class Repository:
                 except (IntegrityError, NotFound) as exc:
                     self.damage.append(Damage(name, str(exc)))
                     continue
+                self.index_names.add(name)
                 for pack in packs:
                     yield name, pack
 
@@ -134,6 +138,7 @@ class Repository:
         name, sealed = encode_index(packs, self.writer_key.index_key)
         with contextlib.suppress(AlreadyExists):  # same content, same name: already there
             self.storage.put(name, sealed)
+        self.index_names.add(name)
         return name
 
     def reload_index(self) -> BlobIndex:

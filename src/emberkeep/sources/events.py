@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 
@@ -32,9 +31,8 @@ class LocalFile:
     """A regular file on this host, read by the engine with change detection."""
 
     node: dict[str, Any]
-    path: Path
     stat: os.stat_result
-    snapshot_path: str  # where it lies in the snapshot, for hardlinks and the cache
+    path: str  # where it lies on this host and in the snapshot
 
 
 @dataclass

@@ -50,58 +50,64 @@ class FilesWalker:
         return False
 
     def walk(self) -> Iterator[Event]:
-        yield from self._children("/", whole="/" in self.roots)
-
-    def _children(self, directory: str, *, whole: bool) -> Iterator[Event]:
-        if whole:
-            try:
-                names = sorted(os.listdir(directory))
-            except OSError as exc:
-                yield Warning_(directory, f"cannot list directory: {exc.strerror}; skipped")
-                return
-        else:
-            prefix = directory.rstrip("/") + "/"
-            names = sorted(
-                {r[len(prefix) :].split("/", 1)[0] for r in self.roots if r.startswith(prefix)}
-            )
-        for name in names:
-            path = os.path.join(directory, name)
-            included = whole or path in self.roots
+        """Depth-first, names in byte order, iteratively (deep trees cost no recursion)."""
+        stack: list[Iterator[tuple[str, str, bool]]] = [self._listing("/", whole="/" in self.roots)]
+        while stack:
+            entry = next(stack[-1], None)
+            if entry is None:
+                stack.pop()
+                if stack:
+                    yield Leave()
+                continue
+            path, name, included = entry
             if included and self._excluded(path, name):
                 continue
-            yield from self._entry(path, name, included=included)
-
-    def _entry(self, path: str, name: str, *, included: bool) -> Iterator[Event]:
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            yield Warning_(path, "vanished while the backup ran; skipped")
-            return
-        except OSError as exc:
-            yield Warning_(path, f"cannot stat: {exc.strerror}; skipped")
-            return
-        node = node_meta(name, st)
-        if stat.S_ISDIR(st.st_mode):
-            node["type"] = "dir"
-            yield Enter(node)
-            yield from self._children(path, whole=included)
-            yield Leave()
-        elif not included:
-            return  # an ancestor of a configured path that is not a directory
-        elif stat.S_ISREG(st.st_mode):
-            node["type"] = "file"
-            yield LocalFile(node, Path(path), st, path)
-        elif stat.S_ISLNK(st.st_mode):
-            node["type"] = "symlink"
             try:
-                node["target"] = os.readlink(path)
+                st = os.lstat(path)
+            except FileNotFoundError:
+                yield Warning_(path, "vanished while the backup ran; skipped")
+                continue
             except OSError as exc:
-                yield Warning_(path, f"cannot read link: {exc.strerror}; skipped")
-                return
-            yield Leaf(node)
-        else:
-            kind = _special_kind(st.st_mode)
-            yield Warning_(path, f"{kind} skipped (special files are not backed up)")
+                yield Warning_(path, f"cannot stat: {exc.strerror}; skipped")
+                continue
+            mode = st.st_mode
+            if stat.S_ISDIR(mode):
+                node = node_meta(name, st)
+                node["type"] = "dir"
+                yield Enter(node)
+                try:
+                    stack.append(self._listing(path, whole=included))
+                except OSError as exc:
+                    yield Warning_(path, f"cannot list directory: {exc.strerror}; stored empty")
+                    stack.append(iter(()))
+            elif not included:
+                continue  # an ancestor of a configured path that is not a directory
+            elif stat.S_ISREG(mode):
+                node = node_meta(name, st)
+                node["type"] = "file"
+                yield LocalFile(node, st, path)
+            elif stat.S_ISLNK(mode):
+                try:
+                    target = os.readlink(path)
+                except OSError as exc:
+                    yield Warning_(path, f"cannot read link: {exc.strerror}; skipped")
+                    continue
+                node = node_meta(name, st)
+                node.update(type="symlink", target=target)
+                yield Leaf(node)
+            else:
+                yield Warning_(
+                    path, f"{_special_kind(mode)} skipped (special files are not backed up)"
+                )
+
+    def _listing(self, directory: str, *, whole: bool) -> Iterator[tuple[str, str, bool]]:
+        """(path, name, included) of a directory's children to visit, in byte order."""
+        prefix = directory.rstrip("/") + "/"
+        if whole:
+            names = os.listdir(directory)
+            return ((prefix + n, n, True) for n in sorted(names, key=os.fsencode))
+        names = {r[len(prefix) :].split("/", 1)[0] for r in self.roots if r.startswith(prefix)}
+        return ((prefix + n, n, prefix + n in self.roots) for n in sorted(names, key=os.fsencode))
 
 
 def _special_kind(mode: int) -> str:
