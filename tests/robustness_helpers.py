@@ -80,8 +80,8 @@ def finish(proc: subprocess.Popen[str], what: str, timeout: float = 300) -> str:
     return out
 
 
-def check_json(site: Site, *args: str, rc: int = 0) -> dict[str, Any]:
-    """``check ARGS --json`` for the single target ``local``; asserts the exit status."""
+def check_json(site: Site, *args: str, rc: int = 0, target: str = "local") -> dict[str, Any]:
+    """``check ARGS --json`` of a site with one target; asserts the exit status."""
     proc = site.run("check", *args, "--json", ok=None)
     assert proc.returncode == rc, (
         f"check {' '.join(args)} exited {proc.returncode}, expected {rc}:\n"
@@ -90,5 +90,7 @@ def check_json(site: Site, *args: str, rc: int = 0) -> dict[str, Any]:
     if proc.returncode:
         assert "Traceback" not in proc.stderr, proc.stderr
     result = json.loads(proc.stdout)
-    assert list(result) == ["local"], result
-    return result["local"]
+    assert list(result) == [target], result
+    if rc == 0:
+        assert result[target]["ok"] is True and result[target]["errors"] == [], result
+    return result[target]

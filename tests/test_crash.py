@@ -12,7 +12,6 @@ from pathlib import Path
 from conftest import Site, tree_listing
 from robustness_helpers import (
     check_json,
-    finish,
     objects,
     packs,
     popen,
@@ -53,7 +52,7 @@ def test_backup_killed_at_random_moments_leaves_a_sound_repository(
         proc = popen(site, "backup", "-q")
         time.sleep(delay)
         proc.kill()
-        out, err = proc.communicate(timeout=60)
+        _out, err = proc.communicate(timeout=60)
         assert proc.returncode == -signal.SIGKILL, (
             f"trial {trial}: the backup ended ({proc.returncode}) before the kill at "
             f"{delay:.2f}s; the data set is too small for this machine\n{err}"

@@ -63,7 +63,7 @@ def diff_trees(a: Path, b: Path) -> None:
     )
 
 
-def build_rich_tree(src: Path) -> dict[str, Path]:
+def build_rich_tree(src: Path, *, long_names: bool = True) -> dict[str, Path]:
     """Every kind of entry the files source keeps; returns a few paths by role."""
     roles: dict[str, Path] = {}
     # regular files of several sizes around the chunking thresholds
@@ -111,8 +111,9 @@ def build_rich_tree(src: Path) -> dict[str, Path]:
     os.chown(src / "owners" / "dir", 2000, 3000)
     # names: unicode, 255 bytes long, not UTF-8
     roles["unicode"] = write(src / "café" / "日本語 ✓.txt", "unicode ✓\n".encode())
-    write(src / ("L" * 255), b"a name of 255 bytes\n")
-    write(src / "long" / ("日" * 85), b"255 bytes of UTF-8\n")  # 3 bytes each
+    if long_names:
+        write(src / ("L" * 255), b"a name of 255 bytes\n")
+        write(src / "long" / ("日" * 85), b"255 bytes of UTF-8\n")  # 3 bytes each
     raw_file = Path(os.fsdecode(os.fsencode(src) + b"/\xff\xferaw"))
     roles["raw"] = write(raw_file, b"a name that is not UTF-8\n")
     raw_dir = Path(os.fsdecode(os.fsencode(src) + b"/dir-\xe9\x80"))
@@ -181,6 +182,62 @@ def test_round_trip_of_a_rich_tree(site: Site, tmp_path: Path) -> None:
     assert os.readlink(r / "link_abs") == str(src / "files" / "small.bin")
     assert (r / roles["raw"].name).read_bytes() == b"a name that is not UTF-8\n"
     diff_trees(src, r)
+
+
+def test_round_trip_of_255_byte_names(site: Site, tmp_path: Path) -> None:
+    """NAME_MAX is 255 bytes: such names back up and restore like any other."""
+    src = tmp_path / "src"
+    write(src / ("L" * 255), b"a name of 255 bytes\n")
+    write(src / ("日" * 85), b"255 bytes of UTF-8\n")
+    (src / ("D" * 255)).mkdir()
+    write(src / ("D" * 255) / ("F" * 255), b"deep\n")
+    os.symlink("L" * 255, src / ("S" * 255))
+    set_all_mtimes(src)
+    site.write_config(paths=[src])
+    site.run("init")
+    site.run("backup")
+    out = tmp_path / "out"
+    site.run("restore", "latest", "--to", out)
+    assert tree_listing(restored(out, src)) == tree_listing(src)
+
+
+def test_round_trip_after_changes_with_the_files_cache(site: Site, tmp_path: Path) -> None:
+    """A second backup, mostly from the files cache, restores as exactly as the first."""
+    src = tmp_path / "src"
+    build_rich_tree(src, long_names=False)  # those have a test of their own
+    set_all_mtimes(src)
+    site.write_config(paths=[src])
+    site.run("init")
+    first = site.json("backup")[0]["snapshot"]
+    before = tree_listing(src)
+
+    # same size and mtime, other bytes: only the ctime tells (the cache must not trust it)
+    same = src / "files" / "small.bin"
+    st = os.lstat(same)
+    same.write_bytes(os.urandom(st.st_size))
+    os.utime(same, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with open(src / "files" / "page.bin", "ab") as handle:
+        handle.write(b"appended")
+    (src / "files" / "one.bin").unlink()
+    write(src / "files" / "new.txt", b"new after the first backup\n")
+    os.rename(src / "nested", src / "nested2")
+    os.link(src / "hard" / "a", src / "hard" / "c")  # a third name for an unchanged file
+
+    second = site.json("backup")[0]["snapshot"]
+    assert second["summary"]["bytes_from_cache"] > 3 * MiB  # the cache was used
+    after = tree_listing(src)
+
+    out = tmp_path / "out"
+    site.run("restore", "latest", "--to", out)
+    assert tree_listing(restored(out, src)) == after
+    r = restored(out, src)
+    assert (r / "files" / "small.bin").read_bytes() == same.read_bytes()
+    assert os.stat(r / "hard" / "a").st_ino == os.stat(r / "hard" / "c").st_ino
+
+    # the first snapshot, by a prefix of its id, is still the first tree
+    out = tmp_path / "out-first"
+    site.run("restore", first["id"][:10], "--to", out)
+    assert tree_listing(restored(out, src)) == before
 
 
 @pytest.mark.slow
@@ -317,3 +374,17 @@ def test_exclude_patterns_leave_matching_files_out(site: Site, tmp_path: Path) -
     full = tree_listing(src)
     for name in ("deep/er/keep.tmp.txt", "deep/tmp", "keep.txt", "keepme/skipme"):
         assert got[name] == full[name]
+
+
+def test_restore_to_a_path_that_is_a_file_is_a_clear_error(site: Site, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write(src / "a.txt", b"a\n")
+    site.write_config(paths=[src])
+    site.run("init")
+    site.run("backup")
+    dest = tmp_path / "not-a-dir"
+    dest.write_text("a file, not a directory\n")
+    proc = site.run("restore", "latest", "--to", dest, ok=False)  # asserts: no traceback
+    assert proc.returncode in (1, 2)
+    assert str(dest) in proc.stderr
+    assert dest.read_text() == "a file, not a directory\n"

@@ -117,14 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return dispatch(args)
     except EmberkeepError as exc:
-        ui.err.print(
-            f"[red]error:[/] {exc}", markup=True, soft_wrap=True
-        ) if not args.json else None
         if args.json:
             ui.print_json({"error": str(exc), "exit_code": exc.exit_code})
+        else:
+            ui.error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        ui.err.print("interrupted; nothing was committed after the last finished step")
+        ui.line("interrupted; nothing was committed after the last finished step", stderr=True)
         return 130
 
 
@@ -134,7 +133,7 @@ def dispatch(args: argparse.Namespace) -> int:
         if args.json:
             ui.print_json({"identity_file": str(args.output), "recipient": recipient})
         else:
-            ui.err.print(f"identity written to {args.output} (keep it offline, mode 0600)")
+            ui.line(f"identity written to {args.output} (keep it offline, mode 0600)", stderr=True)
             print(recipient)
         return 0
     if args.command == "demo":
@@ -157,7 +156,7 @@ def cmd_init(site: Site, args: argparse.Namespace) -> int:
         ui.print_json([o.__dict__ for o in outcomes])
     else:
         for o in outcomes:
-            ui.out.print(f"target {o.target}: {o.message}")
+            ui.line(f"target {o.target}: {o.message}")
     return 0
 
 
@@ -183,15 +182,15 @@ def cmd_backup(site: Site, args: argparse.Namespace) -> int:
 def _print_backup(outcome) -> None:  # type: ignore[no-untyped-def]
     snap = outcome.result.snapshot
     s = snap.summary
-    ui.out.print(
-        f"source {outcome.source}: snapshot [bold]{snap.short_id}[/] in target {outcome.target}: "
+    ui.line(
+        f"source {outcome.source}: snapshot {snap.short_id} in target {outcome.target}: "
         f"{s['files']} files, {ui.human_bytes(s['bytes'])} read "
         f"({ui.human_bytes(s['bytes_from_cache'])} unchanged), "
         f"{ui.human_bytes(s['bytes_new'])} new, {ui.human_bytes(s['bytes_stored'])} stored, "
         f"{s['seconds']:.1f}s"
     )
     for warning in outcome.result.warnings:
-        ui.err.print(f"[yellow]warning:[/] {warning['path']}: {warning['message']}")
+        ui.warning(f"{warning['path']}: {warning['message']}")
 
 
 def cmd_snapshots(site: Site, args: argparse.Namespace) -> int:
@@ -207,10 +206,11 @@ def cmd_snapshots(site: Site, args: argparse.Namespace) -> int:
         ui.print_json(rows)
         return 0
     from rich.table import Table
+    from rich.text import Text
 
     table = Table("id", "time", "source", "target", "files", "size", "tags")
     for r in rows:
-        table.add_row(
+        cells = (
             r["short_id"],
             r["time"],
             r["source"],
@@ -219,6 +219,7 @@ def cmd_snapshots(site: Site, args: argparse.Namespace) -> int:
             ui.human_bytes(r["summary"].get("bytes", 0)),
             ",".join(r["tags"]),
         )
+        table.add_row(*map(Text, cells))
     ui.out.print(table)
     return 0
 
@@ -238,12 +239,12 @@ def cmd_restore(site: Site, args: argparse.Namespace) -> int:
     if args.json:
         ui.print_json({"snapshot": snapshot.id, "to": str(args.dest), **result.to_json()})
     else:
-        ui.out.print(
+        ui.line(
             f"restored snapshot {snapshot.short_id} to {args.dest}: {result.files} files, "
             f"{result.dirs} dirs, {result.symlinks} symlinks, {ui.human_bytes(result.bytes)}"
         )
         for warning in result.warnings:
-            ui.err.print(f"[yellow]warning:[/] {warning['path']}: {warning['message']}")
+            ui.warning(f"{warning['path']}: {warning['message']}")
     return 0
 
 
@@ -261,16 +262,17 @@ def cmd_check(site: Site, args: argparse.Namespace) -> int:
             )
         results[target] = result
         if not args.json:
-            state = "[green]ok[/]" if result.ok else "[red]FAILED[/]"
-            ui.out.print(
-                f"target {target}: {state}: {result.snapshots} snapshots, {result.packs} packs, "
+            ui.line(
+                f"{result.snapshots} snapshots, {result.packs} packs, "
                 f"{result.blobs} blobs; {result.packs_read} packs read and verified "
-                f"({ui.human_bytes(result.bytes_read)})"
+                f"({ui.human_bytes(result.bytes_read)})",
+                label=f"target {target}: {'ok' if result.ok else 'FAILED'}: ",
+                style="green" if result.ok else "red",
             )
             for error in result.errors:
-                ui.out.print(f"  [red]damaged:[/] {error['object']}: {error['error']}")
+                ui.line(f"{error['object']}: {error['error']}", label="  damaged: ", style="red")
             if result.leftovers:
-                ui.out.print(
+                ui.line(
                     f"  {len(result.leftovers)} packs no index lists (left by an interrupted "
                     "backup; harmless, `emberkeep prune` removes them)"
                 )
@@ -289,20 +291,18 @@ def cmd_prune(site: Site, args: argparse.Namespace) -> int:
         if not args.json:
             verb = "would remove" if args.dry_run else "removed"
             removed = [d for d in result.decisions if d["action"] == "remove"]
-            ui.out.print(
-                f"target {target}: {verb} {len(removed)} of {len(result.decisions)} snapshots"
-            )
+            ui.line(f"target {target}: {verb} {len(removed)} of {len(result.decisions)} snapshots")
             for d in result.decisions:
-                ui.out.print(
+                ui.line(
                     f"  {d['action']:6} {d['id'][:12]} {d['time']} {d['source']}: {d['reason']}"
                 )
             if not args.dry_run:
-                ui.out.print(
+                ui.line(
                     f"  packs: {result.packs_condemned} condemned, {result.packs_deleted} deleted "
                     f"({ui.human_bytes(result.bytes_freed)} freed), {result.packs_deferred} waiting"
                 )
             for message in result.messages:
-                ui.out.print(f"  {message}")
+                ui.line(f"  {message}")
     if args.json:
         ui.print_json({t: r.to_json() for t, r in results.items()})
     return 0

@@ -164,8 +164,14 @@ class Target(_Strict):
                 f"{value!r} has no supported scheme; use file:///path, "
                 "sftp://user@host/path or s3://bucket/prefix"
             )
-        if scheme == "file" and not urlparse(value).path.startswith("/"):
-            raise ValueError(f"{value!r}: a file URL needs an absolute path, file:///var/backups")
+        parsed = urlparse(value)
+        if scheme == "file" and (
+            parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/")
+        ):
+            raise ValueError(
+                f"{value!r}: a file URL needs three slashes and an absolute path, "
+                "like file:///var/backups"
+            )
         return value
 
 

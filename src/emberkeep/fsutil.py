@@ -19,8 +19,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+NAME_MAX = 255
+
+
 def temp_name(final: Path) -> Path:
-    return final.with_name(f".{final.name}.tmp-{secrets.token_hex(6)}")
+    """A hidden sibling name for writing ``final``; short when ``final``'s name is long."""
+    tag = secrets.token_hex(6)
+    name = f".{final.name}.tmp-{tag}"
+    if len(os.fsencode(name)) > NAME_MAX:
+        name = f".emberkeep.tmp-{tag}"
+    return final.with_name(name)
 
 
 Buffers = bytes | bytearray | memoryview | list[bytes | bytearray]

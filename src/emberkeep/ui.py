@@ -19,9 +19,24 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def line(text: str, *, label: str = "", style: str = "", stderr: bool = False) -> None:
+    """Print user-facing text literally (never as markup), after an optional styled label."""
+    console = err if stderr else out
+    console.print(Text.assemble((label, style), text) if label else Text(text, style=style))
+
+
+def error(text: str) -> None:
+    line(text, label="error: ", style="red", stderr=True)
+
+
+def warning(text: str) -> None:
+    line(text, label="warning: ", style="yellow", stderr=True)
 
 
 def print_json(data: Any) -> None:

@@ -98,12 +98,12 @@ def run_demo(folder: Path, *, media_files: int = 300) -> int:
     from ..runner.setup import keygen
 
     recipient = keygen(identity)
-    ui.out.print(f"  recipient {recipient}")
+    ui.line(f"  recipient {recipient}")
     config = str(write_config(folder, site, recipient, identity))
-    ui.out.print(f"  config written to {config}")
+    ui.line(f"  config written to {config}")
 
     def emberkeep(*args: str) -> None:
-        ui.out.print(f"[dim]$ emberkeep -c {config} {' '.join(args)}[/]")
+        ui.line(f"$ emberkeep -c {config} {' '.join(args)}", style="dim")
         code = cli(["-c", config, *args])
         if code != 0:
             raise EmberkeepError(f"demo step `emberkeep {' '.join(args)}` failed (exit {code})")
@@ -127,7 +127,9 @@ def run_demo(folder: Path, *, media_files: int = 300) -> int:
     if original != copy:
         differing = sorted(set(original.items()) ^ set(copy.items()))[:5]
         raise EmberkeepError(f"restore differs from the original: {differing}")
-    ui.out.print(f"  [green]identical[/]: {len(original)} entries, content, modes and mtimes")
+    ui.line(
+        f"{len(original)} entries, content, modes and mtimes", label="  identical: ", style="green"
+    )
     step(f"done in {time.monotonic() - step.started:.1f}s; everything is under {folder}")
     return 0
 
@@ -139,4 +141,4 @@ class _Steps:
 
     def __call__(self, text: str) -> None:
         self.n += 1
-        ui.out.print(f"\n[bold cyan]{self.n}. {text}[/]")
+        ui.line(f"\n{self.n}. {text}", style="bold cyan")

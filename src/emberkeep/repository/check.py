@@ -20,7 +20,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import EmberkeepError, IntegrityError, NotFound, UsageError
+from ..errors import (
+    EmberkeepError,
+    IdentityRequired,
+    IntegrityError,
+    NotFound,
+    UsageError,
+    WrongIdentity,
+)
 from ..fsutil import write_atomic
 from . import layout
 from .index import Location
@@ -177,6 +184,8 @@ def check(
                 except IntegrityError as exc:
                     result.error(exc.obj, exc.detail)
                     continue
+                except (WrongIdentity, IdentityRequired):
+                    raise  # not damage: the identity given cannot read this repository
                 except EmberkeepError as exc:
                     result.error(name, str(exc))
                     continue

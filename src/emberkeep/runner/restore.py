@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..engine.restore import Restorer, RestoreResult
 from ..errors import UsageError
+from ..fsutil import storage_error
 from ..repository.snapshot import Snapshot
 from .site import Site, find_snapshot
 
@@ -21,6 +22,8 @@ def run_restore(
     source: str | None = None,
     on_file: Callable[[str, int], None] = lambda path, size: None,
 ) -> tuple[Snapshot, RestoreResult]:
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"--to {dest} is a file; give a directory to restore under")
     repo = site.repository(target, read=True)
     snapshot = find_snapshot(repo, spec, source)
     if snapshot.source_type not in ("files",):
@@ -28,5 +31,8 @@ def run_restore(
             f"snapshot {snapshot.short_id} is of type {snapshot.source_type}; "
             "restoring it is not supported by this version"
         )
-    result = Restorer(repo, dest, on_file=on_file).restore(snapshot, paths)
+    try:
+        result = Restorer(repo, dest, on_file=on_file).restore(snapshot, paths)
+    except OSError as exc:
+        raise storage_error(exc.filename or dest, exc) from exc
     return snapshot, result

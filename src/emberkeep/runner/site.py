@@ -10,7 +10,7 @@ import pyrage
 
 from .. import keys
 from ..config import Config
-from ..errors import RepositoryError, UsageError
+from ..errors import IdentityRequired, RepositoryError, UsageError
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
 from ..storage import Storage, open_storage
@@ -59,7 +59,7 @@ class Site:
         """Open a target's repository; ``read`` loads the identities to decrypt with."""
         identities = self.identities() if read or self.writer_key() is None else []
         if read and not identities:
-            raise UsageError(
+            raise IdentityRequired(
                 "this needs an identity to decrypt backups: pass --identity FILE or set "
                 f"keys.identity_file in {self.config.path}"
             )

@@ -1,0 +1,561 @@
+"""The config contract: a bad config exits 2 naming the file, the field and the fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Site
+
+from emberkeep import config
+from emberkeep.errors import ConfigError
+
+RECIPIENT = "age1p20dzap49j00296yar2hsz32vv2jg4pznt9dsug89q7l4lrnnfms9755wt"  # any valid one
+
+
+def emberkeep(*args: str | os.PathLike[str], cwd: Path, env: dict[str, str] | None = None):
+    return subprocess.run(
+        [sys.executable, "-m", "emberkeep", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+def config_text(
+    root: Path,
+    *,
+    site: str = "",
+    keys: str = "",
+    source: str = "",
+    sources: str = "",
+    target: str = "",
+    targets: str = "",
+    tail: str = "",
+) -> str:
+    """A valid config, with extra lines spliced into its tables."""
+    return f"""
+[site]
+name = "test-site"
+state_dir = "{root / "state"}"
+{site}
+
+[keys]
+recipients = ["{RECIPIENT}"]
+{keys}
+
+[[sources]]
+name = "files"
+type = "files"
+paths = ["{root / "src"}"]
+{source}
+{sources}
+
+[[targets]]
+name = "local"
+url = "file://{root / "repo"}"
+{target}
+{targets}
+{tail}
+"""
+
+
+# (what is wrong, the lines that make it wrong, the field named, words of the fix)
+BAD_CONFIGS: list[tuple[str, dict[str, str], str, list[str]]] = [
+    ("unknown key", {"site": "nmae = 'x'"}, "site.nmae", ["unknown key", "spelling"]),
+    (
+        "unknown key in a source",
+        {"source": "excludes = ['*.tmp']"},
+        "sources[1] (files).excludes",
+        ["unknown key"],
+    ),
+    (
+        "unknown key in a target",
+        {"target": "copy = 'all'"},
+        "targets[1] (local).copy",
+        ["unknown key"],
+    ),
+    (
+        "wrong type: a string for a list",
+        {"source": "exclude = '*.tmp'"},
+        "sources[1] (files).exclude",
+        ["list", "'*.tmp'"],
+    ),
+    (
+        "wrong type: a string for a count",
+        {"source": "retention = { daily = 'ten' }"},
+        "sources[1] (files).retention.daily",
+        ["integer", "'ten'"],
+    ),
+    (
+        "wrong type: a number for a duration",
+        {"tail": "[prune]\ngrace = 5"},
+        "prune.grace",
+        ["string"],
+    ),
+    (
+        "bad cron expression",
+        {"source": "schedule = '0 25 * * *'"},
+        "sources[1] (files).schedule",
+        ["cron", "five fields", "'0 2 * * *'"],
+    ),
+    (
+        "cron with six fields",
+        {"source": "schedule = '0 0 2 * * *'"},
+        "sources[1] (files).schedule",
+        ["cron", "five fields"],
+    ),
+    (
+        "bad duration",
+        {"source": "objectives = { rpo = '24 hours', rto = '1h' }"},
+        "sources[1] (files).objectives.rpo",
+        ["duration", "'24h'"],
+    ),
+    (
+        "bad retention age",
+        {"source": "retention = { within = '7days' }"},
+        "sources[1] (files).retention.within",
+        ["duration", "'7d'"],
+    ),
+    ("bad prune grace", {"tail": "[prune]\ngrace = 'soon'"}, "prune.grace", ["duration"]),
+    (
+        "negative retention count",
+        {"source": "retention = { daily = -1 }"},
+        "sources[1] (files).retention.daily",
+        ["greater than or equal to 0"],
+    ),
+    (
+        "duplicate source names",
+        {"sources": "[[sources]]\nname = 'files'\ntype = 'git'\npath = '/srv/code'"},
+        "sources",
+        ["'files'", "its own name"],
+    ),
+    (
+        "duplicate target names",
+        {"targets": "[[targets]]\nname = 'local'\nurl = 'file:///srv/other'"},
+        "targets",
+        ["'local'", "its own name"],
+    ),
+    (
+        "unknown source type",
+        {"sources": "[[sources]]\nname = 'db'\ntype = 'postgres'"},
+        "sources[2] (db)",
+        ["'files', 'mongodb' or 'git'"],
+    ),
+    (
+        "unknown target scheme",
+        {"targets": "[[targets]]\nname = 'far'\nurl = 'ftp://host/backups'"},
+        "targets[2] (far).url",
+        ["file:///", "sftp://", "s3://"],
+    ),
+    (
+        "bad copies value",
+        {"target": "copies = 'daily'"},
+        "targets[1] (local).copies",
+        ["'all', 'weekly' or 'monthly'"],
+    ),
+    (
+        "relative source path",
+        {"sources": "[[sources]]\nname = 'rel'\ntype = 'files'\npaths = ['media']"},
+        "sources[2] (rel).paths",
+        ["relative", "absolute"],
+    ),
+    (
+        "a missing required field",
+        {"sources": "[[sources]]\nname = 'code'\ntype = 'git'"},
+        "sources[2] (code).path",
+        ["required", "add it"],
+    ),
+    (
+        "a key whose name looks like terminal markup",
+        {"site": '"colour[red]" = "blue"'},
+        "site.colour[red]",
+        ["unknown key"],
+    ),
+    (
+        "a key whose name holds a closing markup tag",
+        {"site": '"x[/]" = 1'},
+        "site.x[/]",
+        ["unknown key"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "lines", "field", "hints"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS]
+)
+def test_a_bad_config_exits_2_naming_file_field_and_fix(
+    tmp_path: Path, what: str, lines: dict[str, str], field: str, hints: list[str]
+) -> None:
+    path = tmp_path / "emberkeep.toml"
+    path.write_text(config_text(tmp_path, **lines))
+    tomllib.loads(path.read_text())  # the test's own TOML is valid: the config is what is bad
+    proc = emberkeep("-c", path, "snapshots", cwd=tmp_path)
+    assert proc.returncode == 2, (what, proc.stderr, proc.stdout)
+    assert "Traceback" not in proc.stderr
+    assert str(path) in proc.stderr
+    assert field in proc.stderr, proc.stderr
+    for hint in hints:
+        assert hint in proc.stderr, (hint, proc.stderr)
+    assert proc.stdout == ""
+
+
+def test_a_bad_recipient_names_the_field_and_keygen(tmp_path: Path) -> None:
+    path = tmp_path / "emberkeep.toml"
+    path.write_text(config_text(tmp_path).replace(RECIPIENT, "age1notarecipient"))
+    proc = emberkeep("-c", path, "snapshots", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert str(path) in proc.stderr
+    assert "keys.recipients" in proc.stderr
+    assert "keygen" in proc.stderr
+
+
+def test_bad_toml_syntax_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "emberkeep.toml"
+    path.write_text(config_text(tmp_path) + "\n[[sources]\nname = \n")
+    proc = emberkeep("-c", path, "snapshots", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert str(path) in proc.stderr
+    assert "TOML" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_missing_config_file_exits_2(tmp_path: Path) -> None:
+    missing = tmp_path / "nonexistent.toml"
+    proc = emberkeep("-c", missing, "snapshots", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert str(missing) in proc.stderr
+    assert "not found" in proc.stderr
+    assert "-c" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+    # --json: the error is data on stdout too
+    proc = emberkeep("-c", missing, "snapshots", "--json", cwd=tmp_path)
+    assert proc.returncode == 2
+    error = json.loads(proc.stdout)
+    assert error["exit_code"] == 2
+    assert str(missing) in error["error"]
+
+
+def test_no_config_anywhere_exits_2(tmp_path: Path) -> None:
+    assert not Path("/etc/emberkeep/emberkeep.toml").exists()  # the host's own fallback
+    proc = emberkeep("snapshots", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "emberkeep.toml" in proc.stderr
+    assert "-c" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_default_config_is_emberkeep_toml_in_the_current_directory(tmp_path: Path) -> None:
+    assert not Path("/etc/emberkeep/emberkeep.toml").exists()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a\n")
+    text = config_text(tmp_path).replace(f'"{tmp_path / "state"}"', '"state"')  # relative
+    (tmp_path / "emberkeep.toml").write_text(text)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+
+    assert emberkeep("init", cwd=tmp_path).returncode == 0
+    # relative paths in the file are taken relative to the file, not to the cwd
+    assert (tmp_path / "state" / "writer.key").is_file()
+    proc = emberkeep("snapshots", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []
+    assert emberkeep("backup", cwd=tmp_path).returncode == 0
+    proc = emberkeep("-c", "../emberkeep.toml", "snapshots", "--json", cwd=other)
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)) == 1
+    assert not (other / "state").exists()
+
+    # the option works after the command name too
+    proc = emberkeep("snapshots", "-c", tmp_path / "emberkeep.toml", "--json", cwd=other)
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)) == 1
+
+
+def test_snapshots_json_is_oldest_first_with_the_contract_keys(site: Site, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a\n")
+    site.write_config(paths=[src])
+    site.run("init")
+    assert site.snapshots() == []
+
+    # taken out of time order: the listing is still by time
+    times = ["2026-03-01T02:00:00Z", "2026-02-27T02:00:00Z", "2026-03-02T02:00:00Z"]
+    for n, when in enumerate(times):
+        site.env["EMBERKEEP_NOW"] = when
+        site.run("backup", "--tag", f"run{n}", "--tag", "nightly")
+    site.env.pop("EMBERKEEP_NOW")
+    rows = site.snapshots()
+    assert [r["time"] for r in rows] == sorted(times)
+    for row in rows:
+        assert {"id", "time", "source", "target", "tags"} <= set(row)
+        assert row["source"] == "files"
+        assert row["target"] == "local"
+        assert isinstance(row["id"], str) and len(row["id"]) >= 12
+    assert [sorted(r["tags"]) for r in rows] == [
+        ["nightly", "run1"],
+        ["nightly", "run0"],
+        ["nightly", "run2"],
+    ]
+    assert len({r["id"] for r in rows}) == 3
+    assert site.json("snapshots", "--source", "files") == rows
+    assert site.json("snapshots", "--target", "local") == rows
+    assert site.json("snapshots", "--source", "other") == []
+
+
+def test_emberkeep_now_sets_the_snapshot_time(site: Site, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a\n")
+    site.write_config(paths=[src])
+    site.run("init")
+    site.env["EMBERKEEP_NOW"] = "2026-03-01T02:00:00Z"
+    backup = site.json("backup")[0]["snapshot"]
+    assert backup["time"] == "2026-03-01T02:00:00Z"
+    assert [r["time"] for r in site.snapshots()] == ["2026-03-01T02:00:00Z"]
+
+    # another zone is the same instant
+    site.env["EMBERKEEP_NOW"] = "2026-03-05T03:30:00+01:00"
+    site.run("backup")
+    assert site.snapshots()[-1]["time"] == "2026-03-05T02:30:00Z"
+
+    # a malformed time is a usage error that names the variable
+    site.env["EMBERKEEP_NOW"] = "yesterday"
+    proc = site.run("backup", ok=False)
+    assert proc.returncode == 2
+    assert "EMBERKEEP_NOW" in proc.stderr
+    assert "2026-03-01T02:00:00Z" in proc.stderr  # the example of the form
+
+
+# -- config.parse, directly ---------------------------------------------------------------
+
+
+def base(tmp_path: Path) -> dict[str, Any]:
+    return tomllib.loads(config_text(tmp_path))
+
+
+def parse_error(raw: dict[str, Any], path: Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        config.parse(raw, path)
+    assert info.value.exit_code == 2
+    message = str(info.value)
+    assert str(path) in message
+    return message
+
+
+@pytest.mark.parametrize("value", ["90s", "15m", "24h", "7d", "2w", "1h30m", "1d 12h"])
+def test_durations_that_parse(tmp_path: Path, value: str) -> None:
+    raw = base(tmp_path)
+    raw["sources"][0]["objectives"] = {"rpo": value, "rto": value}
+    raw["sources"][0]["retention"] = {"within": value}
+    raw["prune"] = {"grace": value}
+    parsed = config.parse(raw, tmp_path / "c.toml")
+    assert parsed.sources[0].objectives.rpo_delta.total_seconds() > 0
+
+
+@pytest.mark.parametrize("value", ["", "24", "h", "24 hours", "1.5h", "-1h", "7days", "1y"])
+def test_durations_that_do_not(tmp_path: Path, value: str) -> None:
+    raw = base(tmp_path)
+    raw["sources"][0]["objectives"] = {"rto": value}
+    message = parse_error(raw, tmp_path / "c.toml")
+    assert "sources[1] (files).objectives.rto" in message
+    assert "duration" in message
+
+
+def test_duration_values() -> None:
+    from emberkeep.durations import parse_duration
+
+    assert parse_duration("1h30m").total_seconds() == 5400
+    assert parse_duration("7d").total_seconds() == 7 * 86400
+    assert parse_duration("2w").total_seconds() == 14 * 86400
+    assert parse_duration("90s").total_seconds() == 90
+
+
+@pytest.mark.parametrize(
+    "value", ["0 2 * * *", "*/15 * * * 1-5", "30 2 1 * *", "0 3 * * 0", "@daily", "@hourly"]
+)
+def test_schedules_that_parse(tmp_path: Path, value: str) -> None:
+    raw = base(tmp_path)
+    raw["sources"][0]["schedule"] = value
+    raw["prune"] = {"schedule": value}
+    parsed = config.parse(raw, tmp_path / "c.toml")
+    assert parsed.sources[0].schedule == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["0 25 * * *", "60 * * * *", "* * * *", "0 0 2 * * *", "@fortnightly", "daily", "0 0 32 * *"],
+)
+def test_schedules_that_do_not(tmp_path: Path, value: str) -> None:
+    raw = base(tmp_path)
+    raw["sources"][0]["schedule"] = value
+    message = parse_error(raw, tmp_path / "c.toml")
+    assert "sources[1] (files).schedule" in message
+    assert "cron" in message
+
+
+@pytest.mark.parametrize("field", ["hourly", "daily", "weekly", "monthly", "yearly"])
+def test_negative_retention_counts(tmp_path: Path, field: str) -> None:
+    raw = base(tmp_path)
+    raw["sources"][0]["retention"] = {field: -3}
+    message = parse_error(raw, tmp_path / "c.toml")
+    assert f"sources[1] (files).retention.{field}" in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://host/backups",
+        "/var/backups/site",
+        "http://example.com/backups",
+        "file:relative/path",
+        "file://var/backups/site",  # two slashes: 'var' would be a host, not a directory
+    ],
+)
+def test_unknown_or_malformed_target_urls(tmp_path: Path, url: str) -> None:
+    raw = base(tmp_path)
+    raw["targets"][0]["url"] = url
+    message = parse_error(raw, tmp_path / "c.toml")
+    assert "targets[1] (local).url" in message
+    assert "file:///" in message
+
+
+def test_duplicate_source_names(tmp_path: Path) -> None:
+    raw = base(tmp_path)
+    raw["sources"].append({"name": "files", "type": "git", "path": "/srv/code"})
+    message = parse_error(raw, tmp_path / "c.toml")
+    assert "two sources are named 'files'" in message
+
+
+def test_duplicate_target_names(tmp_path: Path) -> None:
+    raw = base(tmp_path)
+    raw["targets"].append({"name": "local", "url": "s3://bucket/prefix"})
+    message = parse_error(raw, tmp_path / "c.toml")
+    assert "two targets are named 'local'" in message
+
+
+def test_a_config_needs_a_target_and_a_recipient(tmp_path: Path) -> None:
+    raw = base(tmp_path)
+    raw["targets"] = []
+    assert "targets" in parse_error(raw, tmp_path / "c.toml")
+    raw = base(tmp_path)
+    raw["keys"]["recipients"] = []
+    assert "keys.recipients" in parse_error(raw, tmp_path / "c.toml")
+    raw = base(tmp_path)
+    raw["keys"]["recipients"] = [RECIPIENT, RECIPIENT]
+    assert "twice" in parse_error(raw, tmp_path / "c.toml")
+
+
+def test_the_design_example_config_parses(site: Site, tmp_path: Path) -> None:
+    _, alice = site.keygen("alice.txt")
+    _, bob = site.keygen("bob.txt")
+    text = f"""
+[site]
+name = "candle-ecommerce"
+state_dir = "/var/lib/emberkeep"          # caches, journal, writer key by default
+
+[keys]
+recipients = ["{alice}", "{bob}"]           # who can read backups
+identity_file = "/etc/emberkeep/identity.txt"   # optional: this host may read
+
+[[sources]]
+name = "mongodb"
+type = "mongodb"
+uri = "mongodb://localhost:27017"
+databases = ["candle-ecommerce"]          # default: every non-system database
+schedule = "0 2 * * *"
+retention = {{ daily = 14, weekly = 13, monthly = 12 }}
+objectives = {{ rpo = "24h", rto = "1h" }}
+
+[[sources]]
+name = "media"
+type = "files"
+paths = ["/var/www/candle-ecommerce/public/media"]
+exclude = ["*.tmp"]
+schedule = "30 2 * * *"
+retention = {{ daily = 30 }}
+
+[[sources]]
+name = "config"
+type = "files"
+paths = ["/var/www/candle-ecommerce/.env.local", "/etc/nginx/sites-available/candle-ecommerce"]
+schedule = "0 3 * * 0"
+retention = {{ weekly = 26 }}
+
+[[sources]]
+name = "code"
+type = "git"
+path = "/var/www/candle-ecommerce"
+
+[[targets]]
+name = "local"
+url = "file:///var/backups/candle-ecommerce"
+
+[[targets]]
+name = "remote"
+url = "sftp://backup-user@backup-server.example.com/backups/candle-ecommerce"
+
+[[targets]]
+name = "cold"
+url = "s3://bucket/candle?endpoint=https://s3.example.com&storage_class=DEEP_ARCHIVE"
+copies = "monthly"                        # all | weekly | monthly
+
+[notify]
+email = {{ url = "smtp://localhost:25", from = "backup@example.com", to = ["admin@example.com"] }}
+webhooks = ["https://hooks.example.com/emberkeep"]
+"""
+    path = tmp_path / "design.toml"
+    path.write_text(text)
+    parsed = config.load(str(path))
+    assert parsed.site.name == "candle-ecommerce"
+    assert parsed.site.state_dir == Path("/var/lib/emberkeep")
+    assert parsed.keys.recipients == [alice, bob]
+    assert parsed.keys.identity_file == Path("/etc/emberkeep/identity.txt")
+    assert [(s.name, s.type) for s in parsed.sources] == [
+        ("mongodb", "mongodb"),
+        ("media", "files"),
+        ("config", "files"),
+        ("code", "git"),
+    ]
+    mongo = parsed.source("mongodb")
+    assert mongo.databases == ["candle-ecommerce"]
+    assert mongo.retention.daily == 14 and mongo.retention.monthly == 12
+    assert mongo.objectives.rpo_delta.total_seconds() == 86400
+    assert mongo.objectives.rto_delta.total_seconds() == 3600
+    assert parsed.source("media").exclude == ["*.tmp"]
+    assert len(parsed.source("config").paths) == 2
+    assert parsed.source("code").path == Path("/var/www/candle-ecommerce")
+    assert [(t.name, t.copies) for t in parsed.targets] == [
+        ("local", "all"),
+        ("remote", "all"),
+        ("cold", "monthly"),
+    ]
+    assert parsed.target(None).name == "local"
+    assert parsed.notify.email.to == ["admin@example.com"]
+    assert parsed.notify.webhooks == ["https://hooks.example.com/emberkeep"]
+
+    # and the CLI accepts it: an unknown source name is the only complaint
+    proc = emberkeep("-c", path, "backup", "nosuch", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "no source named 'nosuch'" in proc.stderr
+    assert "mongodb, media, config, code" in proc.stderr
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    raw = base(tmp_path)
+    raw["site"]["state_dir"] = "state-here"
+    raw["keys"]["identity_file"] = "keys/id.txt"
+    parsed = config.parse(raw, tmp_path / "conf" / "c.toml")
+    assert parsed.site.state_dir == (tmp_path / "conf" / "state-here").resolve()
+    assert parsed.keys.identity_file == (tmp_path / "conf" / "keys" / "id.txt").resolve()
