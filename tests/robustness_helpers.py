@@ -80,11 +80,16 @@ def finish(proc: subprocess.Popen[str], what: str, timeout: float = 300) -> str:
     return out
 
 
-def check_json(site: Site, *args: str, rc: int = 0, target: str = "local") -> dict[str, Any]:
-    """``check ARGS --json`` of a site with one target; asserts the exit status."""
+def check_json(
+    site: Site, *args: str, rc: int = 0, target: str = "local", what: str = ""
+) -> dict[str, Any]:
+    """``check ARGS --json`` of a site with one target; asserts the exit status.
+
+    ``what`` says, in the failure message, which step of a test ran the check.
+    """
     proc = site.run("check", *args, "--json", ok=None)
     assert proc.returncode == rc, (
-        f"check {' '.join(args)} exited {proc.returncode}, expected {rc}:\n"
+        f"{what}: check {' '.join(args)} exited {proc.returncode}, expected {rc}:\n"
         f"{proc.stdout}\n{proc.stderr}"
     )
     if proc.returncode:

@@ -107,31 +107,36 @@ def prune(
             if retention
             else {s.id: "not named by --forget" for s in snapshots}
         )
+        kept: list[Snapshot] = []
         for snapshot in snapshots:
             keep = snapshot.id not in drop and snapshot.id in kept_by
-            result.decisions.append(
-                {
-                    "id": snapshot.id,
-                    "time": clock.iso(snapshot.time),
-                    "source": snapshot.source,
-                    "action": "keep" if keep else "remove",
-                    "reason": kept_by.get(snapshot.id, "")
-                    if keep
-                    else ("--forget" if snapshot.id in drop else "no retention rule keeps it"),
-                }
-            )
-        removed = [
-            s
-            for s in snapshots
-            if not any(d["id"] == s.id and d["action"] == "keep" for d in result.decisions)
-        ]
+            if keep:
+                kept.append(snapshot)
+            result.decisions.append(_decision(snapshot, keep, kept_by, drop))
         if dry_run:
             return result
-        for snapshot in removed:
-            repo.storage.delete(f"{layout.SNAPSHOTS}/{snapshot.id}")
-        kept = [s for s in snapshots if s not in removed]
+        kept_ids = {s.id for s in kept}
+        for snapshot in snapshots:
+            if snapshot.id not in kept_ids:
+                repo.storage.delete(f"{layout.SNAPSHOTS}/{snapshot.id}")
         _collect(repo, kept, grace, now, result)
     return result
+
+
+def _decision(
+    snapshot: Snapshot, keep: bool, kept_by: dict[str, str], drop: set[str]
+) -> dict[str, Any]:
+    if keep:
+        reason = kept_by[snapshot.id]
+    else:
+        reason = "--forget" if snapshot.id in drop else "no retention rule keeps it"
+    return {
+        "id": snapshot.id,
+        "time": clock.iso(snapshot.time),
+        "source": snapshot.source,
+        "action": "keep" if keep else "remove",
+        "reason": reason,
+    }
 
 
 def _collect(
