@@ -271,10 +271,11 @@ def cmd_check(site: Site, args: argparse.Namespace) -> int:
             )
             for error in result.errors:
                 ui.line(f"{error['object']}: {error['error']}", label="  damaged: ", style="red")
-            if result.leftovers:
+            if result.leftovers or result.incomplete:
                 ui.line(
-                    f"  {len(result.leftovers)} packs no index lists (left by an interrupted "
-                    "backup; harmless, `emberkeep prune` removes them)"
+                    f"  {len(result.leftovers)} packs no index lists and "
+                    f"{len(result.incomplete)} unfinished writes (left by an interrupted "
+                    "backup, or one still running; harmless, `emberkeep prune` removes them)"
                 )
     if args.json:
         ui.print_json({t: r.to_json() for t, r in results.items()})

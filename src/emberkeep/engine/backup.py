@@ -200,8 +200,9 @@ def backup(
 ) -> BackupResult:
     started = time.monotonic()
     with Lease(repo.storage, "backup"):
-        repo.reload_index()  # after the lease: see prune's marks or be seen by prune
+        # After the lease: either prune sees this backup, or this backup sees its marks.
         condemned = frozenset(repo.condemned())
+        repo.reload_index(avoid=condemned)
         writer = BlobWriter(repo, workers=workers, skip_packs=condemned)
         if cache is not None:
             cache.trust(repo.index_names, bool(condemned))

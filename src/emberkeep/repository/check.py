@@ -43,7 +43,8 @@ class CheckResult:
     packs_read: int = 0
     bytes_read: int = 0
     errors: list[dict[str, str]] = field(default_factory=list)
-    leftovers: list[str] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)  # packs no index lists
+    incomplete: list[str] = field(default_factory=list)  # temp files of interrupted writes
 
     @property
     def ok(self) -> bool:
@@ -62,6 +63,7 @@ class CheckResult:
             "bytes_read": self.bytes_read,
             "errors": self.errors,
             "leftovers": self.leftovers,
+            "incomplete_writes": self.incomplete,
         }
 
 
@@ -158,6 +160,7 @@ def check(
                 name, f"pack size is {size}, the index says {record.size} (truncated or damaged)"
             )
     result.leftovers = sorted(set(stored) - set(index.packs))
+    result.incomplete = repo.storage.incomplete()
 
     for snapshot in snapshots:
         missing = sum(1 for blob_id in snapshot.blob_ids() if index.find(blob_id) is None)

@@ -125,7 +125,10 @@ class BlobIndex:
         self._buckets = _bucket_table(b"")
 
     @classmethod
-    def build(cls, records: Iterable[tuple[str, PackRecord]]) -> BlobIndex:
+    def build(
+        cls, records: Iterable[tuple[str, PackRecord]], avoid: frozenset[str] = frozenset()
+    ) -> BlobIndex:
+        """Index every record; of a blob stored twice, prefer a copy outside ``avoid``."""
         index = cls()
         rows: list[tuple[bytes, int, BlobEntry]] = []
         for index_file, pack in records:
@@ -136,7 +139,8 @@ class BlobIndex:
             number = len(index._pack_names)
             index._pack_names.append(pack.name)
             rows.extend((e.id, number, e) for e in pack.entries)
-        rows.sort(key=lambda row: row[0])
+        names = index._pack_names
+        rows.sort(key=lambda row: (row[0], names[row[1]] in avoid))
         ids = bytearray()
         last = b""
         for blob_id, number, entry in rows:

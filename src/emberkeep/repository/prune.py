@@ -2,17 +2,29 @@
 
 Runs under the exclusive lease, in two phases so a concurrent backup never loses a blob:
 
-1. *Condemn.* Packs with no referenced blob, and packs no index lists (leftovers of a
-   crash, or a running backup's fresh packs), get a marker ``trash/<pack>`` holding the
-   time. Backups that start later never deduplicate against condemned packs. A marked
-   pack that a snapshot references again is pardoned (its marker removed).
+1. *Condemn.* Packs that hold no blob a kept snapshot needs, and packs no index lists
+   (leftovers of a crash, or a running backup's fresh packs), get a marker
+   ``trash/<pack>`` holding the time. Backups read the markers after announcing
+   themselves with a lease, and never deduplicate against a condemned pack. A marked
+   pack that a snapshot needs again is pardoned (its marker removed).
 2. *Delete.* A condemned pack is deleted once its mark is older than the grace period
-   and no live backup lease began before the mark: such a backup may have read the
-   index before the mark and may yet commit a snapshot that uses the pack.
+   and no live backup may still use it.
+
+Why that is safe. Each marked pack has a time by which its marker was certainly
+visible: for markers of earlier runs, the start of this run (only prune writes markers,
+under the exclusive lease); for markers written now, a clock reading taken after writing
+them. A backup whose lease began after that time read the markers and left the pack
+alone. A backup whose lease began at or before it may have deduplicated against the
+pack: if it still runs, its lease is live and the pack waits; if it has finished, its
+snapshot exists, so snapshots are listed again after the leases and any snapshot that
+appeared meanwhile pardons the packs it uses. (Leases and markers use one clock, so
+hosts writing one repository need synchronised clocks, as NTP gives.)
+
+A blob stored twice (a backup re-stores blobs of condemned packs) is counted once, in a
+pack that is not condemned where one exists, so the fresh copy is kept.
 
 Deletion order: a new index without the deleted packs, then the old index files, then
 the packs, then their markers. A crash at any point leaves a repository check passes.
-
 Packs that are partly used are kept whole; rewriting them needs an identity (the blobs
 are encrypted to the recipients), and the bytes they hold are reported.
 """
@@ -26,10 +38,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .. import clock
+from ..durations import format_duration
 from ..errors import EmberkeepError, UsageError
 from . import layout
 from .index import PackRecord
-from .lease import Lease, live_backups
+from .lease import Lease, live_backups, read_leases
 from .repo import Repository
 from .snapshot import Snapshot
 
@@ -46,6 +59,7 @@ class PruneResult:
     packs_deleted: int = 0
     bytes_freed: int = 0
     packs_deferred: int = 0
+    incomplete_removed: int = 0
     bytes_in_partly_used_packs: int = 0
     messages: list[str] = field(default_factory=list)
 
@@ -59,6 +73,7 @@ class PruneResult:
             "packs_deferred": self.packs_deferred,
             "bytes_freed": self.bytes_freed,
             "bytes_in_partly_used_packs": self.bytes_in_partly_used_packs,
+            "incomplete_writes_removed": self.incomplete_removed,
             "messages": self.messages,
         }
 
@@ -119,7 +134,7 @@ def prune(
         for snapshot in snapshots:
             if snapshot.id not in kept_ids:
                 repo.storage.delete(f"{layout.SNAPSHOTS}/{snapshot.id}")
-        _collect(repo, kept, grace, now, result)
+        _collect(repo, kept, {s.id for s in snapshots}, grace, result)
     return result
 
 
@@ -140,59 +155,141 @@ def _decision(
 
 
 def _collect(
-    repo: Repository, kept: list[Snapshot], grace: timedelta, now: datetime, result: PruneResult
+    repo: Repository,
+    kept: list[Snapshot],
+    seen: set[str],
+    grace: timedelta,
+    result: PruneResult,
 ) -> None:
-    referenced: set[bytes] = set()
-    for snapshot in kept:
-        referenced.update(snapshot.blob_ids())
-    index = repo.index
-    by_pack = index.blobs_by_pack()
+    """Condemn what ``kept`` does not need and delete what is safe to delete (see above)."""
+    run_start = clock.now()
+    marks = _read_marks(repo)
+    holders = _holders(repo)
+    referenced = {blob_id for snapshot in kept for blob_id in snapshot.blob_ids()}
+    needed = _needed_packs(holders, referenced, avoid=set(marks))
     stored = {
         info.name: info.size
         for folder in (layout.DATA, layout.META)
         for info in repo.storage.list(f"{folder}/")
     }
-    unused = set(stored) - set(index.packs)  # leftovers, or a running backup's new packs
-    for name in index.packs:
-        blobs = by_pack.get(name, [])
-        used = sum(1 for blob_id, _ in blobs if blob_id in referenced)
-        if used == 0:
-            unused.add(name)
-        elif used < len(blobs):
-            result.bytes_in_partly_used_packs += sum(
-                loc.length for blob_id, loc in blobs if blob_id not in referenced
-            )
+    packs = _pack_contents(holders)
+    unused = (set(stored) | set(packs)) - needed
+    for pack in needed:
+        spare = [b for b in packs.get(pack, ()) if b not in referenced]
+        result.bytes_in_partly_used_packs += _blob_bytes(repo, pack, spare)
 
-    marks = _read_marks(repo)
-    for pack in set(marks) - unused:
-        repo.storage.delete(f"{layout.TRASH}/{pack}")
-        result.packs_pardoned += 1
-        del marks[pack]
-    for pack in sorted(unused - set(marks)):
-        repo.storage.put(
-            f"{layout.TRASH}/{pack}", json.dumps({"time": now.isoformat()}).encode(), overwrite=True
-        )
-        marks[pack] = now
+    visible_since: dict[str, datetime] = {}
+    for pack in sorted(set(marks) - unused):
+        _pardon(repo, pack, marks, result)
+    for pack in marks:
+        visible_since[pack] = run_start
+    fresh = sorted(unused - set(marks))
+    for pack in fresh:
+        marker = json.dumps({"time": run_start.isoformat()}).encode()
+        repo.storage.put(f"{layout.TRASH}/{pack}", marker, overwrite=True)
+        marks[pack] = run_start
         result.packs_condemned += 1
+    marked_at = clock.now()
+    visible_since.update({pack: marked_at for pack in fresh})
 
+    now = clock.now()
     backups = live_backups(repo.storage, now)
+    for pack in sorted(_needed_by_late_snapshots(repo, seen, set(marks))):
+        _pardon(repo, pack, marks, result)
+
     deletable = []
     for pack, marked in sorted(marks.items()):
-        if now - marked < grace or any(b.started <= marked for b in backups):
+        waiting_for_grace = now - marked < grace
+        may_be_in_use = any(b.started <= visible_since[pack] for b in backups)
+        if waiting_for_grace or may_be_in_use:
             result.packs_deferred += 1
-            continue
-        deletable.append(pack)
+        else:
+            deletable.append(pack)
     if result.packs_deferred:
         why = (
             f"a backup is running ({backups[0].describe()})"
             if backups
-            else f"the grace period ({grace}) has not passed"
+            else f"the grace period ({format_duration(grace)}) has not passed"
         )
         result.messages.append(
             f"{result.packs_deferred} condemned packs wait: {why}; a later prune deletes them"
         )
     if deletable:
         _delete_packs(repo, set(deletable), stored, result)
+    if not backups:
+        _remove_leftovers(repo, now, result)
+
+
+def _holders(repo: Repository) -> dict[bytes, set[str]]:
+    """Every pack holding each blob, from every index file (all copies, not one)."""
+    holders: dict[bytes, set[str]] = {}
+    for name in repo.index_files():
+        for record in repo.read_index_file(name):
+            for entry in record.entries:
+                holders.setdefault(entry.id, set()).add(record.name)
+    return holders
+
+
+def _pack_contents(holders: dict[bytes, set[str]]) -> dict[str, list[bytes]]:
+    contents: dict[str, list[bytes]] = {}
+    for blob_id, packs in holders.items():
+        for pack in packs:
+            contents.setdefault(pack, []).append(blob_id)
+    return contents
+
+
+def _needed_packs(
+    holders: dict[bytes, set[str]], referenced: set[bytes], avoid: set[str]
+) -> set[str]:
+    """One pack per referenced blob, preferring packs that are not condemned."""
+    needed: set[str] = set()
+    for blob_id in referenced:
+        copies = holders.get(blob_id)
+        if not copies:
+            continue  # lost already; check reports it
+        if copies & needed:
+            continue
+        preferred = sorted(copies - avoid) or sorted(copies)
+        needed.add(preferred[0])
+    return needed
+
+
+def _blob_bytes(repo: Repository, pack: str, blob_ids: list[bytes]) -> int:
+    total = 0
+    for blob_id in blob_ids:
+        location = repo.index.find(blob_id)
+        if location is not None and location.pack == pack:
+            total += location.length
+    return total
+
+
+def _needed_by_late_snapshots(repo: Repository, seen: set[str], marked: set[str]) -> set[str]:
+    """Marked packs holding blobs of snapshots committed since this prune listed them."""
+    late = [name for name in repo.snapshot_names() if layout.leaf(name) not in seen]
+    if not late:
+        return set()
+    wanted: set[bytes] = set()
+    for name in late:
+        wanted.update(repo.load_snapshot(name).blob_ids())
+    holders = _holders(repo)  # again: the late backup wrote an index file of its own
+    return {pack for blob_id in wanted for pack in holders.get(blob_id, ()) if pack in marked}
+
+
+def _pardon(repo: Repository, pack: str, marks: dict[str, datetime], result: PruneResult) -> None:
+    repo.storage.delete(f"{layout.TRASH}/{pack}")
+    del marks[pack]
+    result.packs_pardoned += 1
+
+
+def _remove_leftovers(repo: Repository, now: datetime, result: PruneResult) -> None:
+    """With no backup running: interrupted writes' temp files and stale leases go."""
+    for name in repo.storage.incomplete():
+        repo.storage.delete(name)
+        result.incomplete_removed += 1
+    for lease in read_leases(repo.storage):
+        if lease.kind == "backup" and lease.is_stale(now):
+            repo.storage.delete(lease.name)
+            result.messages.append(f"removed a stale lease: {lease.describe()}")
 
 
 def _read_marks(repo: Repository) -> dict[str, datetime]:

@@ -116,7 +116,7 @@ class Repository:
     def read_index_file(self, name: str) -> list[PackRecord]:
         return list(decode_index(name, self.storage.get(name), self.writer_key.index_key))
 
-    def load_index(self) -> BlobIndex:
+    def load_index(self, avoid: frozenset[str] = frozenset()) -> BlobIndex:
         """Load every index file; a damaged one is recorded in ``damage`` and skipped."""
 
         self.index_names = set()
@@ -132,7 +132,7 @@ class Repository:
                 for pack in packs:
                     yield name, pack
 
-        return BlobIndex.build(records())
+        return BlobIndex.build(records(), avoid)
 
     def save_index(self, packs: list[PackRecord]) -> str:
         name, sealed = encode_index(packs, self.writer_key.index_key)
@@ -141,10 +141,11 @@ class Repository:
         self.index_names.add(name)
         return name
 
-    def reload_index(self) -> BlobIndex:
-        self._index = None
+    def reload_index(self, avoid: frozenset[str] = frozenset()) -> BlobIndex:
+        """Read the index again; of duplicated blobs, prefer copies outside ``avoid``."""
         self.damage = [d for d in self.damage if not d.obj.startswith(f"{layout.INDEX}/")]
-        return self.index
+        self._index = self.load_index(avoid)
+        return self._index
 
     # -- snapshots -----------------------------------------------------------------------
 

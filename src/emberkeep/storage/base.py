@@ -36,3 +36,6 @@ class Storage(Protocol):
 
     def free_bytes(self) -> int | None:
         """Free space where known."""
+
+    def incomplete(self) -> list[str]:
+        """Names of writes that never finished (a crash mid-upload); ``delete`` removes them."""

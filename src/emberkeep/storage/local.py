@@ -76,6 +76,7 @@ class LocalStorage:
             return None
         return stats.f_bavail * stats.f_frsize
 
-    def temp_leftovers(self) -> list[Path]:
-        """Temp files of writes that never finished (a crash); harmless, removed by prune."""
-        return [p for p in self.root.rglob(".*.tmp-*") if p.is_file()]
+    def incomplete(self) -> list[str]:
+        return sorted(
+            str(p.relative_to(self.root)) for p in self.root.rglob(".*.tmp-*") if p.is_file()
+        )
