@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import __version__, config, ui
+from . import __version__, config, memory, ui
 from .errors import EmberkeepError
 from .runner import maintenance, setup
 from .runner.backup import run_backup, sources_to_run
@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    memory.return_large_buffers_promptly()
     try:
         return dispatch(args)
     except EmberkeepError as exc:

@@ -55,26 +55,29 @@ class _Uploader:
     """One background thread that seals finished packs and uploads them.
 
     Sealing a pack (wrapping its key, hashing it for its name) happens here, off the
-    thread that reads files. One pack waits in the queue at most, so at most three packs
-    are in memory: the one filling, the one waiting, the one being written.
+    thread that reads files. ``send`` waits while the previous pack is still being
+    written, so at most two packs are in memory: the one filling and the one written.
     """
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
         self.done: list[PackRecord] = []
         self.error: BaseException | None = None
-        self._queue: queue.Queue[PackWriter | None] = queue.Queue(1)
+        self._queue: queue.Queue[PackWriter | None] = queue.Queue()
+        self._idle = threading.Semaphore(1)
         self._thread = threading.Thread(target=self._run, daemon=True, name="uploader")
         self._thread.start()
 
     def _run(self) -> None:
         while (pack := self._queue.get()) is not None:
-            if self.error is not None:
-                continue
             try:
-                self.done.append(self._upload(pack))
+                if self.error is None:
+                    self.done.append(self._upload(pack))
             except BaseException as exc:
                 self.error = exc
+            finally:
+                pack.parts = []  # free the pack's bytes now, not when the writer goes
+                self._idle.release()
 
     def _upload(self, pack: PackWriter) -> PackRecord:
         name, parts, entries = pack.finish(self.repo.recipients, self.repo.writer_key.index_key)
@@ -85,7 +88,10 @@ class _Uploader:
         return record
 
     def send(self, pack: PackWriter) -> None:
-        self.raise_error()
+        self._idle.acquire()
+        if self.error is not None:
+            self._idle.release()
+            raise self.error
         self._queue.put(pack)
 
     def raise_error(self) -> None:
