@@ -168,3 +168,45 @@ def repo_objects(repo: Path, folder: str) -> list[Path]:
     return sorted(
         p for p in (repo / folder).rglob("*") if p.is_file() and not p.name.startswith(".")
     )
+
+
+# ---- MongoDB wire-protocol test server (issue 3) -----------------------------------------
+# FerretDB (or mongod with EMBERKEEP_TEST_MONGO=mongod), one per test session, with an oplog.
+# A server that cannot start makes every test that uses it error out: never a skip.
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The started ``servers_mongo.MongoTestServer``; ``.uri``, ``.client()``, ``.kind``."""
+    from servers_mongo import MongoTestServer
+
+    server = MongoTestServer(tmp_path_factory.mktemp("mongo-server"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_client(mongo_server: Any) -> Iterator[Any]:
+    """A ``pymongo.MongoClient`` to the session's server."""
+    client = mongo_server.client()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+_mongo_db_counter = iter(range(1, 1 << 30))
+
+
+@pytest.fixture
+def mongo_db_name(mongo_client: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database name no other test uses (FerretDB allows [A-Za-z0-9_-]{1,63}); dropped after."""
+    import re
+
+    test = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:40]
+    name = f"t{next(_mongo_db_counter)}_{test}"
+    yield name
+    mongo_client.drop_database(name)

@@ -8,11 +8,10 @@ from pathlib import Path
 
 from . import __version__, config, memory, ui
 from .errors import EmberkeepError
-from .runner import maintenance, setup
-from .runner.backup import run_backup, sources_to_run
-from .runner.restore import run_restore
 from .runner.site import Site
-from .sources.files import scan_size
+
+# Each command imports the runner modules it needs when it runs: a no-change backup from
+# cron should not pay for loading check, prune and restore.
 
 LATER = {
     "export": "export of database snapshots",
@@ -130,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "keygen":
+        from .runner import setup
+
         recipient = setup.keygen(args.output)
         if args.json:
             ui.print_json({"identity_file": str(args.output), "recipient": recipient})
@@ -152,6 +153,8 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def cmd_init(site: Site, args: argparse.Namespace) -> int:
+    from .runner import setup
+
     outcomes = setup.init(site, args.target)
     if args.json:
         ui.print_json([o.__dict__ for o in outcomes])
@@ -162,6 +165,10 @@ def cmd_init(site: Site, args: argparse.Namespace) -> int:
 
 
 def cmd_backup(site: Site, args: argparse.Namespace) -> int:
+    from .engine.backup import Progress
+    from .runner.backup import run_backup, sources_to_run
+    from .sources.files import scan_size
+
     outcomes = []
     for name in sources_to_run(site, args.sources):
         bar = ui.ByteProgress(f"backup {name}", enabled=not (args.json or args.quiet))
@@ -169,8 +176,6 @@ def cmd_backup(site: Site, args: argparse.Namespace) -> int:
         if bar.enabled and source.type == "files":
             ui.in_background(lambda s=source, b=bar: b.set_total(scan_size(s.paths, s.exclude)))
         with bar.shown():
-            from .engine.backup import Progress
-
             outcome = run_backup(site, name, tags=args.tags, progress=Progress(on_file=bar.advance))
         outcomes.append(outcome)
         if not args.json:
@@ -226,6 +231,8 @@ def cmd_snapshots(site: Site, args: argparse.Namespace) -> int:
 
 
 def cmd_restore(site: Site, args: argparse.Namespace) -> int:
+    from .runner.restore import run_restore
+
     bar = ui.ByteProgress("restore", enabled=not (args.json or args.quiet))
     with bar.shown():
         snapshot, result = run_restore(
@@ -250,6 +257,8 @@ def cmd_restore(site: Site, args: argparse.Namespace) -> int:
 
 
 def cmd_check(site: Site, args: argparse.Namespace) -> int:
+    from .runner import maintenance
+
     results = {}
     for target in site.target_names(args.target):
         bar = ui.ByteProgress(f"check {target}", enabled=not (args.json or args.quiet))
@@ -284,6 +293,8 @@ def cmd_check(site: Site, args: argparse.Namespace) -> int:
 
 
 def cmd_prune(site: Site, args: argparse.Namespace) -> int:
+    from .runner import maintenance
+
     results = {}
     for target in site.target_names(args.target):
         result = maintenance.run_prune(

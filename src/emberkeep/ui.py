@@ -10,15 +10,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.text import Text
 
 out = Console(highlight=False, soft_wrap=True)
@@ -56,19 +47,23 @@ class ByteProgress:
 
     def __init__(self, label: str, enabled: bool) -> None:
         self.enabled = enabled and err.is_terminal
-        self._bar = Progress(
-            TextColumn(f"[bold]{label}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TextColumn("{task.fields[files]} files"),
-            TimeRemainingColumn(),
+        self._files = 0
+        self._lock = threading.Lock()
+        if not self.enabled:
+            return
+        from rich import progress  # only when a bar is shown: it is slow to import
+
+        self._bar = progress.Progress(
+            progress.TextColumn(f"[bold]{label}"),
+            progress.BarColumn(),
+            progress.DownloadColumn(),
+            progress.TransferSpeedColumn(),
+            progress.TextColumn("{task.fields[files]} files"),
+            progress.TimeRemainingColumn(),
             console=err,
             transient=True,
         )
         self._task = self._bar.add_task(label, total=None, files=0)
-        self._files = 0
-        self._lock = threading.Lock()
 
     def set_total(self, total_bytes: int) -> None:
         if self.enabled:
@@ -82,32 +77,6 @@ class ByteProgress:
 
     @contextmanager
     def shown(self) -> Iterator[ByteProgress]:
-        if not self.enabled:
-            yield self
-            return
-        with self._bar:
-            yield self
-
-
-class CountProgress:
-    def __init__(self, label: str, total: int, enabled: bool) -> None:
-        self.enabled = enabled and err.is_terminal
-        self._bar = Progress(
-            TextColumn(f"[bold]{label}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-        )
-        self._task = self._bar.add_task(label, total=total)
-
-    def advance(self, *_: object) -> None:
-        if self.enabled:
-            self._bar.update(self._task, advance=1)
-
-    @contextmanager
-    def shown(self) -> Iterator[CountProgress]:
         if not self.enabled:
             yield self
             return

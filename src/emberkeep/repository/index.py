@@ -13,6 +13,7 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 
 import zstandard
 
@@ -103,9 +104,7 @@ def _bucket_table(ids: bytes) -> array[int]:
     counts = array("I", bytes(4 * (BUCKETS + 1)))
     for position in range(0, len(ids), ID):
         counts[int.from_bytes(ids[position : position + 2], "big") + 1] += 1
-    for prefix in range(1, BUCKETS + 1):
-        counts[prefix] += counts[prefix - 1]
-    return counts
+    return array("I", accumulate(counts)) if ids else counts
 
 
 class BlobIndex:
