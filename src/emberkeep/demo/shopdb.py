@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import random
 import sys
@@ -294,7 +295,8 @@ def _money_type(db: Database[Any], features: Features) -> shopdocs.Money:
     """Decimal128 where the server stores it; FerretDB 1.x drops the connection instead."""
     probe = db["_shopdb_probe"]
     try:
-        probe.insert_one({"_id": 0, "price": Decimal128("19.99")})
+        # a plain command: a retried insert would wait out a second dropped connection
+        db.command("insert", probe.name, documents=[{"_id": 0, "price": Decimal128("19.99")}])
         back = probe.find_one({"_id": 0}) or {}
         if not isinstance(back.get("price"), Decimal128):
             features.refuse("bson:decimal128", f"read back as {type(back.get('price')).__name__}")
@@ -363,8 +365,8 @@ def _inventory(run: _Run) -> Iterator[Doc]:
 def _create_indexes(run: _Run) -> None:
     failed: set[str] = set()
     for feature, collection, model in INDEXES:
-        coll = run.db[collection]
-        if not run.features.attempt(feature, lambda c=coll, m=model: c.create_indexes([m])):
+        create = functools.partial(run.db[collection].create_indexes, [model])
+        if not run.features.attempt(feature, create):
             failed.add(feature)
     for feature, collection, model in INDEXES:
         if feature not in failed:
