@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from servers import S3Server, SshServer, start_sshd, start_versitygw
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -210,3 +211,22 @@ def mongo_db_name(mongo_client: Any, request: pytest.FixtureRequest) -> Iterator
     name = f"t{next(_mongo_db_counter)}_{test}"
     yield name
     mongo_client.drop_database(name)
+
+
+# -- real servers for sftp:// and s3:// targets (tests/servers.py) --------------------------
+
+
+@pytest.fixture(scope="session")
+def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """Debian's sshd on a loopback port for the session; an error, never a skip, if it fails."""
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """versitygw on a loopback port for the session; an error, never a skip, if it fails."""
+    server = start_versitygw(tmp_path_factory.mktemp("versitygw"))
+    yield server
+    server.stop()

@@ -200,14 +200,14 @@ def _print_backup(outcome) -> None:  # type: ignore[no-untyped-def]
 
 
 def cmd_snapshots(site: Site, args: argparse.Namespace) -> int:
-    rows = []
+    found = []
     for target in site.target_names(args.target):
         repo = site.repository(target)
         for snap in repo.snapshots():
-            if args.source and snap.source != args.source:
-                continue
-            rows.append(snap.to_json(target))
-    rows.sort(key=lambda r: (r["time"], r["id"]))
+            if args.source is None or snap.source == args.source:
+                found.append((snap.time, snap.id, snap.to_json(target)))
+    found.sort(key=lambda item: item[:2])  # the exact time: JSON shows whole seconds
+    rows = [row for _time, _id, row in found]
     if args.json:
         ui.print_json(rows)
         return 0

@@ -282,8 +282,17 @@ def _pardon(repo: Repository, pack: str, marks: dict[str, datetime], result: Pru
 
 
 def _remove_leftovers(repo: Repository, now: datetime, result: PruneResult) -> None:
-    """With no backup running: interrupted writes' temp files and stale leases go."""
-    for name in repo.storage.incomplete():
+    """With no backup running: interrupted writes' temp files and stale leases go.
+
+    The temp files are listed before the leases are looked at again: a backup's lease is
+    visible before it writes any temp file, so a temp file listed while no lease is live
+    belongs to a run that is gone. Temp files under ``locks/`` are left alone: one may be
+    the lease a backup is writing this very moment, not yet visible.
+    """
+    unfinished = [n for n in repo.storage.incomplete() if not n.startswith(f"{layout.LOCKS}/")]
+    if live_backups(repo.storage, now):
+        return
+    for name in unfinished:
         repo.storage.delete(name)
         result.incomplete_removed += 1
     for lease in read_leases(repo.storage):

@@ -220,9 +220,12 @@ class S3Storage:
         key = self._key(name)
         parts = _views(data)
         size = sum(len(p) for p in parts)
-        if not overwrite and not self._conditional and self._head(name, key) is not None:
+        large = size > MULTIPART_THRESHOLD
+        # Without If-None-Match a HEAD is the only check; before a multipart upload it also
+        # saves sending megabytes the server will refuse.
+        if not overwrite and (large or not self._conditional) and self._head(name, key):
             raise self._exists(name)
-        if size > MULTIPART_THRESHOLD:
+        if large:
             self._put_multipart(name, key, parts, size, create_only=not overwrite)
         else:
             body = data if isinstance(data, bytes) else _span(parts, 0, size)
@@ -297,6 +300,13 @@ class S3Storage:
         if self.loc.storage_class and name.startswith(self.cold_prefixes):
             return self.loc.storage_class
         return None
+
+    def close(self) -> None:
+        """Close the connection pool (a later call opens a new one)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     # -- writes ------------------------------------------------------------------------------
 

@@ -15,10 +15,12 @@ is absolute on the server; ``/~/path`` is relative to the user's home folder.
   file system makes it.
 - **Concurrency**: one SSH connection carries up to ``CHANNELS`` SFTP sessions, one per caller
   at a time, because a paramiko SFTP session serves one waiting caller at a time.
-- **Pipelining**: reads and writes keep up to ``WINDOW`` requests in flight. This uses paramiko's
-  request layer (``_async_request`` / ``_read_response``, as its own file class does) rather than
-  ``SFTPFile``: its pipelined writes do not check the status of the last writes before close,
-  and its close swallows errors, so a full disk could pass unnoticed.
+- **Pipelining**: reads and writes keep ``IN_FLIGHT`` bytes of requests in flight, each request
+  32 KiB (the size every server accepts) or up to ``MAX_REQUEST`` where the server states its
+  limits (``limits@openssh.com``). This uses paramiko's request layer (``_async_request`` /
+  ``_read_response``, as its own file class does) rather than ``SFTPFile``: its pipelined
+  writes do not check the status of the last writes before close, and its close swallows
+  errors, so a full disk could pass unnoticed.
 - **Failures**: every call has ``timeout``; a dropped connection is reopened and the call tried
   once more; a server that stays silent for ``timeout`` fails the call at once.
 """
@@ -33,6 +35,7 @@ import secrets
 import stat as stat_mode
 import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -70,8 +73,12 @@ from .base import ObjectInfo, Payload
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 30.0
-REQUEST = 32 * 1024  # bytes per SFTP read or write request: every server accepts this size
-WINDOW = 64  # requests in flight per transfer (2 MiB)
+REQUEST = 32 * 1024  # bytes per SFTP read or write request that every server accepts
+MAX_REQUEST = 128 * 1024  # larger where the server allows it: fewer round trips in Python
+IN_FLIGHT = 4 * 1024 * 1024  # bytes of requests in flight per transfer
+CHANNEL_WINDOW = 8 * 1024 * 1024  # SSH flow-control window: more than IN_FLIGHT
+CHANNEL_PACKET = 256 * 1024  # largest SSH packet we accept (the server sends fewer, larger)
+LIMITS = "limits@openssh.com"
 CHANNELS = 8  # SFTP sessions per connection; OpenSSH allows 10 (MaxSessions) by default
 FSYNC = "fsync@openssh.com"
 POSIX_RENAME = "posix-rename@openssh.com"
@@ -185,6 +192,8 @@ class _Session(paramiko.SFTPClient):
     """
 
     extensions: dict[str, bytes]
+    read_size = REQUEST
+    write_size = REQUEST
 
     def _send_version(self) -> int:
         msg = Message()
@@ -195,6 +204,17 @@ class _Session(paramiko.SFTPClient):
             raise SFTPError("Incompatible sftp protocol")
         self.extensions = _extensions(data)
         return struct.unpack(">I", data[:4])[0]
+
+    def learn_limits(self) -> None:
+        """Use larger requests where the server states that it accepts them."""
+        if LIMITS not in self.extensions:
+            return
+        kind, msg = self._request(CMD_EXTENDED, LIMITS)
+        if kind != CMD_EXTENDED_REPLY:
+            return
+        _packet, read, write = (msg.get_int64() for _ in range(3))
+        self.read_size = max(REQUEST, min(read, MAX_REQUEST))
+        self.write_size = max(REQUEST, min(write, MAX_REQUEST))
 
     def usable(self) -> bool:
         channel = self.get_channel()
@@ -259,30 +279,31 @@ def _close(sftp: _Session, handle: bytes) -> None:
 
 
 def _write_all(sftp: _Session, handle: bytes, parts: list[memoryview]) -> None:
-    """Write the parts one after another, WINDOW requests in flight, every status checked."""
+    """Write the parts one after another, IN_FLIGHT bytes in flight, every status checked."""
     replies = _Replies()
     pending: deque[int] = deque()
     offset = 0
+    step = sftp.write_size
     for part in parts:
-        for start in range(0, len(part), REQUEST):
-            chunk = bytes(part[start : start + REQUEST])
+        for start in range(0, len(part), step):
+            chunk = bytes(part[start : start + step])
             pending.append(sftp._async_request(replies, CMD_WRITE, handle, int64(offset), chunk))
             offset += len(chunk)
-            if len(pending) >= WINDOW:
+            if len(pending) * step >= IN_FLIGHT:
                 _check_status(sftp, *replies.wait(sftp, pending.popleft()))
     while pending:
         _check_status(sftp, *replies.wait(sftp, pending.popleft()))
 
 
 def _read_range(sftp: _Session, handle: bytes, offset: int, length: int) -> bytes:
-    """Bytes [offset, offset+length) of a file, fewer at its end; WINDOW requests in flight."""
+    """Bytes [offset, offset+length) of a file, fewer at its end; IN_FLIGHT bytes in flight."""
     replies = _Replies()
     pending: deque[tuple[int, int]] = deque()  # request number, bytes asked for
     out = bytearray()
     position, end = offset, offset + length
     while True:
-        while position < end and len(pending) < WINDOW:
-            size = min(REQUEST, end - position)
+        while position < end and len(pending) * sftp.read_size < IN_FLIGHT:
+            size = min(sftp.read_size, end - position)
             num = sftp._async_request(replies, CMD_READ, handle, int64(position), size)
             pending.append((num, size))
             position += size
@@ -592,10 +613,16 @@ class SftpStorage:
 
     def _open_session(self, transport: paramiko.Transport) -> _Session:
         try:
-            channel = transport.open_session(timeout=self.loc.timeout)
+            channel = transport.open_session(
+                window_size=CHANNEL_WINDOW,
+                max_packet_size=CHANNEL_PACKET,
+                timeout=self.loc.timeout,
+            )
             channel.settimeout(self.loc.timeout)
             channel.invoke_subsystem("sftp")
-            return _Session(channel)
+            sftp = _Session(channel)
+            sftp.learn_limits()
+            return sftp
         except TimeoutError as exc:
             raise self._timed_out("opening an SFTP session") from exc
         except (OSError, EOFError, paramiko.SSHException) as exc:
@@ -641,6 +668,7 @@ class SftpStorage:
                     f"target {self.label}: cannot read known_hosts file {loc.known_hosts} "
                     f"({exc}); fix or replace it"
                 ) from exc
+        started = time.monotonic()
         try:
             client.connect(
                 loc.host,
@@ -656,6 +684,10 @@ class SftpStorage:
             )
         except BaseException as exc:
             client.close()
+            # paramiko reports a server that never sends its banner as a protocol error.
+            silent = time.monotonic() - started >= 0.95 * loc.timeout
+            if silent and isinstance(exc, (EOFError, paramiko.SSHException)):
+                raise self._timed_out("connecting") from exc
             raise self._connect_error(exc) from exc
         return client
 
@@ -728,7 +760,7 @@ class SftpStorage:
         free = None
         with contextlib.suppress(Exception):
             free = _statvfs(sftp, self.loc.root)
-        if exc.errno == errno.ENOSPC or (free is not None and free < size + REQUEST):
+        if exc.errno == errno.ENOSPC or (free is not None and free < size + IN_FLIGHT):
             return StorageFull(
                 f"target {self.label}: no space left in {self.loc.root} on {self.loc.host}: free "
                 "space there or point the target elsewhere; earlier backups are intact"
