@@ -90,11 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--target")
 
-    p = sub.add_parser("prune", parents=[common], help="remove forgotten snapshots and unused data")
-    p.add_argument(
-        "--forget", action="append", default=[], metavar="ID", help="remove this snapshot"
+    p = sub.add_parser(
+        "prune",
+        parents=[common],
+        help="apply each source's retention in every target, then free unused data",
     )
-    p.add_argument("--dry-run", action="store_true")
+    p.add_argument(
+        "--forget",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="also remove this snapshot, whatever retention says",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="show what would be kept and removed; change nothing"
+    )
     p.add_argument(
         "--grace", help="how long condemned packs wait before deletion (default [prune] grace)"
     )
@@ -243,6 +253,7 @@ def cmd_restore(site: Site, args: argparse.Namespace) -> int:
             target=args.target,
             source=args.source,
             on_file=bar.advance,
+            on_total=bar.set_total,
         )
     if args.json:
         ui.print_json({"snapshot": snapshot.id, "to": str(args.dest), **result.to_json()})
@@ -269,6 +280,7 @@ def cmd_check(site: Site, args: argparse.Namespace) -> int:
                 read_data=args.read_data,
                 subset=args.read_data_subset,
                 on_pack=bar.advance,
+                on_total=bar.set_total,
             )
         results[target] = result
         if not args.json:

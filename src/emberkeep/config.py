@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -115,6 +115,8 @@ class Target(_Strict):
     name: Name
     url: str
     copies: Literal["all", "weekly", "monthly"] = "all"
+    # per source name: the retention that replaces that source's own in this target
+    retention: dict[str, Retention] = {}
 
 
 class Email(_Strict):
@@ -148,6 +150,11 @@ class Config(_Strict):
                 return source
         known = ", ".join(s.name for s in self.sources) or "none"
         raise ConfigError(f"no source named {name!r} in {self.path} (sources: {known})")
+
+    def retention(self, target: str) -> dict[str, Retention | None]:
+        """Each source's retention in ``target``: the target's override, else its own."""
+        overrides = self.target(target).retention
+        return {s.name: overrides.get(s.name, s.retention) for s in self.sources}
 
     def target(self, name: str | None) -> Target:
         if name is None:
@@ -239,8 +246,11 @@ def _describe_shape(message: str, raw: dict[str, Any]) -> str:
     assert match is not None
     what, where = match["what"], match["where"] or ""
     loc: list[str | int] = []
-    for index, key in re.findall(r"\[(\d+)\]|\.([^.\[]+)", where):
-        loc.append(int(index) if index else key)
+    for index, key, in_table in re.findall(r"\[(\d+)\]|\.([^.\[]+)|(\[\.\.\.\])", where):
+        if in_table:  # msgspec does not name the key of a table of tables: find it
+            loc.append(_failing_key(raw, loc, message))
+        else:
+            loc.append(int(index) if index else key)
     if unknown := re.match(r"Object contains unknown field `(.+)`", what):
         loc.append(unknown[1])
         text = "unknown key; remove it or check its spelling against the README"
@@ -270,6 +280,27 @@ def _describe_shape(message: str, raw: dict[str, Any]) -> str:
 
 
 _MISSING = object()
+
+
+def _failing_key(raw: dict[str, Any], loc: list[str | int], message: str) -> str:
+    """The key of the table at ``loc`` whose value alone fails with ``message``."""
+    table = _value_at(raw, loc)
+    for key in table if isinstance(table, dict) else ():
+        try:
+            msgspec.convert(_replaced(raw, loc, {key: table[key]}), Config, dec_hook=_decode_path)
+        except msgspec.ValidationError as exc:
+            if str(exc) == message:
+                return str(key)
+    return "[...]"
+
+
+def _replaced(node: Any, loc: list[str | int], value: Any) -> Any:
+    """A copy of ``node`` with the item at ``loc`` replaced by ``value``."""
+    if not loc:
+        return value
+    copy: Any = list(node) if isinstance(node, list) else dict(node)
+    copy[loc[0]] = _replaced(node[loc[0]], loc[1:], value)
+    return copy
 
 
 def _value_at(raw: Any, loc: list[str | int]) -> Any:
@@ -340,12 +371,27 @@ def _semantic_problems(config: Config, raw: dict[str, Any]) -> Iterator[tuple[st
     for i, target in enumerate(config.targets):
         if problem := _url_problem(target.url):
             yield field("targets", i, "url"), problem
+        yield from _override_problems(config, i, field)
     yield from _duration_problem(config.prune.grace, field("prune", "grace"))
     yield from _schedule_problem(config.prune.schedule, field("prune", "schedule"))
     for kind, items in (("sources", config.sources), ("targets", config.targets)):
         names = [item.name for item in items]
         for name in sorted({n for n in names if names.count(n) > 1}):
             yield kind, f"two {kind} are named {name!r}; give each its own name"
+
+
+def _override_problems(
+    config: Config, i: int, field: Callable[..., str]
+) -> Iterator[tuple[str, str]]:
+    """A target's retention overrides name sources the config has."""
+    known = [s.name for s in config.sources]
+    for name, retention in config.targets[i].retention.items():
+        where = field("targets", i, "retention", name)
+        if name not in known:
+            names = ", ".join(known) or "none"
+            yield where, f"no source is named {name!r} (sources: {names}); fix it or remove it"
+        elif retention.within:
+            yield from _duration_problem(retention.within, f"{where}.within")
 
 
 def _recipient_problems(values: list[str], where: str) -> Iterator[tuple[str, str]]:

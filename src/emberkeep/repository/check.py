@@ -133,6 +133,7 @@ def check(
     verified: VerifiedLog | None = None,
     now: datetime | None = None,
     on_pack: Callable[[str, int], None] = lambda name, size: None,
+    on_total: Callable[[int], None] = lambda size: None,
     workers: int = 2,
 ) -> CheckResult:
     result = CheckResult()
@@ -176,6 +177,7 @@ def check(
         candidates = sorted(p for p in index.packs if p in stored)
         log = verified or VerifiedLog(None)
         chosen = log.choose(candidates, subset) if subset else candidates
+        on_total(sum(stored[name] for name in chosen))
         with ThreadPoolExecutor(workers, thread_name_prefix="check") as pool:
             futures = {
                 name: pool.submit(_verify_pack, repo, name, by_pack.get(name, []))

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from .. import clock
 from ..durations import parse_duration
+from ..policy import retention as retention_policy
 from ..repository.check import CheckResult, Subset, VerifiedLog, check
 from ..repository.prune import PruneResult, prune
 from .site import Site
@@ -18,6 +19,7 @@ def run_check(
     read_data: bool,
     subset: str | None,
     on_pack: Callable[[str, int], None] = lambda name, size: None,
+    on_total: Callable[[int], None] = lambda size: None,
 ) -> CheckResult:
     reading = read_data or subset is not None
     repo = site.repository(target, read=reading)
@@ -29,16 +31,20 @@ def run_check(
         verified=log,
         now=clock.now(),
         on_pack=on_pack,
+        on_total=on_total,
     )
 
 
 def run_prune(
     site: Site, target: str, *, forget: list[str], dry_run: bool, grace: str | None
 ) -> PruneResult:
+    """Apply each source's retention in ``target`` (and remove ``forget``), then free space."""
+    policies = site.config.retention(target)
     repo = site.repository(target)
     return prune(
         repo,
         forget=forget,
+        retention=lambda snapshots, now: retention_policy.keep(snapshots, now, policies),
         grace=parse_duration(grace or site.config.prune.grace),
         dry_run=dry_run,
     )

@@ -21,6 +21,7 @@ def run_restore(
     target: str | None = None,
     source: str | None = None,
     on_file: Callable[[str, int], None] = lambda path, size: None,
+    on_total: Callable[[int], None] = lambda size: None,
 ) -> tuple[Snapshot, RestoreResult]:
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"--to {dest} is a file; give a directory to restore under")
@@ -31,6 +32,8 @@ def run_restore(
             f"snapshot {snapshot.short_id} is of type {snapshot.source_type}; "
             "restoring it is not supported by this version"
         )
+    if not paths:
+        on_total(int(snapshot.summary.get("bytes", 0)))
     try:
         result = Restorer(repo, dest, on_file=on_file).restore(snapshot, paths)
     except OSError as exc:

@@ -1,0 +1,132 @@
+"""GFS retention: which snapshots of each source a target keeps.
+
+The rules are restic's ``forget --keep-*`` (and borg's ``prune``, except that in
+borg a snapshot kept by one rule does not count toward the next), applied to each
+source's snapshots on their own, with periods in UTC:
+
+- ``within = "2d"`` keeps every snapshot strictly newer than ``now - 2d``.
+- ``hourly/daily/weekly/monthly/yearly = N``: walk the source's snapshots newest
+  first; a snapshot whose hour / day / ISO week (ISO year and week number) / month /
+  year differs from that of the snapshot before it (the newer one) starts a period and
+  is kept, until N periods are kept. So the rule keeps the newest snapshot of each of
+  the N most recent periods *that have snapshots*, counting back from the newest
+  snapshot (periods without a snapshot are skipped, not counted).
+- When a count rule runs out of snapshots before it has kept N, it also keeps the
+  source's oldest snapshot (as restic and borg do): a history still growing toward N
+  periods is not cut short at its start.
+- The rules are independent: a snapshot kept by several is kept once, and its reason
+  names each, with its place in the rule's count: ``"daily 3/14, monthly 1/12"``
+  (``"monthly 4/12 (oldest)"``, ``"within 2d"``).
+- A source with no ``retention`` (or one that sets no rule) keeps everything:
+  ``"no retention policy"``. Snapshots of a source the config no longer names are kept:
+  ``"source not in config"`` (a removed config line never deletes data).
+- Only ``within`` can leave a source with nothing kept (its newest snapshot older than
+  the age, say after backups stopped); then the newest snapshot is kept anyway.
+
+Snapshots not in the result are removed by prune.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from ..durations import parse_duration
+
+if TYPE_CHECKING:
+    from ..config import Retention
+    from ..repository.snapshot import Snapshot
+
+Period = tuple[int, ...]
+
+# The count rules, in the order their reasons are listed.
+COUNT_RULES: tuple[tuple[str, Callable[[datetime], Period]], ...] = (
+    ("hourly", lambda t: (t.year, t.month, t.day, t.hour)),
+    ("daily", lambda t: (t.year, t.month, t.day)),
+    ("weekly", lambda t: tuple(t.isocalendar()[:2])),
+    ("monthly", lambda t: (t.year, t.month)),
+    ("yearly", lambda t: (t.year,)),
+)
+NO_POLICY = "no retention policy"
+NOT_IN_CONFIG = "source not in config"
+NEWEST_KEPT = "newest of its source (kept although no rule keeps it)"
+
+
+def keep(
+    snapshots: Sequence[Snapshot],
+    now: datetime,
+    policies: Mapping[str, Retention | None],
+) -> dict[str, str]:
+    """{snapshot id: why it is kept} for every snapshot retention keeps.
+
+    ``policies`` maps each source the config names to its retention (None: none set);
+    snapshots of sources missing from it are kept.
+    """
+    kept: dict[str, str] = {}
+    for source, group in _by_source(snapshots).items():
+        if source not in policies:
+            kept.update(dict.fromkeys((s.id for s in group), NOT_IN_CONFIG))
+            continue
+        policy = policies[source]
+        if policy is None or not has_rule(policy):
+            kept.update(dict.fromkeys((s.id for s in group), NO_POLICY))
+            continue
+        kept.update(keep_source(group, now, policy))
+    return kept
+
+
+def keep_source(snapshots: Sequence[Snapshot], now: datetime, policy: Retention) -> dict[str, str]:
+    """The snapshots of one source that ``policy`` keeps, with the rules that keep each."""
+    newest_first = sorted(snapshots, key=lambda s: (_utc(s.time), s.id), reverse=True)
+    reasons: dict[str, list[str]] = {s.id: [] for s in newest_first}
+    if policy.within:
+        cutoff = now - parse_duration(policy.within)
+        for snapshot in newest_first:
+            if snapshot.time > cutoff:
+                reasons[snapshot.id].append(f"within {policy.within}")
+    for name, period in COUNT_RULES:
+        for snapshot, place in _count_rule(newest_first, period, getattr(policy, name)):
+            reasons[snapshot.id].append(f"{name} {place}")
+    kept = {sid: ", ".join(why) for sid, why in reasons.items() if why}
+    if newest_first and not kept:
+        kept[newest_first[0].id] = NEWEST_KEPT
+    return kept
+
+
+def has_rule(policy: Retention) -> bool:
+    """Whether the policy sets any rule (an empty one would keep nothing: it keeps all)."""
+    return bool(policy.within) or any(getattr(policy, name) for name, _ in COUNT_RULES)
+
+
+def _count_rule(
+    newest_first: Sequence[Snapshot], period: Callable[[datetime], Period], count: int
+) -> Iterator[tuple[Snapshot, str]]:
+    """The newest snapshot of each of the ``count`` newest periods, then maybe the oldest."""
+    if count <= 0 or not newest_first:
+        return
+    last: Period | None = None
+    kept = 0
+    latest_kept: Snapshot | None = None
+    for snapshot in newest_first:
+        current = period(_utc(snapshot.time))
+        if current != last:
+            last, latest_kept = current, snapshot
+            kept += 1
+            yield snapshot, f"{kept}/{count}"
+            if kept == count:
+                return
+    oldest = newest_first[-1]
+    if latest_kept is not oldest:
+        yield oldest, f"{kept + 1}/{count} (oldest)"
+
+
+def _by_source(snapshots: Sequence[Snapshot]) -> dict[str, list[Snapshot]]:
+    groups: dict[str, list[Snapshot]] = {}
+    for snapshot in snapshots:
+        groups.setdefault(snapshot.source, []).append(snapshot)
+    return groups
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
