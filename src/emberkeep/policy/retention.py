@@ -12,8 +12,8 @@ source's snapshots on their own, with periods in UTC:
   the N most recent periods *that have snapshots*, counting back from the newest
   snapshot (periods without a snapshot are skipped, not counted).
 - When a count rule runs out of snapshots before it has kept N, it also keeps the
-  source's oldest snapshot (as restic and borg do): a history still growing toward N
-  periods is not cut short at its start.
+  source's oldest snapshot (as restic does since 0.17): a history still growing toward
+  N periods is not cut short at its start.
 - The rules are independent: a snapshot kept by several is kept once, and its reason
   names each, with its place in the rule's count: ``"daily 3/14, monthly 1/12"``
   (``"monthly 4/12 (oldest)"``, ``"within 2d"``).
