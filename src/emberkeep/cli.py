@@ -123,7 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    memory.return_large_buffers_promptly()
     try:
         return dispatch(args)
     except EmberkeepError as exc:
@@ -175,6 +174,7 @@ def cmd_init(site: Site, args: argparse.Namespace) -> int:
 
 
 def cmd_backup(site: Site, args: argparse.Namespace) -> int:
+    memory.return_large_buffers_promptly()  # backup only: it slows restore by a quarter
     from .engine.backup import Progress
     from .runner.backup import run_backup, sources_to_run
     from .sources.files import scan_size
