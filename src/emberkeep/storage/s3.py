@@ -39,11 +39,11 @@ import botocore.exceptions as boto_errors
 from botocore.config import Config
 
 from ..errors import AlreadyExists, EmberkeepError, NotFound, StorageError, UsageError
+from . import urlquery
 from .base import ObjectInfo, Payload
 
 T = TypeVar("T")
 
-DEFAULT_TIMEOUT = 30.0
 ATTEMPTS = 5
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 PART_SIZE = 8 * 1024 * 1024
@@ -115,7 +115,7 @@ class S3Location:
                 "AWS environment variables or files, never in the URL)"
             )
         prefix = unquote(parsed.path).strip("/")
-        endpoint = _last(query, "endpoint")
+        endpoint = urlquery.last(query, "endpoint")
         if endpoint is not None and urlparse(endpoint).scheme not in ("http", "https"):
             raise UsageError(
                 f"target {label}: endpoint={endpoint!r} is not an http:// or https:// URL"
@@ -124,9 +124,9 @@ class S3Location:
             bucket=parsed.netloc,
             prefix=f"{prefix}/" if prefix else "",
             endpoint=endpoint,
-            region=_last(query, "region"),
-            storage_class=_last(query, "storage_class"),
-            timeout=_timeout(_last(query, "timeout"), label),
+            region=urlquery.last(query, "region"),
+            storage_class=urlquery.last(query, "storage_class"),
+            timeout=urlquery.timeout(urlquery.last(query, "timeout"), label),
         )
 
     @property
@@ -138,23 +138,6 @@ class S3Location:
         host = endpoint.hostname or ""
         port = f":{endpoint.port}" if endpoint.port else ""
         return f"bucket {self.bucket} at {endpoint.scheme}://{host}{port}"
-
-
-def _last(query: dict[str, list[str]], key: str) -> str | None:
-    values = query.get(key)
-    return values[-1] if values else None
-
-
-def _timeout(value: str | None, label: str) -> float:
-    if value is None:
-        return DEFAULT_TIMEOUT
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = 0
-    if not seconds > 0:
-        raise UsageError(f"target {label}: timeout={value!r} in the URL is not a positive number")
-    return seconds
 
 
 def _code(exc: boto_errors.ClientError) -> str:

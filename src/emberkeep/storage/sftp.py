@@ -68,11 +68,11 @@ from paramiko.sftp import (
 )
 
 from ..errors import AlreadyExists, EmberkeepError, NotFound, StorageError, StorageFull, UsageError
+from . import urlquery
 from .base import ObjectInfo, Payload
 
 T = TypeVar("T")
 
-DEFAULT_TIMEOUT = 30.0
 REQUEST = 32 * 1024  # bytes per SFTP read or write request that every server accepts
 MAX_REQUEST = 128 * 1024  # larger where the server allows it: fewer round trips in Python
 IN_FLIGHT = 4 * 1024 * 1024  # bytes of requests in flight per transfer
@@ -131,8 +131,8 @@ class SftpLocation:
                 f"target {label}: give a folder: sftp://user@host/srv/backups (absolute) or "
                 "sftp://user@host/~/backups (in the user's home)"
             )
-        key = _last(query, "key")
-        known_hosts = _last(query, "known_hosts")
+        key = urlquery.last(query, "key")
+        known_hosts = urlquery.last(query, "known_hosts")
         return cls(
             user=unquote(parsed.username) if parsed.username else getpass.getuser(),
             host=parsed.hostname,
@@ -140,7 +140,7 @@ class SftpLocation:
             root=root,
             key_file=Path(key).expanduser() if key else None,
             known_hosts=Path(known_hosts or "~/.ssh/known_hosts").expanduser(),
-            timeout=_timeout(_last(query, "timeout"), label),
+            timeout=urlquery.timeout(urlquery.last(query, "timeout"), label),
         )
 
     @property
@@ -153,23 +153,6 @@ class SftpLocation:
         """The command that adds the host's keys to our known_hosts file."""
         port = "" if self.port == 22 else f"-p {self.port} "
         return f"ssh-keyscan {port}{self.host} >> {self.known_hosts}"
-
-
-def _last(query: dict[str, list[str]], key: str) -> str | None:
-    values = query.get(key)
-    return values[-1] if values else None
-
-
-def _timeout(value: str | None, label: str) -> float:
-    if value is None:
-        return DEFAULT_TIMEOUT
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = 0
-    if not seconds > 0:
-        raise UsageError(f"target {label}: timeout={value!r} in the URL is not a positive number")
-    return seconds
 
 
 class _UnknownHost(paramiko.SSHException):
