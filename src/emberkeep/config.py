@@ -102,6 +102,7 @@ class MongoSource(_SourceBase, tag="mongodb", kw_only=True):
 
 class GitSource(_SourceBase, tag="git", kw_only=True):
     path: Path
+    mirror: str | None = None
 
     @property
     def type(self) -> str:

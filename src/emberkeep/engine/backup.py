@@ -21,7 +21,7 @@ from ..repository import layout
 from ..repository.lease import Lease
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
-from ..sources.events import Enter, Event, Leaf, Leave, LocalFile, Warning_
+from ..sources.events import Enter, Event, Leaf, Leave, LocalFile, Stream, Warning_
 from .chunker import Chunker
 from .filescache import FilesCache
 from .tree import TreeBuilder
@@ -73,6 +73,8 @@ class _Run:
                     self.tree.add(node)
                 case LocalFile():
                     self._file(event)
+                case Stream():
+                    self._stream(event)
                 case Warning_(path, message):
                     self.warnings.append({"path": path, "message": message})
 
@@ -101,6 +103,20 @@ class _Run:
         self.bytes += size
         self.tree.add(node)
         self.progress.on_file(item.path, size)
+
+    def _stream(self, item: Stream) -> None:
+        """Chunk a producer's output; its failure propagates, so no snapshot commits."""
+        ids: list[bytes] = []
+        size = 0
+        with item.open() as handle:
+            for chunk in self.chunker.chunks(handle):
+                size += len(chunk)
+                self.writer.submit(chunk, ids)
+        item.node.update(size=size, content=ids)
+        self.files += 1
+        self.bytes += size
+        self.tree.add(item.node)
+        self.progress.on_file(item.node["name"], size)
 
     def _read(self, item: LocalFile) -> tuple[list[bytes] | None, int, os.stat_result]:
         """Read a file, retrying while it changes under us; never store it torn silently.

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import clock
-from ..config import FilesSource
+from ..config import FilesSource, GitSource
 from ..engine.backup import BackupResult, Progress, backup
 from ..engine.filescache import FilesCache
 from ..errors import UsageError
 from ..sources.files import FilesWalker
+from ..sources.git import GitRepo, push_mirror, redact
 from .site import Site
 
 
@@ -40,11 +41,19 @@ def run_backup(
     progress: Progress | None = None,
 ) -> SourceOutcome:
     source = site.config.source(source_name)
-    if not isinstance(source, FilesSource):
-        raise UsageError(
-            f"source {source.name}: type {source.type!r} is not supported by this version yet; "
-            "only 'files' sources can be backed up"
-        )
+    if isinstance(source, FilesSource):
+        return _backup_files(site, source, tags, progress)
+    if isinstance(source, GitSource):
+        return _backup_git(site, source, tags, progress)
+    raise UsageError(
+        f"source {source.name}: type {source.type!r} is not supported by this version yet; "
+        "only 'files' and 'git' sources can be backed up"
+    )
+
+
+def _backup_files(
+    site: Site, source: FilesSource, tags: list[str] | None, progress: Progress | None
+) -> SourceOutcome:
     target = site.config.targets[0]
     repo = site.repository(target.name)
     walker = FilesWalker(source.paths, source.exclude)
@@ -64,4 +73,29 @@ def run_backup(
         )
     finally:
         cache.close()
+    return SourceOutcome(source.name, target.name, result)
+
+
+def _backup_git(
+    site: Site, source: GitSource, tags: list[str] | None, progress: Progress | None
+) -> SourceOutcome:
+    """The bundle into the first target; then the mirror push, whose failure only warns."""
+    target = site.config.targets[0]
+    git = GitRepo(source.name, source.path)
+    record = git.check()
+    repo = site.repository(target.name)
+    result = backup(
+        repo,
+        git.events(record),
+        source=source.name,
+        source_type=source.type,
+        paths=[str(source.path)],
+        now=clock.now(),
+        tags=tags,
+        progress=progress,
+    )
+    if source.mirror:
+        problem = push_mirror(source.path, source.mirror)
+        if problem:
+            result.warnings.append({"path": redact(source.mirror), "message": problem})
     return SourceOutcome(source.name, target.name, result)

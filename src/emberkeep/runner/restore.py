@@ -1,14 +1,20 @@
-"""The restore job for files snapshots."""
+"""The restore job for files and git snapshots."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ..engine.restore import Restorer, RestoreResult
-from ..errors import UsageError
+from ..engine.restore import Restorer, RestoreResult, walk_tree
+from ..engine.tree import Node
+from ..errors import IntegrityError, UsageError
 from ..fsutil import storage_error
+from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
+from ..sources import git
 from .site import Site, find_snapshot
 
 
@@ -27,6 +33,8 @@ def run_restore(
         raise UsageError(f"--to {dest} is a file; give a directory to restore under")
     repo = site.repository(target, read=True)
     snapshot = find_snapshot(repo, spec, source)
+    if snapshot.source_type == "git":
+        return snapshot, _restore_git(repo, snapshot, dest, paths, on_file)
     if snapshot.source_type not in ("files",):
         raise UsageError(
             f"snapshot {snapshot.short_id} is of type {snapshot.source_type}; "
@@ -39,3 +47,52 @@ def run_restore(
     except OSError as exc:
         raise storage_error(exc.filename or dest, exc) from exc
     return snapshot, result
+
+
+def _restore_git(
+    repo: Repository,
+    snapshot: Snapshot,
+    dest: Path,
+    paths: list[str],
+    on_file: Callable[[str, int], None],
+) -> RestoreResult:
+    """Clone the snapshot's bundle into ``dest`` (new or empty) at the recorded HEAD.
+
+    ``git fetch`` needs the bundle as a file: it is written next to ``dest`` under a
+    hidden temp name and removed afterwards. A failed restore removes what it made.
+    """
+    if paths:
+        raise UsageError(f"snapshot {snapshot.short_id} is a git repository; it restores whole")
+    if dest.exists() and any(dest.iterdir()):
+        raise UsageError(f"--to {dest} is not empty; a git snapshot restores into a new directory")
+    repo.require_identity("restore")
+    nodes = {path: node for path, node in walk_tree(repo, snapshot.tree)}
+    record = git.GitRecord.from_bytes(_content(repo, nodes, snapshot, git.RECORD))
+    bundle = _node(nodes, snapshot, git.BUNDLE)
+    created = not dest.exists()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".emberkeep-", suffix=".bundle", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for blob_id in bundle["content"]:
+                out.write(repo.read_blob(blob_id))
+        git.restore_bundle(Path(tmp), dest, record)
+    except BaseException:
+        if created:
+            shutil.rmtree(dest, ignore_errors=True)
+        raise
+    finally:
+        os.unlink(tmp)
+    on_file(f"/{git.BUNDLE}", bundle["size"])
+    return RestoreResult(files=1, bytes=bundle["size"])
+
+
+def _node(nodes: dict[str, Node], snapshot: Snapshot, name: str) -> Node:
+    node = nodes.get(f"/{name}")
+    if node is None or node["type"] != "file":
+        raise IntegrityError(f"snapshot {snapshot.short_id}", f"a git snapshot without {name}")
+    return node
+
+
+def _content(repo: Repository, nodes: dict[str, Node], snapshot: Snapshot, name: str) -> bytes:
+    return b"".join(repo.read_blob(b) for b in _node(nodes, snapshot, name)["content"])

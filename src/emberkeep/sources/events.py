@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 
 @dataclass
@@ -36,6 +38,19 @@ class LocalFile:
 
 
 @dataclass
+class Stream:
+    """A file whose content a producer streams (a command's output, say), not on disk.
+
+    ``open()`` gives a context manager yielding a binary stream with ``readinto``; the
+    context manager raises an ``EmberkeepError`` on exit when the producer failed, so
+    the engine commits no snapshot holding a torn stream.
+    """
+
+    node: dict[str, Any]
+    open: Callable[[], AbstractContextManager[BinaryIO]]
+
+
+@dataclass
 class Warning_:
     """Something skipped or doubtful; reported with the result, never silent."""
 
@@ -43,4 +58,4 @@ class Warning_:
     message: str
 
 
-Event = Enter | Leave | Leaf | LocalFile | Warning_
+Event = Enter | Leave | Leaf | LocalFile | Stream | Warning_

@@ -1,0 +1,228 @@
+"""The git source: a repository as one bundle of every ref, plus a record of its refs.
+
+A git snapshot's tree is flat, two files at its root:
+
+- ``HEAD.json``: what restore checks out and verifies against: ``{"format": 1,
+  "path": ..., "head": {"symref": "refs/heads/main" | null, "commit": sha | null},
+  "refs": [[sha, refname], ...]}`` (``git for-each-ref`` order; ``symref`` is null for a
+  detached HEAD).
+- ``repo.bundle``: ``git bundle create - --all``, streamed from git's stdout into the
+  chunker (no temp file), so it deduplicates against earlier bundles like any file.
+
+The refs are read before the bundle is made and again after it; when they differ (a push
+landed meanwhile) the backup fails rather than store a record that does not match its
+bundle. A repository with no commits cannot be bundled and is an error naming its path.
+
+Restore (``restore_bundle``) makes a new repository with ``git init``, fetches
+``+refs/*:refs/*`` from the bundle (every branch, tag and other ref, under its own name),
+points HEAD where the record says, checks it out, and verifies that the refs equal the
+record. The optional mirror is ``git push --mirror URL`` after a successful backup; its
+failure is reported as a warning, never as a failed backup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import EmberkeepError, IntegrityError
+from .events import Event, Stream
+
+BUNDLE = "repo.bundle"
+RECORD = "HEAD.json"
+PUSH_TIMEOUT = 3600
+_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+
+Refs = list[list[str]]
+
+
+@dataclass
+class GitRecord:
+    """HEAD and the refs of a repository at backup time."""
+
+    path: str
+    symref: str | None
+    commit: str | None
+    refs: Refs
+
+    def to_bytes(self) -> bytes:
+        head = {"symref": self.symref, "commit": self.commit}
+        data = {"format": 1, "path": self.path, "head": head, "refs": self.refs}
+        return json.dumps(data, indent=1).encode() + b"\n"
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> GitRecord:
+        try:
+            raw = json.loads(data)
+            return cls(raw["path"], raw["head"]["symref"], raw["head"]["commit"], raw["refs"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(RECORD, f"not a git snapshot record ({exc})") from exc
+
+
+def _git(*args: str | os.PathLike[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        ["git", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **_ENV},
+        stdin=subprocess.DEVNULL,
+    )
+    if check and proc.returncode != 0:
+        raise EmberkeepError(f"`git {_shown(args)}` failed: {_tail(proc.stderr)}")
+    return proc
+
+
+def _shown(args: tuple[str | os.PathLike[str], ...]) -> str:
+    return " ".join(str(a) for a in args)
+
+
+def _tail(stderr: str, limit: int = 600) -> str:
+    text = stderr.strip() or "(no message)"
+    return text if len(text) <= limit else "…" + text[-limit:]
+
+
+def list_refs(path: Path) -> Refs:
+    out = _git("-C", path, "for-each-ref", "--format=%(objectname) %(refname)").stdout
+    return [line.split(" ", 1) for line in out.splitlines()]
+
+
+class GitRepo:
+    """One configured repository, backed up as ``HEAD.json`` and ``repo.bundle``."""
+
+    def __init__(self, source: str, path: Path) -> None:
+        self.source = source
+        self.path = path
+
+    def check(self) -> GitRecord:
+        """The record to store; a clear error for a missing, non-git or empty repository."""
+        where = f"source {self.source}: {self.path}"
+        if not self.path.is_dir():
+            raise EmberkeepError(f"{where} does not exist; fix `path` in the config")
+        probe = _git("-C", self.path, "rev-parse", "--git-dir", check=False)
+        if probe.returncode != 0:
+            raise EmberkeepError(f"{where} is not a git repository ({_tail(probe.stderr)})")
+        refs = list_refs(self.path)
+        if not refs:
+            raise EmberkeepError(f"{where} has no commits yet; there is nothing to bundle")
+        symref = _git("-C", self.path, "symbolic-ref", "-q", "HEAD", check=False).stdout.strip()
+        head = _git("-C", self.path, "rev-parse", "-q", "--verify", "HEAD", check=False)
+        commit = head.stdout.strip() if head.returncode == 0 else None
+        return GitRecord(str(self.path), symref or None, commit, refs)
+
+    def events(self, record: GitRecord) -> Iterator[Event]:
+        data = record.to_bytes()
+        yield Stream(_node(RECORD), lambda: contextlib.nullcontext(_BytesStream(data)))
+        yield Stream(_node(BUNDLE), lambda: self._bundle(record))
+
+    @contextlib.contextmanager
+    def _bundle(self, record: GitRecord) -> Iterator[BinaryIO]:
+        cmd = ["git", "-C", str(self.path), "bundle", "create", "-", "--all"]
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+                env={**os.environ, **_ENV},
+            )  # fmt: skip
+            assert proc.stdout is not None
+            try:
+                with proc.stdout:
+                    yield proc.stdout  # type: ignore[misc]
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            code = proc.wait()
+            if code != 0:
+                err.seek(0)
+                message = _tail(err.read().decode(errors="replace"))
+                raise EmberkeepError(
+                    f"source {self.source}: `git bundle create` of {self.path} failed "
+                    f"(exit {code}): {message}; no snapshot was made"
+                )
+        if list_refs(self.path) != record.refs:
+            raise EmberkeepError(
+                f"source {self.source}: the refs of {self.path} changed while it was bundled; "
+                "no snapshot was made, back it up again"
+            )
+
+
+class _BytesStream:
+    """A tiny in-memory stream with ``readinto`` (``io.BytesIO`` types poorly as BinaryIO)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._view = memoryview(data)
+        self._pos = 0
+
+    def readinto(self, buf: Any) -> int:
+        n = min(len(buf), len(self._view) - self._pos)
+        buf[:n] = self._view[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+
+def _node(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "file",
+        "mode": 0o600,
+        "uid": os.getuid(),
+        "gid": os.getgid(),
+        "mtime_ns": time.time_ns(),
+    }
+
+
+def push_mirror(path: Path, url: str) -> str | None:
+    """``git push --mirror URL``; the failure's message, or None when it worked."""
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(path), "push", "--quiet", "--mirror", url],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **_ENV},
+            stdin=subprocess.DEVNULL,
+            timeout=PUSH_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        return f"push --mirror to {redact(url)} timed out after {PUSH_TIMEOUT}s"
+    if proc.returncode != 0:
+        return f"push --mirror to {redact(url)} failed: {_tail(proc.stderr)}"
+    return None
+
+
+def redact(url: str) -> str:
+    """The URL without a password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def restore_bundle(bundle: Path, dest: Path, record: GitRecord) -> None:
+    """A new repository at ``dest`` with every ref of the bundle and the recorded HEAD."""
+    _git("init", "-q", dest)
+    _git("-C", dest, "fetch", "-q", "--update-head-ok", bundle, "+refs/*:refs/*")
+    if record.symref:
+        _git("-C", dest, "symbolic-ref", "HEAD", record.symref)
+    elif record.commit:
+        _git("-C", dest, "update-ref", "--no-deref", "HEAD", record.commit)
+    if record.commit:
+        _git("-C", dest, "reset", "-q", "--hard", record.commit)
+    got = list_refs(dest)
+    if got != record.refs:
+        differ = sorted({r[1] for r in got} ^ {r[1] for r in record.refs}) or [
+            a[1] for a, b in zip(got, record.refs, strict=False) if a != b
+        ]
+        raise EmberkeepError(
+            f"restored repository {dest} does not match the snapshot's refs "
+            f"(first difference: {differ[0] if differ else '?'}); the bundle may be damaged"
+        )

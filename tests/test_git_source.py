@@ -1,0 +1,194 @@
+"""The git source (issue 5, item 5): bundle of every ref, deduplicated; restore; mirror."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import Site
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(autouse=True)
+def git_identity(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Commits need a name; the user's own git config must not leak into the tests."""
+    for role in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{role}_NAME", "Test Person")
+        monkeypatch.setenv(f"GIT_{role}_EMAIL", "test@example.com")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "no-gitconfig"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+
+
+def git(repo: Path, *args: str, check: bool = True) -> str:
+    proc = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 or not check, f"git {args}: {proc.stderr}"
+    return proc.stdout
+
+
+def commit(repo: Path, files: dict[str, bytes], message: str) -> None:
+    for name, data in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_bytes(data)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+
+
+def make_repo(path: Path, big: int = MiB) -> None:
+    """History on two branches, a lightweight and an annotated tag, HEAD on main."""
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    commit(path, {"README": b"hello\n", "big.bin": os.urandom(big)}, "first")
+    git(path, "tag", "v1")
+    commit(path, {"src/app.py": b"print('app')\n"}, "second")
+    git(path, "checkout", "-q", "-b", "feature", "HEAD~1")
+    commit(path, {"feature.txt": b"a feature\n"}, "feature work")
+    git(path, "checkout", "-q", "main")
+    commit(path, {"README": b"hello again\n"}, "third")
+    git(path, "tag", "-a", "v2", "-m", "release two")
+
+
+def state(repo: Path) -> dict[str, object]:
+    """Refs, HEAD and working-tree files: what a restore must reproduce."""
+    files = {
+        str(p.relative_to(repo)): p.read_bytes()
+        for p in sorted(repo.rglob("*"))
+        if p.is_file() and ".git" not in p.relative_to(repo).parts
+    }
+    return {
+        "refs": git(repo, "for-each-ref"),
+        "head": git(repo, "rev-parse", "HEAD"),
+        "symref": git(repo, "symbolic-ref", "-q", "HEAD", check=False),  # "" when detached
+        "files": files,
+    }
+
+
+def git_source(path: Path, mirror: str | None = None) -> str:
+    lines = ["[[sources]]", 'name = "code"', 'type = "git"', f'path = "{path}"']
+    if mirror is not None:
+        lines.append(f'mirror = "{mirror}"')
+    return "\n".join(lines)
+
+
+def assert_restores(site: Site, snapshot_id: str, out: Path, expected: dict[str, object]) -> None:
+    site.run("restore", snapshot_id, "--to", out)
+    assert state(out) == expected
+    fsck = subprocess.run(
+        ["git", "-C", str(out), "fsck", "--full", "--strict"], capture_output=True, text=True
+    )
+    assert fsck.returncode == 0, fsck.stderr
+    assert "dangling" not in fsck.stdout + fsck.stderr
+    assert git(out, "status", "--porcelain") == ""
+    assert not list(out.parent.glob(".emberkeep-*.bundle")), "the temp bundle was left behind"
+
+
+def test_git_round_trip_with_dedup(site: Site, tmp_path: Path) -> None:
+    src = tmp_path / "app"
+    make_repo(src, big=16 * MiB)  # many chunks: only those at the bundle's edges change
+    site.write_config(extra_sources=git_source(src))
+    site.run("init")
+    first_state = state(src)
+    first = site.json("backup", "code")[0]["snapshot"]
+    assert first["source"] == "code"
+
+    commit(src, {"src/app.py": b"print('app v3')\n"}, "fourth")
+    git(src, "tag", "v3")
+    git(src, "branch", "-D", "feature")
+    second_state = state(src)
+    second = site.json("backup", "code")[0]["snapshot"]
+    assert second["summary"]["bytes_stored"] < first["summary"]["bytes_stored"] / 4, (
+        first["summary"],
+        second["summary"],
+    )
+
+    assert_restores(site, first["id"], tmp_path / "out1", first_state)
+    assert_restores(site, second["id"], tmp_path / "out2" / "nested", second_state)
+    assert "refs/heads/feature" in first_state["refs"]  # type: ignore[operator]
+    assert "refs/heads/feature" not in second_state["refs"]  # type: ignore[operator]
+    assert site.json("check")["local"]["ok"] is True
+
+
+def test_detached_head_restores_detached(site: Site, tmp_path: Path) -> None:
+    src = tmp_path / "app"
+    make_repo(src)
+    git(src, "checkout", "-q", "--detach", "v1")
+    site.write_config(extra_sources=git_source(src))
+    site.run("init")
+    expected = state(src)
+    assert expected["symref"] == ""
+    snap = site.json("backup", "code")[0]["snapshot"]
+    assert_restores(site, snap["id"], tmp_path / "out", expected)
+
+
+def test_restore_refuses_a_non_empty_directory_and_paths(site: Site, tmp_path: Path) -> None:
+    src = tmp_path / "app"
+    make_repo(src)
+    site.write_config(extra_sources=git_source(src))
+    site.run("init")
+    snap = site.json("backup", "code")[0]["snapshot"]
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    proc = site.run("restore", snap["id"], "--to", busy, ok=False)
+    assert proc.returncode == 2 and "not empty" in proc.stderr
+    assert [p.name for p in busy.iterdir()] == ["keep.txt"]
+    proc = site.run("restore", snap["id"], "README", "--to", tmp_path / "x", ok=False)
+    assert proc.returncode == 2 and "whole" in proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["missing", "plain-dir", "empty-repo"])
+def test_bad_repository_fails_naming_the_path(site: Site, tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "notgit"
+    if kind != "missing":
+        path.mkdir()
+        (path / "file.txt").write_text("not a repo")
+    if kind == "empty-repo":
+        git(path, "init", "-q")
+    site.write_config(extra_sources=git_source(path))
+    site.run("init")
+    proc = site.run("backup", "code", ok=False)
+    assert proc.returncode == 1
+    assert str(path) in proc.stderr
+    expected = {"missing": "does not exist", "plain-dir": "not a git", "empty-repo": "no commits"}
+    assert expected[kind] in proc.stderr
+    assert site.snapshots() == []
+
+
+def test_git_failing_mid_bundle_commits_no_snapshot(site: Site, tmp_path: Path) -> None:
+    src = tmp_path / "app"
+    make_repo(src)
+    blob = git(src, "rev-parse", "main:src/app.py").strip()
+    (src / ".git" / "objects" / blob[:2] / blob[2:]).unlink()  # a damaged repository
+    site.write_config(extra_sources=git_source(src))
+    site.run("init")
+    proc = site.run("backup", "code", ok=False)
+    assert proc.returncode == 1
+    assert "source code" in proc.stderr and "git bundle create" in proc.stderr
+    assert site.snapshots() == []
+
+
+def test_mirror_gets_every_ref(site: Site, tmp_path: Path) -> None:
+    src = tmp_path / "app"
+    make_repo(src)
+    mirror = tmp_path / "mirror.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(mirror)], check=True)
+    site.write_config(extra_sources=git_source(src, mirror=str(mirror)))
+    site.run("init")
+    result = site.json("backup", "code")[0]
+    assert result["warnings"] == []
+    assert git(mirror, "for-each-ref") == git(src, "for-each-ref")
+
+
+def test_mirror_failure_warns_and_keeps_the_snapshot(site: Site, tmp_path: Path) -> None:
+    src = tmp_path / "app"
+    make_repo(src)
+    site.write_config(extra_sources=git_source(src, mirror=str(tmp_path / "absent.git")))
+    site.run("init")
+    result = site.json("backup", "code")[0]
+    assert len(result["warnings"]) == 1
+    assert "push --mirror" in result["warnings"][0]["message"]
+    assert [s["id"] for s in site.snapshots()] == [result["snapshot"]["id"]]
