@@ -1,0 +1,98 @@
+"""Service hooks (issue 5, item 4): before failure aborts, after always runs, timeouts kill."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from emberkeep.errors import EmberkeepError
+from emberkeep.runner.hooks import HookFailed, Hooks, around
+
+
+def _lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines()]
+
+
+def _log(path: Path) -> str:
+    return f'echo "$EMBERKEEP_HOOK $EMBERKEEP_JOB $EMBERKEEP_SOURCE $EMBERKEEP_OUTCOME" >> {path}'
+
+
+def test_before_and_after_run_around_a_successful_job(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    ran = []
+    with around(Hooks(before=_log(log), after=_log(log)), "backup", "media") as run:
+        ran.append("job")
+    assert ran == ["job"]
+    assert _lines(log) == ["before backup media", "after backup media success"]
+    assert run.warnings == []
+
+
+def test_a_failing_before_hook_aborts_the_job_and_shows_its_output(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    ran = []
+    hooks = Hooks(before="echo pm2 says no; exit 3", after=_log(log))
+    with pytest.raises(HookFailed) as failed, around(hooks, "restore", "mongodb"):
+        ran.append("job")
+    assert ran == []
+    message = str(failed.value)
+    assert "exited 3" in message and "pm2 says no" in message and "restore not run" in message
+    # the after hook still ran, told of the failure, so a stopped service is started again
+    assert _lines(log) == ["after restore mongodb failure"]
+
+
+def test_the_after_hook_runs_when_the_job_fails(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    err = tmp_path / "err"
+    hooks = Hooks(after=f'{_log(log)}; echo "$EMBERKEEP_ERROR" > {err}')
+    with pytest.raises(EmberkeepError, match="disk full"), around(hooks, "backup", "media"):
+        raise EmberkeepError("disk full")
+    assert _lines(log) == ["after backup media failure"]
+    assert err.read_text().strip() == "disk full"
+
+
+def test_a_failing_after_hook_is_a_warning_after_success_and_named_after_failure(
+    tmp_path: Path,
+) -> None:
+    hooks = Hooks(after="echo cannot start; exit 1")
+    with around(hooks, "backup", "media") as run:
+        pass
+    assert len(run.warnings) == 1 and "cannot start" in run.warnings[0]["message"]
+    with pytest.raises(EmberkeepError) as failed, around(hooks, "backup", "media"):
+        raise EmberkeepError("the backup failed")
+    assert "the backup failed" in str(failed.value) and "after hook" in str(failed.value)
+
+
+def test_a_hook_past_its_timeout_is_killed_with_its_children(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    hooks = Hooks(before=f"sleep 60 & echo $! > {pid_file}; wait", timeout=0.5)
+    started = time.monotonic()
+    timed_out = r"timed out after 0\.5s and was killed"
+    with pytest.raises(HookFailed, match=timed_out), around(hooks, "backup", "media"):
+        pytest.fail("the job must not run")
+    assert time.monotonic() - started < 10
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _alive(child):
+        time.sleep(0.05)
+    assert not _alive(child), "the hook's child survived the timeout"
+
+
+def test_context_reaches_the_hook_environment(tmp_path: Path) -> None:
+    out = tmp_path / "env"
+    hooks = Hooks(before=f'echo "$EMBERKEEP_TARGET $EMBERKEEP_SNAPSHOT" > {out}')
+    with around(hooks, "restore", "media", target="local", snapshot="abc123"):
+        pass
+    assert out.read_text().strip() == "local abc123"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); it is dead for our purpose
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] != "Z"
