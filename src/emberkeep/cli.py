@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -18,7 +19,6 @@ LATER = {
     "replicate": "copying snapshots between targets",
     "drill": "restore drills",
     "status": "RPO/RTO status",
-    "run": "the scheduler",
     "recover": "whole-site recovery",
     "runbook": "the recovery runbook",
 }
@@ -109,6 +109,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace", help="how long condemned packs wait before deletion (default [prune] grace)"
     )
     p.add_argument("--target")
+
+    p = sub.add_parser("run", parents=[common], help="the scheduler: run due jobs (foreground)")
+    p.add_argument(
+        "--until",
+        metavar="TIME",
+        help="simulate: from EMBERKEEP_NOW, jump from due time to due time up to TIME; no sleeping",
+    )
+    p.add_argument("--once", action="store_true", help="run what is due now, then exit")
+    p.add_argument(
+        "--jitter",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="delay each wake-up by a random 0..SECONDS",
+    )
+
+    p = sub.add_parser(
+        "schedule", parents=[common], help="print a crontab or systemd units for the schedules"
+    )
+    p.add_argument("--print", choices=["cron", "systemd"], required=True, dest="format")
 
     p = sub.add_parser("demo", help="run the main job on a generated demo shop")
     p.add_argument(
@@ -330,6 +350,33 @@ def cmd_prune(site: Site, args: argparse.Namespace) -> int:
                 ui.line(f"  {message}")
     if args.json:
         ui.print_json({t: r.to_json() for t, r in results.items()})
+    return 0
+
+
+def cmd_run(site: Site, args: argparse.Namespace) -> int:
+    memory.return_large_buffers_promptly()
+    from . import clock
+    from .errors import UsageError
+    from .runner import scheduler
+
+    if args.jitter < 0:
+        raise UsageError(f"--jitter {args.jitter}: give a number of seconds >= 0")
+    until = clock.parse_time(args.until) if args.until else None
+    options = scheduler.Options(until=until, once=args.once, jitter=args.jitter)
+
+    def show(event: scheduler.Event) -> None:
+        if args.json:
+            print(json.dumps(event.to_json()), flush=True)
+        else:
+            ui.line(event.text())
+
+    return scheduler.Scheduler(site, options, on_event=show).run()
+
+
+def cmd_schedule(site: Site, args: argparse.Namespace) -> int:
+    from .runner import unitfiles
+
+    print(unitfiles.render(site.config, args.format, unitfiles.executable()), end="")
     return 0
 
 

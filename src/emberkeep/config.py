@@ -136,6 +136,13 @@ class Prune(_Strict):
     schedule: str | None = None
 
 
+class Check(_Strict):
+    """The scheduled check: structural, plus a rotating part of the data when a subset is set."""
+
+    schedule: str | None = None
+    read_data_subset: str | None = None
+
+
 class Config(_Strict):
     site: Site
     keys: Keys
@@ -143,6 +150,7 @@ class Config(_Strict):
     sources: list[Source] = []
     notify: Notify | None = None
     prune: Prune = Prune()
+    check: Check = Check()
     path: Path | None = None  # the file it was read from; set by ``parse``, not by the user
 
     def source(self, name: str) -> Source:
@@ -375,6 +383,7 @@ def _semantic_problems(config: Config, raw: dict[str, Any]) -> Iterator[tuple[st
         yield from _override_problems(config, i, field)
     yield from _duration_problem(config.prune.grace, field("prune", "grace"))
     yield from _schedule_problem(config.prune.schedule, field("prune", "schedule"))
+    yield from _schedule_problem(config.check.schedule, field("check", "schedule"))
     for kind, items in (("sources", config.sources), ("targets", config.targets)):
         names = [item.name for item in items]
         for name in sorted({n for n in names if names.count(n) > 1}):

@@ -1,0 +1,360 @@
+"""The scheduler (`emberkeep run`): runs due jobs one at a time, records each, survives failures.
+
+Jobs: each source with a ``schedule`` is backed up, ``[prune] schedule`` prunes every target,
+``[check] schedule`` checks every target. When jobs are due is ``policy.schedule``'s rule
+(catch-up once, a failed job waits for its next slot). Each finished job is recorded in
+``state_dir/scheduler.json`` (last start, outcome, error); a job the process did not finish
+(killed, or aborted by a second signal) is not recorded, so the next start catches it up.
+
+Time: ``EMBERKEEP_NOW`` (when set) is the start. With ``until`` the clock is simulated: the
+loop jumps to the next due time instead of sleeping and stops once that is past ``until``.
+Otherwise it runs in real time (from the pinned start, when set), sleeping in short steps.
+Every job sees the scheduler's time through ``EMBERKEEP_NOW``.
+
+Signals: the first SIGTERM/SIGINT lets the running job finish (a backup commits its snapshot
+or fails whole) and stops the loop; a second aborts at once (KeyboardInterrupt). Neither can
+leave a partial snapshot: the snapshot is the commit point, written last and atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import random
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .. import clock
+from ..config import Config
+from ..errors import EmberkeepError, UsageError
+from ..fsutil import write_atomic
+from ..policy.schedule import History, Job, due_jobs, next_due
+from .site import Site
+
+STATE_FILE = "scheduler.json"
+SLEEP_STEP = 0.5  # seconds: how promptly a sleeping scheduler notices a signal
+
+
+def jobs_of(config: Config) -> list[Job]:
+    """The scheduled jobs, in the order they run when due together."""
+    jobs = [Job(f"backup:{s.name}", s.schedule) for s in config.sources if s.schedule]
+    if config.prune.schedule:
+        jobs.append(Job("prune", config.prune.schedule))
+    if config.check.schedule:
+        jobs.append(Job("check", config.check.schedule))
+    return jobs
+
+
+# -- the state file ---------------------------------------------------------------------
+
+
+@dataclass
+class JobRecord:
+    since: str  # when the scheduler first saw the job (ISO 8601)
+    last_run: str | None = None  # start of the last finished run
+    finished: str | None = None
+    outcome: str | None = None  # "ok" or "failed"
+    error: str | None = None
+    detail: str | None = None
+    seconds: float | None = None
+
+
+class SchedulerState:
+    """``state_dir/scheduler.json``: one record per job, written atomically, mode 0600."""
+
+    def __init__(self, path: Path, jobs: dict[str, JobRecord]) -> None:
+        self.path = path
+        self.jobs = jobs
+
+    @classmethod
+    def load(cls, path: Path) -> SchedulerState:
+        if not path.exists():
+            return cls(path, {})
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            jobs = {name: JobRecord(**record) for name, record in raw["jobs"].items()}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise EmberkeepError(
+                f"{path}: unreadable scheduler state ({exc}); remove it to start afresh "
+                "(jobs then wait for their next slot)"
+            ) from exc
+        return cls(path, jobs)
+
+    def save(self) -> None:
+        data = {"version": 1, "jobs": {name: asdict(r) for name, r in self.jobs.items()}}
+        write_atomic(self.path, (json.dumps(data, indent=2) + "\n").encode(), mode=0o600)
+
+    def adopt(self, jobs: list[Job], now: datetime) -> None:
+        """Start counting new jobs from ``now``."""
+        for job in jobs:
+            self.jobs.setdefault(job.name, JobRecord(since=now.isoformat()))
+
+    def history(self) -> dict[str, History]:
+        def parse(text: str | None) -> datetime | None:
+            return clock.parse_time(text) if text else None
+
+        return {
+            name: History(since=clock.parse_time(r.since), last_run=parse(r.last_run))
+            for name, r in self.jobs.items()
+        }
+
+
+# -- events, as the CLI prints them -----------------------------------------------------
+
+
+@dataclass
+class Event:
+    kind: str  # "start" or "end"
+    job: str
+    time: datetime
+    outcome: str | None = None
+    detail: str | None = None
+    error: str | None = None
+    seconds: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data = {"event": data.pop("kind"), **data, "time": clock.iso(self.time)}
+        return {k: v for k, v in data.items() if v is not None}
+
+    def text(self) -> str:
+        head = f"{clock.iso(self.time)} {self.job}"
+        if self.kind == "start":
+            return f"{head}: started"
+        took = f" in {self.seconds:.1f}s" if self.seconds is not None else ""
+        if self.outcome == "ok":
+            return f"{head}: ok{took}" + (f": {self.detail}" if self.detail else "")
+        return f"{head}: FAILED{took}: {self.error}"
+
+
+# -- the jobs ---------------------------------------------------------------------------
+
+
+def run_job(site: Site, job: Job, read_data_subset: str | None = None) -> str:
+    """Run one job; returns a one-line summary, raises on failure."""
+    if job.name.startswith("backup:"):
+        from .backup import run_backup
+
+        outcome = run_backup(site, job.name.removeprefix("backup:"))
+        snap = outcome.result.snapshot
+        warnings = len(outcome.result.warnings)
+        note = f", {warnings} warnings" if warnings else ""
+        return f"snapshot {snap.short_id} in target {outcome.target}{note}"
+    if job.name == "prune":
+        from .maintenance import run_prune
+
+        parts = []
+        for target in site.target_names(None):
+            result = run_prune(site, target, forget=[], dry_run=False, grace=None)
+            removed = sum(d["action"] == "remove" for d in result.decisions)
+            parts.append(f"target {target}: removed {removed} of {len(result.decisions)}")
+        return "; ".join(parts)
+    if job.name == "check":
+        return _check_all(site, site.config.check.read_data_subset)
+    raise UsageError(f"unknown job {job.name!r}")
+
+
+def _check_all(site: Site, subset: str | None) -> str:
+    from .maintenance import run_check
+
+    parts = []
+    for target in site.target_names(None):
+        result = run_check(site, target, read_data=False, subset=subset)
+        if not result.ok:
+            damaged = "; ".join(f"{e['object']}: {e['error']}" for e in result.errors[:3])
+            raise EmberkeepError(f"target {target}: check FAILED: {damaged}")
+        parts.append(f"target {target}: ok, {result.packs_read} packs read")
+    return "; ".join(parts)
+
+
+def _error_text(exc: Exception) -> str:
+    if isinstance(exc, EmberkeepError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc} (unexpected; please report it)"
+
+
+# -- clocks -----------------------------------------------------------------------------
+
+
+class SimulatedClock:
+    """Jumps instead of sleeping."""
+
+    simulated = True
+
+    def __init__(self, start: datetime) -> None:
+        self.moment = start
+
+    def now(self) -> datetime:
+        return self.moment
+
+    def wait_until(self, moment: datetime, stopping: Callable[[], bool]) -> bool:
+        self.moment = max(self.moment, moment)
+        return not stopping()
+
+
+class RealClock:
+    """Real time, shifted so that it starts at ``start`` (EMBERKEEP_NOW, when pinned)."""
+
+    simulated = False
+
+    def __init__(self, start: datetime | None, sleep: Callable[[float], None] = time.sleep):
+        self.offset = start - datetime.now(UTC) if start else timedelta(0)
+        self.pinned = start is not None
+        self.sleep = sleep
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def wait_until(self, moment: datetime, stopping: Callable[[], bool]) -> bool:
+        while not stopping():
+            left = (moment - self.now()).total_seconds()
+            if left <= 0:
+                return True
+            self.sleep(min(left, SLEEP_STEP))
+        return False
+
+
+# -- signals ----------------------------------------------------------------------------
+
+
+class Stopper:
+    """First SIGTERM/SIGINT: stop after the running job. Second: abort now."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stopping:
+            raise KeyboardInterrupt
+        self.stopping = True
+        name = signal.Signals(signum).name
+        os.write(2, f"{name}: stopping after the running job (send it again to abort)\n".encode())
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Stopper]:
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def _single_instance(state_dir: Path) -> Iterator[None]:
+    path = state_dir / "scheduler.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EmberkeepError(
+                f"another `emberkeep run` uses {state_dir} (it holds {path}); stop it first"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+# -- the loop ---------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    until: datetime | None = None
+    once: bool = False
+    jitter: float = 0.0  # seconds: each wake-up is delayed by up to this much
+
+
+class Scheduler:
+    def __init__(
+        self,
+        site: Site,
+        options: Options,
+        on_event: Callable[[Event], None] = lambda event: None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.site = site
+        self.options = options
+        self.on_event = on_event
+        self.rng = rng or random.Random()
+        self.jobs = jobs_of(site.config)
+        self.failures = 0
+        pinned = bool(os.environ.get(clock.ENV_VAR))
+        start = clock.now()
+        if options.until is not None and options.until < start:
+            raise UsageError(
+                f"--until {clock.iso(options.until)} is before the start, {clock.iso(start)} "
+                f"(EMBERKEEP_NOW or now); give a later time"
+            )
+        self.clock: SimulatedClock | RealClock = (
+            SimulatedClock(start) if options.until else RealClock(start if pinned else None)
+        )
+        self.pin_time = self.clock.simulated or pinned
+
+    def run(self) -> int:
+        """Run until stopped (or past ``until``, or once).
+
+        Returns 1 when a job failed in a bounded run (``once`` or ``until``), else 0: a
+        daemon stopped by a signal stopped as asked; its jobs' failures are in the state.
+        """
+        if not self.jobs:
+            raise UsageError(
+                f"{self.site.config.path}: nothing to run: give a source, [prune] or [check] a "
+                'schedule (like schedule = "@daily")'
+            )
+        state_dir = self.site.state_dir
+        with _single_instance(state_dir), Stopper().installed() as stopper:
+            state = SchedulerState.load(state_dir / STATE_FILE)
+            state.adopt(self.jobs, self.clock.now())
+            state.save()
+            self._loop(state, stopper)
+        bounded = self.options.once or self.options.until is not None
+        return 1 if self.failures and bounded else 0
+
+    def _loop(self, state: SchedulerState, stopper: Stopper) -> None:
+        def stopping() -> bool:
+            return stopper.stopping
+
+        while True:
+            for job in due_jobs(self.jobs, state.history(), self.clock.now()):
+                if stopping():
+                    break
+                self._run_one(job, state)
+            if self.options.once or stopping():
+                return
+            upcoming = next_due(self.jobs, state.history(), self.clock.now())
+            if upcoming is None or (self.options.until and upcoming > self.options.until):
+                return
+            wake = upcoming + timedelta(seconds=self.rng.uniform(0, self.options.jitter))
+            if not self.clock.wait_until(wake, stopping):
+                return
+
+    def _run_one(self, job: Job, state: SchedulerState) -> None:
+        started = self.clock.now()
+        if self.pin_time:
+            os.environ[clock.ENV_VAR] = clock.iso(started)
+        self.on_event(Event("start", job.name, started))
+        t0 = time.monotonic()
+        try:
+            detail, error = run_job(self.site, job), None
+        except Exception as exc:  # the loop survives any job's failure
+            detail, error = None, _error_text(exc)
+        seconds = round(time.monotonic() - t0, 3)
+        record = state.jobs[job.name]
+        record.last_run = started.isoformat()
+        record.finished = (started if self.clock.simulated else self.clock.now()).isoformat()
+        record.outcome = "failed" if error else "ok"
+        record.error, record.detail, record.seconds = error, detail, seconds
+        state.save()
+        self.failures += bool(error)
+        event = Event("end", job.name, started, record.outcome, detail, error, seconds)
+        self.on_event(event)
