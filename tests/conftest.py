@@ -81,6 +81,7 @@ class Site:
         extra_sources: str = "",
         targets: str | None = None,
         extra: str = "",
+        source_extra: str = "",
     ) -> Path:
         if not self.recipients:
             self.keygen()
@@ -101,6 +102,7 @@ class Site:
                 'type = "files"',
                 f"paths = {json.dumps([str(p) for p in paths])}",
                 f"exclude = {json.dumps(exclude or [])}",
+                source_extra,  # more keys of the files source
             ]
         lines.append(extra_sources)
         lines.append(

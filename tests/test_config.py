@@ -559,3 +559,22 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     parsed = config.parse(raw, tmp_path / "conf" / "c.toml")
     assert parsed.site.state_dir == (tmp_path / "conf" / "state-here").resolve()
     assert parsed.keys.identity_file == (tmp_path / "conf" / "keys" / "id.txt").resolve()
+
+
+def test_a_bad_scheduled_check_subset_is_a_config_error(tmp_path: Path) -> None:
+    raw = tomllib.loads(
+        f"""
+[site]
+name = "x"
+[keys]
+recipients = ["{RECIPIENT}"]
+[[targets]]
+name = "local"
+url = "file:///var/backups/x"
+[check]
+read_data_subset = "150%"
+"""
+    )
+    with pytest.raises(config.ConfigError) as error:
+        config.parse(raw, tmp_path / "c.toml")
+    assert "check.read_data_subset" in str(error.value) and "150%" in str(error.value)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import Site
 
 from emberkeep.errors import EmberkeepError
 from emberkeep.runner.hooks import HookFailed, Hooks, around
@@ -96,3 +97,36 @@ def _alive(pid: int) -> bool:
     # a zombie still answers kill(0); it is dead for our purpose
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().split()[2] != "Z"
+
+
+# -- through the CLI: the hooks of a source's config around backup and restore ----------
+
+
+def test_cli_runs_a_sources_hooks_around_backup_and_restore(site: Site, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("candles\n")
+    log = tmp_path / "log"
+    gate = tmp_path / "app-may-stop"
+    hooks = (
+        "hooks = { "
+        f"before_backup = 'test -e {gate} || {{ echo pm2 refused; exit 4; }}', "
+        f"after_backup = '{_log(log)}', "
+        f"before_restore = '{_log(log)}', "
+        f"after_restore = 'echo \"$EMBERKEEP_SNAPSHOT $EMBERKEEP_OUTCOME\" >> {log}', "
+        "timeout = '30s' }"
+    )
+    site.write_config(paths=[data], source_extra=hooks)
+    site.run("init")
+
+    failed = site.run("backup", ok=False)
+    assert failed.returncode == 1 and "pm2 refused" in failed.stderr
+    assert site.snapshots() == []  # the before hook failed: no backup was taken
+    assert _lines(log) == ["after backup files failure"]
+
+    gate.touch()
+    snapshot = site.json("backup")[0]["snapshot"]
+    assert _lines(log)[-1] == "after backup files success"
+
+    site.run("restore", "latest", "--to", tmp_path / "out")
+    assert _lines(log)[-2:] == ["before restore files", f"{snapshot['id']} success"]

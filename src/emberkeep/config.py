@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 import msgspec
 
 from .durations import parse_duration
-from .errors import ConfigError
+from .errors import ConfigError, UsageError
 
 DEFAULT_PATHS = (Path("emberkeep.toml"), Path("/etc/emberkeep/emberkeep.toml"))
 SCHEDULE_ALIASES = {
@@ -75,11 +75,22 @@ class Objectives(_Strict):
         return parse_duration(self.rto) if self.rto else None
 
 
+class SourceHooks(_Strict):
+    """Shell commands around a source's jobs (runner/hooks.py says how they run)."""
+
+    before_backup: str | None = None
+    after_backup: str | None = None
+    before_restore: str | None = None
+    after_restore: str | None = None
+    timeout: str = "10m"
+
+
 class _SourceBase(_Strict, tag_field="type"):
     name: Name
     schedule: str | None = None
     retention: Retention | None = None
     objectives: Objectives | None = None
+    hooks: SourceHooks | None = None
 
 
 class FilesSource(_SourceBase, tag="files", kw_only=True):
@@ -366,6 +377,10 @@ def _semantic_problems(config: Config, raw: dict[str, Any]) -> Iterator[tuple[st
             yield from _duration_problem(
                 source.retention.within, field("sources", i, "retention", "within")
             )
+        if source.hooks:
+            yield from _duration_problem(
+                source.hooks.timeout, field("sources", i, "hooks", "timeout")
+            )
         if source.objectives:
             for key in ("rpo", "rto"):
                 value = getattr(source.objectives, key)
@@ -384,6 +399,7 @@ def _semantic_problems(config: Config, raw: dict[str, Any]) -> Iterator[tuple[st
     yield from _duration_problem(config.prune.grace, field("prune", "grace"))
     yield from _schedule_problem(config.prune.schedule, field("prune", "schedule"))
     yield from _schedule_problem(config.check.schedule, field("check", "schedule"))
+    yield from _subset_problem(config.check.read_data_subset, field("check", "read_data_subset"))
     for kind, items in (("sources", config.sources), ("targets", config.targets)):
         names = [item.name for item in items]
         for name in sorted({n for n in names if names.count(n) > 1}):
@@ -436,6 +452,17 @@ def _schedule_problem(value: str | None, where: str) -> Iterator[tuple[str, str]
                 "weekday) like '0 2 * * *', or @hourly/@daily/@weekly/@monthly"
             ),
         )
+
+
+def _subset_problem(value: str | None, where: str) -> Iterator[tuple[str, str]]:
+    if value is None:
+        return
+    from .repository.check import Subset  # only when a subset is configured
+
+    try:
+        Subset.parse(value)
+    except UsageError as exc:
+        yield where, str(exc).replace("--read-data-subset ", "")
 
 
 def _duration_problem(value: str | None, where: str) -> Iterator[tuple[str, str]]:

@@ -12,6 +12,7 @@ from ..engine.filescache import FilesCache
 from ..errors import UsageError
 from ..sources.files import FilesWalker
 from ..sources.git import GitRepo, push_mirror, redact
+from . import hooks
 from .site import Site
 
 
@@ -41,14 +42,21 @@ def run_backup(
     progress: Progress | None = None,
 ) -> SourceOutcome:
     source = site.config.source(source_name)
-    if isinstance(source, FilesSource):
-        return _backup_files(site, source, tags, progress)
-    if isinstance(source, GitSource):
-        return _backup_git(site, source, tags, progress)
-    raise UsageError(
-        f"source {source.name}: type {source.type!r} is not supported by this version yet; "
-        "only 'files' and 'git' sources can be backed up"
-    )
+    if not isinstance(source, FilesSource | GitSource):
+        raise UsageError(
+            f"source {source.name}: type {source.type!r} is not supported by this version "
+            "yet; only 'files' and 'git' sources can be backed up"
+        )
+    target = site.config.targets[0].name
+    with hooks.around(
+        hooks.for_job(source.hooks, "backup"), "backup", source.name, target=target
+    ) as run:
+        if isinstance(source, FilesSource):
+            outcome = _backup_files(site, source, tags, progress)
+        else:
+            outcome = _backup_git(site, source, tags, progress)
+    outcome.result.warnings.extend(run.warnings)
+    return outcome
 
 
 def _backup_files(

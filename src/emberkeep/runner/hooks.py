@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from ..config import SourceHooks
+from ..durations import parse_duration
 from ..errors import EmberkeepError
 
 OUTPUT_TAIL = 2000  # characters of a hook's output kept in messages
@@ -111,3 +113,14 @@ def around(hooks: Hooks | None, job: str, source: str, **context: str) -> Iterat
                 run.warnings.append({"path": source, "message": message})
                 if isinstance(error, EmberkeepError):  # the job failed too: say both
                     error.args = (f"{error}\nand then the {message}",)
+
+
+def for_job(configured: SourceHooks | None, job: str) -> Hooks | None:
+    """The hooks a source's config gives one job (``backup`` or ``restore``)."""
+    if configured is None:
+        return None
+    return Hooks(
+        before=getattr(configured, f"before_{job}"),
+        after=getattr(configured, f"after_{job}"),
+        timeout=parse_duration(configured.timeout).total_seconds(),
+    )

@@ -15,6 +15,7 @@ from ..fsutil import storage_error
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
 from ..sources import git
+from . import hooks
 from .site import Site, find_snapshot
 
 
@@ -33,8 +34,25 @@ def run_restore(
         raise UsageError(f"--to {dest} is a file; give a directory to restore under")
     repo = site.repository(target, read=True)
     snapshot = find_snapshot(repo, spec, source)
+    configured = next((s.hooks for s in site.config.sources if s.name == snapshot.source), None)
+    context = {"snapshot": snapshot.id, "target": repo.storage.label, "to": str(dest)}
+    job_hooks = hooks.for_job(configured, "restore")
+    with hooks.around(job_hooks, "restore", snapshot.source, **context) as run:
+        result = _restore(repo, snapshot, dest, paths, on_file, on_total)
+    result.warnings.extend(run.warnings)
+    return snapshot, result
+
+
+def _restore(
+    repo: Repository,
+    snapshot: Snapshot,
+    dest: Path,
+    paths: list[str],
+    on_file: Callable[[str, int], None],
+    on_total: Callable[[int], None],
+) -> RestoreResult:
     if snapshot.source_type == "git":
-        return snapshot, _restore_git(repo, snapshot, dest, paths, on_file)
+        return _restore_git(repo, snapshot, dest, paths, on_file)
     if snapshot.source_type not in ("files",):
         raise UsageError(
             f"snapshot {snapshot.short_id} is of type {snapshot.source_type}; "
@@ -43,10 +61,9 @@ def run_restore(
     if not paths:
         on_total(int(snapshot.summary.get("bytes", 0)))
     try:
-        result = Restorer(repo, dest, on_file=on_file).restore(snapshot, paths)
+        return Restorer(repo, dest, on_file=on_file).restore(snapshot, paths)
     except OSError as exc:
         raise storage_error(exc.filename or dest, exc) from exc
-    return snapshot, result
 
 
 def _restore_git(
