@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,7 +128,3 @@ def unwrap(blob: bytes, identities: list[pyrage.x25519.Identity], what: str) -> 
             f"the identity given cannot decrypt {what}: it is not one of the recipients "
             "this was encrypted to; use the identity file of a listed recipient"
         ) from exc
-
-
-def state_file_mode_ok(path: Path) -> bool:
-    return (os.stat(path).st_mode & 0o077) == 0

@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 NONCE = 12
 TAG = 16
-OVERHEAD = NONCE + TAG + 1
 RAW, ZSTD = 0, 1
 ZSTD_LEVEL = 3
 

@@ -110,12 +110,6 @@ def read_table(name: str, tail: bytes, index_key: bytes) -> PackTable:
     return PackTable(wrapped, entries)
 
 
-def table_span(pack_size: int, entries: list[BlobEntry]) -> int:
-    """Bytes at the end of a pack that hold its table frame and trailer."""
-    end_of_blobs = max((e.offset + e.length for e in entries), default=0)
-    return pack_size - end_of_blobs
-
-
 def verify_pack_hash(name: str, data: bytes) -> None:
     if hashlib.sha256(data).hexdigest() != name.rsplit("/", 1)[-1]:
         raise IntegrityError(name, "content does not match its name (SHA-256 differs): damaged")
