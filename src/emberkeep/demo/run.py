@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -56,10 +57,16 @@ objectives = {{ rpo = "24h", rto = "4h" }}
 [[sources]]
 name = "config"
 type = "files"
-paths = ["{env_local}", "{server_env}", "{nginx}", "{nginx.parent.parent / "sites-enabled"}"]
+paths = ["{env_local}", "{server_env}", "{nginx}", "{site.nginx_enabled}"]
 schedule = "0 3 * * 0"
 retention = {{ weekly = 26 }}
 objectives = {{ rpo = "7d", rto = "15m" }}
+
+[[sources]]
+name = "code"
+type = "git"
+path = "{site.app}"
+objectives = {{ rpo = "24h", rto = "30m" }}
 
 [[targets]]
 name = "local"
@@ -69,8 +76,25 @@ url = "file://{folder / "backups"}"
     return config
 
 
+def _refs(repo: Path) -> str:
+    """Every ref with its object, and where HEAD points: what a restore must bring back."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+        ).stdout
+
+    return git("for-each-ref", "--format=%(objectname) %(refname)") + git("symbolic-ref", "HEAD")
+
+
 def tree_digest(root: Path) -> dict[str, tuple[object, ...]]:
+    """Content, mode and mtime of ``root`` and everything under it."""
     found: dict[str, tuple[object, ...]] = {}
+    if root.is_file() and not root.is_symlink():
+        st = os.lstat(root)
+        digest = hashlib.sha256(root.read_bytes()).hexdigest()
+        found[root.name] = (stat.S_IMODE(st.st_mode), st.st_mtime_ns, digest)
+        return found
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             path = Path(dirpath) / name
@@ -122,14 +146,19 @@ def run_demo(folder: Path, *, media_files: int = 300) -> int:
     restored = folder / "restored"
     emberkeep("restore", "latest", "--source", "media", "--to", str(restored))
     emberkeep("restore", "latest", "--source", "config", "--to", str(restored))
-    original = tree_digest(site.root)
-    copy = tree_digest(restored / str(site.root).lstrip("/"))
-    if original != copy:
-        differing = sorted(set(original.items()) ^ set(copy.items()))[:5]
-        raise EmberkeepError(f"restore differs from the original: {differing}")
-    ui.line(
-        f"{len(original)} entries, content, modes and mtimes", label="  identical: ", style="green"
-    )
+    compared = 0
+    for original in (site.media, *site.config_files, site.nginx_enabled):
+        copy = restored / str(original).lstrip("/")
+        if tree_digest(original) != tree_digest(copy):
+            raise EmberkeepError(f"restore differs from the original under {original}")
+        compared += len(tree_digest(original))
+    ui.line(f"{compared} entries, content, modes and mtimes", label="  identical: ", style="green")
+    step("restore the application code (every branch and tag) and compare its refs")
+    code = folder / "restored-code"
+    emberkeep("restore", "latest", "--source", "code", "--to", str(code))
+    if _refs(site.app) != _refs(code):
+        raise EmberkeepError("the restored repository's refs differ from the original's")
+    ui.line(f"{len(_refs(code).splitlines())} refs and HEAD", label="  identical: ", style="green")
     step(f"done in {time.monotonic() - step.started:.1f}s; everything is under {folder}")
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,10 @@ class DemoSite:
         return self.app / "public/media"
 
     @property
+    def nginx_enabled(self) -> Path:
+        return self.root / "etc/nginx/sites-enabled"
+
+    @property
     def config_files(self) -> list[Path]:
         return [
             self.app / ".env.local",
@@ -43,6 +48,7 @@ def generate(root: Path, *, media_files: int = 300, seed: int = 2026) -> DemoSit
     rng = random.Random(seed)
     _media(site, rng, media_files)
     _config(site, rng)
+    _code(site)
     return site
 
 
@@ -103,3 +109,42 @@ def _config(site: DemoSite, rng: random.Random) -> None:
     link = enabled / "candle-ecommerce"
     if not link.is_symlink():
         link.symlink_to("../sites-available/candle-ecommerce")
+
+
+_GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Candle Dev",
+    "GIT_AUTHOR_EMAIL": "dev@candles.example.com",
+    "GIT_COMMITTER_NAME": "Candle Dev",
+    "GIT_COMMITTER_EMAIL": "dev@candles.example.com",
+    "GIT_AUTHOR_DATE": "2026-01-05T10:00:00Z",
+    "GIT_COMMITTER_DATE": "2026-01-05T10:00:00Z",
+}
+
+
+def _code(site: DemoSite) -> None:
+    """The application's git repository: a few commits, a release tag, a feature branch.
+
+    Like the real one it ignores secrets and media, which the other sources back up.
+    """
+    app = site.app
+
+    def git(*args: str) -> None:
+        subprocess.run(
+            ["git", "-C", str(app), *args],
+            check=True,
+            capture_output=True,
+            env={**os.environ, **_GIT_ENV},
+        )
+
+    git("init", "-q", "-b", "main")
+    (app / ".gitignore").write_text(".env.local\nserver/.env\npublic/media/\nnode_modules/\n")
+    (app / "package.json").write_text('{"name": "candle-ecommerce", "version": "1.0.0"}\n')
+    (app / "server" / "index.js").write_text("require('./app').listen(process.env.PORT);\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "Shop: first release")
+    git("tag", "-a", "v1.0.0", "-m", "release 1.0.0")
+    git("checkout", "-q", "-b", "feature/gift-cards")
+    (app / "server" / "giftcards.js").write_text("module.exports = () => [];\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "Gift cards: skeleton")
+    git("checkout", "-q", "main")
