@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import unquote, urlparse
 
 import boto3
 import botocore.exceptions as boto_errors
@@ -101,14 +101,7 @@ class S3Location:
 
     @classmethod
     def parse(cls, url: str, label: str) -> S3Location:
-        parsed = urlparse(url)
-        query = parse_qs(parsed.query, keep_blank_values=True)
-        unknown = sorted(set(query) - set(_OPTIONS))
-        if unknown:
-            raise UsageError(
-                f"target {label}: unknown option {', '.join(unknown)} in the s3 URL; "
-                f"the options are {', '.join(_OPTIONS)}"
-            )
+        parsed, query = urlquery.parse(url, label, _OPTIONS)
         if not parsed.netloc or "@" in parsed.netloc or ":" in parsed.netloc:
             raise UsageError(
                 f"target {label}: give a bucket: s3://bucket/prefix (credentials go in the "

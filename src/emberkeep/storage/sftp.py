@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import unquote
 
 import paramiko
 from paramiko.message import Message
@@ -100,14 +100,7 @@ class SftpLocation:
 
     @classmethod
     def parse(cls, url: str, label: str) -> SftpLocation:
-        parsed = urlparse(url)
-        query = parse_qs(parsed.query, keep_blank_values=True)
-        unknown = sorted(set(query) - set(_OPTIONS))
-        if unknown:
-            raise UsageError(
-                f"target {label}: unknown option {', '.join(unknown)} in the sftp URL; "
-                f"the options are {', '.join(_OPTIONS)}"
-            )
+        parsed, query = urlquery.parse(url, label, _OPTIONS)
         if parsed.password is not None:
             raise UsageError(
                 f"target {label}: sftp URLs take no password (only keys); remove it from the "

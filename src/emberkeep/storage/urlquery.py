@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from urllib.parse import ParseResult, parse_qs, urlparse
+
 from ..errors import UsageError
 
 DEFAULT_TIMEOUT = 30.0  # seconds, for every network call of a remote target
+
+
+def parse(url: str, label: str, options: Sequence[str]) -> tuple[ParseResult, dict[str, list[str]]]:
+    """A target URL and its query; a user error naming any option not in ``options``."""
+    parsed = urlparse(url)
+    query = parse_qs(parsed.query, keep_blank_values=True)
+    unknown = sorted(set(query) - set(options))
+    if unknown:
+        raise UsageError(
+            f"target {label}: unknown option {', '.join(unknown)} in the {parsed.scheme} URL; "
+            f"the options are {', '.join(options)}"
+        )
+    return parsed, query
 
 
 def last(query: dict[str, list[str]], key: str) -> str | None:
