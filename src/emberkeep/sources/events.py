@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -56,6 +58,37 @@ class Warning_:
 
     path: str
     message: str
+
+
+def made_node(name: str, kind: str = "file") -> dict[str, Any]:
+    """Metadata for an entry a source makes up (a dump's file): this user's, made now."""
+    return {
+        "name": name,
+        "type": kind,
+        "mode": 0o700 if kind == "dir" else 0o600,
+        "uid": os.getuid(),
+        "gid": os.getgid(),
+        "mtime_ns": time.time_ns(),
+    }
+
+
+class BytesStream:
+    """A tiny in-memory stream with ``readinto`` (``io.BytesIO`` types poorly as BinaryIO)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._view = memoryview(data)
+        self._pos = 0
+
+    def readinto(self, buf: Any) -> int:
+        n = min(len(buf), len(self._view) - self._pos)
+        buf[:n] = self._view[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+
+def bytes_stream(node: dict[str, Any], data: bytes) -> Stream:
+    """A ``Stream`` of bytes already in memory (a small record file)."""
+    return Stream(node, lambda: contextlib.nullcontext(BytesStream(data)))  # type: ignore[arg-type]
 
 
 Event = Enter | Leave | Leaf | LocalFile | Stream | Warning_

@@ -27,15 +27,14 @@ import json
 import os
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
-from urllib.parse import urlsplit, urlunsplit
+from typing import BinaryIO
 
 from ..errors import EmberkeepError, IntegrityError
-from .events import Event, Stream
+from ..redact import redact_url as redact
+from .events import Event, Stream, bytes_stream, made_node
 
 BUNDLE = "repo.bundle"
 RECORD = "HEAD.json"
@@ -120,8 +119,8 @@ class GitRepo:
 
     def events(self, record: GitRecord) -> Iterator[Event]:
         data = record.to_bytes()
-        yield Stream(_node(RECORD), lambda: contextlib.nullcontext(_BytesStream(data)))
-        yield Stream(_node(BUNDLE), lambda: self._bundle(record))
+        yield bytes_stream(made_node(RECORD), data)
+        yield Stream(made_node(BUNDLE), lambda: self._bundle(record))
 
     @contextlib.contextmanager
     def _bundle(self, record: GitRecord) -> Iterator[BinaryIO]:
@@ -154,31 +153,6 @@ class GitRepo:
             )
 
 
-class _BytesStream:
-    """A tiny in-memory stream with ``readinto`` (``io.BytesIO`` types poorly as BinaryIO)."""
-
-    def __init__(self, data: bytes) -> None:
-        self._view = memoryview(data)
-        self._pos = 0
-
-    def readinto(self, buf: Any) -> int:
-        n = min(len(buf), len(self._view) - self._pos)
-        buf[:n] = self._view[self._pos : self._pos + n]
-        self._pos += n
-        return n
-
-
-def _node(name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "type": "file",
-        "mode": 0o600,
-        "uid": os.getuid(),
-        "gid": os.getgid(),
-        "mtime_ns": time.time_ns(),
-    }
-
-
 def push_mirror(path: Path, url: str) -> str | None:
     """``git push --mirror URL``; the failure's message, or None when it worked."""
     try:
@@ -195,16 +169,6 @@ def push_mirror(path: Path, url: str) -> str | None:
     if proc.returncode != 0:
         return f"push --mirror to {redact(url)} failed: {_tail(proc.stderr)}"
     return None
-
-
-def redact(url: str) -> str:
-    """The URL without a password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def restore_bundle(bundle: Path, dest: Path, record: GitRecord) -> None:
