@@ -1,237 +1,76 @@
-"""A real MongoDB wire-protocol server for the tests: FerretDB (default) or mongod.
+"""The tests' MongoDB wire-protocol server: ``emberkeep.demo.mongoserver`` with test defaults.
 
-FerretDB v1.24.2 with its SQLite backend is built by ``scripts/setup --test`` into
-``.cache/bin/ferretdb``. It is started on a free loopback port with ``--repl-set-name``, and
-the capped collection ``local.oplog.rs`` is created, which turns on FerretDB's oplog: from
-then on every insert, update and delete in another collection also writes an oplog entry
-(``op`` i/u/d, ``ns``, ``ts``, ``o``, ``o2``, ``wall``).
+The launcher itself (FerretDB v1.24.2 with its SQLite backend, or a real mongod; a free
+loopback port; the oplog turned on) lives in the package, because the demo needs it too.
+This layer adds what only the tests want:
 
-``EMBERKEEP_TEST_MONGO=mongod`` picks a real ``mongod`` from the PATH instead: a one-member
-replica set (``rs0``) whose oplog mongod keeps itself.
+- ``EMBERKEEP_TEST_MONGO=mongod`` picks a real ``mongod`` from the PATH instead of FerretDB;
+- ``FERRETDB_BIN`` (the checkout's ``.cache/bin/ferretdb``) is looked up at start time, so a
+  test can point it elsewhere with ``monkeypatch.setattr``;
+- the "not built" error says to run ``scripts/setup --test``.
 
 Nothing here skips: a server that cannot start raises, with the end of its log.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from pymongo import MongoClient
-from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
+from emberkeep.demo import mongoserver
+from emberkeep.demo.mongoserver import (
+    OPLOG_BYTES,
+    REPL_SET,
+    START_TIMEOUT,
+    START_TRIES,
+    MongoServer,
+    ServerStartError,
+    free_port,
+    mongod_binary,
+)
+
+__all__ = [
+    "ENV_KIND",
+    "FERRETDB_BIN",
+    "OPLOG_BYTES",
+    "REPL_SET",
+    "ROOT",
+    "START_TIMEOUT",
+    "START_TRIES",
+    "MongoTestServer",
+    "ServerStartError",
+    "ferretdb_binary",
+    "free_port",
+    "mongod_binary",
+    "server_kind",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 FERRETDB_BIN = ROOT / ".cache" / "bin" / "ferretdb"
 ENV_KIND = "EMBERKEEP_TEST_MONGO"  # "ferretdb" (default) or "mongod"
-REPL_SET = "rs0"
-OPLOG_BYTES = 1 << 30  # local.oplog.rs cap (FerretDB); mongod gets --oplogSize in MiB
-START_TIMEOUT = 30.0
-START_TRIES = 3  # a free port can be taken between probing and binding it
-
-
-class ServerStartError(RuntimeError):
-    """The test server did not come up; the message carries its command and log tail."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+SETUP_HINT = "scripts/setup --test"
 
 
 def server_kind() -> str:
     kind = os.environ.get(ENV_KIND, "ferretdb").strip() or "ferretdb"
-    if kind not in ("ferretdb", "mongod"):
+    if kind not in mongoserver.KINDS:
         raise ServerStartError(f"{ENV_KIND}={kind!r}: expected 'ferretdb' or 'mongod'")
     return kind
 
 
 def ferretdb_binary() -> Path:
-    if FERRETDB_BIN.exists():
-        return FERRETDB_BIN
-    found = shutil.which("ferretdb")
-    if found:
-        return Path(found)
-    raise ServerStartError(
-        f"ferretdb is not built ({FERRETDB_BIN} is missing): run `scripts/setup --test`"
-    )
+    """``$EMBERKEEP_FERRETDB``, else ``FERRETDB_BIN`` (read now), else ``ferretdb`` on PATH."""
+    return mongoserver.ferretdb_binary(FERRETDB_BIN, setup_hint=SETUP_HINT)
 
 
-def mongod_binary() -> Path:
-    found = shutil.which("mongod")
-    if not found:
-        raise ServerStartError(f"{ENV_KIND}=mongod but no mongod is on the PATH")
-    return Path(found)
+class MongoTestServer(MongoServer):
+    """``MongoServer`` whose kind defaults to ``$EMBERKEEP_TEST_MONGO`` (else ferretdb)."""
 
+    setup_hint = SETUP_HINT
 
-class MongoTestServer:
-    """One server process on 127.0.0.1 with its data under ``workdir``.
+    def __init__(self, workdir: Path, *, kind: str | None = None, **options: Any) -> None:
+        super().__init__(workdir, kind=kind or server_kind(), **options)
 
-    ``start()`` returns once the server answers ``ping`` and has an oplog; ``stop()`` ends
-    it. A stopped server can be started again on the same port and data.
-    """
-
-    def __init__(
-        self, workdir: Path, *, kind: str | None = None, oplog_bytes: int = OPLOG_BYTES
-    ) -> None:
-        self.workdir = Path(workdir)
-        self.kind = kind or server_kind()
-        self.oplog_bytes = oplog_bytes
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = self.workdir / f"{self.kind}.log"
-
-    # -- public ------------------------------------------------------------------------
-
-    @property
-    def uri(self) -> str:
-        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
-
-    def client(self, **options: Any) -> MongoClient[dict[str, Any]]:
-        options.setdefault("serverSelectionTimeoutMS", 10_000)
-        return MongoClient(self.uri, **options)
-
-    def start(self) -> Self:
-        if self.proc is not None and self.proc.poll() is None:
-            return self
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        for attempt in range(START_TRIES):
-            if not self.port or attempt:
-                self.port = free_port()
-            if self._spawn_and_wait():
-                break
-        else:
-            raise ServerStartError(self._failure(f"{self.kind} did not start"))
-        self._enable_oplog()
-        return self
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    # -- process -----------------------------------------------------------------------
-
-    def command(self) -> list[str]:
-        if self.kind == "mongod":
-            return self._mongod_command()
-        return self._ferretdb_command()
-
-    def _ferretdb_command(self) -> list[str]:
-        data = self.workdir / "data"
-        data.mkdir(parents=True, exist_ok=True)
-        return [
-            str(ferretdb_binary()),
-            "--handler=sqlite",
-            f"--sqlite-url=file:{data}/",
-            f"--listen-addr=127.0.0.1:{self.port}",
-            f"--repl-set-name={REPL_SET}",
-            "--telemetry=disable",
-            "--debug-addr=-",  # no metrics listener: it would take port 8088 in every session
-            f"--state-dir={self.workdir}",
-            "--log-level=warn",
-        ]
-
-    def _mongod_command(self) -> list[str]:
-        data = self.workdir / "data"
-        data.mkdir(parents=True, exist_ok=True)
-        return [
-            str(mongod_binary()),
-            f"--port={self.port}",
-            "--bind_ip=127.0.0.1",
-            f"--dbpath={data}",
-            f"--replSet={REPL_SET}",
-            f"--oplogSize={max(self.oplog_bytes >> 20, 990)}",
-            "--quiet",
-        ]
-
-    def _spawn_and_wait(self) -> bool:
-        """Start the process; True once it answers ping, False if it exited (port taken)."""
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            if self._answers_ping():
-                return True
-            time.sleep(0.1)
-        self.stop()
-        raise ServerStartError(self._failure(f"{self.kind} did not answer ping in time"))
-
-    def _answers_ping(self) -> bool:
-        client: MongoClient[dict[str, Any]] = MongoClient(
-            self.uri, serverSelectionTimeoutMS=300, connectTimeoutMS=300
-        )
-        try:
-            client.admin.command("ping")
-            return True
-        except PyMongoError:
-            return False
-        finally:
-            client.close()
-
-    def _failure(self, what: str) -> str:
-        return f"{what}: {' '.join(self.command())}\n--- {self.log_path} ---\n{self.log_tail()}"
-
-    # -- oplog -------------------------------------------------------------------------
-
-    def _enable_oplog(self) -> None:
-        with self.client() as client:
-            if self.kind == "mongod":
-                _initiate_replica_set(client, f"127.0.0.1:{self.port}")
-            else:
-                _create_ferretdb_oplog(client, self.oplog_bytes)
-
-
-def _create_ferretdb_oplog(client: MongoClient[dict[str, Any]], size: int) -> None:
-    """FerretDB writes oplog entries as soon as a capped ``local.oplog.rs`` exists."""
-    with contextlib.suppress(CollectionInvalid):  # a restart on the same data: it is there
-        client.local.create_collection("oplog.rs", capped=True, size=size)
-
-
-def _initiate_replica_set(client: MongoClient[dict[str, Any]], host: str) -> None:
-    config = {"_id": REPL_SET, "members": [{"_id": 0, "host": host}]}
-    try:
-        client.admin.command("replSetInitiate", config)
-    except OperationFailure as exc:
-        if exc.code != 23:  # AlreadyInitialized: a restart on the same data
-            raise
-    deadline = time.monotonic() + START_TIMEOUT
-    while not client.admin.command("hello").get("isWritablePrimary"):
-        if time.monotonic() > deadline:
-            raise ServerStartError("mongod did not become primary of its replica set in time")
-        time.sleep(0.2)
+    def ferretdb_binary(self) -> Path:
+        return ferretdb_binary()
