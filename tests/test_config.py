@@ -114,6 +114,12 @@ BAD_CONFIGS: list[tuple[str, dict[str, str], str, list[str]]] = [
         ["cron", "five fields"],
     ),
     (
+        "prune at the same minute as a backup",
+        {"source": "schedule = '0 2 * * *'", "tail": "[prune]\nschedule = '0 2 * * *'"},
+        "prune.schedule",
+        ["same minute", "sources[1] (files).schedule", "2026-01-01 02:00 UTC", "move one"],
+    ),
+    (
         "bad duration",
         {"source": "objectives = { rpo = '24 hours', rto = '1h' }"},
         "sources[1] (files).objectives.rpo",
@@ -388,9 +394,12 @@ def test_duration_values() -> None:
 def test_schedules_that_parse(tmp_path: Path, value: str) -> None:
     raw = base(tmp_path)
     raw["sources"][0]["schedule"] = value
-    raw["prune"] = {"schedule": value}
+    raw["check"] = {"schedule": value}
     parsed = config.parse(raw, tmp_path / "c.toml")
     assert parsed.sources[0].schedule == value
+    raw = base(tmp_path)  # prune alone: at a backup's own minutes it would clash with it
+    raw["prune"] = {"schedule": value}
+    assert config.parse(raw, tmp_path / "c.toml").prune.schedule == value
 
 
 @pytest.mark.parametrize(
@@ -403,6 +412,93 @@ def test_schedules_that_do_not(tmp_path: Path, value: str) -> None:
     message = parse_error(raw, tmp_path / "c.toml")
     assert "sources[1] (files).schedule" in message
     assert "cron" in message
+
+
+# prune takes the exclusive lease on every target: not in the same minute as a backup or check
+@pytest.mark.parametrize(
+    ("backup", "check", "prune", "field", "first"),
+    [
+        ("0 2 * * *", None, "0 2 * * *", "sources[1] (files).schedule", "2026-01-01 02:00"),
+        ("*/5 * * * *", None, "@hourly", "sources[1] (files).schedule", "2026-01-01 00:00"),
+        ("0 3 * * 0", None, "0 3 1 * *", "sources[1] (files).schedule", "2026-02-01 03:00"),
+        ("0 2 * * *", "@weekly", "@daily", "check.schedule", "2026-01-04 00:00"),
+        ("0 2 * * *", "0 5 * * 0", "0 5 1 11 *", "check.schedule", "2026-11-01 05:00"),
+    ],
+)
+def test_prune_in_the_same_minute_as_a_backup_or_check_is_a_config_error(
+    tmp_path: Path, backup: str, check: str | None, prune: str, field: str, first: str
+) -> None:
+    raw = base(tmp_path)
+    raw["sources"][0]["schedule"] = backup
+    raw["prune"] = {"schedule": prune}
+    if check:
+        raw["check"] = {"schedule": check}
+    message = parse_error(raw, tmp_path / "c.toml")
+    assert message.count("prune.schedule: fires at the same minute as") == 1, message
+    assert f"as {field} " in message
+    assert f"first at {first} UTC" in message
+    assert "prune locks every target" in message and "move one of them" in message
+    assert f"(got {prune!r})" in message
+
+
+def test_prune_in_the_same_minute_as_replicate_is_a_config_error(tmp_path: Path) -> None:
+    raw = base(tmp_path)
+    raw["replicate"] = {"schedule": "15 */6 * * *"}
+    raw["prune"] = {"schedule": "15 12 * * *"}
+    message = parse_error(raw, tmp_path / "c.toml")
+    assert "prune.schedule: fires at the same minute as replicate.schedule" in message
+    assert "first at 2026-01-01 12:15 UTC" in message
+    raw["prune"] = {"schedule": "45 12 * * *"}
+    assert config.parse(raw, tmp_path / "c.toml").prune.schedule == "45 12 * * *"
+
+
+def test_prune_clashing_with_several_schedules_names_each(tmp_path: Path) -> None:
+    raw = base(tmp_path)
+    raw["sources"][0]["schedule"] = "*/15 * * * *"
+    code = {"name": "code", "type": "git", "path": "/srv/code", "schedule": "0 * * * *"}
+    raw["sources"] += [code, {"name": "db", "type": "mongodb", "schedule": "30 1 * * *"}]
+    raw["prune"] = {"schedule": "0 4 * * *"}
+    message = parse_error(raw, tmp_path / "c.toml")
+    at_4 = "first at 2026-01-01 04:00 UTC"
+    assert f"as sources[1] (files).schedule ('*/15 * * * *'; {at_4})" in message
+    assert f"as sources[2] (code).schedule ('0 * * * *'; {at_4})" in message
+    assert "(db)" not in message
+
+
+@pytest.mark.parametrize(
+    ("backups", "check", "prune"),
+    [
+        (["0 2 * * *", "0 2 * * *"], "@weekly", "0 4 * * *"),  # backups may share a minute
+        (["30 2 * * *", "0 3 * * 0"], "0 5 * * 0", "@daily"),  # the scheduler test's site
+        (["*/5 * * * *"], None, "2 4 * * *"),  # minutes that never meet
+        (["0 */2 * * *"], None, "0 1-23/2 * * *"),  # hours that never meet
+        (["0 3 * * 1"], "0 3 * * 3", "0 3 * * 0"),  # weekdays that never meet
+        (["0 3 * * 1#2"], None, "0 3 15 * *"),  # the second Monday is never the 15th
+    ],
+)
+def test_prune_offset_from_backups_and_check_passes(
+    tmp_path: Path, backups: list[str], check: str | None, prune: str
+) -> None:
+    raw = base(tmp_path)
+    raw["sources"][0]["schedule"] = backups[0]
+    for n, schedule in enumerate(backups[1:]):
+        raw["sources"].append(
+            {"name": f"more{n}", "type": "git", "path": "/srv/code", "schedule": schedule}
+        )
+    raw["prune"] = {"schedule": prune}
+    if check:
+        raw["check"] = {"schedule": check}
+    parsed = config.parse(raw, tmp_path / "c.toml")
+    assert parsed.prune.schedule == prune
+
+
+def test_an_invalid_schedule_is_not_compared(tmp_path: Path) -> None:
+    raw = base(tmp_path)
+    raw["sources"][0]["schedule"] = "0 2 * * *"
+    raw["prune"] = {"schedule": "0 2 * * * *"}
+    message = parse_error(raw, tmp_path / "c.toml")
+    assert "prune.schedule: '0 2 * * * *' is not a cron schedule" in message
+    assert "same minute" not in message
 
 
 @pytest.mark.parametrize("field", ["hourly", "daily", "weekly", "monthly", "yearly"])

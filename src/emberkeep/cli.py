@@ -5,18 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__, config, memory, ui
-from .errors import EmberkeepError
+from .errors import EmberkeepError, UsageError
 from .runner.site import Site
+
+if TYPE_CHECKING:
+    from .runner.replicate import TargetCopy
 
 # Each command imports the runner modules it needs when it runs: a no-change backup from
 # cron should not pay for loading check, prune and restore.
 
 LATER = {
     "export": "export of database snapshots",
-    "replicate": "copying snapshots between targets",
     "drill": "restore drills",
     "status": "RPO/RTO status",
     "recover": "whole-site recovery",
@@ -75,12 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source")
     p.add_argument("--target")
 
-    p = sub.add_parser("restore", parents=[common], help="restore a snapshot (files)")
+    p = sub.add_parser("restore", parents=[common], help="restore a snapshot")
     p.add_argument("snapshot", help="snapshot id (or unique prefix), or 'latest'")
     p.add_argument("paths", nargs="*", metavar="PATH", help="only these paths of the snapshot")
-    p.add_argument("--to", type=Path, required=True, dest="dest", help="directory to restore under")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to", type=Path, dest="dest", help="directory to restore under")
+    where.add_argument("--to-uri", metavar="URI", help="MongoDB server to restore a dump into")
     p.add_argument("--target")
     p.add_argument("--source", help="with 'latest': the latest of this source")
+    mongo = p.add_argument_group("mongodb snapshots (with --to-uri)")
+    mongo.add_argument("--drop", action="store_true", help="drop each collection before")
+    mongo.add_argument("--db", help="only this database of the dump")
+    mongo.add_argument("--collection", help="only this collection (with --db)")
+    mongo.add_argument("--ns-from", metavar="A", help="restore database or db.collection A…")
+    mongo.add_argument("--ns-to", metavar="B", help="…under the name B")
 
     p = sub.add_parser("check", parents=[common], help="verify the repository")
     group = p.add_mutually_exclusive_group()
@@ -109,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace", help="how long condemned packs wait before deletion (default [prune] grace)"
     )
     p.add_argument("--target")
+
+    p = sub.add_parser(
+        "replicate",
+        parents=[common],
+        help="copy the primary's snapshots that other targets lack (and their copies rule wants)",
+    )
+    p.add_argument("--target", help="only this target (default: every target but the first)")
+    p.add_argument("--source", help="only snapshots of this source")
 
     p = sub.add_parser("run", parents=[common], help="the scheduler: run due jobs (foreground)")
     p.add_argument(
@@ -197,9 +217,11 @@ def cmd_backup(site: Site, args: argparse.Namespace) -> int:
     memory.return_large_buffers_promptly()  # backup only: it slows restore by a quarter
     from .engine.backup import Progress
     from .runner.backup import run_backup, sources_to_run
+    from .runner.replicate import replicate_after_backup
     from .sources.files import scan_size
 
-    outcomes = []
+    entries = []
+    failed = []
     for name in sources_to_run(site, args.sources):
         bar = ui.ByteProgress(f"backup {name}", enabled=not (args.json or args.quiet))
         source = site.config.source(name)
@@ -207,15 +229,27 @@ def cmd_backup(site: Site, args: argparse.Namespace) -> int:
             ui.in_background(lambda s=source, b=bar: b.set_total(scan_size(s.paths, s.exclude)))
         with bar.shown():
             outcome = run_backup(site, name, tags=args.tags, progress=Progress(on_file=bar.advance))
-        outcomes.append(outcome)
+        copy_bar, add_total = _copy_progress(f"copy {name}", site, args)
+        with copy_bar.shown():
+            copies = replicate_after_backup(
+                site, outcome, on_pack=copy_bar.advance, on_total=add_total
+            )
+        entries.append({**outcome.to_json(), "copies": [c.to_json() for c in copies]})
+        failed += [(outcome, c) for c in copies if c.failed]
         if not args.json:
-            _print_backup(outcome)
+            _print_backup(outcome, copies)
     if args.json:
-        ui.print_json([o.to_json() for o in outcomes])
-    return 0
+        ui.print_json(entries)
+    for outcome, copy in failed:
+        ui.error(
+            f"copying snapshot {outcome.result.snapshot.short_id} of source {outcome.source} "
+            f"to target {copy.target} failed: {copy.reason}; the snapshot is committed in "
+            f"{outcome.target}; run `emberkeep replicate` when {copy.target} is reachable"
+        )
+    return 1 if failed else 0
 
 
-def _print_backup(outcome) -> None:  # type: ignore[no-untyped-def]
+def _print_backup(outcome, copies) -> None:  # type: ignore[no-untyped-def]
     snap = outcome.result.snapshot
     s = snap.summary
     ui.line(
@@ -225,6 +259,8 @@ def _print_backup(outcome) -> None:  # type: ignore[no-untyped-def]
         f"{ui.human_bytes(s['bytes_new'])} new, {ui.human_bytes(s['bytes_stored'])} stored, "
         f"{s['seconds']:.1f}s"
     )
+    for copy in copies:
+        _print_copy(copy, indent="  ")
     for warning in outcome.result.warnings:
         ui.warning(f"{warning['path']}: {warning['message']}")
 
@@ -261,6 +297,12 @@ def cmd_snapshots(site: Site, args: argparse.Namespace) -> int:
 
 
 def cmd_restore(site: Site, args: argparse.Namespace) -> int:
+    if args.to_uri:
+        return _restore_mongodb(site, args)
+    mongo_only = [f for f in ("drop", "db", "collection", "ns_from", "ns_to") if getattr(args, f)]
+    if mongo_only:
+        flag = "--" + mongo_only[0].replace("_", "-")
+        raise UsageError(f"{flag} goes with --to-uri (mongodb snapshots only)")
     from .runner.restore import run_restore
 
     bar = ui.ByteProgress("restore", enabled=not (args.json or args.quiet))
@@ -284,6 +326,44 @@ def cmd_restore(site: Site, args: argparse.Namespace) -> int:
         )
         for warning in result.warnings:
             ui.warning(f"{warning['path']}: {warning['message']}")
+    return 0
+
+
+def _restore_mongodb(site: Site, args: argparse.Namespace) -> int:
+    from .runner.restore import run_restore_mongodb
+    from .sources.mongodb.restore import Selection
+
+    if args.paths:
+        raise UsageError("a mongodb snapshot restores by --db/--collection, not by PATH")
+    selection = Selection(args.db, args.collection, args.ns_from, args.ns_to)
+    bar = ui.ByteProgress("restore", enabled=not (args.json or args.quiet))
+    with bar.shown():
+        snapshot, result = run_restore_mongodb(
+            site,
+            args.snapshot,
+            args.to_uri,
+            drop=args.drop,
+            selection=selection,
+            target=args.target,
+            source=args.source,
+            on_file=bar.advance,
+            on_total=bar.set_total,
+        )
+    if args.json:
+        ui.print_json({"snapshot": snapshot.id, **result.to_json()})
+        return 0
+    for coll in result.collections:
+        what = "view" if coll.type == "view" else f"{coll.documents} documents"
+        ui.line(f"  {coll.source} -> {coll.target}: {what}, {coll.indexes} indexes")
+    when = f" at {result.consistent_at}" if result.consistent_at else ""
+    ui.line(
+        f"restored snapshot {snapshot.short_id}: {len(result.collections)} collections, "
+        f"{result.oplog.applied} oplog entries replayed, consistent{when}"
+        if result.point_in_time
+        else f"restored snapshot {snapshot.short_id}: {len(result.collections)} collections"
+    )
+    for warning in result.warnings:
+        ui.warning(f"{warning['path']}: {warning['message']}")
     return 0
 
 
@@ -351,6 +431,62 @@ def cmd_prune(site: Site, args: argparse.Namespace) -> int:
     if args.json:
         ui.print_json({t: r.to_json() for t, r in results.items()})
     return 0
+
+
+def cmd_replicate(site: Site, args: argparse.Namespace) -> int:
+    from .runner.replicate import run_replicate
+
+    bar, add_total = _copy_progress("replicate", site, args)
+    with bar.shown():
+        copies = run_replicate(
+            site, args.target, args.source, on_pack=bar.advance, on_total=add_total
+        )
+    if args.json:
+        ui.print_json([c.to_json() for c in copies])
+    elif not copies:
+        ui.line(f"nothing to replicate: {site.config.path} has one target, the primary")
+    for copy in copies:
+        if not args.json:
+            _print_copy(copy)
+        if copy.failed:
+            ui.error(
+                f"{copy.reason}; run `emberkeep replicate` again when {copy.target} is reachable"
+            )
+    return 1 if any(c.failed for c in copies) else 0
+
+
+def _copy_progress(
+    label: str, site: Site, args: argparse.Namespace
+) -> tuple[ui.ByteProgress, Callable[[int], None]]:
+    """A bar over every copy of a run; each copy adds the bytes it is about to send."""
+    shown = len(site.config.targets) > 1 and not (args.json or args.quiet)
+    bar = ui.ByteProgress(label, enabled=shown)
+    total = 0
+
+    def add_total(size: int) -> None:
+        nonlocal total
+        total += size
+        bar.set_total(total)
+
+    return bar, add_total
+
+
+def _print_copy(copy: TargetCopy, indent: str = "") -> None:
+    """One target's outcome of a copy: copied (what was sent), skipped (why) or FAILED."""
+    head = f"{indent}target {copy.target}: "
+    if copy.status == "copied":
+        count = len(copy.snapshots)
+        st = copy.stats
+        ui.line(
+            f"copied {count} snapshot{'s' if count != 1 else ''}: {st.packs_copied} packs sent "
+            f"({ui.human_bytes(st.bytes_copied)}), {st.packs_reused} already there",
+            label=head,
+        )
+    elif copy.status == "skipped":
+        ui.line(f"skipped: {copy.reason}", label=head)
+    else:
+        reason = (copy.reason or "").removeprefix(head.strip() + " ")
+        ui.line(f"FAILED: {reason}", label=head, style="red")
 
 
 def cmd_run(site: Site, args: argparse.Namespace) -> int:

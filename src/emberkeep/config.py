@@ -16,7 +16,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
@@ -104,7 +104,9 @@ class FilesSource(_SourceBase, tag="files", kw_only=True):
 
 class MongoSource(_SourceBase, tag="mongodb", kw_only=True):
     uri: str = "mongodb://localhost:27017"
-    databases: list[str] = []
+    databases: list[str] = []  # default: every database but admin, local and config
+    exclude: list[str] = []  # shell patterns on "db.collection"
+    parallel: Annotated[int, msgspec.Meta(ge=1, le=16)] = 2  # collections read at once
 
     @property
     def type(self) -> str:
@@ -154,6 +156,12 @@ class Check(_Strict):
     read_data_subset: str | None = None
 
 
+class Replicate(_Strict):
+    """The scheduled `emberkeep replicate`: fills in what targets missed (e.g. while down)."""
+
+    schedule: str | None = None
+
+
 class Config(_Strict):
     site: Site
     keys: Keys
@@ -162,6 +170,7 @@ class Config(_Strict):
     notify: Notify | None = None
     prune: Prune = Prune()
     check: Check = Check()
+    replicate: Replicate = Replicate()
     path: Path | None = None  # the file it was read from; set by ``parse``, not by the user
 
     def source(self, name: str) -> Source:
@@ -399,6 +408,8 @@ def _semantic_problems(config: Config, raw: dict[str, Any]) -> Iterator[tuple[st
     yield from _duration_problem(config.prune.grace, field("prune", "grace"))
     yield from _schedule_problem(config.prune.schedule, field("prune", "schedule"))
     yield from _schedule_problem(config.check.schedule, field("check", "schedule"))
+    yield from _schedule_problem(config.replicate.schedule, field("replicate", "schedule"))
+    yield from _schedule_clash_problems(config, field)
     yield from _subset_problem(config.check.read_data_subset, field("check", "read_data_subset"))
     for kind, items in (("sources", config.sources), ("targets", config.targets)):
         names = [item.name for item in items]
@@ -438,13 +449,20 @@ def _recipient_problems(values: list[str], where: str) -> Iterator[tuple[str, st
         yield where, "a recipient is listed twice; list each once"
 
 
-def _schedule_problem(value: str | None, where: str) -> Iterator[tuple[str, str]]:
+def _cron(value: str | None) -> str | None:
+    """The five-field cron expression of a schedule that parses; None if unset or invalid."""
     if value is None:
-        return
+        return None
     from croniter import croniter
 
     expr = SCHEDULE_ALIASES.get(value.strip(), value.strip())
     if len(expr.split()) != 5 or not croniter.is_valid(expr):
+        return None
+    return expr
+
+
+def _schedule_problem(value: str | None, where: str) -> Iterator[tuple[str, str]]:
+    if value is not None and _cron(value) is None:
         yield (
             where,
             (
@@ -452,6 +470,86 @@ def _schedule_problem(value: str | None, where: str) -> Iterator[tuple[str, str]
                 "weekday) like '0 2 * * *', or @hourly/@daily/@weekly/@monthly"
             ),
         )
+
+
+# Schedules that cannot both run. A scheduled prune takes the exclusive lease on every
+# target, so a backup, check or replicate started by cron or a systemd timer in the same
+# minute fails on its lease (or the prune does). Two jobs of one kind on one source cannot
+# clash: each source has one schedule and a unique name. Compared over a fixed year
+# (deterministic, and every month and weekday), in whole minutes as cron fires.
+SCHEDULE_HORIZON_START = datetime(2026, 1, 1, tzinfo=UTC)
+SCHEDULE_HORIZON = timedelta(days=366)
+SCHEDULE_SCAN_LIMIT = 20_000  # steps per expression for one pair; then assume no clash
+
+
+def _schedule_clash_problems(
+    config: Config, field: Callable[..., str]
+) -> Iterator[tuple[str, str]]:
+    """``prune.schedule`` against every schedule whose job takes a lease on the targets."""
+    prune = _cron(config.prune.schedule)
+    if prune is None:  # unset, or invalid: that is its own problem
+        return
+    others = [(field("sources", i, "schedule"), s.schedule) for i, s in enumerate(config.sources)]
+    others.append((field("check", "schedule"), config.check.schedule))
+    others.append((field("replicate", "schedule"), config.replicate.schedule))
+    for where, value in others:
+        other = _cron(value)
+        if other is None:
+            continue
+        first = _first_shared_minute(prune, other)
+        if first is None:
+            continue
+        yield (
+            field("prune", "schedule"),
+            (
+                f"fires at the same minute as {where} ({value!r}; first at "
+                f"{first:%Y-%m-%d %H:%M} UTC); prune locks every target, so one of them "
+                f"would fail: move one of them (got {config.prune.schedule!r})"
+            ),
+        )
+
+
+def _first_shared_minute(a: str, b: str) -> datetime | None:
+    """The first minute of the horizon at which cron expressions ``a`` and ``b`` both fire.
+
+    A leapfrog join: the side that is behind jumps to its first slot at or after the other's,
+    so the steps number about the rarer schedule's slots, not every minute; at most
+    ``SCHEDULE_SCAN_LIMIT`` a side. None when they do not meet within the horizon (or the
+    limit, which only expressions firing thousands of times apart without meeting reach).
+    """
+    from croniter import croniter
+
+    if not _fields_can_meet(a, b):
+        return None
+    end = SCHEDULE_HORIZON_START + SCHEDULE_HORIZON
+    before = SCHEDULE_HORIZON_START - timedelta(minutes=1)  # the start minute counts
+    iters = [croniter(a, before), croniter(b, before)]
+    times: list[datetime] = [it.get_next(datetime) for it in iters]
+    steps = [1, 1]
+    while max(times) < end:
+        if times[0] == times[1]:
+            return times[0]
+        behind = 0 if times[0] < times[1] else 1
+        if steps[behind] >= SCHEDULE_SCAN_LIMIT:
+            return None
+        iters[behind].set_current(times[1 - behind] - timedelta(minutes=1), force=True)
+        times[behind] = iters[behind].get_next(datetime)
+        steps[behind] += 1
+    return None
+
+
+def _fields_can_meet(a: str, b: str) -> bool:
+    """False when the minutes, hours or months of ``a`` and ``b`` share no value."""
+    from croniter import croniter
+
+    fields_a, fields_b = croniter.expand(a)[0], croniter.expand(b)[0]
+    for index in (0, 1, 3):  # minute, hour, month: plain numbers or '*'
+        values_a, values_b = fields_a[index], fields_b[index]
+        if "*" in values_a or "*" in values_b:
+            continue
+        if not set(values_a) & set(values_b):
+            return False
+    return True
 
 
 def _subset_problem(value: str | None, where: str) -> Iterator[tuple[str, str]]:

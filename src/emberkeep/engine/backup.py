@@ -213,7 +213,11 @@ def backup(
     cache: FilesCache | None = None,
     progress: Progress | None = None,
     workers: int = 2,
+    extra: dict[str, Any] | None = None,
 ) -> BackupResult:
+    """Store ``events`` as one snapshot; ``extra`` (source-specific header fields, such as
+    a dump's point in time) is read after the events are consumed, so a source may fill
+    it in as it ends."""
     started = time.monotonic()
     with Lease(repo.storage, "backup"):
         # After the lease: either prune sees this backup, or this backup sees its marks.
@@ -258,6 +262,7 @@ def backup(
                 "warnings": len(run.warnings),
                 "seconds": round(time.monotonic() - started, 3),
             },
+            extra=dict(extra or {}),
         )
         repo.save_snapshot(snapshot)
     if cache is not None:

@@ -1,4 +1,4 @@
-"""The restore job for files and git snapshots."""
+"""The restore job: files and git snapshots into a directory, mongodb ones into a server."""
 
 from __future__ import annotations
 
@@ -12,9 +12,16 @@ from ..engine.restore import Restorer, RestoreResult, walk_tree
 from ..engine.tree import Node
 from ..errors import IntegrityError, UsageError
 from ..fsutil import storage_error
+from ..redact import redact_url
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
 from ..sources import git
+from ..sources.mongodb.restore import (
+    MongoRestore,
+    MongoRestoreResult,
+    Selection,
+    check_mongo_snapshot,
+)
 from . import hooks
 from .site import Site, find_snapshot
 
@@ -43,6 +50,40 @@ def run_restore(
     return snapshot, result
 
 
+def run_restore_mongodb(
+    site: Site,
+    spec: str,
+    uri: str,
+    *,
+    drop: bool,
+    selection: Selection,
+    target: str | None = None,
+    source: str | None = None,
+    on_file: Callable[[str, int], None] = lambda path, size: None,
+    on_total: Callable[[int], None] = lambda size: None,
+) -> tuple[Snapshot, MongoRestoreResult]:
+    """A mongodb snapshot into the server at ``uri``, between the source's restore hooks."""
+    from ..sources.mongodb.connection import client_for
+
+    repo = site.repository(target, read=True)
+    snapshot = find_snapshot(repo, spec, source)
+    check_mongo_snapshot(snapshot)
+    nodes = {path: node for path, node in walk_tree(repo, snapshot.tree)}
+    configured = next((s.hooks for s in site.config.sources if s.name == snapshot.source), None)
+    context = {"snapshot": snapshot.id, "target": repo.storage.label, "to": redact_url(uri)}
+    with client_for(uri, f"restore of snapshot {snapshot.short_id}") as client:
+        job = MongoRestore(
+            repo, snapshot, nodes, client, uri=uri, drop=drop, selection=selection,
+            on_bytes=on_file,
+        )  # fmt: skip
+        on_total(job.total_bytes(job.plan()))
+        job_hooks = hooks.for_job(configured, "restore")
+        with hooks.around(job_hooks, "restore", snapshot.source, **context) as run:
+            result = job.run()
+    result.warnings.extend(run.warnings)
+    return snapshot, result
+
+
 def _restore(
     repo: Repository,
     snapshot: Snapshot,
@@ -53,10 +94,10 @@ def _restore(
 ) -> RestoreResult:
     if snapshot.source_type == "git":
         return _restore_git(repo, snapshot, dest, paths, on_file)
-    if snapshot.source_type not in ("files",):
+    if snapshot.source_type == "mongodb" and not paths:
         raise UsageError(
-            f"snapshot {snapshot.short_id} is of type {snapshot.source_type}; "
-            "restoring it is not supported by this version"
+            f"snapshot {snapshot.short_id} is a MongoDB dump: restore it into a server with "
+            "--to-uri URI, or write it as files with `emberkeep export`"
         )
     if not paths:
         on_total(int(snapshot.summary.get("bytes", 0)))

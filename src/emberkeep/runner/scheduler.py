@@ -1,6 +1,7 @@
 """The scheduler (`emberkeep run`): runs due jobs one at a time, records each, survives failures.
 
-Jobs: each source with a ``schedule`` is backed up, ``[prune] schedule`` prunes every target,
+Jobs: each source with a ``schedule`` is backed up (and copied to the other targets),
+``[replicate] schedule`` copies what targets missed, ``[prune] schedule`` prunes every target,
 ``[check] schedule`` checks every target. When jobs are due is ``policy.schedule``'s rule
 (catch-up once, a failed job waits for its next slot). Each finished job is recorded in
 ``state_dir/scheduler.json`` (last start, outcome, error); a job the process did not finish
@@ -46,6 +47,8 @@ SLEEP_STEP = 0.5  # seconds: how promptly a sleeping scheduler notices a signal
 def jobs_of(config: Config) -> list[Job]:
     """The scheduled jobs, in the order they run when due together."""
     jobs = [Job(f"backup:{s.name}", s.schedule) for s in config.sources if s.schedule]
+    if config.replicate.schedule:
+        jobs.append(Job("replicate", config.replicate.schedule))
     if config.prune.schedule:
         jobs.append(Job("prune", config.prune.schedule))
     if config.check.schedule:
@@ -142,12 +145,25 @@ def run_job(site: Site, job: Job, read_data_subset: str | None = None) -> str:
     """Run one job; returns a one-line summary, raises on failure."""
     if job.name.startswith("backup:"):
         from .backup import run_backup
+        from .replicate import replicate_after_backup
 
         outcome = run_backup(site, job.name.removeprefix("backup:"))
         snap = outcome.result.snapshot
+        copies = replicate_after_backup(site, outcome)  # every target tried, whatever fails
+        failed = [c for c in copies if c.failed]
+        if failed:
+            raise EmberkeepError(
+                "; ".join(c.reason or c.target for c in failed)
+                + f"; the snapshot {snap.short_id} is committed in {outcome.target}; run "
+                + f"`emberkeep replicate` when {', '.join(c.target for c in failed)} is reachable"
+            )
         warnings = len(outcome.result.warnings)
         note = f", {warnings} warnings" if warnings else ""
-        return f"snapshot {snap.short_id} in target {outcome.target}{note}"
+        copied = [c.target for c in copies if c.status == "copied"]
+        also = f", copied to {', '.join(copied)}" if copied else ""
+        return f"snapshot {snap.short_id} in target {outcome.target}{also}{note}"
+    if job.name == "replicate":
+        return _replicate_all(site)
     if job.name == "prune":
         from .maintenance import run_prune
 
@@ -160,6 +176,18 @@ def run_job(site: Site, job: Job, read_data_subset: str | None = None) -> str:
     if job.name == "check":
         return _check_all(site, site.config.check.read_data_subset)
     raise UsageError(f"unknown job {job.name!r}")
+
+
+def _replicate_all(site: Site) -> str:
+    """Every other target filled in; raises, after trying them all, when one failed."""
+    from .replicate import run_replicate
+
+    copies = run_replicate(site)
+    failed = [c.reason or c.target for c in copies if c.failed]
+    if failed:
+        raise EmberkeepError("; ".join(failed))
+    parts = [f"target {c.target}: {len(c.snapshots)} snapshots copied" for c in copies]
+    return "; ".join(parts) or "one target only: nothing to copy"
 
 
 def _check_all(site: Site, subset: str | None) -> str:

@@ -1,0 +1,265 @@
+"""The replicate job: snapshots of the first target (the primary) copied to the others.
+
+A backup writes its snapshot to the primary only, then ``replicate_after_backup`` copies it
+to every other target whose ``copies`` rule wants it; ``emberkeep replicate``
+(``run_replicate``) later fills in what a target missed, e.g. while it was unreachable.
+Only the packs a target lacks are sent (repository/replicate.py). One target failing never
+stops the others: each target's outcome is reported on its own.
+
+The copies rule (``wants``): "all" takes every snapshot; "weekly" and "monthly" take a
+snapshot only when the target holds none of the same source from the same ISO week or
+calendar month (UTC). Replicating in order, that is the first snapshot of each week or
+month; and it stays right when the primary later prunes, because it asks the target what
+it holds rather than the primary what came first.
+
+`emberkeep replicate` also leaves out what the target's own retention would not keep: a
+snapshot that target's prune removed is not sent again (a target whose retention is shorter
+than the primary's would otherwise receive, and drop, the same snapshots on every run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .. import clock
+from ..config import Target
+from ..errors import EmberkeepError, UsageError
+from ..policy import retention
+from ..repository import layout
+from ..repository.replicate import CopyStats, copy_snapshot
+from ..repository.repo import Repository
+from ..repository.snapshot import Snapshot
+from .backup import SourceOutcome
+from .site import Site
+
+OnPack = Callable[[str, int], None]
+OnTotal = Callable[[int], None]
+
+
+@dataclass
+class TargetCopy:
+    """What one target got: ``status`` is "copied", "skipped" (``reason``) or "failed"."""
+
+    target: str
+    status: str
+    reason: str | None = None  # why it was skipped, or the error (naming the target)
+    snapshots: list[str] = field(default_factory=list)  # ids copied
+    stats: CopyStats = field(default_factory=CopyStats)
+    left_out: int = 0  # snapshots the rule wants but the target's retention would not keep
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "target": self.target,
+            "status": self.status,
+            "snapshots": self.snapshots,
+            **self.stats.to_json(),
+            "left_out": self.left_out,
+        }
+        if self.reason is not None:
+            data["error" if self.failed else "reason"] = self.reason
+        return data
+
+
+# -- the copies rule -------------------------------------------------------------------------
+
+
+def period(copies: str, moment: datetime) -> str:
+    """The ISO week (``2026-W09``) or month (``2026-03``) of ``moment`` in UTC."""
+    utc = moment.astimezone(UTC)
+    if copies == "weekly":
+        year, week, _day = utc.isocalendar()
+        return f"{year}-W{week:02d}"
+    return f"{utc.year}-{utc.month:02d}"
+
+
+def holder_in_period(
+    target: Target, snapshot: Snapshot, held: Iterable[Snapshot]
+) -> Snapshot | None:
+    """A snapshot in ``held`` that makes ``target``'s rule refuse ``snapshot``, if any."""
+    if target.copies == "all":
+        return None
+    wanted = period(target.copies, snapshot.time)
+    for other in held:
+        if other.source == snapshot.source and period(target.copies, other.time) == wanted:
+            return other
+    return None
+
+
+def wants(target: Target, snapshot: Snapshot, held: Iterable[Snapshot]) -> bool:
+    """Whether ``target``, holding ``held``, should receive ``snapshot`` (module docstring)."""
+    return holder_in_period(target, snapshot, held) is None
+
+
+def _refusal(target: Target, snapshot: Snapshot, holder: Snapshot) -> str:
+    return (
+        f'copies = "{target.copies}": it already holds snapshot {holder.short_id} of source '
+        f"{snapshot.source} from {period(target.copies, snapshot.time)}"
+    )
+
+
+# -- after a backup --------------------------------------------------------------------------
+
+
+class _Primary:
+    """The primary's repository, opened on first use (not at all when nothing is copied)."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.name = site.config.targets[0].name
+        self._repo: Repository | None = None
+
+    def repo(self) -> Repository:
+        if self._repo is None:
+            self._repo = self.site.repository(self.name)
+        return self._repo
+
+
+def replicate_after_backup(
+    site: Site,
+    outcome: SourceOutcome,
+    *,
+    on_pack: OnPack = lambda name, size: None,
+    on_total: OnTotal = lambda size: None,
+) -> list[TargetCopy]:
+    """Copy a backup's new snapshot to every other target whose rule wants it."""
+    primary = _Primary(site)
+    snapshot = outcome.result.snapshot
+    return [
+        _copy_new(site, target, primary, snapshot, on_pack, on_total)
+        for target in site.config.targets[1:]
+    ]
+
+
+def _copy_new(
+    site: Site,
+    target: Target,
+    primary: _Primary,
+    snapshot: Snapshot,
+    on_pack: OnPack,
+    on_total: OnTotal,
+) -> TargetCopy:
+    try:
+        dst = site.repository(target.name)
+        if snapshot.id in _snapshot_ids(dst):
+            return TargetCopy(target.name, "skipped", "it already holds this snapshot")
+        holder = holder_in_period(target, snapshot, _held(dst, target))
+        if holder is not None:
+            return TargetCopy(target.name, "skipped", _refusal(target, snapshot, holder))
+        stats = copy_snapshot(primary.repo(), dst, snapshot, on_pack=on_pack, on_total=on_total)
+    except Exception as exc:  # one target failing never stops the others
+        return TargetCopy(target.name, "failed", error_text(target.name, exc))
+    return TargetCopy(target.name, "copied", snapshots=[snapshot.id], stats=stats)
+
+
+# -- emberkeep replicate ---------------------------------------------------------------------
+
+
+def run_replicate(
+    site: Site,
+    target: str | None = None,
+    source: str | None = None,
+    *,
+    on_pack: OnPack = lambda name, size: None,
+    on_total: OnTotal = lambda size: None,
+) -> list[TargetCopy]:
+    """Copy to each other target (or ``target``) every primary snapshot it lacks and wants.
+
+    Oldest first, so a weekly or monthly target receives the first of each period; what the
+    target's retention would not keep is left out (``_to_copy``). An unreachable primary
+    fails the whole run; an unreachable target fails only its part.
+    """
+    primary = site.config.targets[0]
+    if target == primary.name:
+        raise UsageError(
+            f"target {target} is the primary (the first [[targets]] in {site.config.path}): "
+            "backups write there and replicate copies from it; name another target"
+        )
+    chosen = [site.config.target(target)] if target else site.config.targets[1:]
+    if not chosen:
+        return []
+    src = site.repository(primary.name)
+    snapshots = [s for s in src.snapshots() if source is None or s.source == source]
+    if source is not None and not snapshots:
+        site.config.source(source)  # a name the config does not know: say so
+    return [_fill(site, t, src, snapshots, on_pack, on_total) for t in chosen]
+
+
+def _fill(
+    site: Site,
+    target: Target,
+    src: Repository,
+    snapshots: list[Snapshot],
+    on_pack: OnPack,
+    on_total: OnTotal,
+) -> TargetCopy:
+    outcome = TargetCopy(target.name, "skipped")
+    try:
+        dst = site.repository(target.name)
+        chosen, outcome.left_out = _to_copy(site, target, snapshots, dst)
+        for snapshot in chosen:
+            stats = copy_snapshot(src, dst, snapshot, on_pack=on_pack, on_total=on_total)
+            outcome.snapshots.append(snapshot.id)
+            outcome.stats.add(stats)
+    except Exception as exc:  # one target failing never stops the others
+        outcome.status, outcome.reason = "failed", error_text(target.name, exc)
+        return outcome
+    if outcome.snapshots:
+        outcome.status = "copied"
+    else:
+        outcome.reason = (
+            f'up to date: it holds every snapshot its copies rule ("{target.copies}") wants'
+        )
+    if outcome.left_out:
+        outcome.reason = (outcome.reason + "; " if outcome.reason else "") + (
+            f"{outcome.left_out} older snapshots left out: this target's retention would "
+            "not keep them"
+        )
+    return outcome
+
+
+def _to_copy(
+    site: Site, target: Target, snapshots: list[Snapshot], dst: Repository
+) -> tuple[list[Snapshot], int]:
+    """The snapshots to copy to ``dst``, oldest first, and how many retention leaves out.
+
+    Of those the copies rule wants, only the ones the target's retention keeps (with what it
+    holds): a snapshot its prune removed is not sent again, only to be removed again (for
+    cold storage, paid again).
+    """
+    present = _snapshot_ids(dst)
+    held = dst.snapshots()
+    wanted: list[Snapshot] = []
+    for snapshot in snapshots:
+        if snapshot.id not in present and wants(target, snapshot, [*held, *wanted]):
+            wanted.append(snapshot)
+    kept = retention.keep([*held, *wanted], clock.now(), site.config.retention(target.name))
+    chosen = [s for s in wanted if s.id in kept]
+    return chosen, len(wanted) - len(chosen)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _snapshot_ids(repo: Repository) -> set[str]:
+    return {layout.leaf(name) for name in repo.snapshot_names()}
+
+
+def _held(repo: Repository, target: Target) -> list[Snapshot]:
+    """The target's snapshots, as far as its rule needs them ("all" needs none)."""
+    return repo.snapshots() if target.copies != "all" else []
+
+
+def error_text(target: str, exc: BaseException) -> str:
+    """A failure's message, naming the target (storage errors already do)."""
+    if isinstance(exc, EmberkeepError | OSError):
+        text = str(exc) or type(exc).__name__
+    else:
+        text = f"{type(exc).__name__}: {exc} (unexpected; please report it)"
+    return text if f"target {target}" in text else f"target {target}: {text}"

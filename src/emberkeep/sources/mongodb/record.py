@@ -1,0 +1,103 @@
+"""``emberkeep-mongodb.json``: what a dump saw, stored at the root of its snapshot.
+
+Per collection: document count, bytes, and a content digest. The digest is the sum,
+modulo 2**128, of each raw BSON document's unkeyed BLAKE3 hash (16 bytes): it does
+not depend on the order the server returned the documents in, so the dump reads in
+natural order (no sort on the server) and a drill can read a restored collection back
+in any order and compare. Two collections have the same digest only if they hold the
+same multiset of byte-identical documents.
+
+Plus the oplog window (start, end, entries), whether the snapshot is point-in-time
+(and why not), the server's version and the collections dropped while they were read.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import blake3
+import msgspec
+
+RECORD = "emberkeep-mongodb.json"
+OPLOG = "oplog.bson"
+FORMAT = 1
+_MOD = 1 << 128
+_LEN = struct.Struct("<i")
+
+
+class DocDigest:
+    """Counts, sizes and digests raw BSON documents fed in batches (whole documents)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.bytes = 0
+        self._sum = 0
+
+    def add(self, batch: bytes) -> None:
+        view = memoryview(batch)
+        pos, end, total = 0, len(batch), self._sum
+        unpack, hasher = _LEN.unpack_from, blake3.blake3
+        while pos < end:
+            (size,) = unpack(view, pos)
+            total += int.from_bytes(hasher(view[pos : pos + size]).digest(16), "little")
+            pos += size
+            self.count += 1
+        self._sum = total % _MOD
+        self.bytes += end
+
+    @property
+    def hexdigest(self) -> str:
+        return self._sum.to_bytes(16, "little").hex()
+
+
+def split_documents(data: bytes | memoryview) -> tuple[list[bytes], int]:
+    """Whole BSON documents at the start of ``data``, and where the incomplete rest begins."""
+    view = memoryview(data)
+    docs, pos, end = [], 0, len(view)
+    while end - pos >= 4:
+        (size,) = _LEN.unpack_from(view, pos)
+        if size < 5:
+            raise ValueError(f"a BSON document of length {size} at byte {pos}")
+        if end - pos < size:
+            break
+        docs.append(bytes(view[pos : pos + size]))
+        pos += size
+    return docs, pos
+
+
+class CollectionRecord(msgspec.Struct, kw_only=True):
+    db: str
+    name: str
+    type: str
+    count: int = 0
+    bytes: int = 0
+    digest: str = ""
+    dropped_during_dump: bool = False
+
+
+class OplogWindow(msgspec.Struct, kw_only=True):
+    start: dict[str, int] | None = None
+    end: dict[str, int] | None = None
+    entries: int = 0
+
+
+class DumpRecord(msgspec.Struct, kw_only=True):
+    format: int = FORMAT
+    server_version: str = ""
+    databases: list[str] = []
+    collections: list[CollectionRecord] = []
+    point_in_time: bool = False
+    not_point_in_time_because: str | None = None
+    oplog: OplogWindow = msgspec.field(default_factory=OplogWindow)
+    consistent_at: str | None = None  # ISO 8601 of the window's end
+    users_and_roles: str = "not dumped"
+
+    def to_bytes(self) -> bytes:
+        return msgspec.json.format(msgspec.json.encode(self), indent=1) + b"\n"
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> DumpRecord:
+        return msgspec.json.decode(data, type=cls)
+
+    def collection(self, db: str, name: str) -> CollectionRecord | None:
+        return next((c for c in self.collections if (c.db, c.name) == (db, name)), None)

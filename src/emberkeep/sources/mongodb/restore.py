@@ -1,0 +1,343 @@
+"""Restore a mongodb snapshot into a server: what mongorestore does, from the repository.
+
+Order: every selected collection is checked first (a non-empty one refuses the restore
+unless ``drop``, before anything is written); then each collection is created with its
+options and its raw documents are inserted in parallel batches (never decoded); then the
+oplog window is replayed, which brings every collection to the snapshot's point in time;
+then indexes are built (last: building them once over the loaded data is faster than
+maintaining them per insert) and views are created.
+
+A document can be read twice by a dump whose collection changed under it (it moved);
+the second copy's duplicate-key error is ignored and the oplog replay sets it right.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import bson
+from bson.raw_bson import RawBSONDocument
+from bson.son import SON
+from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
+
+from ...engine.parallel import ordered_map
+from ...engine.tree import Node
+from ...errors import IntegrityError, UsageError
+from ...repository.repo import Repository
+from ...repository.snapshot import Snapshot
+from .catalog import CollectionInfo, parse_metadata
+from .connection import Client, server_error
+from .oplog import Replayer, ReplayStats
+from .record import OPLOG, RECORD, DumpRecord, split_documents
+
+BATCH_DOCS = 1000
+BATCH_BYTES = 8 << 20
+INSERT_WORKERS = 4
+DUPLICATE_KEY = 11000
+NAMESPACE_EXISTS = 48
+
+
+@dataclass
+class Selection:
+    """Which collections to restore and under which names (mongorestore's flags)."""
+
+    db: str | None = None
+    collection: str | None = None
+    ns_from: str | None = None
+    ns_to: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.collection and not self.db:
+            raise UsageError("--collection needs --db: name the database it belongs to")
+        if bool(self.ns_from) != bool(self.ns_to):
+            raise UsageError("--ns-from and --ns-to go together: give both")
+        if self.ns_from and self.ns_to and self.ns_from.count(".") != self.ns_to.count("."):
+            raise UsageError(
+                "--ns-from and --ns-to must both be databases (`shop`) or both "
+                "collections (`shop.orders`)"
+            )
+
+    def wants(self, db: str, name: str) -> bool:
+        return (self.db is None or db == self.db) and (
+            self.collection is None or name == self.collection
+        )
+
+    def target(self, db: str, name: str) -> tuple[str, str]:
+        """The namespace ``db.name`` restores to."""
+        if self.ns_from and self.ns_to:
+            if "." in self.ns_from:
+                if f"{db}.{name}" == self.ns_from:
+                    new_db, _, new_name = self.ns_to.partition(".")
+                    return new_db, new_name
+            elif db == self.ns_from:
+                return self.ns_to, name
+        return db, name
+
+
+@dataclass
+class CollectionOutcome:
+    source: str
+    target: str
+    type: str
+    documents: int = 0
+    indexes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "target": self.target,
+            "type": self.type,
+            "documents": self.documents,
+            "indexes": self.indexes,
+        }
+
+
+@dataclass
+class MongoRestoreResult:
+    collections: list[CollectionOutcome] = field(default_factory=list)
+    oplog: ReplayStats = field(default_factory=ReplayStats)
+    point_in_time: bool = False
+    consistent_at: str | None = None
+    bytes: int = 0
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "collections": [c.to_json() for c in self.collections],
+            "oplog_entries_applied": self.oplog.applied,
+            "point_in_time": self.point_in_time,
+            "consistent_at": self.consistent_at,
+            "bytes": self.bytes,
+            "warnings": self.warnings,
+        }
+
+
+@dataclass
+class _Planned:
+    info: CollectionInfo
+    node: Node | None  # the .bson file; None for views
+    to_db: str
+    to_name: str
+
+    @property
+    def source_ns(self) -> str:
+        return self.info.ns
+
+    @property
+    def target_ns(self) -> str:
+        return f"{self.to_db}.{self.to_name}"
+
+
+class MongoRestore:
+    def __init__(
+        self,
+        repo: Repository,
+        snapshot: Snapshot,
+        nodes: dict[str, Node],
+        client: Client,
+        *,
+        uri: str,
+        drop: bool,
+        selection: Selection,
+        on_bytes: Callable[[str, int], None] = lambda ns, size: None,
+    ) -> None:
+        self.repo = repo
+        self.snapshot = snapshot
+        self.nodes = nodes
+        self.client = client
+        self.uri = uri
+        self.drop = drop
+        self.selection = selection
+        self.on_bytes = on_bytes
+        self.who = f"restore of snapshot {snapshot.short_id}"
+
+    # -- plan ------------------------------------------------------------------------
+
+    def record(self) -> DumpRecord:
+        node = self.nodes.get(f"/{RECORD}")
+        if node is None:
+            raise IntegrityError(f"snapshot {self.snapshot.short_id}", f"no {RECORD}")
+        return DumpRecord.from_bytes(self._content(node))
+
+    def plan(self) -> list[_Planned]:
+        planned = []
+        for path, node in sorted(self.nodes.items()):
+            parts = path.strip("/").split("/")
+            if len(parts) != 2 or not parts[1].endswith(".metadata.json"):
+                continue
+            info = parse_metadata(parts[0], self._content(node))
+            if not self.selection.wants(info.db, info.name):
+                continue
+            data = self.nodes.get(f"/{info.db}/{info.name}.bson")
+            to_db, to_name = self.selection.target(info.db, info.name)
+            planned.append(_Planned(info, data, to_db, to_name))
+        if not planned:
+            raise UsageError(
+                f"snapshot {self.snapshot.short_id} holds no collection matching "
+                f"{self._selection_text()}; see `emberkeep snapshots` and the dump's databases"
+            )
+        return planned
+
+    def _selection_text(self) -> str:
+        sel = self.selection
+        if sel.collection:
+            return f"{sel.db}.{sel.collection}"
+        return sel.db or "the selection"
+
+    def total_bytes(self, planned: list[_Planned]) -> int:
+        return sum(int(p.node["size"]) for p in planned if p.node is not None)
+
+    # -- run -------------------------------------------------------------------------
+
+    def run(self) -> MongoRestoreResult:
+        try:
+            return self._run()
+        except PyMongoError as exc:
+            raise server_error(exc, self.who, self.uri) from exc
+
+    def _run(self) -> MongoRestoreResult:
+        record = self.record()
+        planned = self.plan()
+        self._refuse_non_empty(planned)
+        result = MongoRestoreResult(
+            point_in_time=record.point_in_time, consistent_at=record.consistent_at
+        )
+        collections = [p for p in planned if p.info.has_documents]
+        outcomes = {}
+        for item in collections:
+            outcome = CollectionOutcome(item.source_ns, item.target_ns, item.info.kind)
+            self._create(item)
+            outcome.documents = self._insert(item)
+            result.bytes += int(item.node["size"]) if item.node else 0
+            outcomes[item.source_ns] = outcome
+        result.oplog = self._replay(collections)
+        for item in collections:
+            outcomes[item.source_ns].indexes = self._build_indexes(item)
+            result.collections.append(outcomes[item.source_ns])
+        for item in planned:
+            if not item.info.has_documents:
+                self._create(item)
+                result.collections.append(
+                    CollectionOutcome(item.source_ns, item.target_ns, item.info.kind)
+                )
+        if not record.point_in_time:
+            reason = record.not_point_in_time_because or "no oplog window"
+            result.warnings.append(
+                {"path": "oplog", "message": f"not a point-in-time snapshot: {reason}"}
+            )
+        return result
+
+    def _refuse_non_empty(self, planned: list[_Planned]) -> None:
+        if self.drop:
+            return
+        for item in planned:
+            coll = self.client[item.to_db][item.to_name]
+            exists = item.to_name in self.client[item.to_db].list_collection_names(
+                filter={"name": item.to_name}
+            )
+            if exists and (not item.info.has_documents or coll.find_one({}, {"_id": 1})):
+                raise UsageError(
+                    f"{item.target_ns} already exists and is not empty; restore with --drop "
+                    "to replace it (its documents are dropped first), or restore elsewhere "
+                    "with --ns-from/--ns-to"
+                )
+
+    def _create(self, item: _Planned) -> None:
+        db = self.client[item.to_db]
+        if self.drop:
+            db.drop_collection(item.to_name)
+        command = SON([("create", item.to_name), *item.info.options.items()])
+        try:
+            db.command(command)
+        except OperationFailure as exc:
+            if exc.code != NAMESPACE_EXISTS:
+                raise
+
+    def _insert(self, item: _Planned) -> int:
+        """Raw documents in batches, ``INSERT_WORKERS`` batches in flight at once."""
+        assert item.node is not None
+        coll = self.client[item.to_db][item.to_name]
+        inserted = 0
+        pending: list[Future[int]] = []
+        with ThreadPoolExecutor(INSERT_WORKERS, thread_name_prefix="mongo-insert") as pool:
+            for batch in self._batches(item.node, item.source_ns):
+                pending.append(pool.submit(_insert_batch, coll, batch))
+                if len(pending) >= INSERT_WORKERS * 2:
+                    inserted += pending.pop(0).result()
+            inserted += sum(f.result() for f in pending)
+        return inserted
+
+    def _batches(self, node: Node, ns: str) -> Iterator[list[RawBSONDocument]]:
+        batch: list[RawBSONDocument] = []
+        size = 0
+        for doc in self._documents(node, ns):
+            batch.append(RawBSONDocument(doc))
+            size += len(doc)
+            if len(batch) >= BATCH_DOCS or size >= BATCH_BYTES:
+                yield batch
+                batch, size = [], 0
+        if batch:
+            yield batch
+
+    def _documents(self, node: Node, ns: str) -> Iterator[bytes]:
+        """Whole BSON documents of a ``.bson`` file, its blobs fetched in parallel."""
+        rest = b""
+        with ThreadPoolExecutor(2, thread_name_prefix="mongo-fetch") as pool:
+            for blob in ordered_map(pool, self.repo.read_blob, node["content"], 4):
+                data = rest + blob if rest else blob
+                try:
+                    docs, used = split_documents(data)
+                except ValueError as exc:
+                    raise IntegrityError(f"{ns}.bson", f"not BSON: {exc}") from exc
+                rest = bytes(data[used:])
+                self.on_bytes(ns, len(blob))
+                yield from docs
+        if rest:
+            raise IntegrityError(f"{ns}.bson", f"ends inside a document ({len(rest)} bytes)")
+
+    def _replay(self, collections: list[_Planned]) -> ReplayStats:
+        node = self.nodes.get(f"/{OPLOG}")
+        if node is None or not node.get("content"):
+            return ReplayStats()
+        names = {(p.info.db, p.info.name): (p.to_db, p.to_name) for p in collections}
+        replayer = Replayer(self.client, lambda db, coll: names.get((db, coll)))
+        return replayer.replay(bson.decode(doc) for doc in self._documents(node, "oplog"))
+
+    def _build_indexes(self, item: _Planned) -> int:
+        specs = [_index_spec(i) for i in item.info.indexes if i.get("name") != "_id_"]
+        if specs:
+            self.client[item.to_db].command(
+                SON([("createIndexes", item.to_name), ("indexes", specs)])
+            )
+        return len(specs)
+
+    def _content(self, node: Node) -> bytes:
+        return b"".join(self.repo.read_blob(b) for b in node["content"])
+
+
+def _insert_batch(coll: Any, batch: list[RawBSONDocument]) -> int:
+    """Insert; returns how many went in (duplicates of a doc read twice are left out)."""
+    try:
+        coll.insert_many(batch, ordered=False, bypass_document_validation=True)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        return len(batch) - len(errors)
+    return len(batch)
+
+
+def _index_spec(index: dict[str, Any]) -> dict[str, Any]:
+    """An index as listed by the dump, as ``createIndexes`` takes it."""
+    return {k: v for k, v in index.items() if k not in ("v", "ns")}
+
+
+def check_mongo_snapshot(snapshot: Snapshot) -> None:
+    if snapshot.source_type != "mongodb":
+        raise UsageError(
+            f"snapshot {snapshot.short_id} is of type {snapshot.source_type}; --to-uri "
+            "restores mongodb snapshots only (use --to DIR)"
+        )

@@ -1,0 +1,557 @@
+"""One backup copied to every target (issue 4, item 3), and `emberkeep replicate`.
+
+Through the real CLI with real servers: Debian's sshd and versitygw (tests/servers.py). The
+first target is the primary; a backup writes there, then copies the snapshot verbatim (same
+id) to every other target whose ``copies`` rule wants it, sending only the packs it lacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Site, restored, tree_listing
+from servers import S3Server, SshServer, _children, _wait_listening, start_sshd
+
+from emberkeep import config as config_module
+from emberkeep.config import Target
+from emberkeep.errors import ConfigError
+from emberkeep.repository.snapshot import Snapshot
+from emberkeep.runner import unitfiles
+from emberkeep.runner.replicate import period, wants
+from emberkeep.runner.scheduler import jobs_of
+
+MiB = 1024 * 1024
+
+
+def targets(*specs: tuple[str, str] | tuple[str, str, str]) -> str:
+    """``[[targets]]`` blocks from (name, url[, copies])."""
+    blocks = []
+    for name, url, *copies in specs:
+        block = f'[[targets]]\nname = "{name}"\nurl = "{url}"'
+        if copies:
+            block += f'\ncopies = "{copies[0]}"'
+        blocks.append(block)
+    return "\n".join(blocks)
+
+
+def make_tree(root: Path, random_mib: int = 3) -> Path:
+    (root / "media").mkdir(parents=True)
+    (root / "media" / "photo.bin").write_bytes(os.urandom(random_mib * MiB))
+    for i in range(12):
+        (root / "media" / f"note-{i}.txt").write_text(f"note {i}\n" * (i + 1))
+    (root / "config").mkdir()
+    (root / "config" / "app.env").write_text("PORT=8080\n")
+    os.symlink("media/note-1.txt", root / "link")
+    return root
+
+
+def ids(site: Site, target: str) -> list[str]:
+    return [s["id"] for s in site.json("snapshots", "--target", target)]
+
+
+def by_target(copies: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {c["target"]: c for c in copies}
+
+
+# -- local + sftp + s3 ------------------------------------------------------------------------
+
+
+def test_one_backup_reaches_every_target_with_one_snapshot_id(
+    site: Site, sftp_server: SshServer, s3_server: S3Server, tmp_path: Path
+) -> None:
+    src = make_tree(tmp_path / "src")
+    dumps = tmp_path / "dumps.log"
+    bucket = s3_server.make_bucket()
+    site.env.update(s3_server.env())
+    site.write_config(
+        [src],
+        targets=targets(
+            ("local", f"file://{site.repo}"),
+            ("remote", sftp_server.url(tmp_path / "remote-repo")),
+            ("cold", s3_server.url(bucket, "site")),
+        ),
+        source_extra=f'hooks = {{ before_backup = "echo dump >> {dumps}" }}',
+    )
+    site.run("init")
+
+    [entry] = site.json("backup")
+    assert dumps.read_text().splitlines() == ["dump"]  # the source was read once, not per target
+    snapshot = entry["snapshot"]["id"]
+    assert entry["snapshot"]["target"] == "local"
+    copies = by_target(entry["copies"])
+    assert set(copies) == {"remote", "cold"}
+    for copy in copies.values():
+        assert copy["status"] == "copied", copy
+        assert copy["snapshots"] == [snapshot]
+        assert copy["packs_copied"] >= 2 and copy["packs_reused"] == 0  # data and tree packs
+        assert copy["bytes_copied"] > 3 * MiB
+    for target in ("local", "remote", "cold"):
+        assert ids(site, target) == [snapshot]
+
+    for target in ("cold", "remote"):
+        out = tmp_path / f"out-{target}"
+        site.run("restore", snapshot, "--to", out, "--target", target)
+        assert tree_listing(restored(out, src)) == tree_listing(src)
+    for target in ("local", "remote", "cold"):
+        result = site.json("check", "--read-data", "--target", target)[target]
+        assert result["ok"] and result["packs_read"] >= 2, result
+
+    again = by_target(site.json("replicate"))
+    assert set(again) == {"remote", "cold"}
+    for copy in again.values():
+        assert copy["status"] == "skipped" and copy["snapshots"] == []
+        assert copy["packs_copied"] == 0 and copy["bytes_copied"] == 0
+
+
+# -- file targets: the fast cases -------------------------------------------------------------
+
+
+def test_a_later_backup_sends_only_its_new_packs_and_replicate_then_sends_nothing(
+    site: Site, tmp_path: Path
+) -> None:
+    src = make_tree(tmp_path / "src")
+    mirror = tmp_path / "mirror"
+    site.write_config(
+        [src], targets=targets(("local", f"file://{site.repo}"), ("mirror", f"file://{mirror}"))
+    )
+    site.run("init")
+    site.run("backup")
+    (src / "media" / "new.bin").write_bytes(os.urandom(2 * MiB))
+
+    [entry] = site.json("backup")
+    [copy] = entry["copies"]
+    assert copy["status"] == "copied"
+    assert copy["packs_copied"] == entry["snapshot"]["summary"]["packs_new"]  # no more, no less
+    assert ids(site, "mirror") == ids(site, "local")
+
+    [copy] = site.json("replicate")
+    assert copy == {
+        "target": "mirror",
+        "status": "skipped",
+        "snapshots": [],
+        "packs_copied": 0,
+        "packs_reused": 0,
+        "bytes_copied": 0,
+        "left_out": 0,
+        "reason": copy["reason"],
+    }
+    assert "up to date" in copy["reason"]
+    text = site.run("replicate").stdout
+    assert "target mirror: skipped: up to date" in text
+
+
+def test_one_failing_target_does_not_stop_the_others(site: Site, tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", random_mib=1)
+    site.write_config(
+        [src],
+        targets=targets(
+            ("local", f"file://{site.repo}"),
+            ("broken", f"file://{tmp_path / 'never-initialized'}"),
+            ("mirror", f"file://{tmp_path / 'mirror'}"),
+        ),
+    )
+    site.run("init", "--target", "local")
+    site.run("init", "--target", "mirror")
+
+    proc = site.run("backup", "--json", ok=False)
+    assert proc.returncode == 1
+    [entry] = json.loads(proc.stdout)
+    copies = by_target(entry["copies"])
+    assert copies["mirror"]["status"] == "copied"
+    assert copies["broken"]["status"] == "failed"
+    assert "target broken holds no repository; run `emberkeep init`" in copies["broken"]["error"]
+    assert "target broken" in proc.stderr
+    assert "the snapshot is committed in local" in proc.stderr
+    assert "run `emberkeep replicate` when broken is reachable" in proc.stderr
+    assert ids(site, "mirror") == ids(site, "local") == [entry["snapshot"]["id"]]
+
+    site.run("init", "--target", "broken")
+    [copy] = site.json("replicate", "--target", "broken")
+    assert copy["status"] == "copied" and copy["snapshots"] == ids(site, "local")
+    site.run("check", "--read-data", "--target", "broken")
+
+    proc = site.run("replicate", "--target", "local", ok=False)
+    assert proc.returncode == 2 and "target local is the primary" in proc.stderr
+    proc = site.run("replicate", "--source", "nosuch", ok=False)
+    assert proc.returncode == 2 and "no source named 'nosuch'" in proc.stderr
+
+
+def trash(repo: Path) -> set[str]:
+    """The packs prune has condemned in a file:// repository."""
+    return {str(p.relative_to(repo / "trash")) for p in (repo / "trash").rglob("*") if p.is_file()}
+
+
+def backup_at(site: Site, when: str) -> dict[str, Any]:
+    site.env["EMBERKEEP_NOW"] = when
+    proc = site.run("backup", "--json", ok=None)
+    [entry] = json.loads(proc.stdout)
+    return entry
+
+
+def test_packs_prune_condemned_in_the_target_are_reused_only_when_no_prune_runs(
+    site: Site, tmp_path: Path
+) -> None:
+    """A monthly target forgets last month; this month's snapshot needs its packs again.
+
+    The primary keeps everything; the target keeps one monthly snapshot. January holds
+    a.bin, February b.bin, March a.bin again: its data pack is January's, which prune has
+    condemned in the target, and a verbatim copy cannot give it another name.
+    """
+    src = tmp_path / "src"
+    src.mkdir()
+    a_bytes, b_bytes = os.urandom(MiB), os.urandom(MiB)
+    mirror = tmp_path / "mirror"
+    site.write_config(
+        [src],
+        targets=targets(("local", f"file://{site.repo}"), ("mirror", f"file://{mirror}", "monthly"))
+        + "\nretention = { files = { monthly = 1 } }",
+    )
+    site.run("init")
+    (src / "a.bin").write_bytes(a_bytes)
+    january = backup_at(site, "2026-01-05T02:00:00Z")
+    (src / "a.bin").unlink()
+    (src / "b.bin").write_bytes(b_bytes)
+    february = backup_at(site, "2026-02-05T02:00:00Z")
+    assert ids(site, "mirror") == [january["snapshot"]["id"], february["snapshot"]["id"]]
+    pruned = site.json("prune", "--target", "mirror")["mirror"]  # January goes from the mirror
+    assert pruned["packs_condemned"] == 2 and pruned["packs_deleted"] == 0  # grace: 1h
+    condemned = trash(mirror)
+    assert [p.split("/")[0] for p in sorted(condemned)] == ["data", "meta"]  # a.bin, its tree
+    index_files = sorted((mirror / "index").iterdir())
+
+    # A prune that began before the copy still runs: it may delete condemned packs any moment.
+    lease = {
+        "kind": "exclusive",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": "2026-03-05T01:59:00+00:00",
+        "refreshed": "2026-03-05T01:59:00+00:00",
+    }
+    (mirror / "locks" / "exclusive").write_text(json.dumps(lease))
+    (src / "b.bin").unlink()
+    (src / "a.bin").write_bytes(a_bytes)
+    march = backup_at(site, "2026-03-05T02:00:00Z")
+    [copy] = march["copies"]
+    assert copy["status"] == "failed" and "target mirror is being pruned" in copy["error"]
+    assert "run `emberkeep replicate` again when the prune has finished" in copy["error"]
+    assert len(ids(site, "mirror")) == 1 and sorted((mirror / "index").iterdir()) == index_files
+
+    (mirror / "locks" / "exclusive").unlink()  # that prune has finished
+    [copy] = site.json("replicate")
+    assert copy["status"] == "copied", copy
+    assert copy["snapshots"] == [march["snapshot"]["id"]]  # not January: retention drops it
+    assert copy["left_out"] == 1 and "retention would not keep" in copy["reason"]
+    assert copy["packs_reused"] == 1 and copy["packs_copied"] == 1  # a.bin's pack; a new tree
+    assert site.json("check", "--read-data", "--target", "mirror")["mirror"]["ok"]
+
+    # The next prune pardons a.bin's pack (March needs it) and drops February.
+    site.env["EMBERKEEP_NOW"] = "2026-03-05T04:00:00Z"
+    site.run("prune", "--target", "mirror", "--grace", "1h")
+    assert ids(site, "mirror") == [march["snapshot"]["id"]]
+    out = tmp_path / "out"
+    site.run("restore", march["snapshot"]["id"], "--to", out, "--target", "mirror")
+    assert (restored(out, src) / "a.bin").read_bytes() == a_bytes
+    result = site.json("check", "--read-data", "--target", "mirror")["mirror"]
+    assert result["ok"] and not result["leftovers"], result
+    a_pack, january_tree = sorted(condemned)
+    assert (mirror / a_pack).is_file() and a_pack not in trash(mirror)  # pardoned: in use
+    assert not (mirror / january_tree).exists()  # deleted after the grace period
+
+
+# -- the copies rule over ~70 simulated days --------------------------------------------------
+
+
+def first_of_each(snapshots: list[dict[str, Any]], copies: str) -> list[str]:
+    seen: dict[str, str] = {}
+    for snap in snapshots:  # oldest first
+        moment = datetime.fromisoformat(snap["time"].replace("Z", "+00:00"))
+        seen.setdefault(period(copies, moment), snap["id"])
+    return list(seen.values())
+
+
+def test_monthly_and_weekly_targets_get_the_first_snapshot_of_each_period(
+    site: Site, tmp_path: Path
+) -> None:
+    """70 daily backups by the scheduler (simulated clock), each copied as the rules say."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "orders.json").write_text("[]\n")
+    site.write_config(
+        [src],
+        targets=targets(
+            ("local", f"file://{site.repo}"),
+            ("monthly", f"file://{tmp_path / 'monthly'}", "monthly"),
+            ("weekly", f"file://{tmp_path / 'weekly'}", "weekly"),
+        ),
+        source_extra='schedule = "0 2 * * *"\nretention = { daily = 7 }',
+    )
+    site.run("init")
+    site.env["EMBERKEEP_NOW"] = "2026-01-01T00:00:00Z"
+    proc = site.run("run", "--until", "2026-03-11T12:00:00Z", "--json")
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    ends = [e for e in events if e["event"] == "end"]
+    assert len(ends) == 70 and all(e["outcome"] == "ok" for e in ends), ends[:3]
+
+    primary = site.json("snapshots", "--target", "local")
+    assert len(primary) == 70
+    monthly = ids(site, "monthly")
+    assert monthly == first_of_each(primary, "monthly")
+    assert [s["time"][:10] for s in site.json("snapshots", "--target", "monthly")] == [
+        "2026-01-01",
+        "2026-02-01",
+        "2026-03-01",
+    ]
+    weekly = ids(site, "weekly")
+    assert weekly == first_of_each(primary, "weekly")
+    assert len(weekly) == 11  # ISO weeks 1 to 11 of 2026; week 1 begins on Thursday 1 January
+
+    # The primary prunes to its last 7 days; the targets already hold those weeks and months,
+    # so replicate copies nothing (a rule of "first in the primary" would copy again).
+    site.env["EMBERKEEP_NOW"] = "2026-03-11T12:00:00Z"
+    site.run("prune", "--target", "local", "--grace", "0s")
+    assert len(ids(site, "local")) == 7
+    for copy in site.json("replicate"):
+        assert copy["status"] == "skipped" and copy["packs_copied"] == 0, copy
+    assert ids(site, "monthly") == monthly and ids(site, "weekly") == weekly
+
+
+# -- an SFTP server killed mid-copy, then `emberkeep replicate` -------------------------------
+
+
+def restart_sshd(server: SshServer) -> SshServer:
+    """Start sshd again with the same config: same folder, port, host key and user key."""
+    log = server.workdir / "sshd.log"
+    proc = subprocess.Popen(
+        [
+            shutil.which("sshd") or "/usr/sbin/sshd",
+            "-D",
+            "-f",
+            str(server.workdir / "sshd_config"),
+            "-E",
+            str(log),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_listening(proc, server.port, log, "sshd (restarted)")
+    return dataclasses.replace(server, proc=proc)
+
+
+def pack_files(repo: Path) -> dict[str, tuple[int, int]]:
+    """Whole packs on disk (no temp files): name -> (inode, mtime)."""
+    found = {}
+    for folder in ("data", "meta"):
+        for path in (repo / folder).rglob("*"):
+            if path.is_file() and not path.name.startswith("."):
+                st = path.stat()
+                found[str(path.relative_to(repo))] = (st.st_ino, st.st_mtime_ns)
+    return found
+
+
+def kill_sshd(server: SshServer) -> None:
+    """SIGKILL the listener and every process under it: each connection's session process
+    has a child serving SFTP, which outlives its killed parent long enough to go on copying."""
+    family, todo = [], [server.proc.pid]
+    while todo:
+        children = _children(todo.pop())
+        family += children
+        todo += children
+    for pid in [server.proc.pid, *family]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    server.proc.wait()
+
+
+class KillOnFirstPack(threading.Thread):
+    """Stops ``server`` as soon as a whole pack lies in ``repo`` (the copy has begun)."""
+
+    def __init__(self, server: SshServer, repo: Path) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.repo = repo
+        self.fired = threading.Event()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            if pack_files(self.repo):
+                kill_sshd(self.server)
+                self.fired.set()
+                return
+            time.sleep(0.002)
+
+
+@pytest.fixture
+def own_sshd(tmp_path: Path) -> Iterator[list[SshServer]]:
+    """A dedicated sshd (the session's one stays up); the list holds its current process."""
+    servers = [start_sshd(tmp_path / "sshd")]
+    yield servers
+    servers[-1].stop()
+
+
+def test_sftp_killed_mid_copy_then_replicate_completes_without_resending(
+    site: Site, own_sshd: list[SshServer], tmp_path: Path
+) -> None:
+    server = own_sshd[0]
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):  # ~6 data packs of 16 MiB: the copy is still going when the first lands
+        (src / f"dump-{i}.bin").write_bytes(os.urandom(32 * MiB))
+    remote = tmp_path / "remote-repo"
+    site.write_config(
+        [src],
+        targets=targets(("local", f"file://{site.repo}"), ("sftp", server.url(remote, timeout=5))),
+    )
+    site.run("init")
+
+    killer = KillOnFirstPack(server, remote)
+    killer.start()
+    proc = site.run("backup", "--json", ok=False)
+    killer.done.set()
+    assert killer.fired.is_set(), "the copy never wrote a pack"
+    assert proc.returncode == 1, proc.stderr
+    [entry] = json.loads(proc.stdout)
+    snapshot = entry["snapshot"]["id"]
+    [copy] = entry["copies"]
+    assert copy["status"] == "failed" and copy["error"].startswith("target sftp:"), copy
+    assert "target sftp" in proc.stderr
+    assert "the snapshot is committed in local" in proc.stderr
+    assert "run `emberkeep replicate` when sftp is reachable" in proc.stderr
+
+    assert ids(site, "local") == [snapshot]  # committed in the primary, and restorable
+    out = tmp_path / "out"
+    site.run("restore", snapshot, "--to", out, "--target", "local")
+    assert tree_listing(restored(out, src)) == tree_listing(src)
+
+    sent_before = pack_files(remote)
+    total_packs = len(list((site.repo / "data").rglob("*"))) + len(
+        list((site.repo / "meta").rglob("*"))
+    )
+    assert 1 <= len(sent_before) < total_packs, (len(sent_before), total_packs)
+    assert not (remote / "snapshots").exists() or not any((remote / "snapshots").iterdir())
+
+    own_sshd.append(restart_sshd(server))
+    [copy] = site.json("replicate")
+    assert copy["target"] == "sftp" and copy["status"] == "copied", copy
+    assert copy["snapshots"] == [snapshot]
+    assert copy["packs_reused"] >= 1 and copy["packs_reused"] == len(sent_before), copy
+    assert copy["packs_reused"] + copy["packs_copied"] == len(pack_files(remote))
+    after = pack_files(remote)
+    for name, identity in sent_before.items():
+        assert after[name] == identity, f"{name} was sent again"  # same inode, same mtime
+
+    assert ids(site, "sftp") == [snapshot]
+    result = site.json("check", "--read-data", "--target", "sftp")["sftp"]
+    assert result["ok"] and result["packs_read"] == len(after), result
+    [copy] = site.json("replicate")
+    assert copy["status"] == "skipped" and copy["packs_copied"] == 0
+
+
+# -- the rule, as a pure function -------------------------------------------------------------
+
+
+def snap(source: str, when: str) -> Snapshot:
+    moment = datetime.fromisoformat(when.replace("Z", "+00:00"))
+    return Snapshot(source, "files", moment, "host", b"", b"", id=f"{source}-{when}")
+
+
+def target(copies: str) -> Target:
+    return Target(name="t", url="file:///t", copies=copies)  # type: ignore[arg-type]
+
+
+def replicate_in_order(copies: str, times: list[str], source: str = "db") -> list[str]:
+    held: list[Snapshot] = []
+    for when in times:
+        candidate = snap(source, when)
+        if wants(target(copies), candidate, held):
+            held.append(candidate)
+    return [s.time.strftime("%Y-%m-%d") for s in held]
+
+
+def test_wants_all_takes_everything() -> None:
+    held = [snap("db", "2026-03-01T02:00:00Z")]
+    assert wants(target("all"), snap("db", "2026-03-01T03:00:00Z"), held)
+
+
+def test_wants_monthly_is_the_first_of_each_month_in_utc() -> None:
+    daily = [f"2026-{m:02d}-{d:02d}T23:30:00Z" for m in (1, 2, 3) for d in range(1, 29)]
+    assert replicate_in_order("monthly", daily) == ["2026-01-01", "2026-02-01", "2026-03-01"]
+    late = snap("db", "2026-02-01T01:30:00+02:00")  # 1 February locally, 31 January in UTC
+    assert not wants(target("monthly"), late, [snap("db", "2026-01-05T00:00:00Z")])
+    assert wants(target("monthly"), snap("db", "2026-02-01T00:30:00Z"), [late])
+
+
+def test_wants_weekly_uses_iso_weeks_across_the_year_end() -> None:
+    days = [f"2025-12-{d}T02:00:00Z" for d in range(26, 32)] + [
+        f"2026-01-{d:02d}T02:00:00Z" for d in range(1, 13)
+    ]
+    # 2025-12-29 (Monday) begins ISO week 2026-W01; 2026-01-05 and 2026-01-12 the next ones
+    assert replicate_in_order("weekly", days) == [
+        "2025-12-26",
+        "2025-12-29",
+        "2026-01-05",
+        "2026-01-12",
+    ]
+    assert period("weekly", snap("db", "2026-01-01T00:00:00Z").time) == "2026-W01"
+
+
+def test_wants_looks_at_the_same_source_only_and_at_what_the_target_holds() -> None:
+    held = [snap("media", "2026-03-01T02:00:00Z")]
+    assert wants(target("monthly"), snap("db", "2026-03-02T02:00:00Z"), held)
+    # the target holds 10 March (say the 1st failed to copy): the 1st is not wanted later
+    held = [snap("db", "2026-03-10T02:00:00Z")]
+    assert not wants(target("monthly"), snap("db", "2026-03-01T02:00:00Z"), held)
+    assert wants(target("monthly"), snap("db", "2026-04-01T02:00:00Z"), held)
+
+
+# -- the scheduled replicate job --------------------------------------------------------------
+
+
+def parse(tmp_path: Path, extra: str) -> config_module.Config:
+    import tomllib
+
+    import pyrage
+
+    recipient = pyrage.x25519.Identity.generate().to_public()
+    text = (
+        f'[site]\nname = "s"\n[keys]\nrecipients = ["{recipient}"]\n'
+        f'[[targets]]\nname = "local"\nurl = "file:///b"\n{extra}'
+    )
+    return config_module.parse(tomllib.loads(text), tmp_path / "emberkeep.toml")
+
+
+def test_a_replicate_schedule_becomes_a_job_and_a_unit(tmp_path: Path) -> None:
+    config = parse(
+        tmp_path, '[replicate]\nschedule = "30 4 * * *"\n[check]\nschedule = "@weekly"\n'
+    )
+    assert [(j.name, j.schedule) for j in jobs_of(config)] == [
+        ("replicate", "30 4 * * *"),
+        ("check", "@weekly"),
+    ]
+    cron = unitfiles.render(config, "cron", "/usr/bin/emberkeep")
+    assert "30 4 * * * /usr/bin/emberkeep -c" in cron and " replicate -q" in cron
+    systemd = unitfiles.render(config, "systemd", "/usr/bin/emberkeep")
+    assert "# emberkeep-replicate.timer" in systemd and "OnCalendar=*-*-* 04:30:00 UTC" in systemd
+    assert jobs_of(parse(tmp_path, "")) == []
+
+
+def test_a_bad_replicate_schedule_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"replicate\.schedule: 'sometimes' is not a cron"):
+        parse(tmp_path, '[replicate]\nschedule = "sometimes"\n')
+    with pytest.raises(ConfigError, match=r"replicate\.every: unknown key"):
+        parse(tmp_path, '[replicate]\nevery = "@daily"\n')
