@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 # cron should not pay for loading check, prune and restore.
 
 LATER = {
-    "export": "export of database snapshots",
     "drill": "restore drills",
     "status": "RPO/RTO status",
     "recover": "whole-site recovery",
@@ -93,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     mongo.add_argument("--collection", help="only this collection (with --db)")
     mongo.add_argument("--ns-from", metavar="A", help="restore database or db.collection A…")
     mongo.add_argument("--ns-to", metavar="B", help="…under the name B")
+
+    p = sub.add_parser("export", parents=[common], help="write a snapshot for other tools")
+    p.add_argument("snapshot", help="snapshot id (or unique prefix), or 'latest'")
+    p.add_argument("--format", required=True, choices=["mongodump-dir", "mongodump-archive", "tar"])
+    p.add_argument("--to", type=Path, required=True, dest="dest", help="directory or file")
+    p.add_argument("--target")
+    p.add_argument("--source", help="with 'latest': the latest of this source")
 
     p = sub.add_parser("check", parents=[common], help="verify the repository")
     group = p.add_mutually_exclusive_group()
@@ -364,6 +370,31 @@ def _restore_mongodb(site: Site, args: argparse.Namespace) -> int:
     )
     for warning in result.warnings:
         ui.warning(f"{warning['path']}: {warning['message']}")
+    return 0
+
+
+def cmd_export(site: Site, args: argparse.Namespace) -> int:
+    from .runner.export import run_export
+
+    bar = ui.ByteProgress("export", enabled=not (args.json or args.quiet))
+    with bar.shown():
+        snapshot, result = run_export(
+            site,
+            args.snapshot,
+            args.format,
+            args.dest,
+            target=args.target,
+            source=args.source,
+            on_file=bar.advance,
+            on_total=bar.set_total,
+        )
+    if args.json:
+        ui.print_json({"snapshot": snapshot.id, **result.to_json()})
+    else:
+        ui.line(
+            f"exported snapshot {snapshot.short_id} as {result.format} to {result.to}: "
+            f"{ui.human_bytes(result.bytes)}"
+        )
     return 0
 
 

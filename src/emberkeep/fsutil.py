@@ -6,7 +6,9 @@ import contextlib
 import errno
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import AlreadyExists, StorageError, StorageFull
 
@@ -102,3 +104,27 @@ def storage_error(path: Path | str, exc: OSError) -> StorageError:
     if exc.errno == errno.EROFS:
         return StorageError(f"{path} is on a read-only file system")
     return StorageError(f"{path}: {exc.strerror or exc}")
+
+
+@contextlib.contextmanager
+def atomic_output(final: Path, *, mode: int = 0o600) -> Iterator[BinaryIO]:
+    """A file to stream into that appears at ``final`` only once complete (fsynced, renamed).
+
+    On any error the temp file is removed and ``final`` is untouched.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(final)
+    try:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as out:
+            try:
+                yield out
+                out.flush()
+                os.fsync(out.fileno())
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    except OSError as exc:
+        raise storage_error(final, exc) from exc

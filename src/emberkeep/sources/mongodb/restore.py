@@ -23,15 +23,15 @@ from bson.raw_bson import RawBSONDocument
 from bson.son import SON
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
-from ...engine.parallel import ordered_map
 from ...engine.tree import Node
 from ...errors import IntegrityError, UsageError
 from ...repository.repo import Repository
 from ...repository.snapshot import Snapshot
+from . import snapshotfiles
 from .catalog import CollectionInfo, parse_metadata
 from .connection import Client, server_error
 from .oplog import Replayer, ReplayStats
-from .record import OPLOG, RECORD, DumpRecord, split_documents
+from .record import OPLOG, RECORD, DumpRecord
 
 BATCH_DOCS = 1000
 BATCH_BYTES = 8 << 20
@@ -283,20 +283,7 @@ class MongoRestore:
             yield batch
 
     def _documents(self, node: Node, ns: str) -> Iterator[bytes]:
-        """Whole BSON documents of a ``.bson`` file, its blobs fetched in parallel."""
-        rest = b""
-        with ThreadPoolExecutor(2, thread_name_prefix="mongo-fetch") as pool:
-            for blob in ordered_map(pool, self.repo.read_blob, node["content"], 4):
-                data = rest + blob if rest else blob
-                try:
-                    docs, used = split_documents(data)
-                except ValueError as exc:
-                    raise IntegrityError(f"{ns}.bson", f"not BSON: {exc}") from exc
-                rest = bytes(data[used:])
-                self.on_bytes(ns, len(blob))
-                yield from docs
-        if rest:
-            raise IntegrityError(f"{ns}.bson", f"ends inside a document ({len(rest)} bytes)")
+        return snapshotfiles.documents(self.repo, node, ns, self.on_bytes)
 
     def _replay(self, collections: list[_Planned]) -> ReplayStats:
         node = self.nodes.get(f"/{OPLOG}")
@@ -315,7 +302,7 @@ class MongoRestore:
         return len(specs)
 
     def _content(self, node: Node) -> bytes:
-        return b"".join(self.repo.read_blob(b) for b in node["content"])
+        return snapshotfiles.content(self.repo, node)
 
 
 def _insert_batch(coll: Any, batch: list[RawBSONDocument]) -> int:

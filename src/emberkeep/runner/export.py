@@ -1,0 +1,135 @@
+"""The export job: a snapshot written out in a format another tool reads.
+
+- ``mongodump-dir``: a mongodb snapshot as the directory ``mongodump --out`` makes
+  (``<db>/<coll>.bson``, ``<db>/<coll>.metadata.json``, ``oplog.bson``), for
+  ``mongorestore --oplogReplay DIR``.
+- ``mongodump-archive``: the same as one ``mongodump --archive`` file, for
+  ``mongorestore --archive=FILE --oplogReplay``.
+- ``tar``: any snapshot as a pax tar file.
+
+Files appear under their final name only when complete (temp name, fsync, rename).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..engine.restore import Restorer, walk_tree
+from ..engine.tarball import write_tar
+from ..engine.tree import Node
+from ..errors import UsageError
+from ..fsutil import atomic_output
+from ..repository.repo import Repository
+from ..repository.snapshot import Snapshot
+from ..sources.mongodb import snapshotfiles
+from ..sources.mongodb.archive import ArchiveCollection, write_archive
+from ..sources.mongodb.catalog import parse_metadata
+from ..sources.mongodb.record import OPLOG, RECORD, DumpRecord
+from .site import Site, find_snapshot
+
+FORMATS = ("mongodump-dir", "mongodump-archive", "tar")
+
+
+@dataclass
+class ExportResult:
+    format: str
+    to: str
+    files: int
+    bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": self.format, "to": self.to, "files": self.files, "bytes": self.bytes}
+
+
+def run_export(
+    site: Site,
+    spec: str,
+    fmt: str,
+    dest: Path,
+    *,
+    target: str | None = None,
+    source: str | None = None,
+    on_file: Callable[[str, int], None] = lambda path, size: None,
+    on_total: Callable[[int], None] = lambda size: None,
+) -> tuple[Snapshot, ExportResult]:
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    repo = site.repository(target, read=True)
+    snapshot = find_snapshot(repo, spec, source)
+    if fmt != "tar" and snapshot.source_type != "mongodb":
+        raise UsageError(
+            f"--format {fmt} is for mongodb snapshots; snapshot {snapshot.short_id} is of "
+            f"type {snapshot.source_type}: use --format tar"
+        )
+    on_total(int(snapshot.summary.get("bytes", 0)))
+    if fmt == "mongodump-dir":
+        return snapshot, _mongodump_dir(repo, snapshot, dest, on_file)
+    if dest.is_dir():
+        raise UsageError(f"--to {dest} is a directory; give the file to write")
+    with atomic_output(dest) as out:
+        if fmt == "tar":
+            files, size = write_tar(repo, snapshot, out, on_file=on_file)
+        else:
+            files, size = _mongodump_archive(repo, snapshot, out, on_file)
+    return snapshot, ExportResult(fmt, str(dest), files, size)
+
+
+def _mongodump_dir(
+    repo: Repository, snapshot: Snapshot, dest: Path, on_file: Callable[[str, int], None]
+) -> ExportResult:
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise UsageError(f"--to {dest} exists and is not an empty directory")
+    tops = [path for path, _ in walk_tree_top(repo, snapshot) if path != f"/{RECORD}"]
+    result = Restorer(repo, dest, on_file=on_file).restore(snapshot, tops)
+    return ExportResult("mongodump-dir", str(dest), result.files, result.bytes)
+
+
+def walk_tree_top(repo: Repository, snapshot: Snapshot) -> list[tuple[str, Node]]:
+    """The snapshot's root entries."""
+    from ..engine.tree import decode_tree
+
+    return [(f"/{n['name']}", n) for n in decode_tree(repo.read_blob(snapshot.tree))]
+
+
+def _mongodump_archive(
+    repo: Repository, snapshot: Snapshot, out: Any, on_file: Callable[[str, int], None]
+) -> tuple[int, int]:
+    nodes = {path: node for path, node in walk_tree(repo, snapshot.tree)}
+    record = DumpRecord.from_bytes(snapshotfiles.content(repo, nodes[f"/{RECORD}"]))
+    collections = []
+    for path, node in sorted(nodes.items()):
+        parts = path.strip("/").split("/")
+        if len(parts) != 2 or not parts[1].endswith(".metadata.json"):
+            continue
+        meta = snapshotfiles.content(repo, node)
+        info = parse_metadata(parts[0], meta)
+        data = nodes.get(f"/{info.db}/{info.name}.bson")
+        collections.append(
+            ArchiveCollection(
+                db=info.db,
+                collection=info.name,
+                metadata_json=meta.decode(),
+                documents=_reader(repo, data, info.ns, on_file),
+                kind=info.kind,
+            )
+        )
+    oplog = nodes.get(f"/{OPLOG}")
+    write_archive(
+        out,
+        collections,
+        server_version=record.server_version or "0.0.0",
+        oplog=_reader(repo, oplog, "oplog", on_file) if oplog and oplog["content"] else None,
+    )
+    total = sum(int(n["size"]) for p, n in nodes.items() if p.endswith(".bson"))
+    return len(collections), total
+
+
+def _reader(
+    repo: Repository, node: Node | None, name: str, on_file: Callable[[str, int], None]
+) -> Callable[[], Iterable[bytes]]:
+    if node is None:
+        return lambda: ()
+    return lambda: snapshotfiles.documents(repo, node, name, on_file)

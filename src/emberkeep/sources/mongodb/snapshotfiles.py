@@ -1,0 +1,42 @@
+"""Reading a mongodb snapshot's files back: whole files, and ``.bson`` files document by
+document (a document may span two blobs), blobs fetched and decrypted in parallel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+from ...engine.parallel import ordered_map
+from ...engine.tree import Node
+from ...errors import IntegrityError
+from ...repository.repo import Repository
+from .record import split_documents
+
+FETCH_WORKERS = 2
+FETCH_WINDOW = 4
+
+
+def content(repo: Repository, node: Node) -> bytes:
+    return b"".join(repo.read_blob(b) for b in node["content"])
+
+
+def documents(
+    repo: Repository,
+    node: Node,
+    name: str,
+    on_bytes: Callable[[str, int], None] = lambda name, size: None,
+) -> Iterator[bytes]:
+    """Each whole BSON document of a ``.bson`` file; ``name`` labels errors and progress."""
+    rest = b""
+    with ThreadPoolExecutor(FETCH_WORKERS, thread_name_prefix="mongo-fetch") as pool:
+        for blob in ordered_map(pool, repo.read_blob, node["content"], FETCH_WINDOW):
+            data = rest + blob if rest else blob
+            try:
+                docs, used = split_documents(data)
+            except ValueError as exc:
+                raise IntegrityError(f"{name}.bson", f"not BSON: {exc}") from exc
+            rest = bytes(data[used:])
+            on_bytes(name, len(blob))
+            yield from docs
+    if rest:
+        raise IntegrityError(f"{name}.bson", f"ends inside a document ({len(rest)} bytes)")
