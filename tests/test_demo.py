@@ -22,7 +22,8 @@ def test_the_demo_backs_up_checks_and_restores_identically_and_runs_twice(tmp_pa
         proc = _demo(folder)
         assert proc.returncode == 0, proc.stderr + proc.stdout
         assert "identical: " in proc.stdout and "refs and HEAD" in proc.stdout
-        assert "ok: 6 snapshots" in proc.stdout  # media, config, code, twice each
+        assert "ok: 8 snapshots" in proc.stdout  # mongodb, media, config, code, twice each
+        assert "documents, byte for byte, and every index" in proc.stdout
     assert (folder / "restored-code" / ".git").is_dir()
 
 

@@ -1,8 +1,10 @@
 """`emberkeep demo`: the whole main job on a generated site, through the real CLI.
 
-Steps: generate the site, keygen, write a config, init, backup (twice: the second is
-nearly free), snapshots, check --read-data, restore, and compare the restore with the
-original byte for byte and in metadata.
+Steps: generate the site (files, a git repository, and the shop's MongoDB database on a
+FerretDB server the demo starts), keygen, write a config, init, backup (twice: the second
+is nearly free), snapshots, check --read-data, restore, and compare the restore with the
+original: files byte for byte and in metadata, refs for the code, raw BSON documents and
+indexes for the database.
 """
 
 from __future__ import annotations
@@ -14,9 +16,15 @@ import stat
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
+
+from bson.raw_bson import RawBSONDocument
+from pymongo import MongoClient
 
 from .. import ui
 from ..errors import EmberkeepError, UsageError
+from . import shopdb
+from .mongoserver import MongoServer
 from .sitegen import DemoSite, generate
 
 MARKER = ".emberkeep-demo"
@@ -32,7 +40,9 @@ def prepare_dir(folder: Path) -> None:
     (folder / MARKER).write_text("made by emberkeep demo; safe to delete\n")
 
 
-def write_config(folder: Path, site: DemoSite, recipient: str, identity: Path) -> Path:
+def write_config(
+    folder: Path, site: DemoSite, recipient: str, identity: Path, mongo_uri: str
+) -> Path:
     config = folder / "emberkeep.toml"
     media, (env_local, server_env, nginx) = site.media, site.config_files
     config.write_text(
@@ -44,6 +54,15 @@ state_dir = "{folder / "state"}"
 [keys]
 recipients = ["{recipient}"]
 identity_file = "{identity}"
+
+[[sources]]
+name = "mongodb"
+type = "mongodb"
+uri = "{mongo_uri}"
+databases = ["{shopdb.DB_NAME}"]
+schedule = "0 2 * * *"
+retention = {{ daily = 14, weekly = 13, monthly = 12 }}
+objectives = {{ rpo = "24h", rto = "1h" }}
 
 [[sources]]
 name = "media"
@@ -109,21 +128,35 @@ def tree_digest(root: Path) -> dict[str, tuple[object, ...]]:
     return found
 
 
-def run_demo(folder: Path, *, media_files: int = 300) -> int:
-    from ..cli import main as cli
-
+def run_demo(folder: Path, *, media_files: int = 300, db_mb: float = 4) -> int:
     folder = folder.resolve()
     prepare_dir(folder)
     step = _Steps()
-    step("generate a demo shop under " + str(folder / "site"))
+    step("start a MongoDB wire-protocol server (FerretDB) for the shop's database")
+    with MongoServer(folder / "mongodb", oplog_bytes=64 << 20) as server:
+        ui.line(f"  listening at {server.uri}")
+        _run_steps(folder, step, server, media_files, db_mb)
+    return 0
+
+
+def _run_steps(
+    folder: Path, step: _Steps, server: MongoServer, media_files: int, db_mb: float
+) -> None:
+    from ..cli import main as cli
+
+    step("generate a demo shop under " + str(folder / "site") + " and its database")
     site = generate(folder / "site", media_files=media_files)
+    with server.client() as client:
+        shop = shopdb.generate(client, size_mb=db_mb, drop=True)
+    counts = ", ".join(f"{n} {c}" for c, n in sorted(shop["counts"].items()))
+    ui.line(f"  {shop['database']}: {counts}")
     identity = folder / "identity.txt"
     step("emberkeep keygen: an identity for the admin (kept offline in real life)")
     from ..runner.setup import keygen
 
     recipient = keygen(identity)
     ui.line(f"  recipient {recipient}")
-    config = str(write_config(folder, site, recipient, identity))
+    config = str(write_config(folder, site, recipient, identity, server.uri))
     ui.line(f"  config written to {config}")
 
     def emberkeep(*args: str) -> None:
@@ -159,8 +192,40 @@ def run_demo(folder: Path, *, media_files: int = 300) -> int:
     if _refs(site.app) != _refs(code):
         raise EmberkeepError("the restored repository's refs differ from the original's")
     ui.line(f"{len(_refs(code).splitlines())} refs and HEAD", label="  identical: ", style="green")
+    step("restore the database under another name and compare every document and index")
+    copy_db = f"{shopdb.DB_NAME}-restored"
+    emberkeep(
+        "restore", "latest", "--source", "mongodb", "--to-uri", server.uri,
+        "--ns-from", shopdb.DB_NAME, "--ns-to", copy_db, "--drop",
+    )  # fmt: skip
+    with server.client() as client:
+        documents = _compare_databases(client, shopdb.DB_NAME, copy_db)
+    ui.line(f"{documents} documents, byte for byte, and every index", label="  identical: ",
+            style="green")  # fmt: skip
     step(f"done in {time.monotonic() - step.started:.1f}s; everything is under {folder}")
-    return 0
+
+
+def _compare_databases(client: MongoClient[Any], original: str, copy: str) -> int:
+    """Raw BSON of every document and the indexes of every collection; returns documents."""
+    raw = client[original].codec_options.with_options(document_class=RawBSONDocument)
+    total = 0
+    for name in sorted(client[original].list_collection_names()):
+        if client[original][name].options().get("viewOn"):
+            continue
+        docs = [
+            sorted(d.raw for d in client[db].get_collection(name, codec_options=raw).find())
+            for db in (original, copy)
+        ]
+        if docs[0] != docs[1]:
+            raise EmberkeepError(f"restored collection {copy}.{name} differs from the original")
+        indexes = [
+            sorted(str(sorted(i.items())) for i in client[db][name].list_indexes())
+            for db in (original, copy)
+        ]
+        if indexes[0] != indexes[1]:
+            raise EmberkeepError(f"the indexes of {copy}.{name} differ from the original's")
+        total += len(docs[0])
+    return total
 
 
 class _Steps:
