@@ -231,17 +231,28 @@ class S3Server:
         _stop(self.proc)
 
 
-def start_versitygw(workdir: Path) -> S3Server:
+def start_versitygw(workdir: Path, *, versioning: bool = False) -> S3Server:
+    """versitygw on a free loopback port, its posix backend on ``workdir/data``.
+
+    ``versioning``: give the backend a versioning folder, so buckets can have versioning on
+    (as AWS requires for Object Lock; a bucket created with ObjectLockEnabledForBucket then
+    gets versioning on by itself). Without it Object Lock works on unversioned buckets.
+    """
     binary = GOBIN / "versitygw"
     if not binary.exists():
         raise ServerError(f"{binary} is missing: run scripts/setup --test to build versitygw")
     data = workdir / "data"
     data.mkdir(parents=True, exist_ok=True)
+    backend = ["posix"]
+    if versioning:
+        versions = workdir / "versions"
+        versions.mkdir(parents=True, exist_ok=True)
+        backend += ["--versioning-dir", str(versions)]
     port = free_port()
     access, secret = f"AK{secrets.token_hex(8).upper()}", secrets.token_urlsafe(30)
     log = workdir / "versitygw.log"
     proc = subprocess.Popen(
-        [str(binary), "--port", f"127.0.0.1:{port}", "--quiet", "posix", str(data)],
+        [str(binary), "--port", f"127.0.0.1:{port}", "--quiet", *backend, str(data)],
         stdin=subprocess.DEVNULL,
         stdout=open(log, "ab"),  # noqa: SIM115 - the child keeps it
         stderr=subprocess.STDOUT,

@@ -24,6 +24,8 @@ def test_the_demo_backs_up_checks_and_restores_identically_and_runs_twice(tmp_pa
         assert "identical: " in proc.stdout and "refs and HEAD" in proc.stdout
         assert "ok: 8 snapshots" in proc.stdout  # mongodb, media, config, code, twice each
         assert "documents, byte for byte, and every index" in proc.stdout
+        assert proc.stdout.count(": passed; RTO") == 4  # a drill of each source
+    assert "PASSED" in (folder / "drill-report.md").read_text()
     assert (folder / "restored-code" / ".git").is_dir()
 
 

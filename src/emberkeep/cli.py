@@ -14,17 +14,12 @@ from .errors import EmberkeepError, UsageError
 from .runner.site import Site
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from .runner.replicate import TargetCopy
 
 # Each command imports the runner modules it needs when it runs: a no-change backup from
 # cron should not pay for loading check, prune and restore.
-
-LATER = {
-    "drill": "restore drills",
-    "status": "RPO/RTO status",
-    "recover": "whole-site recovery",
-    "runbook": "the recovery runbook",
-}
 
 
 def _add_common(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -100,6 +95,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target")
     p.add_argument("--source", help="with 'latest': the latest of this source")
 
+    p = sub.add_parser("drill", parents=[common], help="restore into scratch, verify, time it")
+    p.add_argument("sources", nargs="*", metavar="SOURCE", help="default: every source")
+    p.add_argument("--target", help="default: [drill] target, else the first target")
+    p.add_argument("--snapshot", help="a snapshot id instead of the latest (one source)")
+    p.add_argument("--report", type=Path, metavar="FILE", help="write FILE.md and FILE.json")
+
+    p = sub.add_parser(
+        "recover",
+        parents=[common],
+        help="bring a site back from one target on a new host (needs no config file)",
+    )
+    p.add_argument("--from", required=True, dest="from_url", metavar="URL", help="a target URL")
+    p.add_argument("--at", metavar="TIME", help="the newest snapshots at or before TIME")
+    p.add_argument("--only", nargs="+", default=[], metavar="SOURCE", help="only these sources")
+    p.add_argument("--root", type=Path, help="restore files and the config under DIR")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+
+    p = sub.add_parser("runbook", parents=[common], help="the site's recovery runbook")
+    p.add_argument("--format", choices=["md"], default="md")
+
     p = sub.add_parser("check", parents=[common], help="verify the repository")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--read-data", action="store_true", help="read and decrypt every pack")
@@ -136,6 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="only this target (default: every target but the first)")
     p.add_argument("--source", help="only snapshots of this source")
 
+    sub.add_parser(
+        "status", parents=[common], help="RPO/RTO compliance, targets, warnings (exit 1: a breach)"
+    )
+
+    p = sub.add_parser("log", parents=[common], help="the journal: every run of every job")
+    p.add_argument("--source")
+    p.add_argument("--target")
+    p.add_argument("--kind", help="backup, replicate, prune, check, drill, restore or notify")
+    p.add_argument("--since", metavar="D", help="a duration back from now (like 7d) or a time")
+
+    sub.add_parser("metrics", parents=[common], help="print Prometheus metrics (text format)")
+
     p = sub.add_parser("run", parents=[common], help="the scheduler: run due jobs (foreground)")
     p.add_argument(
         "--until",
@@ -150,6 +177,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="delay each wake-up by a random 0..SECONDS",
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (default [monitor] metrics_port)",
+    )
+    p.add_argument(
+        "--metrics-textfile",
+        type=Path,
+        metavar="FILE",
+        help="write the metrics to FILE after each batch of jobs, for node_exporter",
+    )
 
     p = sub.add_parser(
         "schedule", parents=[common], help="print a crontab or systemd units for the schedules"
@@ -162,8 +201,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--media-files", type=int, default=300)
 
-    for name, what in LATER.items():
-        sub.add_parser(name, parents=[common], help=f"{what} (not in this version yet)")
     return parser
 
 
@@ -197,11 +234,8 @@ def dispatch(args: argparse.Namespace) -> int:
         from .demo.run import run_demo
 
         return run_demo(args.dir, media_files=args.media_files)
-    if args.command in LATER:
-        raise EmberkeepError(
-            f"`emberkeep {args.command}` ({LATER[args.command]}) is not available "
-            "in this version yet"
-        )
+    if args.command == "recover":
+        return cmd_recover(args)  # it has no config yet: it fetches it from the target
     site = Site(config.load(args.config), identity_file=args.identity)
     handler = globals()[f"cmd_{args.command}"]
     return handler(site, args)
@@ -222,6 +256,7 @@ def cmd_init(site: Site, args: argparse.Namespace) -> int:
 def cmd_backup(site: Site, args: argparse.Namespace) -> int:
     memory.return_large_buffers_promptly()  # backup only: it slows restore by a quarter
     from .engine.backup import Progress
+    from .monitor.jobs import watch
     from .runner.backup import run_backup, sources_to_run
     from .runner.replicate import replicate_after_backup
     from .sources.files import scan_size
@@ -233,17 +268,21 @@ def cmd_backup(site: Site, args: argparse.Namespace) -> int:
         source = site.config.source(name)
         if bar.enabled and source.type == "files":
             ui.in_background(lambda s=source, b=bar: b.set_total(scan_size(s.paths, s.exclude)))
-        with bar.shown():
-            outcome = run_backup(site, name, tags=args.tags, progress=Progress(on_file=bar.advance))
-        copy_bar, add_total = _copy_progress(f"copy {name}", site, args)
-        with copy_bar.shown():
-            copies = replicate_after_backup(
-                site, outcome, on_pack=copy_bar.advance, on_total=add_total
-            )
-        entries.append({**outcome.to_json(), "copies": [c.to_json() for c in copies]})
-        failed += [(outcome, c) for c in copies if c.failed]
-        if not args.json:
-            _print_backup(outcome, copies)
+        with watch(site, "backup", source=name, warn=ui.warning) as job:
+            with bar.shown():
+                progress = Progress(on_file=bar.advance)
+                outcome = job.took(run_backup(site, name, tags=args.tags, progress=progress))
+            copy_bar, add_total = _copy_progress(f"copy {name}", site, args)
+            with copy_bar.shown():
+                copies = job.took(
+                    replicate_after_backup(
+                        site, outcome, on_pack=copy_bar.advance, on_total=add_total
+                    )
+                )
+            entries.append({**outcome.to_json(), "copies": [c.to_json() for c in copies]})
+            failed += [(outcome, c) for c in copies if c.failed]
+            if not args.json:
+                _print_backup(outcome, copies)
     if args.json:
         ui.print_json(entries)
     for outcome, copy in failed:
@@ -309,19 +348,22 @@ def cmd_restore(site: Site, args: argparse.Namespace) -> int:
     if mongo_only:
         flag = "--" + mongo_only[0].replace("_", "-")
         raise UsageError(f"{flag} goes with --to-uri (mongodb snapshots only)")
+    from .monitor.jobs import watch
     from .runner.restore import run_restore
 
     bar = ui.ByteProgress("restore", enabled=not (args.json or args.quiet))
-    with bar.shown():
-        snapshot, result = run_restore(
-            site,
-            args.snapshot,
-            args.dest,
-            paths=args.paths,
-            target=args.target,
-            source=args.source,
-            on_file=bar.advance,
-            on_total=bar.set_total,
+    with watch(site, "restore", source=args.source, target=args.target) as job, bar.shown():
+        snapshot, result = job.took(
+            run_restore(
+                site,
+                args.snapshot,
+                args.dest,
+                paths=args.paths,
+                target=args.target,
+                source=args.source,
+                on_file=bar.advance,
+                on_total=bar.set_total,
+            )
         )
     if args.json:
         ui.print_json({"snapshot": snapshot.id, "to": str(args.dest), **result.to_json()})
@@ -336,6 +378,7 @@ def cmd_restore(site: Site, args: argparse.Namespace) -> int:
 
 
 def _restore_mongodb(site: Site, args: argparse.Namespace) -> int:
+    from .monitor.jobs import watch
     from .runner.restore import run_restore_mongodb
     from .sources.mongodb.restore import Selection
 
@@ -343,17 +386,19 @@ def _restore_mongodb(site: Site, args: argparse.Namespace) -> int:
         raise UsageError("a mongodb snapshot restores by --db/--collection, not by PATH")
     selection = Selection(args.db, args.collection, args.ns_from, args.ns_to)
     bar = ui.ByteProgress("restore", enabled=not (args.json or args.quiet))
-    with bar.shown():
-        snapshot, result = run_restore_mongodb(
-            site,
-            args.snapshot,
-            args.to_uri,
-            drop=args.drop,
-            selection=selection,
-            target=args.target,
-            source=args.source,
-            on_file=bar.advance,
-            on_total=bar.set_total,
+    with watch(site, "restore", source=args.source, target=args.target) as job, bar.shown():
+        snapshot, result = job.took(
+            run_restore_mongodb(
+                site,
+                args.snapshot,
+                args.to_uri,
+                drop=args.drop,
+                selection=selection,
+                target=args.target,
+                source=args.source,
+                on_file=bar.advance,
+                on_total=bar.set_total,
+            )
         )
     if args.json:
         ui.print_json({"snapshot": snapshot.id, **result.to_json()})
@@ -398,20 +443,123 @@ def cmd_export(site: Site, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drill(site: Site, args: argparse.Namespace) -> int:
+    from .monitor.jobs import watch
+    from .runner.drill import drill_sources, run_drill
+    from .runner.drill_report import write_report
+
+    names = drill_sources(site, args.sources)
+    if args.snapshot and len(names) != 1:
+        raise UsageError("--snapshot needs exactly one SOURCE")
+    results = []
+    for name in names:
+        with (
+            ui.status(f"drill {name}", enabled=not (args.json or args.quiet)),
+            watch(site, "drill", source=name, target=args.target, warn=ui.warning) as job,
+        ):
+            result = job.took(run_drill(site, name, target=args.target, snapshot=args.snapshot))
+        results.append(result)
+        if not args.json:
+            _print_drill(result)
+    if args.report:
+        for path in write_report(args.report, results):
+            if not args.json:
+                ui.line(f"report written to {path}")
+    if args.json:
+        ui.print_json([r.to_json() for r in results])
+    return 0 if all(r.passed for r in results) else 1
+
+
+def _print_drill(result) -> None:  # type: ignore[no-untyped-def]
+    phases = ", ".join(f"{k} {v:.2f}s" for k, v in result.phases.items())
+    rto = f"RTO {result.rto_seconds:.1f}s"
+    if result.rto_ok is False:
+        rto += f" OVER the objective of {result.rto_objective_seconds:.0f}s"
+    elif result.rto_ok:
+        rto += f" (objective {result.rto_objective_seconds:.0f}s)"
+    head = f"drill {result.source}: snapshot {result.snapshot[:12]} from {result.target}"
+    if result.passed:
+        ui.line(f"{head}: passed; {rto}; {phases}")
+    else:
+        ui.error(f"{head}: FAILED: {result.error or result.first_difference}")
+    if result.rto_ok is False:
+        ui.warning(f"drill {result.source}: measured {rto}")
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from .clock import parse_time
+    from .runner.recover import run_recover
+
+    if args.identity is None:
+        raise UsageError("recover needs --identity FILE: the key that can read the backups")
+
+    def shown(step) -> None:  # type: ignore[no-untyped-def]
+        if not args.json:
+            what = "already restored before" if step.status == "skipped" else (
+                f"restored in {step.seconds:.1f}s"
+            )  # fmt: skip
+            ui.line(f"{step.source} ({step.type}) -> {step.destination}: {what}")
+
+    recovery = run_recover(
+        args.from_url,
+        args.identity,
+        config_path=Path(args.config) if args.config else None,
+        at=parse_time(args.at) if args.at else None,
+        only=args.only,
+        root=args.root,
+        dry_run=args.dry_run,
+        on_step=shown,
+    )
+    if args.json:
+        ui.print_json(recovery.to_json())
+        return 0
+    if args.dry_run:
+        ui.line(f"plan (nothing changed): config to {recovery.config_path}, then:")
+        for step in recovery.steps:
+            row = step.to_json()
+            ui.line(
+                f"  {step.source} ({step.type}): snapshot {step.snapshot.short_id} of "
+                f"{row['snapshot_time']}, {ui.human_bytes(row['bytes'])} -> {step.destination}"
+            )
+        return 0
+    for step in recovery.steps:
+        row = step.to_json()
+        if row["rto_ok"] is False:
+            ui.warning(
+                f"{step.source}: took {step.seconds:.0f}s, over its RTO of "
+                f"{row['rto_objective_seconds']:.0f}s"
+            )
+    ui.line(
+        f"recovered {len(recovery.steps)} sources from {args.from_url} in "
+        f"{recovery.seconds:.1f}s; config at {recovery.config_path}; report {recovery.report}"
+    )
+    return 0
+
+
+def cmd_runbook(site: Site, args: argparse.Namespace) -> int:
+    from .runner.runbook import last_drills, render
+
+    sys.stdout.write(render(site, last_drills(site)))
+    return 0
+
+
 def cmd_check(site: Site, args: argparse.Namespace) -> int:
+    from .monitor.jobs import watch
     from .runner import maintenance
 
     results = {}
     for target in site.target_names(args.target):
         bar = ui.ByteProgress(f"check {target}", enabled=not (args.json or args.quiet))
-        with bar.shown():
-            result = maintenance.run_check(
-                site,
-                target,
-                read_data=args.read_data,
-                subset=args.read_data_subset,
-                on_pack=bar.advance,
-                on_total=bar.set_total,
+        with watch(site, "check", target=target, warn=ui.warning) as job, bar.shown():
+            result = job.took(
+                maintenance.run_check(
+                    site,
+                    target,
+                    read_data=args.read_data,
+                    subset=args.read_data_subset,
+                    on_pack=bar.advance,
+                    on_total=bar.set_total,
+                )
             )
         results[target] = result
         if not args.json:
@@ -436,13 +584,17 @@ def cmd_check(site: Site, args: argparse.Namespace) -> int:
 
 
 def cmd_prune(site: Site, args: argparse.Namespace) -> int:
+    from .monitor.jobs import watch
     from .runner import maintenance
 
     results = {}
     for target in site.target_names(args.target):
-        result = maintenance.run_prune(
-            site, target, forget=args.forget, dry_run=args.dry_run, grace=args.grace
-        )
+        with watch(site, "prune", target=target, warn=ui.warning) as job:
+            result = job.took(
+                maintenance.run_prune(
+                    site, target, forget=args.forget, dry_run=args.dry_run, grace=args.grace
+                )
+            )
         results[target] = result
         if not args.json:
             verb = "would remove" if args.dry_run else "removed"
@@ -465,12 +617,13 @@ def cmd_prune(site: Site, args: argparse.Namespace) -> int:
 
 
 def cmd_replicate(site: Site, args: argparse.Namespace) -> int:
+    from .monitor.jobs import watch
     from .runner.replicate import run_replicate
 
     bar, add_total = _copy_progress("replicate", site, args)
-    with bar.shown():
-        copies = run_replicate(
-            site, args.target, args.source, on_pack=bar.advance, on_total=add_total
+    with watch(site, "replicate", source=args.source, target=args.target) as job, bar.shown():
+        copies = job.took(
+            run_replicate(site, args.target, args.source, on_pack=bar.advance, on_total=add_total)
         )
     if args.json:
         ui.print_json([c.to_json() for c in copies])
@@ -537,7 +690,86 @@ def cmd_run(site: Site, args: argparse.Namespace) -> int:
         else:
             ui.line(event.text())
 
-    return scheduler.Scheduler(site, options, on_event=show).run()
+    from .monitor.metrics import Exporter
+
+    monitor = site.config.monitor
+    exporter = Exporter(
+        site,
+        port=args.metrics_port or monitor.metrics_port,
+        textfile=args.metrics_textfile or monitor.metrics_textfile,
+        warn=ui.warning,
+    )
+    with exporter.serving():
+        return scheduler.Scheduler(site, options, on_event=show, after_jobs=exporter.refresh).run()
+
+
+def cmd_status(site: Site, args: argparse.Namespace) -> int:
+    from .journal import Journal
+    from .monitor import status
+    from .monitor.notify import Notifier
+
+    report = status.collect(site)
+    with Journal.open(site) as journal:
+        notifier = Notifier(site.config.site.name, site.config.notify, journal, warn=ui.warning)
+        status.send_alerts(report, notifier)
+    if args.json:
+        ui.print_json(report.to_json())
+    else:
+        status.show(report)
+    return report.exit_code
+
+
+def cmd_log(site: Site, args: argparse.Namespace) -> int:
+    from . import clock
+    from .journal import Journal
+
+    since = _since(args.since) if args.since else None
+    with Journal.open(site) as journal:
+        entries = journal.entries(
+            kind=args.kind, source=args.source, target=args.target, since=since
+        )
+    if args.json:
+        ui.print_json([e.to_json() for e in entries])
+        return 0
+    for e in entries:
+        where = " ".join(filter(None, (e.source, f"-> {e.target}" if e.target else None)))
+        took = f" {e.seconds:.1f}s" if e.seconds is not None else ""
+        what = f" snapshot {e.snapshot[:12]}" if e.snapshot else ""
+        if e.files is not None and e.bytes is not None:
+            what += f", {e.files} files, {ui.human_bytes(e.bytes)}"
+        detail = f": {e.error}" if e.error else what
+        if e.kind == "notify":
+            detail = f": {e.details.get('channel')}, {e.details.get('alert')}{detail}"
+        started = clock.iso(e.started) if e.started else "?"
+        ui.line(
+            f"{started} {e.kind} {where}: {e.outcome}{took}{detail}",
+            style="" if e.outcome in ("ok", "running") else "red",
+        )
+    return 0
+
+
+def _since(text: str) -> datetime:
+    from . import clock
+    from .durations import parse_duration
+
+    try:
+        return clock.now() - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        return clock.parse_time(text)
+    except UsageError:
+        raise UsageError(
+            f"--since {text!r}: give a duration back from now (like 7d or 12h) or an ISO 8601 "
+            "time (like 2026-03-01T00:00:00Z)"
+        ) from None
+
+
+def cmd_metrics(site: Site, args: argparse.Namespace) -> int:
+    from .monitor.metrics import collect_text
+
+    print(collect_text(site), end="")
+    return 0
 
 
 def cmd_schedule(site: Site, args: argparse.Namespace) -> int:

@@ -106,7 +106,8 @@ class MongoSource(_SourceBase, tag="mongodb", kw_only=True):
     uri: str = "mongodb://localhost:27017"
     databases: list[str] = []  # default: every database but admin, local and config
     exclude: list[str] = []  # shell patterns on "db.collection"
-    parallel: Annotated[int, msgspec.Meta(ge=1, le=16)] = 2  # collections read at once
+    parallel: Annotated[int, msgspec.Meta(ge=1, le=16)] = 4  # collections read at once
+    drill_uri: str | None = None  # where drills restore (scratch databases); default `uri`
 
     @property
     def type(self) -> str:
@@ -140,8 +141,25 @@ class Email(_Strict):
 
 
 class Notify(_Strict):
+    """Where alerts go (monitor/notify.py): failures, RPO/RTO breaches, anomalies, low space."""
+
     email: Email | None = None
     webhooks: list[str] = []
+    rate_limit: str = "6h"  # an ongoing problem's alert is repeated at most this often
+    on_success: bool = False  # also a message after each successful backup
+    timeout: str = "10s"  # for each SMTP or HTTP attempt
+
+
+class Monitor(_Strict):
+    """Journal, status and metrics settings (journal/, monitor/)."""
+
+    journal_keep: str = "365d"  # journal rows older than this are removed
+    grace: str = "1h"  # a scheduled source is late once its next run is this overdue
+    anomaly_change: Annotated[float, msgspec.Meta(gt=0)] = 0.3  # fraction vs the median
+    anomaly_runs: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5  # recent backups compared
+    min_free: str = "1GiB"  # a target with less free space raises the low-space alert
+    metrics_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None  # 127.0.0.1
+    metrics_textfile: Path | None = None  # for node_exporter's textfile collector
 
 
 class Prune(_Strict):
@@ -162,15 +180,32 @@ class Replicate(_Strict):
     schedule: str | None = None
 
 
+class Drill(_Strict):
+    """The scheduled restore drill: each named source (all when none) from ``target``."""
+
+    schedule: str | None = None
+    sources: list[str] = []
+    target: str | None = None  # default: the first target
+
+
+class Runbook(_Strict):
+    """Who does what in the generated runbook: operator, keyholder, approver -> a name."""
+
+    roles: dict[str, str] = {}
+
+
 class Config(_Strict):
     site: Site
     keys: Keys
     targets: Annotated[list[Target], msgspec.Meta(min_length=1)]
     sources: list[Source] = []
     notify: Notify | None = None
+    monitor: Monitor = Monitor()
     prune: Prune = Prune()
     check: Check = Check()
     replicate: Replicate = Replicate()
+    drill: Drill = Drill()
+    runbook: Runbook = Runbook()
     path: Path | None = None  # the file it was read from; set by ``parse``, not by the user
 
     def source(self, name: str) -> Source:
@@ -253,7 +288,10 @@ def _resolve_paths(config: Config, path: Path) -> Config:
 
     site = msgspec.structs.replace(config.site, state_dir=absolute(config.site.state_dir))
     keys = msgspec.structs.replace(config.keys, identity_file=absolute(config.keys.identity_file))
-    return msgspec.structs.replace(config, site=site, keys=keys, path=path)
+    monitor = msgspec.structs.replace(
+        config.monitor, metrics_textfile=absolute(config.monitor.metrics_textfile)
+    )
+    return msgspec.structs.replace(config, site=site, keys=keys, monitor=monitor, path=path)
 
 
 # -- the shape pass: msgspec's message, said the way the user wrote the file -----------
@@ -409,8 +447,11 @@ def _semantic_problems(config: Config, raw: dict[str, Any]) -> Iterator[tuple[st
     yield from _schedule_problem(config.prune.schedule, field("prune", "schedule"))
     yield from _schedule_problem(config.check.schedule, field("check", "schedule"))
     yield from _schedule_problem(config.replicate.schedule, field("replicate", "schedule"))
+    yield from _schedule_problem(config.drill.schedule, field("drill", "schedule"))
+    yield from _drill_problems(config, field)
     yield from _schedule_clash_problems(config, field)
     yield from _subset_problem(config.check.read_data_subset, field("check", "read_data_subset"))
+    yield from _monitor_problems(config, field)
     for kind, items in (("sources", config.sources), ("targets", config.targets)):
         names = [item.name for item in items]
         for name in sorted({n for n in names if names.count(n) > 1}):
@@ -472,6 +513,17 @@ def _schedule_problem(value: str | None, where: str) -> Iterator[tuple[str, str]
         )
 
 
+def _drill_problems(config: Config, field: Callable[..., str]) -> Iterator[tuple[str, str]]:
+    names = {s.name for s in config.sources}
+    for i, name in enumerate(config.drill.sources):
+        if name not in names:
+            known = ", ".join(sorted(names)) or "none"
+            yield field("drill", "sources", i), f"no source named {name!r} (sources: {known})"
+    target = config.drill.target
+    if target is not None and target not in {t.name for t in config.targets}:
+        yield field("drill", "target"), f"no target named {target!r}"
+
+
 # Schedules that cannot both run. A scheduled prune takes the exclusive lease on every
 # target, so a backup, check or replicate started by cron or a systemd timer in the same
 # minute fails on its lease (or the prune does). Two jobs of one kind on one source cannot
@@ -492,6 +544,7 @@ def _schedule_clash_problems(
     others = [(field("sources", i, "schedule"), s.schedule) for i, s in enumerate(config.sources)]
     others.append((field("check", "schedule"), config.check.schedule))
     others.append((field("replicate", "schedule"), config.replicate.schedule))
+    others.append((field("drill", "schedule"), config.drill.schedule))
     for where, value in others:
         other = _cron(value)
         if other is None:
@@ -550,6 +603,74 @@ def _fields_can_meet(a: str, b: str) -> bool:
         if not set(values_a) & set(values_b):
             return False
     return True
+
+
+def _monitor_problems(config: Config, field: Callable[..., str]) -> Iterator[tuple[str, str]]:
+    """[notify] and [monitor]: durations, sizes, and URLs a notifier can use."""
+    from .sizes import parse_size
+
+    monitor = config.monitor
+    for key in ("journal_keep", "grace"):
+        yield from _duration_problem(getattr(monitor, key), field("monitor", key))
+    try:
+        parse_size(monitor.min_free)
+    except ValueError as exc:
+        yield field("monitor", "min_free"), str(exc)
+    notify = config.notify
+    if notify is None:
+        return
+    for key in ("rate_limit", "timeout"):
+        yield from _duration_problem(getattr(notify, key), field("notify", key))
+    if notify.email is not None:
+        yield from _email_problems(notify.email, lambda *loc: field("notify", "email", *loc))
+    for i, url in enumerate(notify.webhooks):
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            yield (
+                field("notify", "webhooks", i),
+                f"{_url_head(url)!r} is not an http:// or https:// URL; give the URL the "
+                "webhook receiver (e.g. Slack) gave you",
+            )
+
+
+def _email_problems(email: Email, field: Callable[..., str]) -> Iterator[tuple[str, str]]:
+    from urllib.parse import parse_qs
+
+    parsed = urlparse(email.url)
+    if parsed.scheme not in ("smtp", "smtps") or not parsed.hostname:
+        yield (
+            field("url"),
+            f"{_no_secret(email.url)!r} is not an SMTP URL; write smtp://[user:password@]host"
+            "[:port][?starttls=true] (or smtps:// for TLS from the start)",
+        )
+        return
+    try:
+        parsed.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        yield field("url"), f"{_no_secret(email.url)!r}: the port is not a number"
+    query = parse_qs(parsed.query)
+    for key, values in query.items():
+        if key not in ("starttls", "cafile"):
+            yield field("url"), f"unknown option {key!r}; use starttls=true|false or cafile=PATH"
+        elif key == "starttls" and values[-1].lower() not in ("true", "false", "1", "0"):
+            yield field("url"), f"starttls={values[-1]!r}: use starttls=true or starttls=false"
+    for i, address in enumerate([email.from_, *email.to]):
+        if "@" not in address:
+            where = field("from") if i == 0 else field("to")
+            yield where, f"{address!r} is not an email address"
+
+
+def _no_secret(url: str) -> str:
+    from .redact import redact_url
+
+    return redact_url(url)
+
+
+def _url_head(url: str) -> str:
+    """A webhook URL up to its host: the rest often is the secret (Slack's are)."""
+    parsed = urlparse(url)
+    host = parsed.hostname or ""
+    return f"{parsed.scheme}://{host}/…" if parsed.scheme else url.split("/", 1)[0] + "…"
 
 
 def _subset_problem(value: str | None, where: str) -> Iterator[tuple[str, str]]:

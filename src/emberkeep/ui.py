@@ -86,3 +86,13 @@ class ByteProgress:
 
 def in_background(fn: Callable[[], None]) -> None:
     threading.Thread(target=fn, daemon=True).start()
+
+
+@contextmanager
+def status(text: str, *, enabled: bool) -> Iterator[None]:
+    """A spinner with ``text`` while a step without byte counts runs (terminal only)."""
+    if not (enabled and err.is_terminal):
+        yield
+        return
+    with err.status(Text(text)):
+        yield

@@ -4,7 +4,7 @@ Steps: generate the site (files, a git repository, and the shop's MongoDB databa
 FerretDB server the demo starts), keygen, write a config, init, backup (twice: the second
 is nearly free), snapshots, check --read-data, restore, and compare the restore with the
 original: files byte for byte and in metadata, refs for the code, raw BSON documents and
-indexes for the database.
+indexes for the database; then a restore drill of every source, with its report.
 """
 
 from __future__ import annotations
@@ -202,6 +202,11 @@ def _run_steps(
         documents = _compare_databases(client, shopdb.DB_NAME, copy_db)
     ui.line(f"{documents} documents, byte for byte, and every index", label="  identical: ",
             style="green")  # fmt: skip
+    step("drill every source: restore into scratch, verify against the backup, time it")
+    emberkeep("drill", "--report", str(folder / "drill-report"))
+    ui.line(f"{folder / 'drill-report.md'}", label="  report: ", style="green")
+    step("status: every source's last backup against its RPO, last drill against its RTO")
+    emberkeep("status")
     step(f"done in {time.monotonic() - step.started:.1f}s; everything is under {folder}")
 
 

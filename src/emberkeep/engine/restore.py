@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import IntegrityError, NotFound, UsageError
 from ..fsutil import temp_name
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
@@ -76,8 +76,10 @@ class Restorer:
         *,
         workers: int = 3,
         on_file: Callable[[str, int], None] = lambda path, size: None,
+        on_thaw: Callable[[Any], None] | None = None,
     ) -> None:
         self.repo = repo
+        self.on_thaw = on_thaw
         self.dest = dest
         self.workers = workers
         self.on_file = on_file
@@ -89,6 +91,7 @@ class Restorer:
         includes = [("/" + p.strip("/")) if p.strip("/") else "/" for p in (includes or [])]
         includes = [] if "/" in includes else includes
         self.repo.require_identity("restore")
+        self._thaw(snapshot, includes)
         self.dest.mkdir(parents=True, exist_ok=True)
         dirs: list[tuple[str, Node]] = []
         links: list[tuple[str, Node]] = []
@@ -129,6 +132,18 @@ class Restorer:
             self._metadata(self.dest / path.lstrip("/"), node)
         return self.result
 
+    def _thaw(self, snapshot: Snapshot, includes: list[str]) -> None:
+        """On a cold target, ask for every pack the restore reads at once, and wait once."""
+        if not hasattr(self.repo.storage, "prepare_read"):
+            return  # not walking the tree twice for backends that need nothing
+        ids = (
+            blob_id
+            for path, node in walk_tree(self.repo, snapshot.tree)
+            if node["type"] == "file" and _inside(path, includes)
+            for blob_id in node["content"]
+        )
+        self.repo.prepare_read(ids, self.on_thaw)
+
     @staticmethod
     def _drain(files: deque[Future[None]], keep: int) -> None:
         while len(files) > keep:
@@ -148,6 +163,10 @@ class Restorer:
                         out.write(data)
             self._metadata(tmp, node)
             os.replace(tmp, target)
+        except (IntegrityError, NotFound) as exc:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise IntegrityError(path, f"cannot be restored: {exc}") from exc
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()

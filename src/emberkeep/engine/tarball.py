@@ -76,5 +76,3 @@ def _info(path: str, node: Node) -> tarfile.TarInfo:
     elif node["type"] == "file":
         info.size = int(node["size"])
     return info
-
-

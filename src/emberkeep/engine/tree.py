@@ -1,7 +1,9 @@
 """Trees: one blob per directory, listing its entries by name.
 
 A node is a dict: ``name``, ``type`` (dir, file, symlink), ``mode``, ``uid``, ``gid``,
-``mtime_ns``; files add ``size`` and ``content`` (blob ids in order) and, for the second
+``mtime_ns``; files add ``size``, ``content`` (blob ids in order: keyed hashes of the
+bytes read at backup), ``digest`` (``content_digest`` of those ids, recorded when the
+tree is stored; a drill re-chunks a restored file and compares both) and, for the second
 and later names of a hardlinked file, ``hardlink`` (the first name's path); directories
 add ``subtree``; symlinks add ``target``. Names that are not UTF-8 round-trip through
 surrogate escapes.
@@ -12,9 +14,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import blake3
+
 from .writer import BlobWriter
 
 Node = dict[str, Any]
+
+
+def content_digest(ids: list[bytes]) -> str:
+    """A file's digest as stored in its node: BLAKE3 of its (keyed) chunk ids, in order."""
+    return blake3.blake3(b"".join(ids)).hexdigest(16)
 
 
 def encode_tree(nodes: list[Node]) -> bytes:
@@ -67,7 +76,9 @@ class TreeBuilder:
     def _store(self, children: list[Node]) -> bytes:
         self.writer.drain()  # every child's content ids are in place
         for child in children:
-            self.referenced.update(child.get("content", ()))
+            if "content" in child:
+                child.setdefault("digest", content_digest(child["content"]))
+                self.referenced.update(child["content"])
         tree_id = self.writer.store_tree(encode_tree(children))
         self.referenced.add(tree_id)
         return tree_id

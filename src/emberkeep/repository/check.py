@@ -11,6 +11,7 @@ reported, not errors; prune removes them.
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 from collections.abc import Callable
@@ -110,7 +111,8 @@ class VerifiedLog:
                 for p in packs
                 if int(layout.leaf(p)[:8], 16) % subset.slice_t == subset.slice_n - 1
             ]
-        count = max(1, round(len(packs) * (subset.percent or 100) / 100)) if packs else 0
+        # rounded up, so N% a run reaches every pack within ceil(100 / N) runs
+        count = max(1, math.ceil(len(packs) * (subset.percent or 100) / 100)) if packs else 0
         shuffled = random.sample(packs, len(packs))
         shuffled.sort(key=lambda p: self.times.get(p, ""))  # never verified first
         return shuffled[:count]

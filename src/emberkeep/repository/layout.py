@@ -9,6 +9,8 @@ index/<sha256>               pack tables, sealed with the index key
 snapshots/<sha256>           snapshot headers, sealed with the index key
 locks/<kind>-<random>        leases: shared ones for backups, one exclusive one for prune
 trash/<pack name>            packs condemned by prune, deleted after the grace period
+siteconfig/<mac>             the site's emberkeep config as of a backup, age-encrypted to the
+                             recipients (repository/siteconfig.py): what `recover` starts from
 ```
 Every name but ``config``, ``keys`` and ``locks`` is the SHA-256 of the object's bytes, so
 uploads are idempotent and every object verifies itself.
@@ -20,6 +22,7 @@ FORMAT_VERSION = 1
 CONFIG = "config"
 WRITER_KEY = "keys/writer.age"
 DATA, META, INDEX, SNAPSHOTS, LOCKS, TRASH = "data", "meta", "index", "snapshots", "locks", "trash"
+SITE_CONFIG = "siteconfig"
 
 BLOB_DATA, BLOB_TREE = 0, 1
 PACK_FOLDER = {BLOB_DATA: DATA, BLOB_TREE: META}

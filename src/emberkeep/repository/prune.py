@@ -40,6 +40,7 @@ from typing import Any
 from .. import clock
 from ..durations import format_duration
 from ..errors import EmberkeepError, UsageError
+from ..storage.base import ObjectLocked, locked_until, until_text
 from . import layout
 from .index import PackRecord
 from .lease import Lease, live_backups, read_leases
@@ -62,6 +63,7 @@ class PruneResult:
     incomplete_removed: int = 0
     bytes_in_partly_used_packs: int = 0
     messages: list[str] = field(default_factory=list)
+    locked: dict[str, datetime | None] = field(default_factory=dict)  # Object Lock: name -> until
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +76,7 @@ class PruneResult:
             "bytes_freed": self.bytes_freed,
             "bytes_in_partly_used_packs": self.bytes_in_partly_used_packs,
             "incomplete_writes_removed": self.incomplete_removed,
+            "objects_locked": len(self.locked),
             "messages": self.messages,
         }
 
@@ -131,10 +134,21 @@ def prune(
         if dry_run:
             return result
         kept_ids = {s.id for s in kept}
-        for snapshot in snapshots:
-            if snapshot.id not in kept_ids:
-                repo.storage.delete(f"{layout.SNAPSHOTS}/{snapshot.id}")
+        for snapshot, decision in zip(snapshots, result.decisions, strict=True):
+            name = f"{layout.SNAPSHOTS}/{snapshot.id}"
+            if snapshot.id not in kept_ids and not _delete_unless_locked(repo, name, result):
+                kept.append(snapshot)  # still there: what it references stays too
+                decision["action"] = "keep"
+                decision["reason"] = f"locked by S3 Object Lock {until_text(result.locked[name])}"
         _collect(repo, kept, {s.id for s in snapshots}, grace, result)
+        if result.locked:
+            ends = [until for until in result.locked.values() if until is not None]
+            result.messages.append(
+                f"{len(result.locked)} objects are still under S3 Object Lock "
+                f"{until_text(max(ends) if ends else None)}"
+                f"{' at the latest' if len(ends) > 1 else ''}: prune left them (and what they "
+                "reference) in place; a prune after that date removes what is no longer needed"
+            )
     return result
 
 
@@ -314,22 +328,56 @@ def _read_marks(repo: Repository) -> dict[str, datetime]:
 def _delete_packs(
     repo: Repository, doomed: set[str], stored: dict[str, int], result: PruneResult
 ) -> None:
+    """Delete ``doomed`` packs and rewrite the index without them.
+
+    Objects under S3 Object Lock cannot be deleted before their retention ends: a locked pack
+    is kept (still indexed, still condemned: a later prune deletes it), and so is every pack a
+    locked index file lists, so no index entry ever names a deleted pack. Locked index files
+    are left as they are, not folded into the new one again at every prune.
+    """
     old_files = repo.index_files()
-    survivors: list[PackRecord] = []
+    held = {name for name in [*old_files, *sorted(doomed)] if _still_locked(repo, name, result)}
+    doomed = doomed - held
+    records = {name: repo.read_index_file(name) for name in old_files}
     for name in old_files:
-        for record in repo.read_index_file(name):
-            if record.name not in doomed:
-                survivors.append(record)
+        if name in held:
+            doomed -= {record.name for record in records[name]}
+    survivors = [
+        record
+        for name in old_files
+        if name not in held
+        for record in records[name]
+        if record.name not in doomed
+    ]
     new_file = repo.save_index(_dedupe(survivors)) if survivors else None
     for name in old_files:
-        if name != new_file:
-            repo.storage.delete(name)
+        if name != new_file and name not in held and not _delete_unless_locked(repo, name, result):
+            doomed -= {record.name for record in records[name]}  # refused: it still lists them
     for pack in sorted(doomed):
-        repo.storage.delete(pack)
+        if not _delete_unless_locked(repo, pack, result):
+            continue  # unindexed now, as if deleted; its marker stays for a later prune
         repo.storage.delete(f"{layout.TRASH}/{pack}")
         result.packs_deleted += 1
         result.bytes_freed += stored.get(pack, 0)
     repo.reload_index()
+
+
+def _still_locked(repo: Repository, name: str, result: PruneResult) -> bool:
+    """Whether the target says ``name`` is under Object Lock (recorded in ``result``)."""
+    until = locked_until(repo.storage, name)
+    if until is not None:
+        result.locked[name] = until
+    return until is not None
+
+
+def _delete_unless_locked(repo: Repository, name: str, result: PruneResult) -> bool:
+    """Delete ``name``; False, recorded in ``result``, when the server refuses: it is locked."""
+    try:
+        repo.storage.delete(name)
+    except ObjectLocked as exc:
+        result.locked[name] = exc.until
+        return False
+    return True
 
 
 def _dedupe(records: list[PackRecord]) -> list[PackRecord]:

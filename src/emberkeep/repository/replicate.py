@@ -79,6 +79,7 @@ def copy_snapshot(
     snapshot ``dst`` already holds is left alone.
     """
     stats = CopyStats()
+    copy_site_configs(src, dst)
     name = layout.snapshot_object(snapshot.id)
     if dst.storage.stat(name) is not None:
         return stats
@@ -106,6 +107,19 @@ def copy_snapshot(
         with contextlib.suppress(AlreadyExists):  # another copy committed it meanwhile
             dst.storage.put(name, header)
     return stats
+
+
+def copy_site_configs(src: Repository, dst: Repository) -> int:
+    """The stored site configs ``dst`` lacks (small; ``recover`` reads them from any target)."""
+    prefix = f"{layout.SITE_CONFIG}/"
+    have = {info.name for info in dst.storage.list(prefix)}
+    copied = 0
+    for info in src.storage.list(prefix):
+        if info.name not in have:
+            with contextlib.suppress(AlreadyExists):
+                dst.storage.put(info.name, src.storage.get(info.name))
+                copied += 1
+    return copied
 
 
 def _read_verified(src: Repository, name: str) -> bytes:

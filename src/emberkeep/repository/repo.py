@@ -6,8 +6,10 @@ import contextlib
 import json
 import struct
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyrage
 
@@ -20,7 +22,7 @@ from ..errors import (
     NotFound,
     RepositoryError,
 )
-from ..storage.base import Storage
+from ..storage.base import Storage, prepare_read
 from . import layout
 from .index import BlobIndex, Location, PackRecord, decode_index, encode_index
 from .pack import TRAILER, blob_aad
@@ -36,6 +38,24 @@ class Damage:
 
 
 @dataclass
+class ReadTimes:
+    """Time spent reading blobs, summed over threads: fetching from storage, decrypting.
+
+    A drill reports these as its fetch and decrypt phases."""
+
+    fetch_seconds: float = 0.0
+    decrypt_seconds: float = 0.0
+    bytes: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, fetch: float, decrypt: float, size: int) -> None:
+        with self._lock:
+            self.fetch_seconds += fetch
+            self.decrypt_seconds += decrypt
+            self.bytes += size
+
+
+@dataclass
 class Repository:
     storage: Storage
     writer_key: keys.WriterKey
@@ -46,6 +66,7 @@ class Repository:
     _index: BlobIndex | None = None
     _pack_keys: dict[str, bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    read_times: ReadTimes = field(default_factory=ReadTimes)
 
     # -- creating and opening ------------------------------------------------------------
 
@@ -215,19 +236,35 @@ class Repository:
             )
         return data
 
+    def prepare_read(self, blob_ids: Iterable[bytes], on_progress: Any = None) -> None:
+        """Before reading many blobs: on a cold target, have every pack they lie in thawed
+        at once and wait once (``storage.prepare_read``); other backends need nothing."""
+        if not hasattr(self.storage, "prepare_read"):
+            return
+        packs = set()
+        for blob_id in blob_ids:
+            location = self.index.find(blob_id)
+            if location is not None:
+                packs.add(location.pack)
+        prepare_read(self.storage, packs, on_progress)
+
     def read_blob(self, blob_id: bytes) -> bytes:
         location = self.index.find(blob_id)
         if location is None:
             raise IntegrityError(
                 f"blob {blob_id.hex()[:16]}", "is not in the index (its pack or index is lost)"
             )
+        started = time.perf_counter()
         try:
             sealed = self.storage.get(location.pack, location.offset, location.length)
         except NotFound as exc:
             raise IntegrityError(location.pack, "pack is missing from the target") from exc
         if len(sealed) != location.length:
             raise IntegrityError(location.pack, "pack is shorter than the index says (truncated)")
-        return self.open_blob(blob_id, location, sealed)
+        fetched = time.perf_counter()
+        data = self.open_blob(blob_id, location, sealed)
+        self.read_times.add(fetched - started, time.perf_counter() - fetched, len(sealed))
+        return data
 
     # -- prune's markers -----------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from .. import clock
 from ..config import FilesSource, GitSource, MongoSource
 from ..engine.backup import BackupResult, Progress, backup
 from ..engine.filescache import FilesCache
-from ..errors import UsageError
+from ..errors import EmberkeepError, UsageError
 from ..sources.files import FilesWalker
 from ..sources.git import GitRepo, push_mirror, redact
 from . import hooks
@@ -53,7 +53,26 @@ def run_backup(
         else:
             outcome = _backup_git(site, source, tags, progress)
     outcome.result.warnings.extend(run.warnings)
+    _store_site_config(site, outcome)
     return outcome
+
+
+def _store_site_config(site: Site, outcome: SourceOutcome) -> None:
+    """The config file into the target, for ``recover`` (repository/siteconfig.py).
+
+    Its failure does not undo the committed snapshot: it is a warning."""
+    from ..repository import siteconfig
+
+    path, writer_key = site.config.path, site.writer_key()
+    if path is None or writer_key is None:
+        return
+    try:
+        stored = siteconfig.StoredConfig(str(path), clock.now(), path.read_text())
+        siteconfig.store(site.storage(outcome.target), writer_key, site.recipients, stored)
+    except (OSError, EmberkeepError) as exc:
+        outcome.result.warnings.append(
+            {"path": str(path), "message": f"could not store the site config: {exc}"}
+        )
 
 
 def _backup_files(

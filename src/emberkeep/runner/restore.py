@@ -36,7 +36,10 @@ def run_restore(
     source: str | None = None,
     on_file: Callable[[str, int], None] = lambda path, size: None,
     on_total: Callable[[int], None] = lambda size: None,
+    git_in_place: bool = False,
 ) -> tuple[Snapshot, RestoreResult]:
+    """``git_in_place``: a git snapshot may go into a non-empty directory without a
+    repository (recover: the config files already restored into the app's folder)."""
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"--to {dest} is a file; give a directory to restore under")
     repo = site.repository(target, read=True)
@@ -45,7 +48,7 @@ def run_restore(
     context = {"snapshot": snapshot.id, "target": repo.storage.label, "to": str(dest)}
     job_hooks = hooks.for_job(configured, "restore")
     with hooks.around(job_hooks, "restore", snapshot.source, **context) as run:
-        result = _restore(repo, snapshot, dest, paths, on_file, on_total)
+        result = _restore(repo, snapshot, dest, paths, on_file, on_total, git_in_place)
     result.warnings.extend(run.warnings)
     return snapshot, result
 
@@ -91,9 +94,10 @@ def _restore(
     paths: list[str],
     on_file: Callable[[str, int], None],
     on_total: Callable[[int], None],
+    git_in_place: bool = False,
 ) -> RestoreResult:
     if snapshot.source_type == "git":
-        return _restore_git(repo, snapshot, dest, paths, on_file)
+        return restore_git(repo, snapshot, dest, paths, on_file, in_place=git_in_place)
     if snapshot.source_type == "mongodb" and not paths:
         raise UsageError(
             f"snapshot {snapshot.short_id} is a MongoDB dump: restore it into a server with "
@@ -107,26 +111,34 @@ def _restore(
         raise storage_error(exc.filename or dest, exc) from exc
 
 
-def _restore_git(
+def restore_git(
     repo: Repository,
     snapshot: Snapshot,
     dest: Path,
     paths: list[str],
     on_file: Callable[[str, int], None],
+    *,
+    in_place: bool = False,
 ) -> RestoreResult:
     """Clone the snapshot's bundle into ``dest`` (new or empty) at the recorded HEAD.
+
+    ``in_place``: ``dest`` may hold files but no ``.git``; the checkout writes the tracked
+    files over it and leaves the others (ignored secrets, media) alone.
 
     ``git fetch`` needs the bundle as a file: it is written next to ``dest`` under a
     hidden temp name and removed afterwards. A failed restore removes what it made.
     """
     if paths:
         raise UsageError(f"snapshot {snapshot.short_id} is a git repository; it restores whole")
-    if dest.exists() and any(dest.iterdir()):
+    if in_place and (dest / ".git").exists():
+        raise UsageError(f"{dest} already holds a git repository; move its .git aside first")
+    if not in_place and dest.exists() and any(dest.iterdir()):
         raise UsageError(f"--to {dest} is not empty; a git snapshot restores into a new directory")
     repo.require_identity("restore")
     nodes = {path: node for path, node in walk_tree(repo, snapshot.tree)}
     record = git.GitRecord.from_bytes(_content(repo, nodes, snapshot, git.RECORD))
     bundle = _node(nodes, snapshot, git.BUNDLE)
+    repo.prepare_read(bundle["content"])  # a cold target thaws the bundle's packs first
     created = not dest.exists()
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".emberkeep-", suffix=".bundle", dir=dest.parent)

@@ -6,6 +6,8 @@ Jobs: each source with a ``schedule`` is backed up (and copied to the other targ
 (catch-up once, a failed job waits for its next slot). Each finished job is recorded in
 ``state_dir/scheduler.json`` (last start, outcome, error); a job the process did not finish
 (killed, or aborted by a second signal) is not recorded, so the next start catches it up.
+Every run is also journaled, with its alerts (``monitor.jobs.watch``), and after each batch
+``after_jobs`` runs (the CLI's: status alerts, metrics textfile and server, monitor/metrics.py).
 
 Time: ``EMBERKEEP_NOW`` (when set) is the start. With ``until`` the clock is simulated: the
 loop jumps to the next due time instead of sleeping and stops once that is past ``until``.
@@ -53,6 +55,8 @@ def jobs_of(config: Config) -> list[Job]:
         jobs.append(Job("prune", config.prune.schedule))
     if config.check.schedule:
         jobs.append(Job("check", config.check.schedule))
+    if config.drill.schedule:
+        jobs.append(Job("drill", config.drill.schedule))
     return jobs
 
 
@@ -142,14 +146,19 @@ class Event:
 
 
 def run_job(site: Site, job: Job, read_data_subset: str | None = None) -> str:
-    """Run one job; returns a one-line summary, raises on failure."""
+    """Run one job, journaled with its alerts (monitor.jobs); a one-line summary, or raises."""
+    from ..monitor.jobs import watch
+
     if job.name.startswith("backup:"):
         from .backup import run_backup
         from .replicate import replicate_after_backup
 
-        outcome = run_backup(site, job.name.removeprefix("backup:"))
+        name = job.name.removeprefix("backup:")
+        with watch(site, "backup", source=name) as watched:
+            outcome = watched.took(run_backup(site, name))
+            # every target tried, whatever fails
+            copies = watched.took(replicate_after_backup(site, outcome))
         snap = outcome.result.snapshot
-        copies = replicate_after_backup(site, outcome)  # every target tried, whatever fails
         failed = [c for c in copies if c.failed]
         if failed:
             raise EmberkeepError(
@@ -169,20 +178,25 @@ def run_job(site: Site, job: Job, read_data_subset: str | None = None) -> str:
 
         parts = []
         for target in site.target_names(None):
-            result = run_prune(site, target, forget=[], dry_run=False, grace=None)
+            with watch(site, "prune", target=target) as watched:
+                result = watched.took(run_prune(site, target, forget=[], dry_run=False, grace=None))
             removed = sum(d["action"] == "remove" for d in result.decisions)
             parts.append(f"target {target}: removed {removed} of {len(result.decisions)}")
         return "; ".join(parts)
     if job.name == "check":
         return _check_all(site, site.config.check.read_data_subset)
+    if job.name == "drill":
+        return _drill_all(site)
     raise UsageError(f"unknown job {job.name!r}")
 
 
 def _replicate_all(site: Site) -> str:
     """Every other target filled in; raises, after trying them all, when one failed."""
+    from ..monitor.jobs import watch
     from .replicate import run_replicate
 
-    copies = run_replicate(site)
+    with watch(site, "replicate") as watched:
+        copies = watched.took(run_replicate(site))
     failed = [c.reason or c.target for c in copies if c.failed]
     if failed:
         raise EmberkeepError("; ".join(failed))
@@ -190,12 +204,32 @@ def _replicate_all(site: Site) -> str:
     return "; ".join(parts) or "one target only: nothing to copy"
 
 
+def _drill_all(site: Site) -> str:
+    """A drill of each of ``[drill] sources`` (all when none); raises when one failed."""
+    from ..monitor.jobs import watch
+    from .drill import drill_sources, run_drill
+
+    failed, passed = [], []
+    for name in drill_sources(site, []):
+        with watch(site, "drill", source=name) as watched:
+            result = watched.took(run_drill(site, name))
+        (passed if result.passed else failed).append(result)
+    if failed:
+        first = failed[0]
+        raise EmberkeepError(
+            f"drill of {first.source} FAILED: {first.error or first.first_difference}"
+        )
+    return ", ".join(f"{r.source} ok in {r.rto_seconds:.1f}s" for r in passed)
+
+
 def _check_all(site: Site, subset: str | None) -> str:
+    from ..monitor.jobs import watch
     from .maintenance import run_check
 
     parts = []
     for target in site.target_names(None):
-        result = run_check(site, target, read_data=False, subset=subset)
+        with watch(site, "check", target=target) as watched:
+            result = watched.took(run_check(site, target, read_data=False, subset=subset))
         if not result.ok:
             damaged = "; ".join(f"{e['object']}: {e['error']}" for e in result.errors[:3])
             raise EmberkeepError(f"target {target}: check FAILED: {damaged}")
@@ -309,8 +343,10 @@ class Scheduler:
         options: Options,
         on_event: Callable[[Event], None] = lambda event: None,
         rng: random.Random | None = None,
+        after_jobs: Callable[[], None] = lambda: None,
     ) -> None:
         self.site = site
+        self.after_jobs = after_jobs  # at the start and after each batch: status, metrics
         self.options = options
         self.on_event = on_event
         self.rng = rng or random.Random()
@@ -344,6 +380,7 @@ class Scheduler:
             state = SchedulerState.load(state_dir / STATE_FILE)
             state.adopt(self.jobs, self.clock.now())
             state.save()
+            self.after_jobs()
             self._loop(state, stopper)
         bounded = self.options.once or self.options.until is not None
         return 1 if self.failures and bounded else 0
@@ -353,10 +390,14 @@ class Scheduler:
             return stopper.stopping
 
         while True:
+            ran = False
             for job in due_jobs(self.jobs, state.history(), self.clock.now()):
                 if stopping():
                     break
                 self._run_one(job, state)
+                ran = True
+            if ran:
+                self.after_jobs()
             if self.options.once or stopping():
                 return
             upcoming = next_due(self.jobs, state.history(), self.clock.now())

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from ..errors import StorageError
 
 Payload = bytes | bytearray | memoryview | list[bytes | bytearray]
 """An object's bytes, whole or as a list of parts written one after another."""
@@ -39,3 +42,59 @@ class Storage(Protocol):
 
     def incomplete(self) -> list[str]:
         """Names of writes that never finished (a crash mid-upload); ``delete`` removes them."""
+
+    # Optional methods, called through the functions of the same name below (backends
+    # without them need nothing done):
+    #   prepare_read(names, on_progress) -> None     thaw archived objects before reading
+    #   locked_until(name) -> datetime | None        Object Lock retention in force
+    # ``delete`` (and an overwriting ``put``) of an object under retention raises ObjectLocked.
+
+
+class ObjectLocked(StorageError):
+    """The server refused to delete or replace an object under retention (S3 Object Lock).
+
+    Not a failure of the run: the object stays until ``until`` (None when the server did not
+    say, e.g. a legal hold), and a later attempt after that date succeeds.
+    """
+
+    def __init__(self, message: str, *, name: str, until: datetime | None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.until = until
+
+
+ProgressFn = Callable[[Any], None]
+"""Receives progress reports of a long wait (for s3: ``s3.ThawProgress``; ``str()`` reads well)."""
+
+
+def prepare_read(
+    storage: Storage, names: Iterable[str], on_progress: ProgressFn | None = None
+) -> None:
+    """Make ``names`` readable before reading them; at once for most backends.
+
+    An optional backend method: on s3 targets with archived objects (Glacier Flexible
+    Retrieval, Deep Archive) it asks the server to thaw them all and waits once for the lot,
+    reporting through ``on_progress``. Other backends have no such method: nothing to do.
+    """
+    method = getattr(storage, "prepare_read", None)
+    if method is not None:
+        method(names, on_progress)
+
+
+def locked_until(storage: Storage, name: str) -> datetime | None:
+    """Until when the server refuses to delete ``name`` (Object Lock), or None if it does not.
+
+    An optional backend method (s3 only); ``datetime.max`` stands for a legal hold, which has
+    no date.
+    """
+    method = getattr(storage, "locked_until", None)
+    return None if method is None else method(name)
+
+
+def until_text(until: datetime | None) -> str:
+    """``until 2026-03-02T02:00:00Z`` for an ObjectLocked's date, in messages."""
+    if until is None:
+        return "until a date the server did not give"
+    if until.year == datetime.max.year:
+        return "by a legal hold (no end date)"
+    return f"until {until.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import ParseResult, parse_qs, urlparse
 
+from ..durations import parse_duration
 from ..errors import UsageError
 
 DEFAULT_TIMEOUT = 30.0  # seconds, for every network call of a remote target
@@ -40,3 +41,50 @@ def timeout(value: str | None, label: str) -> float:
     if not seconds > 0:
         raise UsageError(f"target {label}: timeout={value!r} in the URL is not a positive number")
     return seconds
+
+
+def positive_int(
+    value: str | None, label: str, key: str, default: int, *, maximum: int | None = None
+) -> int:
+    """``?key=N``, a whole number from 1 to ``maximum``, or ``default`` when not given."""
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1 or (maximum is not None and number > maximum):
+        bound = f" from 1 to {maximum}" if maximum is not None else " of at least 1"
+        raise UsageError(f"target {label}: {key}={value!r} in the URL is not a whole number{bound}")
+    return number
+
+
+def seconds(value: str | None, label: str, key: str, default: float) -> float:
+    """``?key=`` as seconds (``90``, ``0.5``) or a duration (``15m``, ``48h``), or ``default``."""
+    if value is None:
+        return default
+    try:
+        result = float(value)
+    except ValueError:
+        try:
+            result = parse_duration(value).total_seconds()
+        except ValueError:
+            result = 0
+    if not result > 0:
+        raise UsageError(
+            f"target {label}: {key}={value!r} in the URL is not a positive number of seconds "
+            "or a duration such as 15m or 48h"
+        )
+    return result
+
+
+def choice(value: str | None, label: str, key: str, choices: Sequence[str], default: str) -> str:
+    """``?key=`` as one of ``choices`` (any letter case), spelled as in ``choices``."""
+    if value is None:
+        return default
+    for option in choices:
+        if value.lower() == option.lower():
+            return option
+    raise UsageError(
+        f"target {label}: {key}={value!r} in the URL is not one of {', '.join(choices)}"
+    )

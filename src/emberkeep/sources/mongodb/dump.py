@@ -33,7 +33,7 @@ from .connection import Client, server_error
 from .oplog import Oplog, ts_json
 from .record import OPLOG, RECORD, CollectionRecord, DocDigest, DumpRecord, OplogWindow
 
-QUEUE_BUDGET = 32 << 20  # bytes waiting per collection being read ahead
+QUEUE_BUDGET = 16 << 20  # bytes waiting per collection being read ahead (x parallel)
 # A collection that vanished under a cursor: NamespaceNotFound, QueryPlanKilled, CursorKilled
 DROPPED_CODES = frozenset({26, 175, 237})
 
@@ -222,6 +222,7 @@ class MongoDump:
             "databases": record.databases,
             "collections": sum(1 for c in record.collections if c.type != "view"),
             "documents": sum(c.count for c in record.collections),
+            "bytes": sum(c.bytes for c in record.collections),  # the documents' BSON, no oplog
         }
 
 

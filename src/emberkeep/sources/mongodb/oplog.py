@@ -14,9 +14,10 @@ A server without ``local.oplog.rs`` (a standalone mongod) is dumped as it is rea
 snapshot then says it is not point-in-time.
 
 Replay (``Replayer``) translates each entry into a write, so it works on servers without
-``applyOps`` (FerretDB) and across ``--ns-from/--ns-to`` renames: inserts become upserts,
-deletes delete by ``_id``, and updates apply their modifier. MongoDB 5+ logs updates as
-``$v: 2`` diffs, which are not translated yet: such a window fails the restore clearly.
+``applyOps`` (FerretDB) and across ``--ns-from/--ns-to`` renames: inserts stay inserts
+(skipped when the document is already there; ``Replayer._apply`` says why), deletes delete
+by ``_id``, and updates apply their modifier. MongoDB 5+ logs updates as ``$v: 2``
+diffs, which are not translated yet: such a window fails the restore clearly.
 FerretDB writes every update as ``{"$set": <the whole new document>}`` with the ``_id``
 inside: that is a replacement and is replayed as one, or fields the update removed
 would stay behind.
@@ -32,14 +33,16 @@ from datetime import UTC
 from typing import Any
 
 from bson import Timestamp
-from pymongo import DeleteOne, ReplaceOne, UpdateOne
+from pymongo import DeleteOne, InsertOne, ReplaceOne, UpdateOne
+from pymongo.errors import BulkWriteError
 
 from ...errors import EmberkeepError
 from .connection import Client
 
 OPLOG_DB = "local"
 OPLOG_COLL = "oplog.rs"
-REPLAY_BATCH = 1000
+REPLAY_BATCH = 100  # writes per bulk_write
+DUPLICATE_KEY = 11000
 LAST_INC = (1 << 32) - 1
 
 
@@ -163,8 +166,7 @@ class Replayer:
             return None
         op = entry["op"]
         if op == "i":
-            doc = entry["o"]
-            return (*target, ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
+            return (*target, InsertOne(entry["o"]))  # already there: skipped (see _apply)
         if op == "d":
             return (*target, DeleteOne({"_id": entry["o"]["_id"]}))
         if op == "u":
@@ -179,10 +181,32 @@ class Replayer:
             end = start
             while end < len(pending) and pending[end][:2] == (db, coll):
                 end += 1
-            self.client[db][coll].bulk_write([p[2] for p in pending[start:end]], ordered=True)
-            self.stats.applied += end - start
+            self._apply(db, coll, [p[2] for p in pending[start:end]])
             start = end
         pending.clear()
+
+    def _apply(self, db: str, coll: str, ops: list[Any]) -> None:
+        """One ordered bulk write; an insert of a document that is already there is skipped.
+
+        The document is there because the dump read it after that insert: its state then
+        is the dump's, and any later change follows in the window. (An insert, unlike an
+        upsert by ``_id``, is cheap on FerretDB, which scans the collection for every
+        write addressed by ``_id``.)"""
+        start = 0
+        while start < len(ops):
+            try:
+                self.client[db][coll].bulk_write(ops[start:], ordered=True)
+            except BulkWriteError as exc:
+                first = exc.details["writeErrors"][0]
+                failed = start + int(first["index"])
+                if first.get("code") != DUPLICATE_KEY or not isinstance(ops[failed], InsertOne):
+                    raise
+                self.stats.applied += failed - start
+                self.stats.skipped += 1
+                start = failed + 1
+                continue
+            self.stats.applied += len(ops) - start
+            return
 
 
 def _update(entry: dict[str, Any]) -> Any:

@@ -48,6 +48,7 @@ class Selection:
     collection: str | None = None
     ns_from: str | None = None
     ns_to: str | None = None
+    databases: dict[str, str] | None = None  # whole databases renamed (a drill's scratch)
 
     def __post_init__(self) -> None:
         if self.collection and not self.db:
@@ -67,6 +68,8 @@ class Selection:
 
     def target(self, db: str, name: str) -> tuple[str, str]:
         """The namespace ``db.name`` restores to."""
+        if self.databases and db in self.databases:
+            return self.databases[db], name
         if self.ns_from and self.ns_to:
             if "." in self.ns_from:
                 if f"{db}.{name}" == self.ns_from:
@@ -143,7 +146,10 @@ class MongoRestore:
         drop: bool,
         selection: Selection,
         on_bytes: Callable[[str, int], None] = lambda ns, size: None,
+        replay: bool = True,
     ) -> None:
+        """``replay=False`` leaves the oplog window unapplied (a drill compares the
+        documents with the dump's digests first, then calls ``replay_oplog``)."""
         self.repo = repo
         self.snapshot = snapshot
         self.nodes = nodes
@@ -152,6 +158,8 @@ class MongoRestore:
         self.drop = drop
         self.selection = selection
         self.on_bytes = on_bytes
+        self.replay = replay
+        self.planned: list[_Planned] = []
         self.who = f"restore of snapshot {snapshot.short_id}"
 
     # -- plan ------------------------------------------------------------------------
@@ -206,6 +214,9 @@ class MongoRestore:
             point_in_time=record.point_in_time, consistent_at=record.consistent_at
         )
         collections = [p for p in planned if p.info.has_documents]
+        oplog = self.nodes.get(f"/{OPLOG}")
+        files = [p.node for p in collections if p.node] + ([oplog] if oplog else [])
+        self.repo.prepare_read(b for node in files for b in node["content"])  # cold targets
         outcomes = {}
         for item in collections:
             outcome = CollectionOutcome(item.source_ns, item.target_ns, item.info.kind)
@@ -213,7 +224,9 @@ class MongoRestore:
             outcome.documents = self._insert(item)
             result.bytes += int(item.node["size"]) if item.node else 0
             outcomes[item.source_ns] = outcome
-        result.oplog = self._replay(collections)
+        self.planned = planned
+        if self.replay:
+            result.oplog = self._replay(collections)
         for item in collections:
             outcomes[item.source_ns].indexes = self._build_indexes(item)
             result.collections.append(outcomes[item.source_ns])
@@ -284,6 +297,13 @@ class MongoRestore:
 
     def _documents(self, node: Node, ns: str) -> Iterator[bytes]:
         return snapshotfiles.documents(self.repo, node, ns, self.on_bytes)
+
+    def replay_oplog(self) -> ReplayStats:
+        """The oplog window over what ``run`` restored (when it ran with ``replay=False``)."""
+        try:
+            return self._replay([p for p in self.planned if p.info.has_documents])
+        except PyMongoError as exc:
+            raise server_error(exc, self.who, self.uri) from exc
 
     def _replay(self, collections: list[_Planned]) -> ReplayStats:
         node = self.nodes.get(f"/{OPLOG}")

@@ -1,0 +1,398 @@
+"""Prometheus metrics: ``emberkeep metrics`` prints them; ``emberkeep run`` serves and writes them.
+
+The text exposition format (version 0.0.4), every metric a gauge, built from a status report
+(monitor/status.py) and the journal:
+
+- per source: ``emberkeep_source_last_backup_timestamp_seconds``, ``..._backup_age_seconds``,
+  ``..._rpo_seconds`` / ``..._rto_seconds`` (the objectives), ``emberkeep_source_rpo_state``
+  and ``emberkeep_source_rto_state`` (one series per state, 1 for the current one),
+  ``..._next_run_timestamp_seconds``, ``..._last_drill_timestamp_seconds``,
+  ``..._last_drill_restore_seconds``, ``..._anomalies``, and of its last good backup
+  ``emberkeep_last_backup_{bytes,new_bytes,stored_bytes,files,documents}``;
+- per job (kind, source, target) in the journal: ``emberkeep_job_last_run_timestamp_seconds``,
+  ``..._last_success_timestamp_seconds``, ``..._last_duration_seconds``, ``..._last_ok``;
+- per target: ``emberkeep_target_up``, ``emberkeep_snapshots`` (per source and target),
+  ``emberkeep_target_snapshots``, ``..._repository_bytes``, ``..._free_bytes`` (not for S3),
+  ``..._last_copy_timestamp_seconds``, ``..._replication_lag_seconds``, ``..._low_space``;
+- ``emberkeep_status{state}`` (ok / warning / breach) and ``emberkeep_breaches``,
+  ``emberkeep_warnings``.
+
+Timestamps rather than ages where possible, so ``time() - x`` in Prometheus stays right
+between scrapes. ``Exporter`` is what `emberkeep run` does between jobs: after each batch
+it collects the status, sends the rpo/rto/low-space alerts, writes the textfile for
+node_exporter's textfile collector (atomically, mode 0644) and keeps the text that its
+``/metrics`` server (127.0.0.1 only) serves; a scrape later than ``MAX_AGE`` seconds after
+the last collection collects again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from ..journal import Journal
+from ..runner.site import Site
+from . import status as status_mod
+from .notify import Notifier, channels_of
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MAX_AGE = 30.0  # seconds a served text is reused before it is collected again
+RPO_STATES = ("ok", "late", "breached")
+RTO_STATES = ("ok", "breached", "untested")
+REPORT_STATES = ("ok", "warning", "breach")
+
+
+@dataclass
+class _Family:
+    help: str
+    samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
+
+
+class Metrics:
+    """Gauge families in the order first added, rendered as exposition text."""
+
+    def __init__(self) -> None:
+        self.families: dict[str, _Family] = {}
+
+    def add(self, name: str, help: str, value: float | None, /, **labels: str | None) -> None:
+        family = self.families.setdefault(name, _Family(help))
+        if value is not None:
+            family.samples.append(({k: v or "" for k, v in labels.items()}, float(value)))
+
+    def text(self) -> str:
+        lines = []
+        for name, family in self.families.items():
+            if not family.samples:
+                continue
+            lines.append(f"# HELP {name} {_escape_help(family.help)}")
+            lines.append(f"# TYPE {name} gauge")
+            for labels, value in family.samples:
+                shown = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
+                lines.append(
+                    f"{name}{{{shown}}} {_number(value)}" if shown else f"{name} {_number(value)}"
+                )
+        return "\n".join(lines) + "\n"
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _escape_label(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+
+
+def _ts(moment: datetime | None) -> float | None:
+    return moment.timestamp() if moment else None
+
+
+def render(site: Site, report: status_mod.Report) -> str:
+    """The metrics of ``report`` and the journal, as exposition text."""
+    m = Metrics()
+    for s in report.sources:
+        src = s.name
+        m.add(
+            "emberkeep_source_last_backup_timestamp_seconds",
+            "Time of the source's last good backup (Unix seconds).",
+            _ts(s.last_backup),
+            source=src,
+        )
+        m.add(
+            "emberkeep_source_backup_age_seconds",
+            "Age of the source's last good backup at collection time.",
+            s.age_seconds,
+            source=src,
+        )
+        objectives = site.config.source(src).objectives
+        if objectives and objectives.rpo_delta is not None:
+            m.add(
+                "emberkeep_source_rpo_seconds",
+                "The source's recovery point objective.",
+                objectives.rpo_delta.total_seconds(),
+                source=src,
+            )
+        if objectives and objectives.rto_delta is not None:
+            m.add(
+                "emberkeep_source_rto_seconds",
+                "The source's recovery time objective.",
+                objectives.rto_delta.total_seconds(),
+                source=src,
+            )
+        for state in RPO_STATES:
+            m.add(
+                "emberkeep_source_rpo_state",
+                "1 for the source's RPO state (ok, late, breached), 0 for the others.",
+                int(s.rpo.state == state),
+                source=src,
+                state=state,
+            )
+        if s.rto_state is not None:
+            for state in RTO_STATES:
+                m.add(
+                    "emberkeep_source_rto_state",
+                    "1 for the source's RTO state (ok, breached, untested), 0 for the others.",
+                    int(s.rto_state == state),
+                    source=src,
+                    state=state,
+                )
+        m.add(
+            "emberkeep_source_next_run_timestamp_seconds",
+            "When the source's next scheduled backup is due.",
+            _ts(s.next_run),
+            source=src,
+        )
+        m.add(
+            "emberkeep_source_last_drill_timestamp_seconds",
+            "When the source's last restore drill ran.",
+            _ts(s.drill.started if s.drill else None),
+            source=src,
+        )
+        m.add(
+            "emberkeep_source_last_drill_restore_seconds",
+            "How long the last drill's restore took (the measured RTO).",
+            s.rto_seconds,
+            source=src,
+        )
+        m.add(
+            "emberkeep_source_anomalies",
+            "Anomalies found in the source's last good backup.",
+            len(s.anomalies),
+            source=src,
+        )
+    with Journal.open(site) as journal:
+        for s in report.sources:
+            good = journal.last("backup", source=s.name, outcome="ok")
+            if good is None:
+                continue
+            for name, value, what in (
+                ("bytes", good.bytes, "bytes read"),
+                ("new_bytes", good.bytes_new, "bytes not in the repository before"),
+                ("stored_bytes", good.bytes_written, "bytes stored (compressed, encrypted)"),
+                ("files", good.files, "files"),
+                ("documents", good.details.get("documents"), "documents (mongodb)"),
+            ):
+                m.add(
+                    f"emberkeep_last_backup_{name}",
+                    f"The source's last good backup: {what}.",
+                    value,
+                    source=s.name,
+                    target=good.target,
+                )
+        for kind, source, target in journal.jobs():
+            last = journal.last_of(kind, source, target)
+            good = journal.last_of(kind, source, target, ok=True)
+            labels = {"job": kind, "source": source, "target": target}
+            m.add(
+                "emberkeep_job_last_run_timestamp_seconds",
+                "When the job last finished a run (ok or not).",
+                _ts(last.started if last else None),
+                **labels,
+            )
+            m.add(
+                "emberkeep_job_last_success_timestamp_seconds",
+                "When the job last ran successfully.",
+                _ts(good.started if good else None),
+                **labels,
+            )
+            m.add(
+                "emberkeep_job_last_duration_seconds",
+                "How long the job's last run took.",
+                last.seconds if last else None,
+                **labels,
+            )
+            m.add(
+                "emberkeep_job_last_ok",
+                "1 when the job's last run succeeded, else 0.",
+                int(last.ok) if last else None,
+                **labels,
+            )
+    for t in report.targets:
+        tgt = t.name
+        m.add(
+            "emberkeep_target_up",
+            "1 when status could read the target.",
+            int(t.reachable),
+            target=tgt,
+        )
+        for source, count in sorted(t.snapshots_by_source.items()):
+            m.add(
+                "emberkeep_snapshots",
+                "Snapshots of the source held in the target.",
+                count,
+                source=source,
+                target=tgt,
+            )
+        m.add(
+            "emberkeep_target_snapshots", "Snapshots held in the target.", t.snapshots, target=tgt
+        )
+        m.add(
+            "emberkeep_target_repository_bytes",
+            "Size of every object in the target's repository.",
+            t.repository_bytes,
+            target=tgt,
+        )
+        m.add(
+            "emberkeep_target_free_bytes",
+            "Free space where the target lies (local, SFTP).",
+            t.free_bytes,
+            target=tgt,
+        )
+        m.add(
+            "emberkeep_target_last_copy_timestamp_seconds",
+            "When data last arrived in the target (a backup or a copy).",
+            _ts(t.last_copy),
+            target=tgt,
+        )
+        m.add(
+            "emberkeep_target_replication_lag_seconds",
+            "Age of the oldest primary snapshot the target should hold but lacks (0: none).",
+            t.replication_lag_seconds,
+            target=tgt,
+        )
+        m.add(
+            "emberkeep_target_low_space",
+            "1 when the target is low on space.",
+            int(bool(t.low_space)) if t.reachable else None,
+            target=tgt,
+        )
+    for state in REPORT_STATES:
+        m.add(
+            "emberkeep_status",
+            "1 for the site's state (ok, warning, breach), 0 for the others.",
+            int(report.state == state),
+            state=state,
+        )
+    m.add("emberkeep_breaches", "RPO and RTO breaches now.", len(report.breaches))
+    m.add(
+        "emberkeep_warnings",
+        "Warnings now (late, anomalies, space, failures).",
+        len(report.warnings),
+    )
+    m.add(
+        "emberkeep_status_timestamp_seconds",
+        "When this status was collected.",
+        report.time.timestamp(),
+    )
+    return m.text()
+
+
+def collect_text(site: Site) -> str:
+    return render(site, status_mod.collect(site))
+
+
+def write_textfile(path: Path, text: str) -> None:
+    """Atomically (node_exporter must never read half a file), readable by node_exporter."""
+    from ..fsutil import write_atomic
+
+    write_atomic(path, text.encode(), mode=0o644)
+
+
+# -- `emberkeep run` -----------------------------------------------------------------------
+
+
+class Exporter:
+    """Between the scheduler's jobs: status alerts, the textfile, the served text."""
+
+    def __init__(
+        self,
+        site: Site,
+        *,
+        port: int | None = None,
+        textfile: Path | None = None,
+        warn: Callable[[str], None] = lambda text: None,
+    ) -> None:
+        if port is not None and not 1 <= port <= 65535:
+            from ..errors import UsageError
+
+            raise UsageError(f"--metrics-port {port}: give a port from 1 to 65535")
+        self.site = site
+        self.port = port
+        self.textfile = textfile
+        self.warn = warn
+        self.server: ThreadingHTTPServer | None = None
+        self._lock = threading.Lock()
+        self._text: str | None = None
+        self._at = 0.0
+        self.active = bool(port or textfile or channels_of(site.config.notify))
+
+    def refresh(self) -> None:
+        """Collect, alert, write: after a batch of jobs (and at the start)."""
+        if not self.active:
+            return
+        try:
+            report = status_mod.collect(self.site)
+            with Journal.open(self.site) as journal:
+                notifier = Notifier(
+                    self.site.config.site.name, self.site.config.notify, journal, warn=self.warn
+                )
+                status_mod.send_alerts(report, notifier)
+            if self.port or self.textfile:
+                text = render(self.site, report)
+                with self._lock:
+                    self._text, self._at = text, time.monotonic()
+                if self.textfile:
+                    write_textfile(self.textfile, text)
+        except Exception as exc:  # monitoring never stops the scheduler
+            self.warn(f"status, alerts or metrics not updated: {type(exc).__name__}: {exc}")
+
+    def text(self) -> str:
+        with self._lock:
+            if self._text is None or time.monotonic() - self._at > MAX_AGE:
+                self._text, self._at = collect_text(self.site), time.monotonic()
+            return self._text
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[Exporter]:
+        """Serve ``/metrics`` on 127.0.0.1:port (when a port is set) while the block runs."""
+        if not self.port:
+            yield self
+            return
+        exporter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] != "/metrics":
+                    self.send_error(404, "only /metrics is here")
+                    return
+                try:
+                    body = exporter.text().encode()
+                except Exception as exc:
+                    self.send_error(500, f"{type(exc).__name__}: {exc}")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # scrapes are not news
+
+        try:
+            self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        except OSError as exc:
+            from ..errors import UsageError
+
+            raise UsageError(
+                f"cannot serve metrics on 127.0.0.1:{self.port}: {exc.strerror or exc}; "
+                "choose another port (--metrics-port or [monitor] metrics_port)"
+            ) from exc
+        self.server.daemon_threads = True
+        thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self.server.shutdown()
+            self.server.server_close()
+            thread.join(timeout=5)

@@ -1,0 +1,248 @@
+"""`emberkeep recover`: a whole site back on a "new host" from only a target URL, its
+credentials and an identity; resumable, dry-run, point in time, clear errors; and the
+generated runbook."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bson.raw_bson import RawBSONDocument
+from conftest import Site
+from pymongo import MongoClient
+from servers import S3Server, SshServer
+from servers_mongo import MongoTestServer
+
+from emberkeep.demo import shopdb
+from emberkeep.demo.run import _refs, tree_digest
+from emberkeep.demo.sitegen import DemoSite, generate
+
+DB = "recoverdb"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoTestServer]:
+    srv = MongoTestServer(tmp_path_factory.mktemp("mongo-recover"), oplog_bytes=16 << 20)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: MongoTestServer) -> Iterator[MongoClient[Any]]:
+    c = server.client()
+    yield c
+    c.close()
+
+
+def build(
+    site: Site, tmp_path: Path, server: MongoTestServer, client: MongoClient[Any], url: str,
+    *, media_hook: str = "",
+) -> DemoSite:  # fmt: skip
+    """The shop (files, config files, git repository, database), backed up to ``url``."""
+    demo = generate(tmp_path / "host", media_files=12)
+    shopdb.generate(client, DB, size_mb=0.5, drop=True)
+    env_local, server_env, nginx = demo.config_files
+    sources = f"""
+[[sources]]
+name = "mongodb"
+type = "mongodb"
+uri = "{server.uri}"
+databases = ["{DB}"]
+objectives = {{ rto = "1h" }}
+
+[[sources]]
+name = "media"
+type = "files"
+paths = ["{demo.media}"]
+objectives = {{ rto = "4h" }}
+{media_hook}
+
+[[sources]]
+name = "config"
+type = "files"
+paths = ["{env_local}", "{server_env}", "{nginx}", "{demo.nginx_enabled}"]
+
+[[sources]]
+name = "code"
+type = "git"
+path = "{demo.app}"
+"""
+    site.write_config(extra_sources=sources, targets=f'[[targets]]\nname = "remote"\nurl = "{url}"')
+    site.run("init")
+    site.run("backup")
+    return demo
+
+
+def state_of(demo: DemoSite, client: MongoClient[Any]) -> dict[str, Any]:
+    """What the recovery must bring back, exactly."""
+    raw = client[DB].codec_options.with_options(document_class=RawBSONDocument)
+    db = {
+        name: (
+            sorted(d.raw for d in client[DB].get_collection(name, codec_options=raw).find()),
+            sorted(str(sorted(i.items())) for i in client[DB][name].list_indexes()),
+        )
+        for name in client[DB].list_collection_names()
+    }
+    files = {str(p): tree_digest(p) for p in (demo.media, *demo.config_files, demo.nginx_enabled)}
+    return {"files": files, "refs": _refs(demo.app), "db": db}
+
+
+def destroy(site: Site, demo: DemoSite, client: MongoClient[Any]) -> None:
+    """The server is gone: site files, database, config, writer key, state dir."""
+    shutil.rmtree(demo.root)
+    client.drop_database(DB)
+    site.config_path.unlink()
+    shutil.rmtree(site.state_dir)
+
+
+def recover(site: Site, url: str, *args: str, ok: bool | None = True) -> Any:
+    return site.run("recover", "--from", url, "--identity", site.identities[0], *args, ok=ok)
+
+
+def test_complete_server_failure_from_sftp(
+    site: Site, tmp_path: Path, server: MongoTestServer, client: MongoClient[Any],
+    sftp_server: SshServer,
+) -> None:  # fmt: skip
+    url = sftp_server.url(tmp_path / "remote-repo")
+    demo = build(site, tmp_path, server, client, url)
+    before = state_of(demo, client)
+    config_text = site.config_path.read_text()
+    destroy(site, demo, client)
+
+    result = json.loads(recover(site, url, "--json").stdout)
+    assert [s["source"] for s in result["steps"]] == ["config", "code", "media", "mongodb"]
+    assert all(s["status"] == "restored" for s in result["steps"])
+    assert result["steps"][3]["rto_ok"] is True and result["seconds"] > 0
+    assert site.config_path.read_text() == config_text
+    assert (site.state_dir / "writer.key").exists()
+    assert state_of(demo, client) == before
+    fsck = subprocess.run(["git", "-C", str(demo.app), "fsck", "--full"], capture_output=True)
+    assert fsck.returncode == 0
+    assert "| mongodb | mongodb |" in Path(result["report"]).read_text()
+    # the recovered site is a working site again: its next backup works
+    site.run("backup")
+
+
+def test_complete_server_failure_from_s3(
+    site: Site, tmp_path: Path, server: MongoTestServer, client: MongoClient[Any],
+    s3_server: S3Server,
+) -> None:  # fmt: skip
+    url = s3_server.url(s3_server.make_bucket(), "shop")
+    site.env.update(s3_server.env())
+    demo = build(site, tmp_path, server, client, url)
+    before = state_of(demo, client)
+    destroy(site, demo, client)
+    recover(site, url)
+    assert state_of(demo, client) == before
+
+
+def test_interrupted_recover_resumes_without_redoing_steps(
+    site: Site, tmp_path: Path, server: MongoTestServer, client: MongoClient[Any]
+) -> None:
+    """The media step dies (its before-restore hook kills the recover, once)."""
+    url = f"file://{tmp_path / 'repo'}"
+    flag = tmp_path / "killed-once"
+    hook = f'hooks = {{ before_restore = "test -e {flag} || {{ touch {flag}; kill -9 $PPID; }}" }}'
+    demo = build(site, tmp_path, server, client, url, media_hook=hook)
+    before = state_of(demo, client)
+    destroy(site, demo, client)
+
+    first = recover(site, url, ok=False)
+    assert first.returncode != 0 and flag.exists()
+    progress = json.loads((site.state_dir / "recover.json").read_text())
+    assert set(progress["done"]) == {"config", "code"}
+
+    second = recover(site, url, "--json")
+    steps = {s["source"]: s["status"] for s in json.loads(second.stdout)["steps"]}
+    assert steps == {"config": "skipped", "code": "skipped", "media": "restored",
+                     "mongodb": "restored"}  # fmt: skip
+    assert state_of(demo, client) == before
+
+
+def test_dry_run_changes_nothing_and_only_at_restores_the_database_as_of(
+    site: Site, tmp_path: Path, server: MongoTestServer, client: MongoClient[Any]
+) -> None:
+    url = f"file://{tmp_path / 'repo'}"
+    site.env["EMBERKEEP_NOW"] = "2026-05-01T02:00:00Z"
+    demo = build(site, tmp_path, server, client, url)
+    early = state_of(demo, client)["db"]
+    client[DB].customers.delete_many({})
+    site.env["EMBERKEEP_NOW"] = "2026-05-02T02:00:00Z"
+    site.run("backup", "mongodb")
+    del site.env["EMBERKEEP_NOW"]
+    config_text = site.config_path.read_text()
+    destroy(site, demo, client)
+
+    plan = recover(site, url, "--dry-run", "--json")
+    planned = json.loads(plan.stdout)
+    assert planned["dry_run"] is True and len(planned["steps"]) == 4
+    assert all(s["status"] == "planned" for s in planned["steps"])
+    assert not site.config_path.exists() and not site.state_dir.exists()
+    assert not demo.root.exists() and DB not in client.list_database_names()
+
+    recover(site, url, "--only", "mongodb", "--at", "2026-05-01T12:00:00Z")
+    assert state_of_db(client) == early  # the first backup's database, customers and all
+    assert not demo.root.exists()  # nothing else was restored
+    assert site.config_path.read_text() == config_text
+
+
+def state_of_db(client: MongoClient[Any]) -> dict[str, Any]:
+    raw = client[DB].codec_options.with_options(document_class=RawBSONDocument)
+    return {
+        name: (
+            sorted(d.raw for d in client[DB].get_collection(name, codec_options=raw).find()),
+            sorted(str(sorted(i.items())) for i in client[DB][name].list_indexes()),
+        )
+        for name in client[DB].list_collection_names()
+    }
+
+
+def test_bad_inputs_fail_before_anything_is_touched(
+    site: Site, tmp_path: Path, server: MongoTestServer, client: MongoClient[Any],
+    s3_server: S3Server, sftp_server: SshServer,
+) -> None:  # fmt: skip
+    url = f"file://{tmp_path / 'repo'}"
+    demo = build(site, tmp_path, server, client, url)
+    destroy(site, demo, client)
+
+    site.keygen("stranger.txt")
+    wrong = site.run("recover", "--from", url, "--identity", site.identities[-1], ok=False)
+    assert wrong.returncode == 1 and "identity" in wrong.stderr.lower()
+    assert not site.config_path.exists() and not site.state_dir.exists()
+
+    dead = sftp_server.url(tmp_path / "nothing", timeout=3).replace(f":{sftp_server.port}/", ":1/")
+    unreachable = recover(site, dead, ok=False)
+    assert unreachable.returncode == 1 and "127.0.0.1" in unreachable.stderr
+
+    bucket = s3_server.make_bucket()
+    no_credentials = recover(site, s3_server.url(bucket, "shop", timeout=5), ok=False)
+    assert no_credentials.returncode == 1 and bucket in no_credentials.stderr
+    assert not site.config_path.exists() and not site.state_dir.exists()
+
+
+def test_runbook_covers_every_scenario(site: Site, tmp_path: Path) -> None:
+    demo = generate(tmp_path / "host", media_files=3)
+    site.write_config(
+        [demo.media],
+        extra_sources=(
+            '[[sources]]\nname = "mongodb"\ntype = "mongodb"\nuri = "mongodb://db:27017"\n'
+            f'[[sources]]\nname = "code"\ntype = "git"\npath = "{demo.app}"\n'
+            f'[[sources]]\nname = "config"\ntype = "files"\npaths = ["{demo.config_files[0]}"]\n'
+        ),
+        extra='[runbook]\nroles = { operator = "Sam (on call)", keyholder = "Alex" }\n',
+    )
+    text = site.run("runbook").stdout
+    for title in ("Database corruption (RTO 1 hour)", "Application code issues (RTO 30 minutes)",
+                  "Configuration issues (RTO 15 minutes)", "Complete server failure (RTO 4 hours)",
+                  "Disaster recovery (RTO 8 hours)"):  # fmt: skip
+        assert f"## {title}" in text
+    assert "restore latest --source mongodb --to-uri mongodb://db:27017 --drop" in text
+    assert "restore latest --source config --to /" in text
+    assert f"emberkeep recover --from file://{site.repo} --identity" in text
+    assert "Sam (on call) runs the steps" in text and "kept offline by Alex" in text
