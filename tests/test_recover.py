@@ -81,16 +81,8 @@ path = "{demo.app}"
 
 def state_of(demo: DemoSite, client: MongoClient[Any]) -> dict[str, Any]:
     """What the recovery must bring back, exactly."""
-    raw = client[DB].codec_options.with_options(document_class=RawBSONDocument)
-    db = {
-        name: (
-            sorted(d.raw for d in client[DB].get_collection(name, codec_options=raw).find()),
-            sorted(str(sorted(i.items())) for i in client[DB][name].list_indexes()),
-        )
-        for name in client[DB].list_collection_names()
-    }
     files = {str(p): tree_digest(p) for p in (demo.media, *demo.config_files, demo.nginx_enabled)}
-    return {"files": files, "refs": _refs(demo.app), "db": db}
+    return {"files": files, "refs": _refs(demo.app), "db": state_of_db(client)}
 
 
 def destroy(site: Site, demo: DemoSite, client: MongoClient[Any]) -> None:

@@ -26,7 +26,6 @@ from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
 from ..sources.mongodb import snapshotfiles
 from ..sources.mongodb.archive import ArchiveCollection, write_archive
-from ..sources.mongodb.catalog import parse_metadata
 from ..sources.mongodb.record import OPLOG, RECORD, DumpRecord
 from .site import Site, find_snapshot
 
@@ -99,23 +98,16 @@ def _mongodump_archive(
 ) -> tuple[int, int]:
     nodes = {path: node for path, node in walk_tree(repo, snapshot.tree)}
     record = DumpRecord.from_bytes(snapshotfiles.content(repo, nodes[f"/{RECORD}"]))
-    collections = []
-    for path, node in sorted(nodes.items()):
-        parts = path.strip("/").split("/")
-        if len(parts) != 2 or not parts[1].endswith(".metadata.json"):
-            continue
-        meta = snapshotfiles.content(repo, node)
-        info = parse_metadata(parts[0], meta)
-        data = nodes.get(f"/{info.db}/{info.name}.bson")
-        collections.append(
-            ArchiveCollection(
-                db=info.db,
-                collection=info.name,
-                metadata_json=meta.decode(),
-                documents=_reader(repo, data, info.ns, on_file),
-                kind=info.kind,
-            )
+    collections = [
+        ArchiveCollection(
+            db=c.info.db,
+            collection=c.info.name,
+            metadata_json=c.metadata.decode(),
+            documents=_reader(repo, c.data, c.info.ns, on_file),
+            kind=c.info.kind,
         )
+        for c in snapshotfiles.dumped_collections(repo, nodes)
+    ]
     oplog = nodes.get(f"/{OPLOG}")
     write_archive(
         out,

@@ -28,7 +28,7 @@ from ...errors import IntegrityError, UsageError
 from ...repository.repo import Repository
 from ...repository.snapshot import Snapshot
 from . import snapshotfiles
-from .catalog import CollectionInfo, parse_metadata
+from .catalog import CollectionInfo
 from .connection import Client, server_error
 from .oplog import Replayer, ReplayStats
 from .record import OPLOG, RECORD, DumpRecord
@@ -172,16 +172,12 @@ class MongoRestore:
 
     def plan(self) -> list[_Planned]:
         planned = []
-        for path, node in sorted(self.nodes.items()):
-            parts = path.strip("/").split("/")
-            if len(parts) != 2 or not parts[1].endswith(".metadata.json"):
-                continue
-            info = parse_metadata(parts[0], self._content(node))
+        for dumped in snapshotfiles.dumped_collections(self.repo, self.nodes):
+            info = dumped.info
             if not self.selection.wants(info.db, info.name):
                 continue
-            data = self.nodes.get(f"/{info.db}/{info.name}.bson")
             to_db, to_name = self.selection.target(info.db, info.name)
-            planned.append(_Planned(info, data, to_db, to_name))
+            planned.append(_Planned(info, dumped.data, to_db, to_name))
         if not planned:
             raise UsageError(
                 f"snapshot {self.snapshot.short_id} holds no collection matching "

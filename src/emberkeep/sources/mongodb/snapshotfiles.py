@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from ...engine.parallel import ordered_map
 from ...engine.tree import Node
 from ...errors import IntegrityError
 from ...repository.repo import Repository
+from .catalog import CollectionInfo, parse_metadata
 from .record import split_documents
 
 FETCH_WORKERS = 2
@@ -18,6 +20,27 @@ FETCH_WINDOW = 4
 
 def content(repo: Repository, node: Node) -> bytes:
     return b"".join(repo.read_blob(b) for b in node["content"])
+
+
+@dataclass
+class DumpedCollection:
+    """One collection or view of a dump: its catalog entry, ``metadata.json`` as stored,
+    and its ``.bson`` file's node (None for a view)."""
+
+    info: CollectionInfo
+    metadata: bytes
+    data: Node | None
+
+
+def dumped_collections(repo: Repository, nodes: dict[str, Node]) -> Iterator[DumpedCollection]:
+    """Every ``<db>/<coll>.metadata.json`` of a snapshot's tree, in path order."""
+    for path, node in sorted(nodes.items()):
+        parts = path.strip("/").split("/")
+        if len(parts) != 2 or not parts[1].endswith(".metadata.json"):
+            continue
+        metadata = content(repo, node)
+        info = parse_metadata(parts[0], metadata)
+        yield DumpedCollection(info, metadata, nodes.get(f"/{info.db}/{info.name}.bson"))
 
 
 def documents(
