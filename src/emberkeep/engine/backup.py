@@ -24,6 +24,7 @@ from ..repository.snapshot import Snapshot
 from ..sources.events import Enter, Event, Leaf, Leave, LocalFile, Stream, Warning_
 from .chunker import Chunker
 from .filescache import FilesCache
+from .streams import StreamFanIn
 from .tree import TreeBuilder
 from .writer import BlobWriter
 
@@ -54,6 +55,7 @@ class _Run:
     cache: FilesCache | None
     progress: Progress
     chunker: Chunker
+    fan_in: StreamFanIn | None = None  # concurrent streams, when the source asks for them
     warnings: list[dict[str, str]] = field(default_factory=list)
     files: int = 0
     dirs: int = 0
@@ -62,21 +64,37 @@ class _Run:
     links: dict[tuple[int, int], tuple[str, list[bytes]]] = field(default_factory=dict)
 
     def consume(self, events: Iterable[Event]) -> None:
-        for event in events:
-            match event:
-                case Enter(node):
-                    self.dirs += 1
-                    self.tree.enter(node)
-                case Leave():
-                    self.tree.leave()
-                case Leaf(node):
-                    self.tree.add(node)
-                case LocalFile():
-                    self._file(event)
-                case Stream():
-                    self._stream(event)
-                case Warning_(path, message):
-                    self.warnings.append({"path": path, "message": message})
+        try:
+            for event in events:
+                self._take(event)
+            if self.fan_in is not None:
+                self.fan_in.drain()
+        except BaseException:
+            if self.fan_in is not None:
+                self.fan_in.cancel()
+            raise
+
+    def _take(self, event: Event) -> None:
+        if self.fan_in is not None:
+            if isinstance(event, Stream) and event.concurrent:
+                self.tree.add(event.node)  # in order now; its content is filled in as it ends
+                self.fan_in.start(event)
+                return
+            self.fan_in.drain()
+        match event:
+            case Enter(node):
+                self.dirs += 1
+                self.tree.enter(node)
+            case Leave():
+                self.tree.leave()
+            case Leaf(node):
+                self.tree.add(node)
+            case LocalFile():
+                self._file(event)
+            case Stream():
+                self._stream(event)
+            case Warning_(path, message):
+                self.warnings.append({"path": path, "message": message})
 
     def _file(self, item: LocalFile) -> None:
         node, st = item.node, item.stat
@@ -112,10 +130,13 @@ class _Run:
             for chunk in self.chunker.chunks(handle):
                 size += len(chunk)
                 self.writer.submit(chunk, ids)
+        self.tree.add(item.node)
+        self.finish_stream(item, size, ids)
+
+    def finish_stream(self, item: Stream, size: int, ids: list[bytes]) -> None:
         item.node.update(size=size, content=ids)
         self.files += 1
         self.bytes += size
-        self.tree.add(item.node)
         self.progress.on_file(item.node["name"], size)
 
     def _read(self, item: LocalFile) -> tuple[list[bytes] | None, int, os.stat_result]:
@@ -213,11 +234,12 @@ def backup(
     cache: FilesCache | None = None,
     progress: Progress | None = None,
     workers: int = 2,
+    streams: int = 1,
     extra: dict[str, Any] | None = None,
 ) -> BackupResult:
     """Store ``events`` as one snapshot; ``extra`` (source-specific header fields, such as
     a dump's point in time) is read after the events are consumed, so a source may fill
-    it in as it ends."""
+    it in as it ends. Up to ``streams`` concurrent ``Stream`` events are chunked at once."""
     started = time.monotonic()
     with Lease(repo.storage, "backup"):
         # After the lease: either prune sees this backup, or this backup sees its marks.
@@ -234,6 +256,10 @@ def backup(
             progress or Progress(),
             Chunker(repo.writer_key.chunker_seed),
         )
+        if streams > 1:
+            run.fan_in = StreamFanIn(
+                writer, repo.writer_key.chunker_seed, streams, run.finish_stream
+            )
         try:
             run.consume(events)
             root = run.tree.finish()

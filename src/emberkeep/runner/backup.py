@@ -145,6 +145,7 @@ def _backup_mongodb(
             now=clock.now(),
             tags=tags,
             progress=progress,
+            streams=source.parallel,
             extra=dump.extra,
         )
     return SourceOutcome(source.name, target.name, result)

@@ -46,10 +46,16 @@ class Stream:
     ``open()`` gives a context manager yielding a binary stream with ``readinto``; the
     context manager raises an ``EmberkeepError`` on exit when the producer failed, so
     the engine commits no snapshot holding a torn stream.
+
+    ``concurrent``: the engine may chunk this stream while it takes the source's next
+    events (other concurrent streams among them). It finishes every concurrent stream
+    before it handles any other event, so a source may rely on them being stored once
+    it yields, say, the ``Leave`` of their directory.
     """
 
     node: dict[str, Any]
     open: Callable[[], AbstractContextManager[BinaryIO]]
+    concurrent: bool = False
 
 
 @dataclass
@@ -86,9 +92,13 @@ class BytesStream:
         return n
 
 
-def bytes_stream(node: dict[str, Any], data: bytes) -> Stream:
+def bytes_stream(node: dict[str, Any], data: bytes, *, concurrent: bool = False) -> Stream:
     """A ``Stream`` of bytes already in memory (a small record file)."""
-    return Stream(node, lambda: contextlib.nullcontext(BytesStream(data)))  # type: ignore[arg-type]
+    return Stream(
+        node,
+        lambda: contextlib.nullcontext(BytesStream(data)),  # type: ignore[arg-type]
+        concurrent,
+    )
 
 
 Event = Enter | Leave | Leaf | LocalFile | Stream | Warning_

@@ -8,8 +8,10 @@ Tree of a mongodb snapshot (mongodump's layout, so an export is a plain copy):
     /emberkeep-mongodb.json      the dump record (see ``record``)
 
 Up to ``parallel`` collections are read at once by worker threads, each into a bounded
-``ByteQueue``; the engine chunks them one after the other in tree order, so reading
-overlaps with chunking and sealing while memory stays at ``parallel`` queue budgets.
+``ByteQueue`` that the engine chunks as it fills (the collections' streams are
+``concurrent``), so the server serves ``parallel`` cursors for the whole dump while memory
+stays at ``parallel`` queue budgets. Batches are capped near ``BATCH_BYTES`` (a server
+otherwise grows them to 16 MiB), which keeps memory flat whatever the collections' sizes.
 Documents are never decoded: ``find_raw_batches`` hands over the server's bytes.
 """
 
@@ -33,7 +35,9 @@ from .connection import Client, server_error
 from .oplog import Oplog, ts_json
 from .record import OPLOG, RECORD, CollectionRecord, DocDigest, DumpRecord, OplogWindow
 
-QUEUE_BUDGET = 16 << 20  # bytes waiting per collection being read ahead (x parallel)
+QUEUE_BUDGET = 8 << 20  # bytes waiting per collection being read (x parallel)
+BATCH_BYTES = 2 << 20  # what one batch from the server should hold, about
+MAX_BATCH_DOCS = 100_000
 # A collection that vanished under a cursor: NamespaceNotFound, QueryPlanKilled, CursorKilled
 DROPPED_CODES = frozenset({26, 175, 237})
 
@@ -51,7 +55,8 @@ class CollectionReader:
     def run(self) -> None:
         error: BaseException | None = None
         try:
-            for batch in self.client[self.info.db][self.info.name].find_raw_batches():
+            collection = self.client[self.info.db][self.info.name]
+            for batch in collection.find_raw_batches(batch_size=self._batch_docs()):
                 self.digest.add(batch)
                 self.queue.put(batch)
         except Cancelled:
@@ -66,6 +71,17 @@ class CollectionReader:
         if error is None and self.digest.count == 0 and not self._exists():
             self.dropped = True
         self.queue.close(error)
+
+    def _batch_docs(self) -> int:
+        """Documents per batch for about ``BATCH_BYTES``, from the collection's average size."""
+        try:
+            stats = self.client[self.info.db].command("collStats", self.info.name)
+        except OperationFailure:
+            return 0  # the server's default
+        average = stats.get("avgObjSize") or 0
+        if average <= 0:
+            return 0
+        return max(1, min(MAX_BATCH_DOCS, BATCH_BYTES // int(average)))
 
     def _exists(self) -> bool:
         names = self.client[self.info.db].list_collection_names(filter={"name": self.info.name})
@@ -162,11 +178,13 @@ class MongoDump:
         for db in databases:
             yield Enter(made_node(db, "dir"))
             for info in catalog[db]:
-                yield bytes_stream(made_node(f"{info.name}.metadata.json"), info.metadata_json())
+                yield bytes_stream(
+                    made_node(f"{info.name}.metadata.json"), info.metadata_json(), concurrent=True
+                )
                 reader = by_ns.get(info.ns)
                 if reader is None:
                     continue
-                yield Stream(made_node(f"{info.name}.bson"), reader.open)
+                yield Stream(made_node(f"{info.name}.bson"), reader.open, concurrent=True)
                 for following in _take(ahead, 1):
                     pool.submit(following.run)
             yield Leave()
