@@ -17,7 +17,7 @@ Replay (``Replayer``) translates each entry into a write, so it works on servers
 ``applyOps`` (FerretDB) and across ``--ns-from/--ns-to`` renames: inserts stay inserts
 (skipped when the document is already there; ``Replayer._apply`` says why), deletes delete
 by ``_id``, and updates apply their modifier. MongoDB 5+ logs updates as ``$v: 2``
-diffs, which are not translated yet: such a window fails the restore clearly.
+diffs: the replay reads the document, applies the diff (``updatediff``) and writes it back.
 FerretDB writes every update as ``{"$set": <the whole new document>}`` with the ``_id``
 inside: that is a replacement and is replayed as one, or fields the update removed
 would stay behind.
@@ -38,6 +38,7 @@ from pymongo.errors import BulkWriteError
 
 from ...errors import EmberkeepError
 from .connection import Client
+from .updatediff import apply_diff
 
 OPLOG_DB = "local"
 OPLOG_COLL = "oplog.rs"
@@ -151,11 +152,27 @@ class Replayer:
             if op is None:
                 self.stats.skipped += 1
                 continue
+            if isinstance(op[2], DiffUpdate):
+                self._flush(pending)  # the diff applies to the document as it is by now
+                self._apply_diff(*op)
+                continue
             pending.append(op)
             if len(pending) >= REPLAY_BATCH:
                 self._flush(pending)
         self._flush(pending)
         return self.stats
+
+    def _apply_diff(self, db: str, coll: str, update: DiffUpdate) -> None:
+        """Read, apply, write back; a document gone by now is skipped (a later entry of the
+        window deleted it, or the dump read it after that)."""
+        collection = self.client[db][coll]
+        doc = collection.find_one({"_id": update.id})
+        if doc is None:
+            self.stats.skipped += 1
+            return
+        apply_diff(doc, update.diff)
+        collection.replace_one({"_id": update.id}, doc)
+        self.stats.applied += 1
 
     def _translate(self, entry: dict[str, Any]) -> tuple[str, str, Any] | None:
         db, _, coll = str(entry["ns"]).partition(".")
@@ -209,18 +226,23 @@ class Replayer:
             return
 
 
+@dataclass
+class DiffUpdate:
+    """A MongoDB 5+ update: the diff of the document with this ``_id`` (see ``updatediff``)."""
+
+    id: Any
+    diff: dict[str, Any]
+
+
 def _update(entry: dict[str, Any]) -> Any:
     change = dict(entry["o"])
     target = entry.get("o2") or {}
-    change.pop("$v", None)
+    version = change.pop("$v", None)
     whole = change.get("$set")
     if set(change) == {"$set"} and isinstance(whole, dict) and "_id" in whole:
         return ReplaceOne({"_id": target.get("_id", whole["_id"])}, whole, upsert=True)
-    if "diff" in change:
-        raise EmberkeepError(
-            "the snapshot's oplog holds a MongoDB 5+ `$v: 2` update, which only a server "
-            "with applyOps can replay; restore into a mongod"
-        )
+    if version == 2 and "diff" in change:
+        return DiffUpdate(target["_id"], change["diff"])
     if not any(k.startswith("$") for k in change):
         return ReplaceOne({"_id": target["_id"]}, change, upsert=True)
     return UpdateOne({"_id": target["_id"]}, change)
