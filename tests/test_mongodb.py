@@ -21,6 +21,7 @@ import pytest
 from bson import ObjectId
 from conftest import Site
 from pymongo import MongoClient
+from pymongo.errors import OperationFailure
 from servers_mongo import MongoTestServer
 
 from emberkeep.demo import shopdb
@@ -356,6 +357,52 @@ def test_wrong_credentials_are_named_and_password_never_shown(site: Site, tmp_pa
         mongo_site(site, secured.uri, ["shop"])  # the right ones work
         [out] = site.json("backup")
         assert out["snapshot"]["extra"]["mongodb"]["documents"] == 1
+
+
+def _logs_in(server: MongoTestServer, user: str, password: str, db: str) -> bool:
+    client: MongoClient[Any] = MongoClient(
+        server.uri_with((user, password)), authSource=db, serverSelectionTimeoutMS=5000
+    )
+    try:
+        client[db].command("ping")
+        return True
+    except OperationFailure as exc:
+        assert exc.code == 18, exc  # AuthenticationFailed, nothing else
+        return False
+    finally:
+        client.close()
+
+
+def test_users_come_back_with_their_passwords_into_their_own_database(
+    site: Site, tmp_path: Path
+) -> None:
+    with MongoTestServer(tmp_path / "srv", credentials=("admin", "admin-pass")) as secured:
+        c = secured.client()
+        c.shop.items.insert_many([{"_id": i} for i in range(3)])
+        c.shop.command({"createUser": "app", "pwd": "app-pass", "roles": []})
+        mongo_site(site, secured.uri, ["shop"])
+        [out] = site.json("backup")
+        assert "app-pass" not in json.dumps(out)
+
+        c.shop.command({"dropUser": "app"})
+        assert not _logs_in(secured, "app", "app-pass", "shop")
+        restored = site.json("restore", "latest", "--to-uri", secured.uri, "--drop")
+        assert restored["users_and_roles"] == [
+            {"db": "shop", "users": ["shop.app"], "roles": [], "kept": []}
+        ]
+        assert _logs_in(secured, "app", "app-pass", "shop")  # the same salted hashes
+        assert not _logs_in(secured, "app", "not-the-password", "shop")
+
+        # Without --drop, a user already there is kept and the restore says so.
+        c.drop_database("shop")
+        proc = site.run("restore", "latest", "--to-uri", secured.uri)
+        assert "shop.app (restore with --drop to replace them)" in proc.stderr + proc.stdout
+        # Under another name, the data comes back without the users.
+        again = site.json("restore", "latest", "--to-uri", secured.uri, "--ns-from", "shop",
+                          "--ns-to", "shop_copy")  # fmt: skip
+        assert again["users_and_roles"] == []
+        assert c.shop_copy.items.count_documents({}) == 3
+        assert not _logs_in(secured, "app", "app-pass", "shop_copy")
 
 
 def test_database_that_does_not_exist(

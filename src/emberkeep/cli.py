@@ -406,6 +406,8 @@ def _restore_mongodb(site: Site, args: argparse.Namespace) -> int:
     for coll in result.collections:
         what = "view" if coll.type == "view" else f"{coll.documents} documents"
         ui.line(f"  {coll.source} -> {coll.target}: {what}, {coll.indexes} indexes")
+    for auth in result.auth:
+        ui.line(f"  {auth.db}: {len(auth.users)} users, {len(auth.roles)} roles restored")
     when = f" at {result.consistent_at}" if result.consistent_at else ""
     ui.line(
         f"restored snapshot {snapshot.short_id}: {len(result.collections)} collections, "

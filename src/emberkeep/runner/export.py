@@ -98,6 +98,7 @@ def _mongodump_archive(
 ) -> tuple[int, int]:
     nodes = {path: node for path, node in walk_tree(repo, snapshot.tree)}
     record = DumpRecord.from_bytes(snapshotfiles.content(repo, nodes[f"/{RECORD}"]))
+    dumped = list(snapshotfiles.dumped_collections(repo, nodes))
     collections = [
         ArchiveCollection(
             db=c.info.db,
@@ -106,7 +107,7 @@ def _mongodump_archive(
             documents=_reader(repo, c.data, c.info.ns, on_file),
             kind=c.info.kind,
         )
-        for c in snapshotfiles.dumped_collections(repo, nodes)
+        for c in dumped
     ]
     oplog = nodes.get(f"/{OPLOG}")
     write_archive(
@@ -115,7 +116,8 @@ def _mongodump_archive(
         server_version=record.server_version or "0.0.0",
         oplog=_reader(repo, oplog, "oplog", on_file) if oplog and oplog["content"] else None,
     )
-    total = sum(int(n["size"]) for p, n in nodes.items() if p.endswith(".bson"))
+    total = sum(int(c.data["size"]) for c in dumped if c.data is not None)
+    total += int(oplog["size"]) if oplog else 0
     return len(collections), total
 
 

@@ -34,6 +34,7 @@ from .catalog import CollectionInfo, list_collections, select_databases
 from .connection import Client, server_error
 from .oplog import Oplog, ts_json
 from .record import OPLOG, RECORD, CollectionRecord, DocDigest, DumpRecord, OplogWindow
+from .users import ROLES_FILE, USERS_FILE, AuthDump, read_auth
 
 QUEUE_BUDGET = 8 << 20  # bytes waiting per collection being read (x parallel)
 BATCH_BYTES = 2 << 20  # what one batch from the server should hold, about
@@ -128,6 +129,8 @@ class MongoDump:
         start = oplog.start()
         databases = select_databases(self.client, self.source.databases, self.who)
         catalog = {db: list_collections(self.client, db, self.source.exclude) for db in databases}
+        auth = {db: read_auth(self.client, db) for db in databases}
+        self._record_auth(auth)
         self.record.server_version = str(self.client.server_info().get("version", ""))
         self.record.databases = databases
         readers = [
@@ -138,10 +141,12 @@ class MongoDump:
         ]
         with ThreadPoolExecutor(self.source.parallel, thread_name_prefix="mongo-read") as pool:
             try:
-                yield from self._collections(databases, catalog, readers, pool)
+                yield from self._collections(databases, catalog, auth, readers, pool)
             finally:
                 for reader in readers:
                     reader.queue.cancel()
+        for problem in {a.problem for a in auth.values() if a.problem}:
+            yield Warning_("users and roles", f"not dumped: {problem}")
         for reader in readers:
             self.record.collections.append(reader.record())
             if reader.dropped:
@@ -167,6 +172,7 @@ class MongoDump:
         self,
         databases: list[str],
         catalog: dict[str, list[CollectionInfo]],
+        auth: dict[str, AuthDump],
         readers: list[CollectionReader],
         pool: ThreadPoolExecutor,
     ) -> Iterator[Event]:
@@ -187,7 +193,16 @@ class MongoDump:
                 yield Stream(made_node(f"{info.name}.bson"), reader.open, concurrent=True)
                 for following in _take(ahead, 1):
                     pool.submit(following.run)
+            for name, data in ((USERS_FILE, auth[db].users), (ROLES_FILE, auth[db].roles)):
+                if data:
+                    yield bytes_stream(made_node(name), data, concurrent=True)
             yield Leave()
+
+    def _record_auth(self, auth: dict[str, AuthDump]) -> None:
+        problems = sorted({a.problem for a in auth.values() if a.problem})
+        self.record.users_and_roles = f"not dumped: {problems[0]}" if problems else "dumped"
+        self.record.users = sum(a.user_count for a in auth.values())
+        self.record.roles = sum(a.role_count for a in auth.values())
 
     @contextlib.contextmanager
     def _oplog(

@@ -90,7 +90,9 @@ class DumpRecord(msgspec.Struct, kw_only=True):
     not_point_in_time_because: str | None = None
     oplog: OplogWindow = msgspec.field(default_factory=OplogWindow)
     consistent_at: str | None = None  # ISO 8601 of the window's end
-    users_and_roles: str = "not dumped"
+    users_and_roles: str = "not dumped"  # "dumped", or why not (see ``users``)
+    users: int = 0
+    roles: int = 0
 
     def to_bytes(self) -> bytes:
         return msgspec.json.format(msgspec.json.encode(self), indent=1) + b"\n"

@@ -5,7 +5,8 @@ unless ``drop``, before anything is written); then each collection is created wi
 options and its raw documents are inserted in parallel batches (never decoded); then the
 oplog window is replayed, which brings every collection to the snapshot's point in time;
 then indexes are built (last: building them once over the loaded data is faster than
-maintaining them per insert) and views are created.
+maintaining them per insert), views are created, and the databases' users and roles are
+written back (``users``).
 
 A document can be read twice by a dump whose collection changed under it (it moved);
 the second copy's duplicate-key error is ignored and the oplog replay sets it right.
@@ -32,6 +33,7 @@ from .catalog import CollectionInfo
 from .connection import Client, server_error
 from .oplog import Replayer, ReplayStats
 from .record import OPLOG, RECORD, DumpRecord
+from .users import ROLES_FILE, USERS_FILE, AuthRestored, restore_auth
 
 BATCH_DOCS = 1000
 BATCH_BYTES = 8 << 20
@@ -105,11 +107,13 @@ class MongoRestoreResult:
     point_in_time: bool = False
     consistent_at: str | None = None
     bytes: int = 0
+    auth: list[AuthRestored] = field(default_factory=list)
     warnings: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "collections": [c.to_json() for c in self.collections],
+            "users_and_roles": [a.to_json() for a in self.auth],
             "oplog_entries_applied": self.oplog.applied,
             "point_in_time": self.point_in_time,
             "consistent_at": self.consistent_at,
@@ -232,12 +236,44 @@ class MongoRestore:
                 result.collections.append(
                     CollectionOutcome(item.source_ns, item.target_ns, item.info.kind)
                 )
+        result.auth = self._restore_auth(record)
+        for done in result.auth:
+            if done.kept:
+                result.warnings.append(
+                    {
+                        "path": f"{done.db} users and roles",
+                        "message": f"already on the target, kept as they are: "
+                        f"{', '.join(done.kept)} (restore with --drop to replace them)",
+                    }
+                )
         if not record.point_in_time:
             reason = record.not_point_in_time_because or "no oplog window"
             result.warnings.append(
                 {"path": "oplog", "message": f"not a point-in-time snapshot: {reason}"}
             )
         return result
+
+    def _restore_auth(self, record: DumpRecord) -> list[AuthRestored]:
+        """Users and roles of each whole database restored under its own name."""
+        if self.selection.collection:
+            return []
+        restored = []
+        for db in record.databases:
+            if not self.selection.wants(db, "") or self.selection.target(db, "")[0] != db:
+                continue
+            users, roles = (self.nodes.get(f"/{db}/{name}") for name in (USERS_FILE, ROLES_FILE))
+            if users is None and roles is None:
+                continue
+            restored.append(
+                restore_auth(
+                    self.client,
+                    db,
+                    self._content(users) if users else b"",
+                    self._content(roles) if roles else b"",
+                    self.drop,
+                )
+            )
+        return restored
 
     def _refuse_non_empty(self, planned: list[_Planned]) -> None:
         if self.drop:
