@@ -23,7 +23,7 @@ from ..errors import IntegrityError, NotFound, UsageError
 from ..fsutil import temp_name
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
-from .parallel import ordered_map
+from .fetch import read_in_order
 from .tree import Node, decode_tree
 
 
@@ -154,13 +154,8 @@ class Restorer:
         tmp = temp_name(target)
         try:
             with open(tmp, "wb") as out:
-                if pool is None:
-                    for blob_id in node["content"]:
-                        out.write(self.repo.read_blob(blob_id))
-                else:
-                    window = 2 * self.workers
-                    for data in ordered_map(pool, self.repo.read_blob, node["content"], window):
-                        out.write(data)
+                for data in read_in_order(self.repo, node["content"], pool, self.workers):
+                    out.write(data)
             self._metadata(tmp, node)
             os.replace(tmp, target)
         except (IntegrityError, NotFound) as exc:

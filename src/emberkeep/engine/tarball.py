@@ -9,6 +9,7 @@ from typing import BinaryIO
 
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
+from .fetch import read_in_order
 from .restore import walk_tree
 from .tree import Node
 
@@ -19,8 +20,7 @@ class _BlobReader:
     """``read(n)`` over a file's blobs, for ``tarfile.addfile``."""
 
     def __init__(self, repo: Repository, ids: list[bytes]) -> None:
-        self.repo = repo
-        self.ids = iter(ids)
+        self.blobs = read_in_order(repo, ids)
         self.buf = memoryview(b"")
 
     def read(self, n: int = -1) -> bytes:
@@ -28,10 +28,10 @@ class _BlobReader:
         want = n if n >= 0 else 1 << 62
         while want > 0:
             if not self.buf:
-                blob_id = next(self.ids, None)
-                if blob_id is None:
+                blob = next(self.blobs, None)
+                if blob is None:
                     break
-                self.buf = memoryview(self.repo.read_blob(blob_id))
+                self.buf = memoryview(blob)
             part = self.buf[:want]
             parts.append(bytes(part))
             self.buf = self.buf[len(part) :]

@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ..engine.fetch import read_in_order
 from ..engine.restore import Restorer, RestoreResult, walk_tree
 from ..engine.tree import Node
 from ..errors import IntegrityError, UsageError
@@ -144,8 +145,8 @@ def restore_git(
     fd, tmp = tempfile.mkstemp(prefix=".emberkeep-", suffix=".bundle", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as out:
-            for blob_id in bundle["content"]:
-                out.write(repo.read_blob(blob_id))
+            for data in read_in_order(repo, bundle["content"]):
+                out.write(data)
         git.restore_bundle(Path(tmp), dest, record)
     except BaseException:
         if created:
@@ -165,4 +166,4 @@ def _node(nodes: dict[str, Node], snapshot: Snapshot, name: str) -> Node:
 
 
 def _content(repo: Repository, nodes: dict[str, Node], snapshot: Snapshot, name: str) -> bytes:
-    return b"".join(repo.read_blob(b) for b in _node(nodes, snapshot, name)["content"])
+    return b"".join(read_in_order(repo, _node(nodes, snapshot, name)["content"]))

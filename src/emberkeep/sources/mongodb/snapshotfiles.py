@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ...engine.parallel import ordered_map
+from ...engine.fetch import read_in_order
 from ...engine.tree import Node
 from ...errors import IntegrityError
 from ...repository.repo import Repository
@@ -19,7 +19,7 @@ FETCH_WINDOW = 4
 
 
 def content(repo: Repository, node: Node) -> bytes:
-    return b"".join(repo.read_blob(b) for b in node["content"])
+    return b"".join(read_in_order(repo, node["content"]))
 
 
 @dataclass
@@ -52,7 +52,7 @@ def documents(
     """Each whole BSON document of a ``.bson`` file; ``name`` labels errors and progress."""
     rest = b""
     with ThreadPoolExecutor(FETCH_WORKERS, thread_name_prefix="mongo-fetch") as pool:
-        for blob in ordered_map(pool, repo.read_blob, node["content"], FETCH_WINDOW):
+        for blob in read_in_order(repo, node["content"], pool, FETCH_WINDOW):
             data = rest + blob if rest else blob
             try:
                 docs, used = split_documents(data)
