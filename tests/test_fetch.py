@@ -87,3 +87,25 @@ def test_runs_keep_order_and_never_cross_a_pack(site: Site, tmp_path: Path) -> N
     assert [blob for run in runs for blob in repo.read_run(run)] == [
         repo.read_blob(b) for b in shuffled
     ]
+
+
+def test_small_files_restore_in_a_few_reads_not_one_each(site: Site, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for i in range(300):
+        (data / f"d{i % 7}").mkdir(parents=True, exist_ok=True)
+        (data / f"d{i % 7}" / f"f{i}.bin").write_bytes(os.urandom(1000 + 97 * i))
+    site.keygen()
+    site.write_config([data])
+    site.run("init")
+    site.run("backup")
+
+    repo = _repo(site, read=True)
+    counting = CountingStorage(repo.storage)
+    repo.storage = counting  # type: ignore[assignment]
+    out = tmp_path / "out"
+    result = Restorer(repo, out).restore(repo.snapshots()[0])
+
+    assert result.files == 300
+    for path in data.rglob("*.bin"):
+        assert (out / str(path).lstrip("/")).read_bytes() == path.read_bytes()
+    assert len(counting.pack_reads) < 40, len(counting.pack_reads)  # one per file: 300
