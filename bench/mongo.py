@@ -14,7 +14,10 @@ backup (ratio vs the stand-in dump):
     time, mongodump's default) into mongodump's archive multiplexing (a namespace header, the
     batch, a terminator) piped into a ``gzip`` process writing a file: mongodump --archive |
     gzip minus the archive's CRCs;
-  - ``emberkeep backup`` of a ``type = "mongodb"`` source;
+  - stand-in "pymongo dump --oplog | gzip": the same plus what ``mongodump --oplog`` does
+    for a point-in-time dump (the newest oplog entry before and after, then the window),
+    the like-for-like baseline of
+  - ``emberkeep backup`` of a ``type = "mongodb"`` source (point-in-time too);
   - the files engine over a mongodump output: ``mongodump --out DIR`` (or the stand-in dumper
     writing ``<db>/<coll>.bson`` + ``.metadata.json``), then ``emberkeep backup`` of a files
     source over DIR, and the sum of the two: what the strategy's current approach (dump to
@@ -27,6 +30,7 @@ restore (ratio vs the stand-in restore), each into ``bench_restore`` with ``--dr
   - ``emberkeep restore latest --to-uri URI --ns-from candle-ecommerce --ns-to bench_restore``.
 
 Every restore is checked: each collection's document count equals the source's.
+``--steps backup`` runs the backup rows alone.
 """
 
 from __future__ import annotations
@@ -87,12 +91,26 @@ def _catalog(db: Any) -> list[dict[str, Any]]:
     return out
 
 
-def standin_dump(uri: str, db_name: str, archive: Path | None, out_dir: Path | None) -> None:
-    """Read every collection as raw batches into a gzipped archive, or into a dump dir."""
+def _newest_oplog_ts(client: Any) -> Any:
+    """mongodump --oplog's way to the newest entry: one document in reverse natural order."""
+    entry = client.local["oplog.rs"].find_one({}, sort=[("$natural", -1)])
+    return None if entry is None else entry["ts"]
+
+
+def standin_dump(
+    uri: str, db_name: str, archive: Path | None, out_dir: Path | None, oplog: bool = False
+) -> None:
+    """Read every collection as raw batches into a gzipped archive, or into a dump dir.
+
+    ``oplog``: what ``mongodump --oplog`` adds for a point-in-time dump (its queries, from
+    mongo-tools' ``mongodump/oplog_dump.go``): the newest oplog entry before and after the
+    collections (``$natural: -1``, limit 1), then the entries with ``ts`` between the two,
+    written after the collections."""
     from pymongo import MongoClient
 
     client: Any = MongoClient(uri)
     db = client[db_name]
+    start = _newest_oplog_ts(client) if oplog else None
     catalog = _catalog(db)
     lock = threading.Lock()
     gzip: subprocess.Popen[bytes] | None = None
@@ -136,6 +154,14 @@ def standin_dump(uri: str, db_name: str, archive: Path | None, out_dir: Path | N
         (out_dir / db_name).mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(DUMP_PARALLEL) as pool:
         total = sum(pool.map(read, catalog))
+    if oplog and sink is not None:
+        end = _newest_oplog_ts(client)
+        window = {"ts": {"$gte": start, "$lte": end}}
+        header = bson.encode({"db": "local", "collection": "oplog.rs"})
+        for batch in client.local["oplog.rs"].find_raw_batches(window):
+            sink.write(header)
+            sink.write(batch)
+            sink.write(TERMINATOR)
     if gzip is not None:
         assert sink is not None
         sink.close()
@@ -236,6 +262,7 @@ class Row:
     maxrss_kib: int
     output_bytes: int | None = None
     baseline: bool = False
+    ratio_to: str = ""  # the tool this row is compared with, when not the group's baseline
 
     @property
     def mb_s(self) -> float:
@@ -441,6 +468,15 @@ class Bench:
         )  # fmt: skip
         base.baseline = True
         self.db_bytes = base.db_bytes = json.loads(out.strip().splitlines()[-1])["bytes"]
+        pit = "stand-in: pymongo dump --oplog | gzip"
+        pit_archive = here / "standin-oplog.archive.gz"
+        self.measure(
+            "backup", pit, f"{size}-standin-dump-oplog",
+            [*self.me(), "dump", "--uri", self.uri, "--db", DB, "--archive", str(pit_archive),
+             "--oplog"],
+            output=pit_archive,
+        )  # fmt: skip
+        pit_archive.unlink()
         if self.mongodump:
             mongo_archive = here / "mongodump.archive.gz"
             sh = (
@@ -451,11 +487,16 @@ class Bench:
                 "backup", "mongodump --archive | gzip", f"{size}-mongodump",
                 ["bash", "-o", "pipefail", "-c", sh], output=mongo_archive,
             )  # fmt: skip
-        self.measure(
+        ek_backup, _ = self.measure(
             "backup", "emberkeep backup (mongodb source)", f"{size}-emberkeep-backup",
             [*ek, "-c", str(db_cfg), "-q", "--json", "backup"],
             output=db_cfg.parent / "repo",
         )  # fmt: skip
+        ek_backup.ratio_to = pit  # both point-in-time: the like-for-like pair
+        if "restore" not in self.args.steps:
+            self.empty_oplog_backup(size, mongo_src)
+            archive.unlink()
+            return
         if self.mongodump:
             dump_tool = "mongodump --out DIR"
             argv = [self.mongodump, "--quiet", f"--uri={self.uri}", f"--db={DB}"]
@@ -509,6 +550,10 @@ class Bench:
         )  # fmt: skip
         self.check_restore("emberkeep restore")
         archive.unlink()
+        self.empty_oplog_backup(size, mongo_src)
+
+    def empty_oplog_backup(self, size: int, mongo_src: str) -> None:
+        ek = self.emberkeep
         if self.server is not None and self.server.kind == "ferretdb":
             # FerretDB filters the oplog window's `ts` range by reading its whole oplog,
             # which the seeding filled with the database once more; a second backup after
@@ -534,8 +579,9 @@ class Bench:
         ]
         for row in self.rows:
             base = next(
-                (r for r in self.rows if r.baseline and r.group == row.group
-                 and r.size_mb == row.size_mb),
+                (r for r in self.rows if r.size_mb == row.size_mb and (
+                    r.tool == row.ratio_to if row.ratio_to
+                    else r.baseline and r.group == row.group)),
                 None,
             )  # fmt: skip
             ratio = "" if base is None else f"{row.wall_s / base.wall_s:.2f}"
@@ -594,6 +640,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     run.add_argument("--work", type=Path, default=DEFAULT_WORK, help="work dir (wiped)")
     run.add_argument("--uri", help="use this server instead of starting FerretDB")
     run.add_argument("--parallel", type=int, help="the mongodb source's `parallel`")
+    run.add_argument("--steps", default="backup,restore", help="backup,restore (default) or backup")
     run.add_argument("--emberkeep", help="emberkeep executable")
     dump = sub.add_parser("dump", help="(internal) the stand-in dumper")
     dump.add_argument("--uri", required=True)
@@ -602,6 +649,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     where.add_argument("--archive", type=Path)
     where.add_argument("--dir", type=Path)
     restore = sub.add_parser("restore", help="(internal) the stand-in restorer")
+    dump.add_argument("--oplog", action="store_true", help="as mongodump --oplog")
     restore.add_argument("--uri", required=True)
     restore.add_argument("--archive", type=Path, required=True)
     restore.add_argument("--to-db", required=True)
@@ -611,6 +659,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.cmd == "run":
         args.sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip())
+        args.steps = {s.strip() for s in args.steps.split(",") if s.strip()}
+        if not args.steps <= {"backup", "restore"} or "backup" not in args.steps:
+            parser.error("--steps: backup, or backup,restore")
         args.emberkeep = find_emberkeep(args.emberkeep)
         args.work = args.work.resolve()
     return args
@@ -620,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if args.cmd == "dump":
-            standin_dump(args.uri, args.db, args.archive, args.dir)
+            standin_dump(args.uri, args.db, args.archive, args.dir, args.oplog)
         elif args.cmd == "restore":
             standin_restore(args.uri, args.archive, args.to_db, args.drop)
         else:
