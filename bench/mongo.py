@@ -30,7 +30,8 @@ restore (ratio vs the stand-in restore), each into ``bench_restore`` with ``--dr
   - ``emberkeep restore latest --to-uri URI --ns-from candle-ecommerce --ns-to bench_restore``.
 
 Every restore is checked: each collection's document count equals the source's.
-``--steps backup`` runs the backup rows alone.
+``--steps backup`` runs the backup rows alone; ``--pairs N`` instead alternates the stand-in
+dump and emberkeep's backup N times with the oplog emptied (the noise between like runs).
 """
 
 from __future__ import annotations
@@ -458,6 +459,9 @@ class Bench:
         db_cfg = self.config("emberkeep-db", mongo_src)
         files_cfg = self.config("emberkeep-files", files_src)
         ek = self.emberkeep
+        if self.args.pairs:
+            self.alternate(size, mongo_src, here)
+            return
 
         # backups ------------------------------------------------------------------
         archive = here / "standin.archive.gz"
@@ -552,6 +556,33 @@ class Bench:
         archive.unlink()
         self.empty_oplog_backup(size, mongo_src)
 
+    def alternate(self, size: int, mongo_src: str, here: Path) -> None:
+        """``--pairs N``: with the oplog emptied, the stand-in dump and emberkeep's backup
+        one after the other, N times: a ratio per adjacent pair, the noise between them."""
+        from emberkeep.demo.mongoserver import _create_ferretdb_oplog
+
+        if self.server is not None and self.server.kind == "ferretdb":
+            self.client.local.drop_collection("oplog.rs")
+            _create_ferretdb_oplog(self.client, self.server.oplog_bytes)
+        archive = here / "standin.archive.gz"
+        for n in range(1, self.args.pairs + 1):
+            tool = f"stand-in: pymongo dump | gzip #{n}"
+            base, out = self.measure(
+                "backup", tool, f"{size}-standin-dump-{n}",
+                [*self.me(), "dump", "--uri", self.uri, "--db", DB, "--archive", str(archive)],
+                output=archive,
+            )  # fmt: skip
+            self.db_bytes = base.db_bytes = json.loads(out.strip().splitlines()[-1])["bytes"]
+            archive.unlink()
+            cfg = self.config(f"emberkeep-db-{n}", mongo_src)
+            row, _ = self.measure(
+                "backup", f"emberkeep backup (mongodb source) #{n}",
+                f"{size}-emberkeep-backup-{n}",
+                [*self.emberkeep, "-c", str(cfg), "-q", "--json", "backup"],
+                output=cfg.parent / "repo",
+            )  # fmt: skip
+            row.ratio_to = tool
+
     def empty_oplog_backup(self, size: int, mongo_src: str) -> None:
         ek = self.emberkeep
         if self.server is not None and self.server.kind == "ferretdb":
@@ -641,6 +672,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     run.add_argument("--uri", help="use this server instead of starting FerretDB")
     run.add_argument("--parallel", type=int, help="the mongodb source's `parallel`")
     run.add_argument("--steps", default="backup,restore", help="backup,restore (default) or backup")
+    run.add_argument(
+        "--pairs", type=int, default=0,
+        help="instead of the steps: N alternating stand-in / emberkeep backups, oplog emptied",
+    )  # fmt: skip
     run.add_argument("--emberkeep", help="emberkeep executable")
     dump = sub.add_parser("dump", help="(internal) the stand-in dumper")
     dump.add_argument("--uri", required=True)
