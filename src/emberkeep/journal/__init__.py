@@ -55,6 +55,7 @@ from typing import Any, Protocol
 from .. import clock
 from ..durations import parse_duration
 from ..errors import EmberkeepError
+from ..repository.lease import pid_alive
 
 FILE = "journal.sqlite"
 KINDS = ("backup", "replicate", "prune", "check", "drill", "restore", "notify")
@@ -342,7 +343,7 @@ class Journal:
             (kind, source, target),
         ).fetchall()
         for row_id, pid in rows:
-            if pid != os.getpid() and not _alive(pid):
+            if pid != os.getpid() and not (pid and pid_alive(pid)):
                 with self.transaction():
                     self.db.execute(
                         "UPDATE runs SET outcome = 'interrupted', "
@@ -416,18 +417,6 @@ def _create_private(path: Path) -> None:
             os.fchmod(fd, 0o600)
     finally:
         os.close(fd)
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def error_text(exc: BaseException) -> str:

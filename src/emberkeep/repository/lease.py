@@ -39,13 +39,14 @@ class LeaseInfo:
     def is_stale(self, now: datetime) -> bool:
         if now - self.refreshed > STALE_AFTER:
             return True
-        return self.host == socket.gethostname() and not _pid_alive(self.pid)
+        return self.host == socket.gethostname() and not pid_alive(self.pid)
 
     def describe(self) -> str:
         return f"{self.kind} by pid {self.pid} on {self.host} since {clock.iso(self.started)}"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with this pid exists (one of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
