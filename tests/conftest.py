@@ -194,11 +194,9 @@ def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def mongo_client(mongo_server: Any) -> Iterator[Any]:
     """A ``pymongo.MongoClient`` to the session's server."""
-    client = mongo_server.client()
-    try:
-        yield client
-    finally:
-        client.close()
+    from servers_mongo import client_of
+
+    yield from client_of(mongo_server)
 
 
 _mongo_db_counter = iter(range(1, 1 << 30))

@@ -15,8 +15,12 @@ Nothing here skips: a server that cannot start raises, with the end of its log.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
+from pymongo import MongoClient
 
 from emberkeep.demo import mongoserver
 from emberkeep.demo.mongoserver import (
@@ -40,8 +44,10 @@ __all__ = [
     "START_TRIES",
     "MongoTestServer",
     "ServerStartError",
+    "client_of",
     "ferretdb_binary",
     "free_port",
+    "module_server",
     "mongod_binary",
     "server_kind",
 ]
@@ -74,3 +80,21 @@ class MongoTestServer(MongoServer):
 
     def ferretdb_binary(self) -> Path:
         return ferretdb_binary()
+
+
+def module_server(
+    factory: pytest.TempPathFactory, name: str, oplog_bytes: int
+) -> Iterator[MongoTestServer]:
+    """A started server of one test module's own (its own oplog size: window scans on
+    FerretDB read the whole oplog), stopped when the module is done."""
+    with MongoTestServer(factory.mktemp(name), oplog_bytes=oplog_bytes) as server:
+        yield server
+
+
+def client_of(server: MongoServer) -> Iterator[MongoClient[Any]]:
+    """A client of ``server`` for a fixture's lifetime."""
+    client = server.client()
+    try:
+        yield client
+    finally:
+        client.close()

@@ -14,22 +14,17 @@ import pytest
 from conftest import Site, repo_objects
 from pymongo import MongoClient
 from robustness_helpers import flip_byte, write_random
-from servers_mongo import MongoTestServer
+from servers_mongo import MongoTestServer, client_of, module_server
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoTestServer]:
-    srv = MongoTestServer(tmp_path_factory.mktemp("mongo-drill"), oplog_bytes=16 << 20)
-    srv.start()
-    yield srv
-    srv.stop()
+    yield from module_server(tmp_path_factory, "mongo-drill", 16 << 20)
 
 
 @pytest.fixture(scope="module")
 def client(server: MongoTestServer) -> Iterator[MongoClient[Any]]:
-    c = server.client()
-    yield c
-    c.close()
+    yield from client_of(server)
 
 
 def files_site(site: Site, tmp_path: Path, *, rto: str = "1h") -> Path:

@@ -22,7 +22,7 @@ from bson import ObjectId
 from conftest import Site
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure
-from servers_mongo import MongoTestServer
+from servers_mongo import MongoTestServer, client_of, module_server
 
 from emberkeep.demo import shopdb
 
@@ -31,18 +31,12 @@ SHOP_MB = 3
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoTestServer]:
-    """A server of this module's own, its oplog small enough that window scans stay quick."""
-    srv = MongoTestServer(tmp_path_factory.mktemp("mongo-src"), oplog_bytes=32 << 20)
-    srv.start()
-    yield srv
-    srv.stop()
+    yield from module_server(tmp_path_factory, "mongo-src", 32 << 20)
 
 
 @pytest.fixture(scope="module")
 def client(server: MongoTestServer) -> Iterator[MongoClient[Any]]:
-    c = server.client()
-    yield c
-    c.close()
+    yield from client_of(server)
 
 
 _names = iter(range(1, 1 << 20))

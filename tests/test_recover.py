@@ -16,7 +16,7 @@ from bson.raw_bson import RawBSONDocument
 from conftest import Site
 from pymongo import MongoClient
 from servers import S3Server, SshServer
-from servers_mongo import MongoTestServer
+from servers_mongo import MongoTestServer, client_of, module_server
 
 from emberkeep.demo import shopdb
 from emberkeep.demo.run import _refs, tree_digest
@@ -27,17 +27,12 @@ DB = "recoverdb"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoTestServer]:
-    srv = MongoTestServer(tmp_path_factory.mktemp("mongo-recover"), oplog_bytes=16 << 20)
-    srv.start()
-    yield srv
-    srv.stop()
+    yield from module_server(tmp_path_factory, "mongo-recover", 16 << 20)
 
 
 @pytest.fixture(scope="module")
 def client(server: MongoTestServer) -> Iterator[MongoClient[Any]]:
-    c = server.client()
-    yield c
-    c.close()
+    yield from client_of(server)
 
 
 def build(
