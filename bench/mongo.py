@@ -51,7 +51,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
 import bson
+import run as harness  # bench/run.py: the child-process runner (wait4, logs, errors)
 from bson import json_util
 from bson.raw_bson import RawBSONDocument
 from bson.son import SON
@@ -67,12 +69,10 @@ DUMP_PARALLEL = 4  # mongodump --numParallelCollections default
 INSERT_WORKERS = 4  # the stand-in restore's insert threads
 BATCH_DOCS = 1000
 BATCH_BYTES = 8 * MiB
-TAIL_LINES = 30
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-class BenchError(RuntimeError):
-    """A fatal benchmark problem; the message is printed and the run aborts."""
+BenchError = harness.BenchError  # a fatal benchmark problem: printed, and the run aborts
 
 
 # --------------------------------------------------------------------------- stand-ins
@@ -270,13 +270,6 @@ class Row:
         return self.db_bytes / MiB / self.wall_s if self.wall_s > 0 else 0.0
 
 
-def _tail(path: Path, lines: int = TAIL_LINES) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) or "(empty)"
-    except OSError:
-        return "(no log)"
-
-
 def _du(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
@@ -313,33 +306,14 @@ class Bench:
         return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
     def run(self, name: str, argv: list[str]) -> tuple[float, float, float | None, int, str]:
-        """Run one child; wall, cpu, server cpu, peak RSS (KiB) from wait4, and its stdout."""
-        out_log = self.logs / f"{name}.stdout.log"
-        err_log = self.logs / f"{name}.stderr.log"
-        os.sync()  # earlier writeback is not billed to this command
+        """Run one child (``bench/run.py``'s runner: wait4, logs, the error on failure);
+        wall, cpu, the server's cpu meanwhile, peak RSS (KiB), and its stdout."""
         server0 = self._server_cpu()
-        with out_log.open("wb") as out, err_log.open("wb") as err:
-            start = time.perf_counter()
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=self.env
-            )
-            try:
-                _, status, usage = os.wait4(proc.pid, 0)
-            except BaseException:
-                proc.kill()
-                proc.wait()
-                raise
-            wall = time.perf_counter() - start
+        done = harness.Runner(self.logs).run(name, argv, env=self.env)
         server1 = self._server_cpu()
-        code = os.waitstatus_to_exitcode(status)
-        if code != 0:
-            raise BenchError(
-                f"[{name}] exit {code}: $ {shlex.join(argv)}\n--- {err_log} ---\n"
-                f"{_tail(err_log)}\n--- {out_log} ---\n{_tail(out_log, 10)}"
-            )
         server = None if server0 is None or server1 is None else server1 - server0
-        cpu = usage.ru_utime + usage.ru_stime
-        return wall, cpu, server, usage.ru_maxrss, out_log.read_text()
+        stdout = Path(done.stdout_log).read_text()
+        return done.wall_s, done.user_s + done.sys_s, server, done.maxrss_kib, stdout
 
     def measure(
         self, group: str, tool: str, name: str, argv: list[str], *, output: Path | None = None
