@@ -145,8 +145,8 @@ class MongoDump:
             finally:
                 for reader in readers:
                     reader.queue.cancel()
-        for problem in {a.problem for a in auth.values() if a.problem}:
-            yield Warning_("users and roles", f"not dumped: {problem}")
+        if self.record.users_and_roles != "dumped":
+            yield Warning_("users and roles", self.record.users_and_roles)
         for reader in readers:
             self.record.collections.append(reader.record())
             if reader.dropped:
