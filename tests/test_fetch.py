@@ -76,7 +76,7 @@ def test_runs_keep_order_and_never_cross_a_pack(site: Site, tmp_path: Path) -> N
         for blob_id, where in sorted(blobs, key=lambda b: b[1].offset)
         if where.type == layout.BLOB_DATA
     ]
-    assert len(ids) >= 30
+    assert len(ids) >= 20  # 36 MiB in chunks of about 1.3 MiB on average: ~28, varying
     shuffled = ids[::2] + ids[1::2] + ids[:3]  # out of order, with repeats
     runs = list(repo.runs(shuffled))
     assert [b for run in runs for b in run] == shuffled
