@@ -68,6 +68,7 @@ class Repository:
     _index: BlobIndex | None = None
     _pack_keys: dict[str, bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _key_loads: dict[str, threading.Lock] = field(default_factory=dict)  # one loader per pack
     read_times: ReadTimes = field(default_factory=ReadTimes)
 
     # -- creating and opening ------------------------------------------------------------
@@ -204,10 +205,23 @@ class Repository:
             )
 
     def pack_key(self, pack: str) -> bytes:
+        """A pack's data key, read and unwrapped once however many threads ask at once."""
         with self._lock:
             cached = self._pack_keys.get(pack)
-        if cached is not None:
-            return cached
+            if cached is not None:
+                return cached
+            loading = self._key_loads.setdefault(pack, threading.Lock())
+        with loading:
+            with self._lock:
+                cached = self._pack_keys.get(pack)
+            if cached is None:
+                cached = self._load_pack_key(pack)
+                with self._lock:
+                    self._pack_keys[pack] = cached
+                    self._key_loads.pop(pack, None)
+        return cached
+
+    def _load_pack_key(self, pack: str) -> bytes:
         self.require_identity("reading backed-up data")
         info = self.storage.stat(pack)
         if info is None:
@@ -218,10 +232,7 @@ class Repository:
             raise IntegrityError(pack, "pack trailer is damaged")
         frame = self.storage.get(pack, info.size - TRAILER.size - frame_len, frame_len)
         (wrapped_len,) = struct.unpack_from("<H", frame)
-        data_key = keys.unwrap(frame[2 : 2 + wrapped_len], self.identities, f"pack {pack}")
-        with self._lock:
-            self._pack_keys[pack] = data_key
-        return data_key
+        return keys.unwrap(frame[2 : 2 + wrapped_len], self.identities, f"pack {pack}")
 
     def open_blob(self, blob_id: bytes, location: Location, sealed: bytes | memoryview) -> bytes:
         """Decrypt a sealed blob and check it is the content its id names."""
