@@ -37,7 +37,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -539,25 +538,10 @@ def run_bench(args: argparse.Namespace, report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = shlex.join(sys.orig_argv) if argv is None else shlex.join(["remote.py", *argv])
-    print(f"command: {command}")
-    print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %z')}")
-    print(
-        f"machine: {platform.node()} {platform.platform()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}"
-    )
-    # Other work on the machine shows in the numbers (2 cores are shared with the servers).
-    print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     work: Path = args.work.resolve()
-    report: dict[str, Any] = {
-        "command": command,
-        "cwd": os.getcwd(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
-        "args": {
+    report = harness.start_report(
+        command,
+        {
             "size_mb": args.size_mb,
             "work": str(work),
             "targets": args.target_list,
@@ -565,45 +549,21 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "repeat": args.repeat,
         },
-        "loadavg_at_start": os.getloadavg(),
-    }
-    status = 0
-    try:
-        table = run_bench(args, report)
-    except BenchError as exc:
-        sys.stdout.flush()
-        print(f"\nBENCHMARK FAILED\n{exc}", file=sys.stderr)
-        report["error"] = str(exc)
-        status = 1
-    except KeyboardInterrupt:
-        sys.stdout.flush()
-        print("\ninterrupted", file=sys.stderr)
-        report["error"] = "interrupted"
-        status = 130
-    except BaseException as exc:  # a bug in the harness: keep the partial results, re-raise
-        report["error"] = f"{type(exc).__name__}: {exc}"
-        raise
-    else:
+    )
+
+    def caption() -> str:
         data = report["dataset"]
         rounds = (
             "single run"
             if args.repeat == 1
             else f"median of {args.repeat} rounds (every round in results.json)"
         )
-        print(
-            f"\ndataset: {data['total_bytes'] / MiB:.1f} MiB in {data['files']} files; "
-            f"servers on 127.0.0.1; {rounds}; ratio = emberkeep / restic\n"
+        return (
+            f"dataset: {data['total_bytes'] / MiB:.1f} MiB in {data['files']} files; "
+            f"servers on 127.0.0.1; {rounds}; ratio = emberkeep / restic"
         )
-        print(table)
-        (work / "results.md").write_text(f"command: `{command}`\n\n{table}\n")
-    finally:
-        report["loadavg_at_end"] = os.getloadavg()
-        print("load average at end: " + " ".join(f"{x:.2f}" for x in report["loadavg_at_end"]))
-        if report.get("work_prepared") and (work / harness.WORK_MARKER).is_file():
-            out = work / "results.json"
-            out.write_text(json.dumps(_jsonable(report), indent=2) + "\n")
-            print(f"\nresults: {out}", flush=True)
-    return status
+
+    return harness.run_reported(work, report, lambda: run_bench(args, report), caption, _jsonable)
 
 
 if __name__ == "__main__":

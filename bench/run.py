@@ -704,16 +704,17 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    command = shlex.join(sys.orig_argv) if argv is None else shlex.join(["run.py", *argv])
+def start_report(command: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Print the run's header (command, date, machine, load) and return the report's start."""
     print(f"command: {command}")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %z')}")
     print(
         f"machine: {platform.node()} {platform.platform()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}"
     )
-    report: dict[str, Any] = {
+    # Other work on the machine shows in the numbers (2 cores are shared with any servers).
+    print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    return {
         "command": command,
         "cwd": os.getcwd(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -722,17 +723,27 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
         },
-        "args": {
-            "size_mb": args.size_mb,
-            "work": str(args.work.resolve()),
-            "tools": args.tool_list,
-            "seed": args.seed,
-        },
+        "args": args,
+        "loadavg_at_start": os.getloadavg(),
     }
-    work: Path = args.work.resolve()
+
+
+def run_reported(
+    work: Path,
+    report: dict[str, Any],
+    bench: Callable[[], str],
+    caption: Callable[[], str],
+    jsonable: Callable[[Any], Any],
+) -> int:
+    """Run ``bench`` (which returns the results table) and report it; the exit status.
+
+    The table goes to stdout after ``caption()`` and to ``work/results.md``; the report (with
+    the error, if any) to ``work/results.json`` whenever the work dir was prepared, so a
+    failed or interrupted run keeps what it measured."""
+    command = report["command"]
     status = 0
     try:
-        table = run_bench(args, report)
+        table = bench()
     except BenchError as exc:
         sys.stdout.flush()
         print(f"\nBENCHMARK FAILED\n{exc}", file=sys.stderr)
@@ -747,20 +758,37 @@ def main(argv: list[str] | None = None) -> int:
         report["error"] = f"{type(exc).__name__}: {exc}"
         raise
     else:
-        data = report["dataset"]
-        print(
-            f"\ndataset: {data['total_bytes'] / MiB:.1f} MiB in {data['files']} files "
-            "(+ the 1% mutation); times are wall-clock seconds of a single run; "
-            "ratio = emberkeep / peer\n"
-        )
+        print(f"\n{caption()}\n")
         print(table)
         (work / "results.md").write_text(f"command: `{command}`\n\n{table}\n")
     finally:
+        report["loadavg_at_end"] = os.getloadavg()
+        print("load average at end: " + " ".join(f"{x:.2f}" for x in report["loadavg_at_end"]))
         if report.get("work_prepared") and (work / WORK_MARKER).is_file():
             out = work / "results.json"
-            out.write_text(json.dumps(_jsonable(report), indent=2) + "\n")
+            out.write_text(json.dumps(jsonable(report), indent=2) + "\n")
             print(f"\nresults: {out}", flush=True)
     return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join(sys.orig_argv) if argv is None else shlex.join(["run.py", *argv])
+    work: Path = args.work.resolve()
+    report = start_report(
+        command,
+        {"size_mb": args.size_mb, "work": str(work), "tools": args.tool_list, "seed": args.seed},
+    )
+
+    def caption() -> str:
+        data = report["dataset"]
+        return (
+            f"dataset: {data['total_bytes'] / MiB:.1f} MiB in {data['files']} files "
+            "(+ the 1% mutation); times are wall-clock seconds of a single run; "
+            "ratio = emberkeep / peer"
+        )
+
+    return run_reported(work, report, lambda: run_bench(args, report), caption, _jsonable)
 
 
 if __name__ == "__main__":
