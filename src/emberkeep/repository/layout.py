@@ -3,6 +3,7 @@
 ```
 config                       plaintext JSON: format version, repository id, chunker sizes
 keys/writer.age              the writer key, encrypted to the recipients
+keys/recipients              the recipient set, sealed with the index key (recipients.py)
 data/<aa>/<sha256>           data packs (file and database contents)
 meta/<aa>/<sha256>           metadata packs (trees); small, never sent to cold storage
 index/<sha256>               pack tables, sealed with the index key
@@ -21,6 +22,7 @@ from __future__ import annotations
 FORMAT_VERSION = 1
 CONFIG = "config"
 WRITER_KEY = "keys/writer.age"
+RECIPIENTS = "keys/recipients"
 DATA, META, INDEX, SNAPSHOTS, LOCKS, TRASH = "data", "meta", "index", "snapshots", "locks", "trash"
 SITE_CONFIG = "siteconfig"
 

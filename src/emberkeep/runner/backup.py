@@ -79,7 +79,7 @@ def _backup_files(
     site: Site, source: FilesSource, tags: list[str] | None, progress: Progress | None
 ) -> SourceOutcome:
     target = site.config.targets[0]
-    repo = site.repository(target.name)
+    repo = site.repository_to_write(target.name)
     walker = FilesWalker(source.paths, source.exclude)
     walker.check_paths()
     cache = FilesCache(site.state_dir / "cache" / f"{repo.writer_key.repo_id}-{source.name}.sqlite")
@@ -107,7 +107,7 @@ def _backup_git(
     target = site.config.targets[0]
     git = GitRepo(source.name, source.path)
     record = git.check()
-    repo = site.repository(target.name)
+    repo = site.repository_to_write(target.name)
     result = backup(
         repo,
         git.events(record),
@@ -133,7 +133,7 @@ def _backup_mongodb(
     from ..sources.mongodb.dump import MongoDump
 
     target = site.config.targets[0]
-    repo = site.repository(target.name)
+    repo = site.repository_to_write(target.name)
     with client_for(source.uri, f"source {source.name}") as client:
         dump = MongoDump(source, client)
         result = backup(

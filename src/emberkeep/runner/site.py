@@ -11,6 +11,7 @@ import pyrage
 from .. import keys
 from ..config import Config
 from ..errors import IdentityRequired, RepositoryError, UsageError
+from ..repository import recipients as recipient_set
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
 from ..storage import Storage, open_storage
@@ -71,6 +72,13 @@ class Site:
         )
         if not self.writer_key_path.exists():
             repo.writer_key.save(self.writer_key_path)  # rebuilt from the repository's copy
+        return repo
+
+    def repository_to_write(self, target: str | None = None) -> Repository:
+        """Open a target's repository for a backup: its recipients must be the config's
+        (``repository/recipients.py``), checked before anything is written."""
+        repo = self.repository(target)
+        recipient_set.ensure(repo.storage, repo.writer_key, self.recipients, self.config.path)
         return repo
 
     def target_names(self, only: str | None) -> list[str]:
