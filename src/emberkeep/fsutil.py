@@ -21,6 +21,49 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(path: Path, *, mode: int = 0o777, durable: bool = False) -> None:
+    """Create the directory ``path`` and its missing parents, each with ``mode`` (less the umask).
+
+    ``durable`` fsyncs the parent of each directory created (or found just created by
+    another thread), so a crash cannot lose it and what is written inside. Raises the
+    OSError of the directory that could not be created (its ``filename`` names it).
+    """
+    missing = []
+    while not path.is_dir() and path.parent != path:
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, mode)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise NotADirectoryError(
+                    errno.ENOTDIR, "exists and is not a directory", str(directory)
+                ) from None
+        if durable:
+            fsync_dir(directory.parent)
+
+
+def create_new(path: Path, mode: int = 0o600) -> int:
+    """Open a new file for writing with ``mode`` from the start: never an existing file,
+    never through a symlink, and never readable by others before its owner allows it."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+
+
+def _create_parent(final: Path) -> None:
+    """``final``'s folder and its missing parents, durably; a clear error when impossible."""
+    try:
+        make_dirs(final.parent, durable=True)
+    except OSError as exc:
+        where = exc.filename or final.parent
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
+            raise storage_error(where, exc) from exc
+        raise StorageError(
+            f"cannot create the directory {where} ({exc.strerror}): check the path (is its "
+            "disk mounted?) or point the target elsewhere"
+        ) from exc
+
+
 NAME_MAX = 255
 
 
@@ -54,7 +97,7 @@ def write_all(fd: int, data: Buffers) -> None:
 
 def _write_temp(final: Path, data: Buffers, mode: int) -> Path:
     tmp = temp_name(final)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    fd = create_new(tmp, mode)
     try:
         write_all(fd, data)
         os.fsync(fd)
@@ -73,7 +116,7 @@ def write_atomic(final: Path, data: Buffers, *, mode: int = 0o600, exclusive: bo
     With ``exclusive`` the write is create-only: it raises ``AlreadyExists`` when
     ``final`` exists (hard link of the temp file, which fails atomically).
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
+    _create_parent(final)
     try:
         tmp = _write_temp(final, data, mode)
         try:
@@ -102,7 +145,10 @@ def storage_error(path: Path | str, exc: OSError) -> StorageError:
     if exc.errno in (errno.EACCES, errno.EPERM):
         return StorageError(f"permission denied writing {path}: check its owner and mode")
     if exc.errno == errno.EROFS:
-        return StorageError(f"{path} is on a read-only file system")
+        return StorageError(
+            f"{path} is on a read-only file system: remount it read-write or point the "
+            "target elsewhere"
+        )
     return StorageError(f"{path}: {exc.strerror or exc}")
 
 
@@ -112,10 +158,10 @@ def atomic_output(final: Path, *, mode: int = 0o600) -> Iterator[BinaryIO]:
 
     On any error the temp file is removed and ``final`` is untouched.
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
+    _create_parent(final)
     tmp = temp_name(final)
     try:
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as out:
+        with open(create_new(tmp, mode), "wb") as out:
             try:
                 yield out
                 out.flush()
