@@ -1,10 +1,12 @@
 """Restore a files snapshot (or chosen paths of it) under a directory.
 
 Files are written under a temp name and renamed into place, so an interrupted restore
-never leaves a half-written file under a real name. Blobs of one file are fetched and
-decrypted in parallel (bounded), files in order. Ownership is restored when running as
-root; directory times are set last, deepest first, since writing into a directory
-changes its mtime.
+never leaves a half-written file under a real name. Nothing is readable by others before
+its final mode is set: temp files are created 0600 and directories 0700, and a directory
+gets its own mode only at the end, once everything inside it is in place. Blobs of one
+file are fetched and decrypted in parallel (bounded), files in order. Ownership is
+restored when running as root; directory times are set last, deepest first, since
+writing into a directory changes its mtime.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IntegrityError, NotFound, UsageError
-from ..fsutil import temp_name
+from ..fsutil import create_new, make_dirs, temp_name
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
 from .fetch import read_in_order
@@ -62,6 +64,8 @@ def _inside(path: str, includes: list[str]) -> bool:
     return not includes or any(path == i or path.startswith(i + "/") for i in includes)
 
 
+PRIVATE_FILE = 0o600  # modes while restoring; the snapshot's are set once a file is complete
+PRIVATE_DIR = 0o700  # and once a directory's whole subtree is
 SMALL_GROUP_BYTES = 4 << 20  # consecutive small files restored together by one worker
 SMALL_GROUP_FILES = 128
 
@@ -114,7 +118,7 @@ class Restorer:
                 found.update(i for i in includes if path == i)
                 target = self.dest / path.lstrip("/")
                 if node["type"] == "dir":
-                    target.mkdir(parents=True, exist_ok=True)
+                    make_dirs(target, mode=PRIVATE_DIR)
                     dirs.append((path, node))
                     self.result.dirs += 1
                 elif not _inside(path, includes):
@@ -187,10 +191,10 @@ class Restorer:
 
     def _write(self, path: str, node: Node, target: Path, blobs: Iterable[bytes]) -> None:
         """Write under a temp name, set metadata, rename into place; damage names the file."""
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(target.parent, mode=PRIVATE_DIR)
         tmp = temp_name(target)
         try:
-            with open(tmp, "wb") as out:
+            with open(create_new(tmp, PRIVATE_FILE), "wb") as out:
                 for data in blobs:
                     out.write(data)
             self._metadata(tmp, node)
@@ -207,7 +211,7 @@ class Restorer:
 
     def _link(self, path: str, node: Node) -> None:
         target = self.dest / path.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(target.parent, mode=PRIVATE_DIR)
         with contextlib.suppress(FileNotFoundError):
             target.unlink()
         os.link(self.dest / node["hardlink"].lstrip("/"), target)
@@ -220,7 +224,7 @@ class Restorer:
         self.on_file(path, node.get("size", 0))
 
     def _symlink(self, node: Node, target: Path) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(target.parent, mode=PRIVATE_DIR)
         if target.is_symlink() or target.exists():
             target.unlink()
         os.symlink(node["target"], target)
