@@ -1,5 +1,6 @@
 """A backup killed with SIGKILL leaves a repository that check passes, and the next
-backup and prune succeed (DESIGN.md: a crash leaves only unreferenced packs)."""
+backup and prune succeed (DESIGN.md: a crash leaves only unreferenced packs). An init
+killed between its writes leaves no repository that recover cannot use."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 from conftest import Site, tree_listing
 from robustness_helpers import (
     check_json,
@@ -20,6 +23,11 @@ from robustness_helpers import (
     temp_files,
     write_random,
 )
+
+from emberkeep import keys
+from emberkeep.repository import layout
+from emberkeep.repository.repo import Repository
+from emberkeep.storage.local import LocalStorage
 
 FILES = 12
 FILE_SIZE = 25 * 1024 * 1024  # 300 MB in all: about 19 data packs, a few seconds to back up
@@ -145,3 +153,64 @@ def test_prune_removes_temp_files_of_an_interrupted_write(site: Site, tmp_path: 
     site.run("prune", "--grace", "0s")
     assert not crashed.exists(), "prune left an interrupted upload's temp file behind"
     check_json(site, "--read-data", rc=0)
+
+
+class _DiesAfterFirstPut:
+    """Our storage seam: the process "dies" (raises) on the second object written."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.written: list[str] = []
+
+    def put(self, name: str, data: Any, *, overwrite: bool = False) -> None:
+        if self.written:
+            raise KeyboardInterrupt(f"killed before writing {name}")
+        self.inner.put(name, data, overwrite=overwrite)
+        self.written.append(name)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_init_killed_between_its_writes_leaves_no_repository_without_a_key_copy(
+    site: Site, tmp_path: Path
+) -> None:
+    """``config`` is init's commit point: written last, after the writer key's copy."""
+    source = tmp_path / "src"
+    write_random(source / "file.bin", 1000)
+    site.write_config(paths=[source])
+    writer_key = keys.WriterKey.generate()
+    recipients = keys.parse_recipients(site.recipients)
+    dying = _DiesAfterFirstPut(LocalStorage(site.repo))
+    with pytest.raises(KeyboardInterrupt):
+        Repository.init(dying, writer_key, recipients)  # type: ignore[arg-type]
+    assert dying.written == [layout.WRITER_KEY]
+    assert not (site.repo / layout.CONFIG).exists()
+
+    site.run("init")
+    site.run("backup")
+    _recover_dry_run(site)
+
+
+def test_init_rewrites_a_missing_copy_of_the_writer_key(site: Site, tmp_path: Path) -> None:
+    """A repository left without keys/writer.age (an init that crashed under the old write
+    order) is repaired by the next init, which says so."""
+    source = tmp_path / "src"
+    write_random(source / "file.bin", 1000)
+    site.write_config(paths=[source])
+    site.run("init")
+    (site.repo / layout.WRITER_KEY).unlink()
+
+    proc = site.run("init")
+    assert "writer key" in proc.stdout, proc.stdout
+    assert (site.repo / layout.WRITER_KEY).is_file()
+    assert site.json("init") == [
+        {"target": "local", "created": False, "message": "already initialized"}
+    ]
+    site.run("backup")
+    _recover_dry_run(site)
+
+
+def _recover_dry_run(site: Site) -> None:
+    url = f"file://{site.repo}"
+    site.run("recover", "--from", url, "--identity", site.identities[0], "--dry-run")

@@ -80,6 +80,12 @@ class Repository:
         writer_key: keys.WriterKey,
         recipients: list[pyrage.x25519.Recipient],
     ) -> Repository:
+        """Create the repository: the writer key's copy first, then ``config``, the commit
+        point, so a crash between them leaves no repository rather than one that
+        ``recover`` cannot use."""
+        if storage.stat(layout.CONFIG) is not None:  # never replace another one's key copy
+            raise _already_initialized(storage)
+        put_writer_key(storage, writer_key, recipients)
         config = {
             "format": layout.FORMAT_VERSION,
             "id": writer_key.repo_id,
@@ -92,8 +98,7 @@ class Repository:
         try:
             storage.put(layout.CONFIG, json.dumps(config, indent=1).encode())
         except AlreadyExists:
-            raise RepositoryError(f"target {storage.label} already holds a repository") from None
-        storage.put(layout.WRITER_KEY, keys.wrap(writer_key.to_bytes(), recipients), overwrite=True)
+            raise _already_initialized(storage) from None
         return cls(storage, writer_key, recipients)
 
     @classmethod
@@ -320,6 +325,17 @@ class Repository:
             pack = info.name[len(layout.TRASH) + 1 :]
             marked[pack] = info.name
         return marked
+
+
+def put_writer_key(
+    storage: Storage, writer_key: keys.WriterKey, recipients: list[pyrage.x25519.Recipient]
+) -> None:
+    """The repository's copy of the writer key, encrypted to ``recipients`` (for recover)."""
+    storage.put(layout.WRITER_KEY, keys.wrap(writer_key.to_bytes(), recipients), overwrite=True)
+
+
+def _already_initialized(storage: Storage) -> RepositoryError:
+    return RepositoryError(f"target {storage.label} already holds a repository")
 
 
 def read_config(storage: Storage) -> dict:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyrage
+
 from .. import keys
 from ..errors import NotFound, RepositoryError
 from ..repository import layout
-from ..repository.repo import Repository, read_config
+from ..repository.repo import Repository, put_writer_key, read_config
+from ..storage import Storage
 from .site import Site
 
 
@@ -46,11 +49,27 @@ def init(site: Site, only: str | None = None) -> list[InitOutcome]:
                     f"target {name} already holds another site's repository; "
                     "point the target elsewhere"
                 )
-            outcomes.append(InitOutcome(name, False, "already initialized"))
+            outcomes.append(
+                InitOutcome(name, False, _initialized(storage, writer_key, site.recipients))
+            )
             continue
         Repository.init(storage, writer_key, site.recipients)
         outcomes.append(InitOutcome(name, True, "created"))
     return outcomes
+
+
+def _initialized(
+    storage: Storage, writer_key: keys.WriterKey, recipients: list[pyrage.x25519.Recipient]
+) -> str:
+    """An existing repository of this site; its writer key copy is written again when missing
+    (an init that died between its writes, before config became its commit point)."""
+    if storage.stat(layout.WRITER_KEY) is not None:
+        return "already initialized"
+    put_writer_key(storage, writer_key, recipients)
+    return (
+        f"already initialized; its copy of the writer key ({layout.WRITER_KEY}) was missing "
+        "and is written again, so recover can use this repository"
+    )
 
 
 def _key_from_an_existing_target(site: Site) -> keys.WriterKey | None:
