@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyrage
 
-from .. import keys
+from .. import clock, journal, keys
 from ..errors import NotFound, RepositoryError
 from ..repository import layout
 from ..repository.repo import Repository, put_writer_key, read_config
@@ -29,8 +29,12 @@ class InitOutcome:
     message: str
 
 
-def init(site: Site, only: str | None = None) -> list[InitOutcome]:
-    """Create the repository in each target, all sharing this site's writer key."""
+def init(site: Site, only: str | None = None, *, new: bool = False) -> list[InitOutcome]:
+    """Create the repository in each target, all sharing this site's writer key.
+
+    An empty target this host has used before is refused (``unmounted_error``) unless
+    ``new``: a new repository there would take the backups of the one on the missing disk.
+    """
     writer_key = (
         site.writer_key() or _key_from_an_existing_target(site) or keys.WriterKey.generate()
     )
@@ -53,9 +57,49 @@ def init(site: Site, only: str | None = None) -> list[InitOutcome]:
                 InitOutcome(name, False, _initialized(storage, writer_key, site.recipients))
             )
             continue
+        unmounted = None if new else unmounted_error(site, name)
+        if unmounted is not None:
+            raise RepositoryError(
+                f"{unmounted} To start a new repository there anyway, run "
+                f"`emberkeep init --new --target {name}`"
+            )
         Repository.init(storage, writer_key, site.recipients)
         outcomes.append(InitOutcome(name, True, "created"))
     return outcomes
+
+
+# Jobs whose success in a target proves it held this site's repository at the time.
+USED_BY = ("backup", "replicate", "check", "prune", "drill", "restore")
+
+
+def unmounted_error(site: Site, target: str) -> RepositoryError | None:
+    """The error for an empty target that this host's journal shows in use (most likely
+    its disk is not mounted); None when the target holds objects or was never used."""
+    writer_key = site.writer_key()
+    if writer_key is None or _holds_objects(site.storage(target)):
+        return None
+    last = _last_success(site, target)
+    if last is None:
+        return None
+    seen = clock.iso(last.ended or last.started or clock.now())
+    return RepositoryError(
+        f"target {target} held repository {writer_key.repo_id} (last seen {seen}, by a "
+        f"{last.kind}) and is now empty: is its disk mounted? Mount it, or correct the "
+        f"target's url in {site.config.path}, and run the job again."
+    )
+
+
+def _holds_objects(storage: Storage) -> bool:
+    return next(iter(storage.list("")), None) is not None
+
+
+def _last_success(site: Site, target: str) -> journal.Entry | None:
+    """The newest successful job that used ``target``, from the journal (None without one)."""
+    if not (site.state_dir / journal.FILE).exists():
+        return None
+    with journal.Journal.open(site) as log:
+        found = [log.last(kind, target=target, outcome="ok") for kind in USED_BY]
+    return max((e for e in found if e is not None), key=lambda e: e.started, default=None)
 
 
 def _initialized(
