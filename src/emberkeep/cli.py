@@ -13,6 +13,10 @@ from . import __version__, config, memory, ui
 from .errors import EmberkeepError, UsageError
 from .runner.site import Site
 
+# Exit status beyond DESIGN.md's 0/1/2 (as restic's 3): a backup committed its snapshot, but
+# content its sources were asked for could not be read and is not in it.
+INCOMPLETE = 3
+
 if TYPE_CHECKING:
     from datetime import datetime
 
@@ -263,6 +267,7 @@ def cmd_backup(site: Site, args: argparse.Namespace) -> int:
 
     entries = []
     failed = []
+    outcomes = []
     for name in sources_to_run(site, args.sources):
         bar = ui.ByteProgress(f"backup {name}", enabled=not (args.json or args.quiet))
         source = site.config.source(name)
@@ -280,6 +285,7 @@ def cmd_backup(site: Site, args: argparse.Namespace) -> int:
                     )
                 )
             entries.append({**outcome.to_json(), "copies": [c.to_json() for c in copies]})
+            outcomes.append(outcome)
             failed += [(outcome, c) for c in copies if c.failed]
             if not args.json:
                 _print_backup(outcome, copies)
@@ -291,7 +297,15 @@ def cmd_backup(site: Site, args: argparse.Namespace) -> int:
             f"to target {copy.target} failed: {copy.reason}; the snapshot is committed in "
             f"{outcome.target}; run `emberkeep replicate` when {copy.target} is reachable"
         )
-    return 1 if failed else 0
+    incomplete = [o for o in outcomes if o.result.unreadable]
+    for outcome in incomplete:
+        ui.error(
+            f"snapshot {outcome.result.snapshot.short_id} of source {outcome.source} is "
+            f"incomplete: {len(outcome.result.unreadable)} files or directories could not be "
+            "read (warned above) and are not in it; give emberkeep read access to them, or "
+            "exclude them, and back up again"
+        )
+    return 1 if failed else INCOMPLETE if incomplete else 0
 
 
 def _print_backup(outcome, copies) -> None:  # type: ignore[no-untyped-def]

@@ -29,6 +29,11 @@ from .tree import TreeBuilder
 from .writer import BlobWriter
 
 READ_RETRIES = 3
+NOT_COMMITTED = (
+    "a prune may meanwhile have deleted packs this backup reuses: the snapshot was not saved. "
+    "Nothing was committed, earlier snapshots are intact, and the next backup stores the data "
+    "again"
+)
 
 
 @dataclass
@@ -42,9 +47,14 @@ class Progress:
 class BackupResult:
     snapshot: Snapshot
     warnings: list[dict[str, str]] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # paths left out: an incomplete backup
 
     def to_json(self, target: str) -> dict[str, Any]:
-        return {"snapshot": self.snapshot.to_json(target), "warnings": self.warnings}
+        return {
+            "snapshot": self.snapshot.to_json(target),
+            "warnings": self.warnings,
+            "unreadable": self.unreadable,
+        }
 
 
 @dataclass
@@ -57,6 +67,7 @@ class _Run:
     chunker: Chunker
     fan_in: StreamFanIn | None = None  # concurrent streams, when the source asks for them
     warnings: list[dict[str, str]] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
     files: int = 0
     dirs: int = 0
     bytes: int = 0
@@ -93,8 +104,10 @@ class _Run:
                 self._file(event)
             case Stream():
                 self._stream(event)
-            case Warning_(path, message):
+            case Warning_(path, message, unreadable):
                 self.warnings.append({"path": path, "message": message})
+                if unreadable:
+                    self.unreadable.append(path)
 
     def _file(self, item: LocalFile) -> None:
         node, st = item.node, item.stat
@@ -156,6 +169,7 @@ class _Run:
                 self.warnings.append(
                     {"path": item.path, "message": f"cannot read: {exc.strerror}; skipped"}
                 )
+                self.unreadable.append(item.path)
                 return None, 0, before
             if _same_version(before, after) and size == after.st_size:
                 return ids, size, after
@@ -241,7 +255,7 @@ def backup(
     a dump's point in time) is read after the events are consumed, so a source may fill
     it in as it ends. Up to ``streams`` concurrent ``Stream`` events are chunked at once."""
     started = time.monotonic()
-    with Lease(repo.storage, "backup"):
+    with Lease(repo.storage, "backup") as lease:
         # After the lease: either prune sees this backup, or this backup sees its marks.
         condemned = frozenset(repo.condemned())
         repo.reload_index(avoid=condemned)
@@ -286,11 +300,13 @@ def backup(
                 "blobs_new": writer.stats.blobs_new,
                 "packs_new": writer.stats.packs,
                 "warnings": len(run.warnings),
+                "unreadable": len(run.unreadable),
                 "seconds": round(time.monotonic() - started, 3),
             },
             extra=dict(extra or {}),
         )
+        lease.ensure_live(NOT_COMMITTED)  # a prune may have deleted packs it reuses
         repo.save_snapshot(snapshot)
     if cache is not None:
         cache.commit(repo.index_names)
-    return BackupResult(snapshot, run.warnings)
+    return BackupResult(snapshot, run.warnings, run.unreadable)

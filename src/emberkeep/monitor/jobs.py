@@ -121,6 +121,8 @@ class Job:
         entry.bytes_written = summary.get("bytes_stored")
         entry.files = summary.get("files")
         entry.details["warnings"] = len(outcome.result.warnings)
+        if outcome.result.unreadable:
+            entry.details["unreadable"] = len(outcome.result.unreadable)
         mongodb = snapshot.extra.get("mongodb", {})
         for key, name in (("documents", "documents"), ("bytes", "data_bytes")):
             if mongodb.get(key) is not None:

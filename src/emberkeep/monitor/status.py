@@ -382,6 +382,12 @@ def _source_findings(status: SourceStatus, now: datetime, report: Report) -> Non
         report.warnings.append(
             f"source {name}: the last backup, at {_iso(run.started)}, {run.outcome}: {run.error}"
         )
+    if run is not None and run.outcome == "ok" and run.details.get("unreadable"):
+        report.warnings.append(
+            f"source {name}: the last backup, at {_iso(run.started)}, is incomplete: "
+            f"{run.details['unreadable']} files or directories could not be read (see "
+            "`emberkeep log --json`); give emberkeep read access or exclude them"
+        )
     for anomaly in status.anomalies:
         report.warnings.append(f"anomaly in the last backup: {anomaly.get('text', anomaly)}")
     drill = status.drill

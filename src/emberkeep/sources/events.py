@@ -60,10 +60,15 @@ class Stream:
 
 @dataclass
 class Warning_:
-    """Something skipped or doubtful; reported with the result, never silent."""
+    """Something skipped or doubtful; reported with the result, never silent.
+
+    ``unreadable``: content the source was asked for could not be read and is not in the
+    snapshot (a permission, an I/O error), which makes the backup incomplete (exit 3); not
+    a file that vanished or a special file skipped by design."""
 
     path: str
     message: str
+    unreadable: bool = False
 
 
 def made_node(name: str, kind: str = "file") -> dict[str, Any]:

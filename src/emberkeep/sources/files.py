@@ -68,7 +68,7 @@ class FilesWalker:
                 yield Warning_(path, "vanished while the backup ran; skipped")
                 continue
             except OSError as exc:
-                yield Warning_(path, f"cannot stat: {exc.strerror}; skipped")
+                yield Warning_(path, f"cannot stat: {exc.strerror}; skipped", unreadable=True)
                 continue
             mode = st.st_mode
             if stat.S_ISDIR(mode):
@@ -78,7 +78,11 @@ class FilesWalker:
                 try:
                     stack.append(self._listing(path, whole=included))
                 except OSError as exc:
-                    yield Warning_(path, f"cannot list directory: {exc.strerror}; stored empty")
+                    yield Warning_(
+                        path,
+                        f"cannot list directory: {exc.strerror}; stored empty",
+                        unreadable=True,
+                    )
                     stack.append(iter(()))
             elif not included:
                 continue  # an ancestor of a configured path that is not a directory
@@ -90,7 +94,9 @@ class FilesWalker:
                 try:
                     target = os.readlink(path)
                 except OSError as exc:
-                    yield Warning_(path, f"cannot read link: {exc.strerror}; skipped")
+                    yield Warning_(
+                        path, f"cannot read link: {exc.strerror}; skipped", unreadable=True
+                    )
                     continue
                 node = node_meta(name, st)
                 node.update(type="symlink", target=target)
