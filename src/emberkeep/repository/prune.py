@@ -39,13 +39,13 @@ from typing import Any
 
 from .. import clock
 from ..durations import format_duration
-from ..errors import EmberkeepError, UsageError
+from ..errors import EmberkeepError
 from ..storage.base import ObjectLocked, locked_until, until_text
 from . import layout
 from .index import PackRecord
 from .lease import Lease, live_backups, read_leases
 from .repo import Repository
-from .snapshot import Snapshot
+from .snapshot import Snapshot, by_id_prefix
 
 # Decides which snapshots go: (snapshots of the target, now) -> {snapshot id: reason kept}
 RetentionFn = Callable[[list[Snapshot], datetime], dict[str, str]]
@@ -83,17 +83,7 @@ class PruneResult:
 
 def resolve_ids(snapshots: list[Snapshot], wanted: list[str]) -> set[str]:
     """Full ids for the given ids or unique prefixes."""
-    chosen = set()
-    for prefix in wanted:
-        matches = [s.id for s in snapshots if s.id.startswith(prefix.lower())]
-        if not matches:
-            raise UsageError(
-                f"no snapshot with id {prefix!r}; list them with `emberkeep snapshots`"
-            )
-        if len(matches) > 1:
-            raise UsageError(f"snapshot id {prefix!r} is ambiguous; give more characters")
-        chosen.add(matches[0])
-    return chosen
+    return {by_id_prefix(snapshots, prefix, "the repository").id for prefix in wanted}
 
 
 def prune(

@@ -17,11 +17,12 @@ import zstandard
 
 from ..clock import iso, parse_time
 from ..engine import crypto
-from ..errors import IntegrityError
+from ..errors import IntegrityError, UsageError
 from .layout import snapshot_object
 
 SNAPSHOT_AAD = b"emberkeep snapshot"
 ID = 32
+MIN_ID_PREFIX = 4  # a shorter prefix is more likely a typo than a choice
 
 
 @dataclass
@@ -90,3 +91,17 @@ def decode_snapshot(name: str, sealed: bytes, index_key: bytes) -> Snapshot:
     body["tree"] = bytes.fromhex(body["tree"])
     body["blobs"] = bytes.fromhex(body["blobs"])
     return Snapshot(**body, id=digest)
+
+
+def by_id_prefix(snapshots: list[Snapshot], prefix: str, where: str, other: str = "") -> Snapshot:
+    """The one snapshot whose id starts with ``prefix`` (at least ``MIN_ID_PREFIX`` long);
+    ``other`` names what else the user may give instead (e.g. "`latest`")."""
+    matches = [s for s in snapshots if s.id.startswith(prefix.lower())]
+    if len(prefix) < MIN_ID_PREFIX or not matches:
+        raise UsageError(
+            f"no snapshot {prefix!r} in {where}; give an id (at least {MIN_ID_PREFIX} "
+            f"characters) from `emberkeep snapshots`{f', or {other}' if other else ''}"
+        )
+    if len(matches) > 1:
+        raise UsageError(f"snapshot id {prefix!r} is ambiguous; give more characters")
+    return matches[0]

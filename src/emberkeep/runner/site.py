@@ -10,10 +10,10 @@ import pyrage
 
 from .. import keys
 from ..config import Config
-from ..errors import IdentityRequired, RepositoryError, UsageError
+from ..errors import IdentityRequired, RepositoryError
 from ..repository import recipients as recipient_set
 from ..repository.repo import Repository
-from ..repository.snapshot import Snapshot
+from ..repository.snapshot import Snapshot, by_id_prefix
 from ..storage import Storage, open_storage
 
 
@@ -93,12 +93,4 @@ def find_snapshot(repo: Repository, spec: str, source: str | None = None) -> Sna
             where = f" of source {source}" if source else ""
             raise RepositoryError(f"target {repo.storage.label} holds no snapshot{where} yet")
         return snapshots[-1]
-    matches = [s for s in snapshots if s.id.startswith(spec.lower())]
-    if len(spec) < 4 or not matches:
-        raise UsageError(
-            f"no snapshot {spec!r} in target {repo.storage.label}; give an id (at least 4 "
-            "characters) from `emberkeep snapshots`, or `latest`"
-        )
-    if len(matches) > 1:
-        raise UsageError(f"snapshot id {spec!r} is ambiguous; give more characters")
-    return matches[0]
+    return by_id_prefix(snapshots, spec, f"target {repo.storage.label}", "`latest`")
