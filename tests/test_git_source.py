@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import re
+import shutil
 import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -192,3 +200,143 @@ def test_mirror_failure_warns_and_keeps_the_snapshot(site: Site, tmp_path: Path)
     assert len(result["warnings"]) == 1
     assert "push --mirror" in result["warnings"][0]["message"]
     assert [s["id"] for s in site.snapshots()] == [result["snapshot"]["id"]]
+
+
+# -- a mirror over HTTP with a password: the password never reaches argv or a message -----
+
+MIRROR_USER = "ci"
+MIRROR_PASSWORD = "S3cret/pw"  # written %2F in the URL
+MIRROR_SECRET = "S3cret"
+
+
+@dataclass
+class GitHttpServer:
+    """Smart HTTP (``git http-backend``) for the bare repositories under ``root``, behind
+    Basic auth; ``authorizations`` lists the Authorization header of every request."""
+
+    root: Path
+    port: int = 0
+    authorizations: list[str] = field(default_factory=list)
+
+    def url(self, name: str, password: str = "S3cret%2Fpw") -> str:
+        return f"http://{MIRROR_USER}:{password}@127.0.0.1:{self.port}/{name}"
+
+
+def _handler(server: GitHttpServer) -> type[BaseHTTPRequestHandler]:
+    expected = "Basic " + base64.b64encode(f"{MIRROR_USER}:{MIRROR_PASSWORD}".encode()).decode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self._serve()
+
+        def do_POST(self) -> None:
+            self._serve()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _serve(self) -> None:
+            auth = self.headers.get("Authorization", "")
+            server.authorizations.append(auth)
+            if auth != expected:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self._backend(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+
+        def _backend(self, body: bytes) -> None:
+            path, _, query = self.path.partition("?")
+            env = {
+                **os.environ,
+                "GIT_PROJECT_ROOT": str(server.root),
+                "GIT_HTTP_EXPORT_ALL": "1",
+                "REMOTE_USER": MIRROR_USER,
+                "REQUEST_METHOD": self.command,
+                "PATH_INFO": path,
+                "QUERY_STRING": query,
+                "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                "CONTENT_LENGTH": str(len(body)),
+                "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
+            }
+            out = subprocess.run(
+                ["git", "http-backend"], input=body, env=env, capture_output=True, check=True
+            ).stdout
+            head, payload = re.split(rb"\r?\n\r?\n", out, maxsplit=1)
+            headers = [line.split(":", 1) for line in head.decode().splitlines()]
+            status = next((int(v.split()[0]) for k, v in headers if k.lower() == "status"), 200)
+            self.send_response(status)
+            for name, value in headers:
+                if name.lower() != "status":
+                    self.send_header(name, value.strip())
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    return Handler
+
+
+@pytest.fixture
+def git_http(tmp_path: Path) -> Iterator[GitHttpServer]:
+    server = GitHttpServer(tmp_path / "served")
+    server.root.mkdir()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(server))
+    server.port = httpd.server_address[1]
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def logged_git(site: Site, tmp_path: Path) -> Path:
+    """Put a ``git`` that logs its argv first on the site's PATH; the log's path."""
+    log = tmp_path / "git-argv.log"
+    bin_dir = tmp_path / "logging-bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "git"
+    wrapper.write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\nexec {shutil.which("git")} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    site.env.update({"PATH": f"{bin_dir}:{os.environ['PATH']}", "NO_PROXY": "*", "no_proxy": "*"})
+    return log
+
+
+def test_mirror_password_stays_out_of_argv_and_credential_stores(
+    site: Site, tmp_path: Path, git_http: GitHttpServer
+) -> None:
+    src = tmp_path / "app"
+    make_repo(src, big=1024)  # one small POST: no chunked request body
+    subprocess.run(["git", "init", "-q", "--bare", str(git_http.root / "mirror.git")], check=True)
+    store = tmp_path / "stored-credentials"  # a user's helper must not be handed the password
+    Path(os.environ["GIT_CONFIG_GLOBAL"]).write_text(
+        f"[credential]\n\thelper = store --file={store}\n"
+    )
+    log = logged_git(site, tmp_path)
+    site.write_config(extra_sources=git_source(src, mirror=git_http.url("mirror.git")))
+    site.run("init")
+    proc = site.run("backup", "code", "--json")
+    assert MIRROR_SECRET not in proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)[0]["warnings"] == [], proc.stdout
+    assert git(git_http.root / "mirror.git", "for-each-ref") == git(src, "for-each-ref")
+    assert any(a.startswith("Basic ") for a in git_http.authorizations)  # it did log in
+    assert "push" in log.read_text() and MIRROR_SECRET not in log.read_text()
+    assert not store.exists() or MIRROR_SECRET not in store.read_text()
+
+
+def test_mirror_refusing_the_password_warns_without_it(
+    site: Site, tmp_path: Path, git_http: GitHttpServer
+) -> None:
+    src = tmp_path / "app"
+    make_repo(src, big=1024)
+    subprocess.run(["git", "init", "-q", "--bare", str(git_http.root / "mirror.git")], check=True)
+    log = logged_git(site, tmp_path)
+    mirror = git_http.url("mirror.git", password="S3cret-wrong/pw")  # "/" unescaped
+    site.write_config(extra_sources=git_source(src, mirror=mirror))
+    site.run("init")
+    proc = site.run("backup", "code", "--json")
+    assert MIRROR_SECRET not in proc.stdout + proc.stderr, proc.stdout
+    assert "push --mirror" in proc.stdout and "127.0.0.1" in proc.stdout
+    assert MIRROR_SECRET not in log.read_text()

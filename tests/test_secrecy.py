@@ -1,4 +1,5 @@
-"""Secrecy: no plaintext of a backed-up file, nor a file name, appears in the repository."""
+"""Secrecy: no plaintext of a backed-up file, nor a file name, appears in the repository;
+no password, token or secret key appears in what emberkeep shows."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import secrets
 import stat
 from pathlib import Path
 
+import pyrage
+import pytest
 from conftest import Site, restored, tree_listing
+
+from emberkeep.redact import redact_text, redact_url
 
 MiB = 1024 * 1024
 
@@ -148,3 +153,69 @@ def test_keys_are_private_and_never_stored_in_plaintext(site: Site, tmp_path: Pa
     secret_parts["identity"] = identity_line.encode()
     secret_parts["identity (lower case)"] = identity_line.lower().encode()
     assert leaks(site.repo, secret_parts) == []
+
+
+# -- what is shown: URLs and messages without their secrets -----------------------------
+
+PW = "S3cretPW"
+HIDDEN_IN_URLS = [
+    f"mongodb://backup:{PW}@db:27017/shop",
+    f"mongodb://backup:pa/{PW}@db:27017/shop",  # an unescaped "/" in the password
+    f"mongodb://backup:pa/{PW}@db1:27017,db2:27017/shop?replicaSet=rs0",
+    f"mongodb://backup:a@b?{PW}#x@db/shop",  # "@", "?" and "#" unescaped as well
+    f"mongodb://backup:{PW}@db/shop?authSource=admin&password={PW}",
+    f"mongodb://db/shop?tlsCertificateKeyFilePassword={PW}&authSource=admin",
+    f"smtp://alerts%40example.com:{PW}@mail:587?starttls=true",
+    f"https://ci:{PW}@git.example.com/org/app.git",
+    f"https://{PW}@github.com/org/app.git",  # a token as the user name
+    f"https://hooks.example.com/hook?token={PW}",
+    f"https://hooks.example.com/hook?a=1&access_token={PW}&b=2",
+    f"s3://bucket/prefix?secret_key={PW}&region=eu",
+    f"https://s3.example.com/b/k?X-Amz-Credential=AK%2F{PW}&X-Amz-Signature={PW}",
+]
+
+
+@pytest.mark.parametrize("url", HIDDEN_IN_URLS)
+def test_redact_url_hides_passwords_and_tokens(url: str) -> None:
+    shown = redact_url(url)
+    assert PW not in shown, shown
+    assert "***" in shown
+    assert shown.split("://")[0] == url.split("://")[0]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("mongodb://backup:pw@db:27017/shop", "mongodb://backup:***@db:27017/shop"),
+        (
+            "mongodb://u:pa/ss@h1,h2/db?authSource=admin",
+            "mongodb://u:***@h1,h2/db?authSource=admin",
+        ),
+        ("sftp://backup-user@host/backups", "sftp://backup-user@host/backups"),
+        ("file:///var/backups/x", "file:///var/backups/x"),
+        (
+            "s3://bucket/p?endpoint=https://s3.example.com",
+            "s3://bucket/p?endpoint=https://s3.example.com",
+        ),
+        (
+            "https://hooks.example.com/hook?token=abc&x=1",
+            "https://hooks.example.com/hook?token=***&x=1",
+        ),
+        ("https://tok@github.com/o/r.git", "https://***@github.com/o/r.git"),
+    ],
+)
+def test_redact_url_keeps_what_is_not_secret(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_redact_text_hides_urls_and_identities_in_a_message() -> None:
+    identity = str(pyrage.x25519.Identity.generate())
+    message = (
+        f"fatal: unable to access 'https://ci:{PW}@git.example.com/app.git/': 403\n"
+        f"(got {identity!r}; also {identity.lower()}) and mongodb://u:a/{PW}@h/db."
+    )
+    shown = redact_text(message)
+    for secret in (PW, identity, identity.lower()):
+        assert secret not in shown, shown
+    assert "git.example.com/app.git" in shown and "fatal: unable to access" in shown
+    assert "AGE-SECRET-KEY-1" in shown  # says what was there, without the key

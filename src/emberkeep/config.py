@@ -1,6 +1,8 @@
 """The TOML config (DESIGN.md, "Config contract"), validated on load.
 
 Every problem is reported as ``file: field: what is wrong; what to do`` and exits 2.
+Secrets stay out of those messages: the value of an unknown key or of a webhook is never
+shown, an age identity never, and every message passes through ``redact_text``.
 Validation runs in two passes: msgspec checks the shape (types, unknown or missing keys,
 ranges), then ``_semantic_problems`` checks meaning (cron expressions, durations,
 recipients, URLs, unique names) and reports every problem it finds at once. Relative
@@ -25,6 +27,7 @@ import msgspec
 
 from .durations import parse_duration
 from .errors import ConfigError, UsageError
+from .redact import looks_like_identity, redact_text
 
 DEFAULT_PATHS = (Path("emberkeep.toml"), Path("/etc/emberkeep/emberkeep.toml"))
 SCHEDULE_ALIASES = {
@@ -259,22 +262,27 @@ def load(explicit: str | None = None) -> Config:
 
 def parse(raw: dict[str, Any], path: Path) -> Config:
     if "path" in raw:  # the one attribute the user may not set
-        raise ConfigError(f"{path}: invalid config\n  path: unknown key; remove it")
+        raise _invalid(path, ["path: unknown key; remove it"])
     try:
         config = msgspec.convert(raw, Config, dec_hook=_decode_path)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{path}: invalid config\n  {_describe_shape(str(exc), raw)}") from None
+        raise _invalid(path, [_describe_shape(str(exc), raw)]) from None
     problems = list(_semantic_problems(config, raw))
     if problems:
-        lines = "\n".join(f"  {field}: {message}" for field, message in problems)
-        raise ConfigError(f"{path}: invalid config\n{lines}")
+        raise _invalid(path, [f"{field}: {message}" for field, message in problems])
     return _resolve_paths(config, path)
+
+
+def _invalid(path: Path, problems: list[str]) -> ConfigError:
+    """The error for a config with ``problems``, any password, token or identity hidden."""
+    lines = "".join(f"\n  {problem}" for problem in problems)
+    return ConfigError(redact_text(f"{path}: invalid config{lines}"))
 
 
 def _decode_path(kind: type, value: Any) -> Any:
     if kind is Path and isinstance(value, str):
         return Path(value)
-    raise TypeError(f"expected a string path, got {value!r}")
+    raise TypeError(f"expected a string path, got {type(value).__name__}")
 
 
 def _resolve_paths(config: Config, path: Path) -> Config:
@@ -340,13 +348,32 @@ def _describe_shape(message: str, raw: dict[str, Any]) -> str:
         text = f"should be {wanted}, not {got}"
     else:
         text = what[0].lower() + what[1:] if what else "invalid"
-    given = _value_at(raw, loc)
-    if given is not _MISSING and not isinstance(given, dict | list):
-        text += f" (got {given!r})"
+    if _may_show_value(loc, unknown is not None):
+        given = _value_at(raw, loc)
+        if given is not _MISSING and not isinstance(given, dict | list) and _showable(given):
+            text += f" (got {given!r})"
     return f"{_field_name(loc, raw)}: {text}"
 
 
 _MISSING = object()
+# keys whose values may be secrets as a whole: webhook URLs, hook commands (PGPASSWORD=…)
+_SECRET_KEYS = frozenset({"webhooks", "hooks"})
+
+
+def _may_show_value(loc: list[str | int], unknown: bool) -> bool:
+    """Whether a shape error may quote the value at ``loc``: not when the key is unknown (a
+    misspelt ``uri`` or ``password``), nor when it is, or is in, one of ``_SECRET_KEYS``."""
+    return not unknown and _SECRET_KEYS.isdisjoint(loc)
+
+
+def _showable(value: Any) -> bool:
+    """False for ``user:password@host`` without a ``scheme://``: ``redact_text`` hides the
+    password of a URL, but cannot tell such a value from other text."""
+    return not (isinstance(value, str) and "@" in value and "://" not in value)
+
+
+def _quoted_url(value: str) -> str:
+    return repr(value) if _showable(value) else "the value (not shown: it may hold a password)"
 
 
 def _failing_key(raw: dict[str, Any], loc: list[str | int], message: str) -> str:
@@ -418,6 +445,7 @@ def _semantic_problems(config: Config, raw: dict[str, Any]) -> Iterator[tuple[st
         return _field_name(list(loc), raw)
 
     yield from _recipient_problems(config.keys.recipients, field("keys", "recipients"))
+    yield from _identity_file_problem(config.keys.identity_file, field("keys", "identity_file"))
     for i, source in enumerate(config.sources):
         yield from _schedule_problem(source.schedule, field("sources", i, "schedule"))
         if source.retention and source.retention.within:
@@ -476,6 +504,13 @@ def _recipient_problems(values: list[str], where: str) -> Iterator[tuple[str, st
     import pyrage
 
     for value in values:
+        if looks_like_identity(value):
+            yield (
+                where,
+                "this looks like an identity (secret key), not a recipient: put the age1… "
+                "recipient here and keep the identity offline",
+            )
+            continue
         try:
             pyrage.x25519.Recipient.from_str(value)
         except Exception:
@@ -488,6 +523,15 @@ def _recipient_problems(values: list[str], where: str) -> Iterator[tuple[str, st
             )
     if len(set(values)) != len(values):
         yield where, "a recipient is listed twice; list each once"
+
+
+def _identity_file_problem(value: Path | None, where: str) -> Iterator[tuple[str, str]]:
+    if value is not None and looks_like_identity(str(value)):
+        yield (
+            where,
+            "this looks like an identity (secret key), not the path of a file holding one: "
+            "save it in a file only this user can read (mode 0600) and give that path here",
+        )
 
 
 def _cron(value: str | None) -> str | None:
@@ -628,8 +672,8 @@ def _monitor_problems(config: Config, field: Callable[..., str]) -> Iterator[tup
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             yield (
                 field("notify", "webhooks", i),
-                f"{_url_head(url)!r} is not an http:// or https:// URL; give the URL the "
-                "webhook receiver (e.g. Slack) gave you",
+                "not an http:// or https:// URL (not shown: a webhook URL is a secret); give "
+                "the URL the webhook receiver (e.g. Slack) gave you",
             )
 
 
@@ -640,14 +684,14 @@ def _email_problems(email: Email, field: Callable[..., str]) -> Iterator[tuple[s
     if parsed.scheme not in ("smtp", "smtps") or not parsed.hostname:
         yield (
             field("url"),
-            f"{_no_secret(email.url)!r} is not an SMTP URL; write smtp://[user:password@]host"
+            f"{_quoted_url(email.url)} is not an SMTP URL; write smtp://[user:password@]host"
             "[:port][?starttls=true] (or smtps:// for TLS from the start)",
         )
         return
     try:
         parsed.port  # noqa: B018 - raises on a bad port
     except ValueError:
-        yield field("url"), f"{_no_secret(email.url)!r}: the port is not a number"
+        yield field("url"), f"{_quoted_url(email.url)}: the port is not a number"
     query = parse_qs(parsed.query)
     for key, values in query.items():
         if key not in ("starttls", "cafile"):
@@ -658,19 +702,6 @@ def _email_problems(email: Email, field: Callable[..., str]) -> Iterator[tuple[s
         if "@" not in address:
             where = field("from") if i == 0 else field("to")
             yield where, f"{address!r} is not an email address"
-
-
-def _no_secret(url: str) -> str:
-    from .redact import redact_url
-
-    return redact_url(url)
-
-
-def _url_head(url: str) -> str:
-    """A webhook URL up to its host: the rest often is the secret (Slack's are)."""
-    parsed = urlparse(url)
-    host = parsed.hostname or ""
-    return f"{parsed.scheme}://{host}/…" if parsed.scheme else url.split("/", 1)[0] + "…"
 
 
 def _subset_problem(value: str | None, where: str) -> Iterator[tuple[str, str]]:
@@ -697,11 +728,11 @@ def _url_problem(value: str) -> str | None:
     parsed = urlparse(value)
     if parsed.scheme not in ("file", "sftp", "s3"):
         return (
-            f"{value!r} has no supported scheme; use file:///path, "
+            f"{_quoted_url(value)} has no supported scheme; use file:///path, "
             "sftp://user@host/path or s3://bucket/prefix"
         )
     if parsed.scheme == "file" and (
         parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/")
     ):
-        return f"{value!r}: a file URL needs three slashes and an absolute path, like file:///var/backups"
+        return f"{_quoted_url(value)}: a file URL needs three slashes and an absolute path, like file:///var/backups"
     return None

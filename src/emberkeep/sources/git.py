@@ -17,7 +17,9 @@ Restore (``restore_bundle``) makes a new repository with ``git init``, fetches
 ``+refs/*:refs/*`` from the bundle (every branch, tag and other ref, under its own name),
 points HEAD where the record says, checks it out, and verifies that the refs equal the
 record. The optional mirror is ``git push --mirror URL`` after a successful backup; its
-failure is reported as a warning, never as a failed backup.
+failure is reported as a warning, never as a failed backup. A password (or an http token)
+in the mirror URL never reaches git's argv, which every local user can read in /proc: git
+gets the URL without it and asks a credential helper, which reads it from git's environment.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import unquote
 
 from ..errors import EmberkeepError, IntegrityError
+from ..redact import redact_text, split_userinfo
 from ..redact import redact_url as redact
 from .events import Event, Stream, bytes_stream, made_node
 
@@ -40,6 +44,13 @@ BUNDLE = "repo.bundle"
 RECORD = "HEAD.json"
 PUSH_TIMEOUT = 3600
 _ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+_PASSWORD_SCHEMES = ("http", "https", "ftp", "ftps")  # where git sends the URL's credentials
+_USER_VAR, _PASSWORD_VAR = "EMBERKEEP_GIT_USERNAME", "EMBERKEEP_GIT_PASSWORD"
+# Answers git's "get" from the environment; ignores "store" and "erase".
+_CREDENTIAL_HELPER = (
+    f'!f() {{ test "$1" = get || exit 0; printf "username=%s\\n" "${_USER_VAR}"; '
+    f'test -z "${{{_PASSWORD_VAR}+set}}" || printf "password=%s\\n" "${_PASSWORD_VAR}"; }}; f'
+)
 
 Refs = list[list[str]]
 
@@ -155,20 +166,45 @@ class GitRepo:
 
 def push_mirror(path: Path, url: str) -> str | None:
     """``git push --mirror URL``; the failure's message, or None when it worked."""
+    bare, credentials = _without_credentials(url)
     try:
         proc = subprocess.run(
-            ["git", "-C", str(path), "push", "--quiet", "--mirror", url],
+            ["git", "-C", str(path), "push", "--quiet", "--mirror", bare],
             capture_output=True,
             text=True,
-            env={**os.environ, **_ENV},
+            env={**os.environ, **_ENV, **credentials},
             stdin=subprocess.DEVNULL,
             timeout=PUSH_TIMEOUT,
         )
     except subprocess.TimeoutExpired:
         return f"push --mirror to {redact(url)} timed out after {PUSH_TIMEOUT}s"
     if proc.returncode != 0:
-        return f"push --mirror to {redact(url)} failed: {_tail(proc.stderr)}"
+        return f"push --mirror to {redact(url)} failed: {redact_text(_tail(proc.stderr))}"
     return None
+
+
+def _without_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """The URL to put on git's command line, and the environment that gives git what was
+    taken out of it: the user and password of an http(s) or ftp(s) URL, through a credential
+    helper that replaces the user's own (which could store them). An ssh URL keeps its user
+    and loses its password, which ssh would not use."""
+    bare, user, password = split_userinfo(url)
+    if user is None:
+        return url, {}
+    scheme, rest = bare.split("://", 1)
+    if scheme.lower() not in _PASSWORD_SCHEMES:
+        return f"{scheme}://{user}@{rest}", {}
+    env = {
+        "GIT_CONFIG_COUNT": "2",
+        "GIT_CONFIG_KEY_0": "credential.helper",
+        "GIT_CONFIG_VALUE_0": "",  # forget the helpers configured before
+        "GIT_CONFIG_KEY_1": "credential.helper",
+        "GIT_CONFIG_VALUE_1": _CREDENTIAL_HELPER,
+        _USER_VAR: unquote(user),
+    }
+    if password is not None:
+        env[_PASSWORD_VAR] = unquote(password)
+    return bare, env
 
 
 def restore_bundle(bundle: Path, dest: Path, record: GitRecord) -> None:
