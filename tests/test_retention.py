@@ -342,6 +342,8 @@ def test_forget_combines_with_retention(site: Site, tmp_path: Path) -> None:
     for typo in ("", ids[-1][:1], ids[-1][:3]):  # too short to be a choice: refused, not guessed
         proc = site.run("prune", "--forget", typo, "--dry-run", ok=False)
         assert proc.returncode == 2 and "at least 4 characters" in proc.stderr, proc.stderr
+    proc = site.run("prune", "--grace", "banana", "--dry-run", ok=False)
+    assert proc.returncode == 2 and "'banana' is not a duration" in proc.stderr, proc.stderr
     result = site.json("prune", "--forget", ids[-1][:10], "--grace", "0s")["local"]
     assert [(d["id"], d["action"], d["reason"]) for d in result["snapshots"]] == [
         (ids[0], "remove", "no retention rule keeps it"),

@@ -324,6 +324,11 @@ def test_restore_of_chosen_paths(site: Site, tmp_path: Path) -> None:
     assert got["a"] == full["a"]
     assert (r / "h2" / "second").read_bytes() == b"linked\n" * 100
 
+    # paths after the options, as the README writes them, choose the same
+    after = tmp_path / "after"
+    site.run("restore", "latest", "--to", after, src / "a" / "one.txt", src / "b", src / "h2")
+    assert sorted(tree_listing(restored(after, src))) == sorted(got)
+
     # a path the snapshot does not hold is a usage error that names it
     proc = site.run("restore", "latest", src / "nope", "--to", tmp_path / "out2", ok=False)
     assert proc.returncode == 2

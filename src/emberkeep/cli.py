@@ -143,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="show what would be kept and removed; change nothing"
     )
     p.add_argument(
-        "--grace", help="how long condemned packs wait before deletion (default [prune] grace)"
+        "--grace",
+        type=_duration_text,
+        help="how long condemned packs wait before deletion (default [prune] grace)",
     )
     p.add_argument("--target")
 
@@ -208,8 +210,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _duration_text(text: str) -> str:
+    """An option's duration, checked as it is parsed (a mistake is a usage error, exit 2)."""
+    from .durations import parse_duration
+
+    try:
+        parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+# Commands whose last positional takes many values: the ones that came after an option
+# (`restore latest --to DIR etc/nginx`) belong to it, as users write them.
+TRAILING_POSITIONALS = {"backup": "sources", "restore": "paths", "drill": "sources"}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    spill = TRAILING_POSITIONALS.get(args.command)
+    if extra and spill and not any(arg.startswith("-") for arg in extra):
+        getattr(args, spill).extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         return dispatch(args)
     except EmberkeepError as exc:
