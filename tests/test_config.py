@@ -356,7 +356,6 @@ def test_an_identity_listed_as_a_recipient_is_not_shown(tmp_path: Path) -> None:
     assert_hides(path, "keys.recipients", hints, IDENTITY)
 
 
-@pytest.mark.xfail(strict=True, reason="keys.load_identities (keys.py) shows the path given")
 def test_an_identity_given_as_the_identity_option_is_not_shown(site: Site, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()

@@ -19,6 +19,7 @@ import pyrage
 
 from .errors import UsageError, WrongIdentity
 from .fsutil import write_atomic
+from .redact import looks_like_identity
 
 WRITER_KEY_VERSION = 1
 
@@ -88,6 +89,13 @@ def write_identity(path: Path, identity: pyrage.x25519.Identity) -> None:
 
 def load_identities(path: Path) -> list[pyrage.x25519.Identity]:
     """Read an identity file (age format: comment lines and AGE-SECRET-KEY lines)."""
+    if looks_like_identity(str(path)):
+        raise UsageError(
+            "the identity file given (keys.identity_file or --identity) is an age identity "
+            "itself, not the path of a file holding one: write it to a file (mode 0600) and "
+            "give that path; a secret key typed on a command line is in the shell's history "
+            "and was visible to other users, so consider making a new one"
+        )
     try:
         text = path.read_text()
     except FileNotFoundError as exc:
