@@ -21,7 +21,7 @@ from pymongo.errors import (
 )
 
 from ...errors import EmberkeepError, UsageError
-from ...redact import redact_url
+from ...redact import redact_text, redact_url
 
 SELECT_TIMEOUT_MS = 10_000
 CONNECT_TIMEOUT_MS = 10_000
@@ -90,6 +90,7 @@ def server_error(exc: BaseException, who: str, uri: str) -> BaseException:
 
 
 def _plain(exc: BaseException) -> str:
-    """The driver's message without its ``full error`` dump (which may echo the command)."""
+    """The driver's message without its ``full error`` dump (which may echo the command),
+    with any URL or key in it redacted (a driver may quote the URI it was given)."""
     text = str(exc).split(", full error:", 1)[0].strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return redact_text(text.splitlines()[0]) if text else type(exc).__name__
