@@ -33,19 +33,29 @@ class StoredConfig:
     text: str  # the TOML
 
 
+def tag_of(writer_key: keys.WriterKey, config: StoredConfig) -> str:
+    """The name's part for a config: a MAC of its path and text (says nothing of them)."""
+    text = f"{config.path}\0{config.text}".encode()
+    return blake3.blake3(text, key=writer_key.mac_key).hexdigest(16)
+
+
 def store(
     storage: Storage,
     writer_key: keys.WriterKey,
     recipients: list[pyrage.x25519.Recipient],
     config: StoredConfig,
+    *,
+    again: bool = False,
 ) -> bool:
-    """Store ``config`` unless the same text and path are there; True when written."""
-    tag = blake3.blake3(f"{config.path}\0{config.text}".encode(), key=writer_key.mac_key).hexdigest(
-        16
-    )
-    name = f"{SITE_CONFIG}/{tag}"
+    """Store ``config`` unless the same text and path are there; True when written.
+
+    ``again``: the caller knows a different config was stored since this one (A, B, then
+    A once more), so it is stored anew, under a name with the time, to be the newest."""
+    name = f"{SITE_CONFIG}/{tag_of(writer_key, config)}"
     if storage.stat(name) is not None:
-        return False
+        if not again:
+            return False
+        name = f"{name}-{config.time:%Y%m%dT%H%M%S}"
     payload = {"format": FORMAT, "path": config.path, "time": iso(config.time), "toml": config.text}
     try:
         storage.put(name, keys.wrap(json.dumps(payload).encode(), recipients))

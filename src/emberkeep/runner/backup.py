@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .. import clock
@@ -10,6 +12,7 @@ from ..config import FilesSource, GitSource, MongoSource
 from ..engine.backup import BackupResult, Progress, backup
 from ..engine.filescache import FilesCache
 from ..errors import EmberkeepError, UsageError
+from ..fsutil import write_atomic
 from ..sources.files import FilesWalker
 from ..sources.git import GitRepo, push_mirror, redact
 from . import hooks
@@ -60,7 +63,9 @@ def run_backup(
 def _store_site_config(site: Site, outcome: SourceOutcome) -> None:
     """The config file into the target, for ``recover`` (repository/siteconfig.py).
 
-    Its failure does not undo the committed snapshot: it is a warning."""
+    Its failure does not undo the committed snapshot: it is a warning. The host remembers
+    which config it stored last in each target, so one changed back to an earlier text is
+    stored again as the newest."""
     from ..repository import siteconfig
 
     path, writer_key = site.config.path, site.writer_key()
@@ -68,11 +73,31 @@ def _store_site_config(site: Site, outcome: SourceOutcome) -> None:
         return
     try:
         stored = siteconfig.StoredConfig(str(path), clock.now(), path.read_text())
-        siteconfig.store(site.storage(outcome.target), writer_key, site.recipients, stored)
-    except (OSError, EmberkeepError) as exc:
+        tag = siteconfig.tag_of(writer_key, stored)
+        last = _last_stored_configs(site)
+        again = last.get(outcome.target) != tag
+        storage = site.storage(outcome.target)
+        siteconfig.store(storage, writer_key, site.recipients, stored, again=again)
+        if again:
+            last[outcome.target] = tag
+            write_atomic(_last_stored_path(site), json.dumps(last).encode(), mode=0o600)
+    except (OSError, ValueError, EmberkeepError) as exc:
         outcome.result.warnings.append(
             {"path": str(path), "message": f"could not store the site config: {exc}"}
         )
+
+
+def _last_stored_path(site: Site) -> Path:
+    return site.state_dir / "siteconfig-stored.json"
+
+
+def _last_stored_configs(site: Site) -> dict[str, str]:
+    """Target name -> tag of the config this host stored there last."""
+    path = _last_stored_path(site)
+    if not path.exists():
+        return {}
+    found = json.loads(path.read_text())
+    return found if isinstance(found, dict) else {}
 
 
 def _backup_files(

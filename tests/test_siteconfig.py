@@ -1,0 +1,47 @@
+"""The site config kept in the target: recover starts from the newest, even one changed back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import Site
+
+from emberkeep import keys
+from emberkeep.repository import siteconfig
+from emberkeep.storage import open_storage
+
+
+def _newest_text(site: Site) -> str:
+    storage = open_storage(f"file://{site.repo}", name="local")
+    return siteconfig.newest(storage, keys.load_identities(site.identities[0])).text
+
+
+def _backup_at(site: Site, hour: int) -> None:
+    site.env["EMBERKEEP_NOW"] = f"2026-03-01T{hour:02d}:00:00Z"
+    site.run("backup")
+
+
+def test_a_config_changed_back_to_an_earlier_text_is_the_newest_again(
+    site: Site, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a\n")
+    site.write_config([src], extra="# first\n")
+    first = site.config_path.read_text()
+    site.run("init")
+    _backup_at(site, 1)
+    assert _newest_text(site) == first
+
+    site.write_config([src], extra="# second\n")
+    second = site.config_path.read_text()
+    _backup_at(site, 2)
+    assert _newest_text(site) == second
+
+    site.config_path.write_text(first)  # back to the first text: recover must get it
+    _backup_at(site, 3)
+    assert _newest_text(site) == first
+    stored = list((site.repo / "siteconfig").iterdir())
+    _backup_at(site, 4)  # unchanged since: nothing more is stored
+    assert list((site.repo / "siteconfig").iterdir()) == stored
+    assert len(stored) == 3
