@@ -375,6 +375,26 @@ def test_a_bad_recipient_names_the_field_and_keygen(tmp_path: Path) -> None:
     assert str(path) in proc.stderr
     assert "keys.recipients" in proc.stderr
     assert "keygen" in proc.stderr
+    assert "checksum or length" in proc.stderr  # it starts with age1: the rest is wrong
+
+
+def test_a_state_dir_that_cannot_be_made_exits_2_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "emberkeep.toml"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    state = blocker / "state"
+    text = config_text(tmp_path)
+    assert "state_dir = " in text
+    path.write_text(
+        "\n".join(
+            f'state_dir = "{state}"' if line.startswith("state_dir = ") else line
+            for line in text.splitlines()
+        )
+    )
+    proc = emberkeep("-c", path, "status", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot create the state dir {state}" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_bad_toml_syntax_exits_2(tmp_path: Path) -> None:

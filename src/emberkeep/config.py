@@ -517,8 +517,14 @@ def _recipient_problems(values: list[str], where: str) -> Iterator[tuple[str, st
             yield (
                 where,
                 (
-                    f"{value!r} is not an age recipient; it should start with 'age1' "
-                    "(make one with `emberkeep keygen`)"
+                    f"{value!r} is not an age recipient: "
+                    + (
+                        "its checksum or length is wrong (a typo, or cut short? an age1… "
+                        "recipient is 62 characters); copy it again from where `emberkeep "
+                        "keygen` printed it"
+                        if value.startswith("age1")
+                        else "it should start with 'age1' (make one with `emberkeep keygen`)"
+                    )
                 ),
             )
     if len(set(values)) != len(values):

@@ -10,7 +10,7 @@ import pyrage
 
 from .. import keys
 from ..config import Config
-from ..errors import IdentityRequired, RepositoryError
+from ..errors import IdentityRequired, RepositoryError, UsageError
 from ..repository import recipients as recipient_set
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot, by_id_prefix
@@ -26,7 +26,14 @@ class Site:
     @property
     def state_dir(self) -> Path:
         path = self.config.site.state_dir
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot create the state dir {path} ({exc.strerror}): set [site] state_dir in "
+                f"{self.config.path} to a directory this user can write, or run emberkeep as "
+                "the user the state dir belongs to"
+            ) from exc
         return path
 
     @property
