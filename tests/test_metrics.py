@@ -118,6 +118,20 @@ def test_metrics_match_status_and_the_journal(site: Site, tmp_path: Path) -> Non
     assert value(samples, "emberkeep_breaches") == 0
     assert value(samples, "emberkeep_warnings") == len(report["warnings"]) == 1
 
+    # --json: the same samples, as data
+    as_json = site.json("metrics")
+    from_json = {
+        (name, tuple(sorted(sample["labels"].items()))): sample["value"]
+        for name, family in as_json.items()
+        for sample in family["samples"]
+    }
+    moving = {key for key in samples if key[0] == "emberkeep_target_free_bytes"}  # disk in use
+    assert moving and {k: v for k, v in from_json.items() if k not in moving} == {
+        k: v for k, v in samples.items() if k not in moving
+    }
+    assert from_json.keys() == samples.keys()
+    assert all(family["help"] for family in as_json.values())
+
     site.env["EMBERKEEP_NOW"] = "2026-03-02T03:00:00Z"  # a day and an hour later: breached
     samples = parse(site.run("metrics").stdout)  # metrics never exit 1 nor alert
     assert value(samples, "emberkeep_source_rpo_state", source="files", state="breached") == 1

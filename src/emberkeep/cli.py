@@ -811,9 +811,12 @@ def _since(text: str) -> datetime:
 
 
 def cmd_metrics(site: Site, args: argparse.Namespace) -> int:
-    from .monitor.metrics import collect_text
+    from .monitor import metrics
 
-    print(collect_text(site), end="")
+    if args.json:
+        ui.print_json(metrics.collect(site).to_json())
+    else:
+        print(metrics.collect_text(site), end="")
     return 0
 
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from ..journal import Journal
 from ..runner.site import Site
@@ -79,6 +80,17 @@ class Metrics:
                 )
         return "\n".join(lines) + "\n"
 
+    def to_json(self) -> dict[str, Any]:
+        """The same families for `metrics --json`: help and labelled values per name."""
+        return {
+            name: {
+                "help": family.help,
+                "samples": [{"labels": labels, "value": value} for labels, value in family.samples],
+            }
+            for name, family in self.families.items()
+            if family.samples
+        }
+
 
 def _escape_help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
@@ -98,6 +110,11 @@ def _ts(moment: datetime | None) -> float | None:
 
 def render(site: Site, report: status_mod.Report) -> str:
     """The metrics of ``report`` and the journal, as exposition text."""
+    return gather(site, report).text()
+
+
+def gather(site: Site, report: status_mod.Report) -> Metrics:
+    """The metrics of ``report`` and the journal."""
     m = Metrics()
     for s in report.sources:
         src = s.name
@@ -283,11 +300,15 @@ def render(site: Site, report: status_mod.Report) -> str:
         "When this status was collected.",
         report.time.timestamp(),
     )
-    return m.text()
+    return m
 
 
 def collect_text(site: Site) -> str:
-    return render(site, status_mod.collect(site))
+    return collect(site).text()
+
+
+def collect(site: Site) -> Metrics:
+    return gather(site, status_mod.collect(site))
 
 
 def write_textfile(path: Path, text: str) -> None:
