@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
 from conftest import Site
 
 from emberkeep import config as ek_config
@@ -60,6 +59,10 @@ def test_init_new_creates_a_repository_in_an_empty_target_anyway(
     outcomes = setup.init(api, new=True)
     assert [(o.target, o.created) for o in outcomes] == [("local", True)]
     assert (site.repo / layout.CONFIG).is_file() and (site.repo / layout.WRITER_KEY).is_file()
+    shutil.rmtree(site.repo)  # and from the command line, as the refusal says
+    site.repo.mkdir()
+    site.run("init", "--new")
+    assert (site.repo / layout.CONFIG).is_file()
 
 
 def test_init_creates_a_repository_in_an_empty_target_the_host_never_used(
@@ -91,9 +94,6 @@ def test_the_missing_repository_of_an_unmounted_disk_is_explained(
     assert "mounted" in str(error) and "emberkeep init`" not in str(error)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="runner/site.py does not use setup.unmounted_error yet (not our file)"
-)
 def test_backup_into_an_unmounted_disk_does_not_suggest_init(site: Site, tmp_path: Path) -> None:
     _backed_up_site(site, tmp_path)
     _unmount(site, tmp_path)

@@ -37,6 +37,8 @@ def test_a_backup_under_changed_recipients_is_refused_and_writes_nothing(
     _, second = site.keygen("second.txt")  # a second recipient added to the config
     site.write_config([src])
     _backup_refused(site, "added", second[:12], "new, empty location")
+    proc = site.run("init", ok=False)  # init says so too, rather than "already initialized"
+    assert proc.returncode == 1 and "added" in proc.stderr, proc.stderr
 
     site.recipients[:] = [second]  # the first replaced by the second
     site.write_config([src], identity=site.identities[1])

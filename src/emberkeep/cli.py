@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("init", parents=[common], help="create the repository in each target")
     p.add_argument("--target")
+    p.add_argument(
+        "--new",
+        action="store_true",
+        help="create a repository even in an empty target this host used before "
+        "(refused otherwise: its disk may be unmounted)",
+    )
 
     p = sub.add_parser("backup", parents=[common], help="back up sources (all when none named)")
     p.add_argument("sources", nargs="*", metavar="SOURCE")
@@ -277,7 +283,7 @@ def dispatch(args: argparse.Namespace) -> int:
 def cmd_init(site: Site, args: argparse.Namespace) -> int:
     from .runner import setup
 
-    outcomes = setup.init(site, args.target)
+    outcomes = setup.init(site, args.target, new=args.new)
     if args.json:
         ui.print_json([o.__dict__ for o in outcomes])
     else:

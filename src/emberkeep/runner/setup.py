@@ -10,6 +10,7 @@ import pyrage
 from .. import clock, journal, keys
 from ..errors import NotFound, RepositoryError
 from ..repository import layout
+from ..repository import recipients as recipient_set
 from ..repository.repo import Repository, put_writer_key, read_config
 from ..storage import Storage
 from .site import Site
@@ -53,6 +54,7 @@ def init(site: Site, only: str | None = None, *, new: bool = False) -> list[Init
                     f"target {name} already holds another site's repository; "
                     "point the target elsewhere"
                 )
+            recipient_set.ensure(storage, writer_key, site.recipients, site.config.path)
             outcomes.append(
                 InitOutcome(name, False, _initialized(storage, writer_key, site.recipients))
             )
@@ -64,6 +66,7 @@ def init(site: Site, only: str | None = None, *, new: bool = False) -> list[Init
                 f"`emberkeep init --new --target {name}`"
             )
         Repository.init(storage, writer_key, site.recipients)
+        recipient_set.ensure(storage, writer_key, site.recipients, site.config.path)
         outcomes.append(InitOutcome(name, True, "created"))
     return outcomes
 

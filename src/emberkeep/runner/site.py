@@ -71,12 +71,20 @@ class Site:
                 "this needs an identity to decrypt backups: pass --identity FILE or set "
                 f"keys.identity_file in {self.config.path}"
             )
-        repo = Repository.open(
-            self.storage(target),
-            writer_key=self.writer_key(),
-            recipients=self.recipients,
-            identities=identities,
-        )
+        try:
+            repo = Repository.open(
+                self.storage(target),
+                writer_key=self.writer_key(),
+                recipients=self.recipients,
+                identities=identities,
+            )
+        except RepositoryError:
+            from .setup import unmounted_error  # setup imports this module
+
+            unmounted = unmounted_error(self, self.config.target(target).name)
+            if unmounted is not None:
+                raise unmounted from None
+            raise
         if not self.writer_key_path.exists():
             repo.writer_key.save(self.writer_key_path)  # rebuilt from the repository's copy
         return repo
