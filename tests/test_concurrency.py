@@ -18,12 +18,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import Site, tree_listing
 from robustness_helpers import check_json, finish, objects, packs, popen, restored, write_random
 
 from emberkeep import clock
 from emberkeep import config as ek_config
 from emberkeep.engine.backup import backup as engine_backup
+from emberkeep.repository import lease as lease_module
 from emberkeep.repository.check import check
 from emberkeep.repository.lease import Lease
 from emberkeep.repository.prune import prune
@@ -334,3 +336,59 @@ def test_backup_committed_while_prune_runs_keeps_its_blobs(site: Site, tmp_path:
         f"deleted): {checked.errors}"
     )
     _assert_restores(site, committed[0].id, source, tmp_path / "restore")
+
+
+def test_backup_whose_lease_went_stale_does_not_commit(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backup deduplicates against S1's packs, then stalls longer than a lease lives (the
+    host paused, or every refresh failed). Meanwhile one prune condemns S1's packs (the
+    backup's lease is live: they wait) and a later one, seeing the lease stale, deletes them.
+    The backup must then refuse to save a snapshot that points at the deleted packs."""
+    source, s1 = _one_snapshot(site, tmp_path)
+    ticks = [1000.0]  # the lease's clock of elapsed time, moved by hand
+    monkeypatch.setattr(lease_module, "_ticks", lambda: ticks[0], raising=False)
+    stalled, resume = threading.Event(), threading.Event()
+
+    def events() -> Iterator[Any]:
+        yield from FilesWalker([source], []).walk()  # deduplicated against S1's packs
+        stalled.set()
+        assert resume.wait(60)
+
+    outcome: dict[str, Any] = {}
+
+    def run_backup() -> None:
+        try:
+            outcome["result"] = engine_backup(
+                _repo(site),
+                events(),
+                source="files",
+                source_type="files",
+                paths=[str(source)],
+                now=clock.now(),
+            )
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run_backup, name="stalling-backup")
+    thread.start()
+    try:
+        assert stalled.wait(60)
+        start = clock.now()
+        monkeypatch.setenv(clock.ENV_VAR, (start + timedelta(minutes=1)).isoformat())
+        condemning = prune(_repo(site), forget=[s1], grace=timedelta(hours=1))
+        assert condemning.packs_condemned > 0 and condemning.packs_deleted == 0
+        ticks[0] += 2 * 3600  # the backup stalls for two hours
+        monkeypatch.setenv(clock.ENV_VAR, (start + timedelta(hours=2)).isoformat())
+        deleting = prune(_repo(site), grace=timedelta(hours=1))
+        assert deleting.packs_deleted > 0  # the backup's lease is stale: nothing holds them
+        monkeypatch.delenv(clock.ENV_VAR)
+    finally:
+        resume.set()
+        thread.join(120)
+
+    assert "result" not in outcome, "the backup committed a snapshot after its lease went stale"
+    message = str(outcome["error"])
+    assert "Nothing was committed" in message and "renewed" in message, message
+    assert _repo(site).snapshots() == []
+    assert check(_repo(site)).ok
