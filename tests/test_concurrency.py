@@ -392,3 +392,23 @@ def test_backup_whose_lease_went_stale_does_not_commit(
     assert "Nothing was committed" in message and "renewed" in message, message
     assert _repo(site).snapshots() == []
     assert check(_repo(site)).ok
+
+
+def test_prune_whose_lease_went_stale_deletes_nothing(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prune that stalls (paused host) past a lease's life after deciding, before deleting:
+    another prune may have broken its lease by then, so it must stop, not delete."""
+    _, s1 = _one_snapshot(site, tmp_path)
+    ticks = [1000.0]
+    monkeypatch.setattr(lease_module, "_ticks", lambda: ticks[0], raising=False)
+
+    def retention_that_stalls(snapshots: list[Snapshot], now: Any) -> dict[str, str]:
+        ticks[0] += 2 * 3600  # the decision took two hours: the lease was not renewed
+        return {}
+
+    objects_before = objects(site.repo)
+    with pytest.raises(lease_module.LeaseLost, match="prune stopped before deleting"):
+        prune(_repo(site), retention=retention_that_stalls, grace=timedelta(0))
+    assert objects(site.repo) == objects_before  # no snapshot, index or pack deleted
+    assert [s.id for s in _repo(site).snapshots()] == [s1]

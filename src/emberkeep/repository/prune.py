@@ -81,6 +81,12 @@ class PruneResult:
         }
 
 
+STOPPED = (
+    "prune stopped before deleting anything more; what it did so far is safe, and the next "
+    "prune goes on from there"
+)
+
+
 def resolve_ids(snapshots: list[Snapshot], wanted: list[str]) -> set[str]:
     """Full ids for the given ids or unique prefixes."""
     return {by_id_prefix(snapshots, prefix, "the repository").id for prefix in wanted}
@@ -124,13 +130,14 @@ def prune(
         if dry_run:
             return result
         kept_ids = {s.id for s in kept}
+        lease.ensure_live(STOPPED)
         for snapshot, decision in zip(snapshots, result.decisions, strict=True):
             name = f"{layout.SNAPSHOTS}/{snapshot.id}"
             if snapshot.id not in kept_ids and not _delete_unless_locked(repo, name, result):
                 kept.append(snapshot)  # still there: what it references stays too
                 decision["action"] = "keep"
                 decision["reason"] = f"locked by S3 Object Lock {until_text(result.locked[name])}"
-        _collect(repo, kept, {s.id for s in snapshots}, grace, result)
+        _collect(repo, kept, {s.id for s in snapshots}, grace, result, lease)
         if result.locked:
             ends = [until for until in result.locked.values() if until is not None]
             result.messages.append(
@@ -164,8 +171,12 @@ def _collect(
     seen: set[str],
     grace: timedelta,
     result: PruneResult,
+    lease: Lease,
 ) -> None:
-    """Condemn what ``kept`` does not need and delete what is safe to delete (see above)."""
+    """Condemn what ``kept`` does not need and delete what is safe to delete (see above).
+
+    Before deleting, the exclusive lease must still be live: a prune whose lease others may
+    have seen stale could be racing another prune (repository/lease.py)."""
     run_start = clock.now()
     marks = _read_marks(repo)
     holders = _holders(repo)
@@ -218,6 +229,8 @@ def _collect(
         result.messages.append(
             f"{result.packs_deferred} condemned packs wait: {why}; a later prune deletes them"
         )
+    if deletable or not backups:
+        lease.ensure_live(STOPPED)
     if deletable:
         _delete_packs(repo, set(deletable), stored, result)
     if not backups:

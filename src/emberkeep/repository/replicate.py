@@ -84,7 +84,7 @@ def copy_snapshot(
     if dst.storage.stat(name) is not None:
         return stats
     header = _read_verified(src, name)
-    with Lease(dst.storage, "backup"):
+    with Lease(dst.storage, "backup") as lease:
         # After the lease: a prune that starts from now on sees it (module docstring).
         prune_running = _prune_running(dst)
         condemned = frozenset(dst.condemned())
@@ -104,6 +104,10 @@ def copy_snapshot(
         unlisted = needed - set(dst_index.packs)
         if unlisted:
             dst.save_index(_pack_records(src, unlisted))
+        lease.ensure_live(  # a prune may have deleted packs this copy reuses
+            f"snapshot {snapshot.short_id} was not copied into {dst.storage.label}; earlier "
+            "snapshots there are intact; run `emberkeep replicate` again"
+        )
         with contextlib.suppress(AlreadyExists):  # another copy committed it meanwhile
             dst.storage.put(name, header)
     return stats
