@@ -423,6 +423,11 @@ def cmd_restore(site: Site, args: argparse.Namespace) -> int:
         )
         for warning in result.warnings:
             ui.warning(f"{warning['path']}: {warning['message']}")
+        if result.replaced:
+            ui.warning(
+                f"{result.replaced} files or links already at the destination differed from "
+                f"the snapshot's and were replaced; they are kept in {result.kept_in}"
+            )
     return 0
 
 

@@ -12,8 +12,11 @@ writing into a directory changes its mtime.
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import os
+import stat
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,6 +39,8 @@ class RestoreResult:
     symlinks: int = 0
     bytes: int = 0
     warnings: list[dict[str, str]] = field(default_factory=list)
+    replaced: int = 0  # entries already at the destination that the restore replaced
+    kept_in: str | None = None  # where they were moved to (see Restorer._keep_aside)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +102,7 @@ class Restorer:
         self.result = RestoreResult()
         self.as_root = os.geteuid() == 0
         self._lock = threading.Lock()
+        self._aside: Path | None = None
 
     def restore(self, snapshot: Snapshot, includes: list[str] | None = None) -> RestoreResult:
         includes = [("/" + p.strip("/")) if p.strip("/") else "/" for p in (includes or [])]
@@ -118,6 +124,8 @@ class Restorer:
                 found.update(i for i in includes if path == i)
                 target = self.dest / path.lstrip("/")
                 if node["type"] == "dir":
+                    if target.is_symlink() or (target.exists() and not target.is_dir()):
+                        self._keep_aside(path, target)  # a file where the snapshot has a dir
                     make_dirs(target, mode=PRIVATE_DIR)
                     dirs.append((path, node))
                     self.result.dirs += 1
@@ -198,6 +206,7 @@ class Restorer:
                 for data in blobs:
                     out.write(data)
             self._metadata(tmp, node)
+            self._keep_aside(path, target, tmp)
             os.replace(tmp, target)
         except (IntegrityError, NotFound) as exc:
             with contextlib.suppress(FileNotFoundError):
@@ -211,11 +220,53 @@ class Restorer:
 
     def _link(self, path: str, node: Node) -> None:
         target = self.dest / path.lstrip("/")
+        first = self.dest / node["hardlink"].lstrip("/")
         make_dirs(target.parent, mode=PRIVATE_DIR)
-        with contextlib.suppress(FileNotFoundError):
-            target.unlink()
-        os.link(self.dest / node["hardlink"].lstrip("/"), target)
+        self._keep_aside(path, target, first)
+        os.link(first, target)
         self._count_file(path, node)
+
+    def _keep_aside(
+        self, path: str, target: Path, restored: Path | None = None, link_to: str | None = None
+    ) -> None:
+        """Move what is at ``target`` out of the way, unless it already equals what is restored
+        there (the file ``restored``, or a symlink to ``link_to``).
+
+        A restore into a directory that is in use (``--to /`` to put files back) must not
+        destroy what is there: a file that differs from the snapshot's (an edit made since,
+        which may be the only copy), a symlink, or a directory where the snapshot has a file
+        is moved, on the same filesystem, under ``<dest>/.emberkeep-replaced-<time>/`` with
+        its snapshot path, and counted in the result. One directory per restore, out of the
+        way of programs that read every file of a directory (``sites-enabled/*``)."""
+        try:
+            st = target.lstat()
+        except FileNotFoundError:
+            return
+        same_file = (
+            restored is not None
+            and stat.S_ISREG(st.st_mode)
+            and filecmp.cmp(target, restored, shallow=False)
+        )
+        same_link = (
+            link_to is not None and stat.S_ISLNK(st.st_mode) and (os.readlink(target) == link_to)
+        )
+        if same_file or same_link:
+            target.unlink()  # the same content: nothing to keep
+            return
+        aside = self._aside_dir() / path.lstrip("/")
+        make_dirs(aside.parent, mode=PRIVATE_DIR)
+        os.rename(target, aside)
+        with self._lock:
+            self.result.replaced += 1
+
+    def _aside_dir(self) -> Path:
+        with self._lock:
+            if self._aside is None:
+                stamp = time.strftime("%Y%m%dT%H%M%S")
+                self._aside = self.dest / f".emberkeep-replaced-{stamp}-{os.getpid()}"
+                make_dirs(self._aside, mode=PRIVATE_DIR)
+                self.result.kept_in = str(self._aside)
+            return self._aside
 
     def _count_file(self, path: str, node: Node) -> None:
         with self._lock:
@@ -225,8 +276,7 @@ class Restorer:
 
     def _symlink(self, node: Node, target: Path) -> None:
         make_dirs(target.parent, mode=PRIVATE_DIR)
-        if target.is_symlink() or target.exists():
-            target.unlink()
+        self._keep_aside(str(target.relative_to(self.dest)), target, link_to=node["target"])
         os.symlink(node["target"], target)
         self._metadata(target, node)
         self.result.symlinks += 1
