@@ -223,6 +223,8 @@ class Restorer:
         first = self.dest / node["hardlink"].lstrip("/")
         make_dirs(target.parent, mode=PRIVATE_DIR)
         self._keep_aside(path, target, first)
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
         os.link(first, target)
         self._count_file(path, node)
 
@@ -251,8 +253,7 @@ class Restorer:
             link_to is not None and stat.S_ISLNK(st.st_mode) and (os.readlink(target) == link_to)
         )
         if same_file or same_link:
-            target.unlink()  # the same content: nothing to keep
-            return
+            return  # the same content: nothing to keep; the caller replaces it
         aside = self._aside_dir() / path.lstrip("/")
         make_dirs(aside.parent, mode=PRIVATE_DIR)
         os.rename(target, aside)
@@ -277,6 +278,8 @@ class Restorer:
     def _symlink(self, node: Node, target: Path) -> None:
         make_dirs(target.parent, mode=PRIVATE_DIR)
         self._keep_aside(str(target.relative_to(self.dest)), target, link_to=node["target"])
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
         os.symlink(node["target"], target)
         self._metadata(target, node)
         self.result.symlinks += 1
