@@ -176,6 +176,27 @@ def test_restore_refuses_non_empty_then_drop_and_rename_and_single(
     assert bad.returncode == 2 and "--collection needs --db" in bad.stderr
 
 
+def test_a_lost_pack_fails_a_drop_restore_before_anything_is_dropped(
+    site: Site, server: MongoTestServer, client: MongoClient[Any], db_name: str
+) -> None:
+    blob = os.urandom(1 << 20)  # incompressible: 40 documents fill three packs
+    client[db_name].media.insert_many([{"_id": i, "data": blob[i:] + blob[:i]} for i in range(40)])
+    mongo_site(site, server.uri, [db_name])
+    site.run("backup")
+    packs = sorted(
+        (p for p in (site.repo / "data").rglob("*") if p.is_file()), key=lambda p: p.stat().st_mtime
+    )
+    # the first pack holds the metadata files too, the last the dump's record: a middle one
+    # holds documents only, read only once the restore has begun writing
+    assert len(packs) >= 3, packs
+    packs[1].unlink()
+    client[db_name].media.insert_one({"_id": "live", "data": b"written since"})
+
+    lost = site.run("restore", "latest", "--to-uri", server.uri, "--drop", ok=False)
+    assert lost.returncode == 1 and "pack is missing" in lost.stderr, lost.stderr
+    assert client[db_name].media.count_documents({}) == 41  # untouched: not dropped
+
+
 class Writer:
     """One thread writing inserts, updates and deletes in sequence, each logged in order.
 

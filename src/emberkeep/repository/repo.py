@@ -266,6 +266,21 @@ class Repository:
                 packs.add(location.pack)
         prepare_read(self.storage, packs, on_progress)
 
+    def require_present(self, blob_ids: Iterable[bytes]) -> None:
+        """Raise ``IntegrityError`` unless every blob is indexed and lies within a pack that
+        is on the target: a cheap look (one stat per pack) before a restore destroys what
+        it replaces. It does not read the data; damage inside a pack is found as it is read."""
+        ends: dict[str, int] = {}
+        for blob_id in blob_ids:
+            where = self._locate(blob_id)
+            ends[where.pack] = max(ends.get(where.pack, 0), where.offset + where.length)
+        for pack, end in sorted(ends.items()):
+            info = self.storage.stat(pack)
+            if info is None:
+                raise IntegrityError(pack, "pack is missing from the target")
+            if info.size < end:
+                raise IntegrityError(pack, "pack is shorter than the index says (truncated)")
+
     def read_blob(self, blob_id: bytes) -> bytes:
         return self.read_run([blob_id])[0]
 

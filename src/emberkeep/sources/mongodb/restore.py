@@ -217,6 +217,8 @@ class MongoRestore:
         oplog = self.nodes.get(f"/{OPLOG}")
         files = [p.node for p in collections if p.node] + ([oplog] if oplog else [])
         self.repo.prepare_read(b for node in files for b in node["content"])  # cold targets
+        # before any --drop: a lost pack or index fails here, with the live data untouched
+        self.repo.require_present(b for node in files for b in node["content"])
         outcomes = {}
         for item in collections:
             outcome = CollectionOutcome(item.source_ns, item.target_ns, item.info.kind)
