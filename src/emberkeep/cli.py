@@ -243,6 +243,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+# What an interrupted command leaves, told to the user who pressed Ctrl-C.
+INTERRUPTED = {
+    "": "nothing was committed after the last finished step",
+    "restore": "every file restored so far is whole (each is written under a temp name, then "
+    "renamed); the rest is not there yet: run the restore again to finish it",
+    "export": "the export is not complete: an archive or tar is never left under its final "
+    "name; a mongodump-dir is partly written: remove it, then run the export again",
+    "recover": "run the same recover again: it goes on from the steps already done",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     try:
@@ -254,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             ui.error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        ui.line("interrupted; nothing was committed after the last finished step", stderr=True)
+        ui.line(f"interrupted; {INTERRUPTED.get(args.command, INTERRUPTED[''])}", stderr=True)
         return 130
 
 
