@@ -106,13 +106,13 @@ BAD_CONFIGS: list[tuple[str, dict[str, str], str, list[str]]] = [
         "bad cron expression",
         {"source": "schedule = '0 25 * * *'"},
         "sources[1] (files).schedule",
-        ["cron", "five fields", "'0 2 * * *'"],
+        ["cron", "out of range", "hour 0-23", "'0 2 * * *'"],
     ),
     (
         "cron with six fields",
         {"source": "schedule = '0 0 2 * * *'"},
         "sources[1] (files).schedule",
-        ["cron", "five fields"],
+        ["cron", "has 6 fields where cron has five fields"],
     ),
     (
         "prune at the same minute as a backup",

@@ -554,12 +554,18 @@ def _cron(value: str | None) -> str | None:
 
 def _schedule_problem(value: str | None, where: str) -> Iterator[tuple[str, str]]:
     if value is not None and _cron(value) is None:
+        fields = SCHEDULE_ALIASES.get(value.strip(), value.strip()).split()
+        why = (
+            "a field is out of range or not cron syntax (minute 0-59, hour 0-23, day 1-31, "
+            "month 1-12, weekday 0-7)"
+            if len(fields) == 5
+            else f"it has {len(fields)} fields where cron has five fields (minute hour day "
+            "month weekday)"
+        )
         yield (
             where,
-            (
-                f"{value!r} is not a cron schedule; use five fields (minute hour day month "
-                "weekday) like '0 2 * * *', or @hourly/@daily/@weekly/@monthly"
-            ),
+            f"{value!r} is not a cron schedule: {why}; write it like '0 2 * * *', or use "
+            "@hourly/@daily/@weekly/@monthly",
         )
 
 
