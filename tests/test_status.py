@@ -232,7 +232,10 @@ def test_targets_show_the_last_copy_and_the_replication_lag(site: Site, tmp_path
     site.config_path.write_text(broken)
     code, report = status(site, "2026-03-01T06:00:00Z")
     far = report["targets"][1]
-    assert (code, far["reachable"]) == (0, False) and "emberkeep init" in far["error"]
+    # a target this host used that is now empty: the likely cause (its url, or an unmounted
+    # disk) is named, not `emberkeep init`
+    assert (code, far["reachable"]) == (0, False) and "is its disk mounted" in far["error"]
+    assert "correct the target's url" in far["error"]
     assert any("target mirror" in w for w in report["warnings"])
 
 
