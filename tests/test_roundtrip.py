@@ -393,3 +393,17 @@ def test_restore_to_a_path_that_is_a_file_is_a_clear_error(site: Site, tmp_path:
     assert proc.returncode in (1, 2)
     assert str(dest) in proc.stderr
     assert dest.read_text() == "a file, not a directory\n"
+
+
+def test_a_source_name_that_is_nowhere_is_a_usage_error(site: Site, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write(src / "a.txt", b"a\n")
+    site.write_config(paths=[src])
+    site.run("init")
+    site.run("backup")
+    listed = site.run("snapshots", "--source", "fiels", ok=False)
+    restored_ = site.run("restore", "latest", "--source", "fiels", "--to", tmp_path / "o", ok=False)
+    for proc in (listed, restored_):
+        assert proc.returncode == 2, proc.stderr
+        assert "no source named 'fiels'" in proc.stderr and "(sources: files)" in proc.stderr
+    assert site.json("snapshots", "--source", "files")  # a known source lists as before

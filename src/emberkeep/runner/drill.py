@@ -35,7 +35,7 @@ from ..errors import EmberkeepError, UsageError
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
 from ..sources import git
-from .site import Site, find_snapshot
+from .site import Site
 
 SCRATCH_PREFIX = "emberkeep_drill_"
 
@@ -107,7 +107,7 @@ def run_drill(
     objective = source.objectives.rto_delta if source.objectives else None
     result.rto_objective_seconds = None if objective is None else objective.total_seconds()
     repo = site.repository(target, read=True)
-    chosen = find_snapshot(repo, snapshot or "latest", None if snapshot else source.name)
+    chosen = site.find_snapshot(repo, snapshot or "latest", None if snapshot else source.name)
     if chosen.source != source.name:
         raise UsageError(
             f"snapshot {chosen.short_id} is of source {chosen.source}, not {source.name}"

@@ -27,7 +27,7 @@ from ..repository.snapshot import Snapshot
 from ..sources.mongodb import snapshotfiles
 from ..sources.mongodb.archive import ArchiveCollection, write_archive
 from ..sources.mongodb.record import OPLOG, RECORD, DumpRecord
-from .site import Site, find_snapshot
+from .site import Site
 
 FORMATS = ("mongodump-dir", "mongodump-archive", "tar")
 
@@ -57,7 +57,7 @@ def run_export(
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     repo = site.repository(target, read=True)
-    snapshot = find_snapshot(repo, spec, source)
+    snapshot = site.find_snapshot(repo, spec, source)
     if fmt != "tar" and snapshot.source_type != "mongodb":
         raise UsageError(
             f"--format {fmt} is for mongodb snapshots; snapshot {snapshot.short_id} is of "

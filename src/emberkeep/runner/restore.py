@@ -24,7 +24,7 @@ from ..sources.mongodb.restore import (
     check_mongo_snapshot,
 )
 from . import hooks
-from .site import Site, find_snapshot
+from .site import Site
 
 
 def run_restore(
@@ -44,7 +44,7 @@ def run_restore(
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"--to {dest} is a file; give a directory to restore under")
     repo = site.repository(target, read=True)
-    snapshot = find_snapshot(repo, spec, source)
+    snapshot = site.find_snapshot(repo, spec, source)
     configured = next((s.hooks for s in site.config.sources if s.name == snapshot.source), None)
     context = {"snapshot": snapshot.id, "target": repo.storage.label, "to": str(dest)}
     job_hooks = hooks.for_job(configured, "restore")
@@ -70,7 +70,7 @@ def run_restore_mongodb(
     from ..sources.mongodb.connection import client_for
 
     repo = site.repository(target, read=True)
-    snapshot = find_snapshot(repo, spec, source)
+    snapshot = site.find_snapshot(repo, spec, source)
     check_mongo_snapshot(snapshot)
     nodes = {path: node for path, node in walk_tree(repo, snapshot.tree)}
     configured = next((s.hooks for s in site.config.sources if s.name == snapshot.source), None)

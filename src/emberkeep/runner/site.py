@@ -96,6 +96,16 @@ class Site:
         recipient_set.ensure(repo.storage, repo.writer_key, self.recipients, self.config.path)
         return repo
 
+    def find_snapshot(self, repo: Repository, spec: str, source: str | None = None) -> Snapshot:
+        """``find_snapshot``, where a source neither in the config nor in the target is a
+        usage error naming the configured sources (a typo, most likely)."""
+        try:
+            return find_snapshot(repo, spec, source)
+        except RepositoryError:
+            if source is not None and all(s.name != source for s in self.config.sources):
+                self.config.source(source)  # raises: no source named …, the sources listed
+            raise
+
     def target_names(self, only: str | None) -> list[str]:
         return [self.config.target(only).name] if only else [t.name for t in self.config.targets]
 
