@@ -422,3 +422,11 @@ def test_monitor_settings_parse(tmp_path: Path) -> None:
     assert parsed.monitor.metrics_textfile == tmp_path.resolve() / "metrics" / "emberkeep.prom"
     assert config.parse({**raw, "monitor": {}}, tmp_path / "c.toml").monitor.grace == "1h"
     assert UTC  # times in this module are UTC
+
+
+def test_a_config_without_sources_is_not_ok(site: Site, tmp_path: Path) -> None:
+    site.write_config(None)  # keys and a target, no [[sources]]
+    site.run("init")
+    code, report = status(site, "2026-03-01T02:00:00Z")
+    assert code == 0 and report["state"] == "warning", report
+    assert any("defines no [[sources]]: nothing is backed up" in w for w in report["warnings"])

@@ -249,6 +249,10 @@ def collect(site: Site) -> Report:
 
                 status.reachable, status.error = False, error_text(target.name, exc)
                 report.warnings.append(f"{status.error} (status cannot see it)")
+        if not config.sources:
+            report.warnings.append(
+                f"{config.path} defines no [[sources]]: nothing is backed up; add one"
+            )
         for source in config.sources:
             report.sources.append(_source(site, journal, source, held, now, report))
         for target, status in zip(config.targets, report.targets, strict=True):
