@@ -160,7 +160,11 @@ def test_restore_refuses_non_empty_then_drop_and_rename_and_single(
     assert client[db_name].a.count_documents({}) == 30
 
     other = f"{db_name}_copy"
-    site.run("restore", "latest", "--to-uri", server.uri, "--ns-from", db_name, "--ns-to", other)
+    unset = site.run("restore", "latest", "--to-uri", "env:EK_TEST_TO_URI", ok=False)
+    assert unset.returncode == 2 and "EK_TEST_TO_URI is not set" in unset.stderr, unset.stderr
+    site.env["EK_TEST_TO_URI"] = server.uri  # the URI from the environment, not argv
+    site.run("restore", "latest", "--to-uri", "env:EK_TEST_TO_URI", "--ns-from", db_name,
+             "--ns-to", other)  # fmt: skip
     assert sorted(client[other].list_collection_names()) == ["a", "b"]
     assert client[other].b.find_one({"_id": 3}) == {"_id": 3, "v": "b"}
 

@@ -233,3 +233,19 @@ def test_runbook_covers_every_scenario(site: Site, tmp_path: Path) -> None:
     assert "restore latest --source config --to /" in text
     assert f"emberkeep recover --from file://{site.repo} --identity" in text
     assert "Sam (on call) runs the steps" in text and "kept offline by Alex" in text
+
+
+def test_the_runbook_keeps_a_database_password_out_of_the_command_line(
+    site: Site, tmp_path: Path
+) -> None:
+    site.write_config(
+        [tmp_path],
+        extra_sources=(
+            '[[sources]]\nname = "mongodb"\ntype = "mongodb"\n'
+            'uri = "mongodb://backup:Hunter2Secret@db:27017/?authSource=admin"\n'
+        ),
+    )
+    text = site.run("runbook").stdout
+    assert "Hunter2Secret" not in text
+    assert "read -rs MONGO_URI; export MONGO_URI" in text
+    assert "restore latest --source mongodb --to-uri env:MONGO_URI --drop" in text

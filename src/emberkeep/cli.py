@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -88,7 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", metavar="PATH", help="only these paths of the snapshot")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--to", type=Path, dest="dest", help="directory to restore under")
-    where.add_argument("--to-uri", metavar="URI", help="MongoDB server to restore a dump into")
+    where.add_argument(
+        "--to-uri",
+        metavar="URI",
+        type=_uri_argument,
+        help="MongoDB server to restore a dump into; env:NAME reads it from the environment "
+        "variable NAME (a password on the command line is visible to other users)",
+    )
     p.add_argument("--target")
     p.add_argument("--source", help="with 'latest': the latest of this source")
     mongo = p.add_argument_group("mongodb snapshots (with --to-uri)")
@@ -214,6 +221,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--media-files", type=int, default=300)
 
     return parser
+
+
+def _uri_argument(text: str) -> str:
+    """A URI option: ``env:NAME`` takes it from the environment, out of argv and history."""
+    if not text.startswith("env:"):
+        return text
+    name = text[len("env:") :]
+    value = os.environ.get(name, "")
+    if not name or not value:
+        raise argparse.ArgumentTypeError(
+            f"{text}: the environment variable {name or '(no name)'} is not set or empty; "
+            f"set it to the URI (e.g. `read -rs {name or 'MONGO_URI'}; export "
+            f"{name or 'MONGO_URI'}`) and run again"
+        )
+    return value
 
 
 def _duration_text(text: str) -> str:

@@ -118,10 +118,17 @@ def _scenario(
 def _restore_commands(source: Source, config_flag: str) -> list[str]:
     ek = f"emberkeep {config_flag}".strip()
     if isinstance(source, MongoSource):
-        uri = shlex.quote(redact_url(source.uri))
-        return [
+        shown = redact_url(source.uri)
+        if shown == source.uri:
+            return [
+                f"{ek} snapshots --source {source.name}",
+                f"{ek} restore latest --source {source.name} --to-uri {shlex.quote(shown)} "
+                "--drop   # or: --db D --collection C for one collection",
+            ]
+        return [  # the URI holds a password: out of argv, through the environment
             f"{ek} snapshots --source {source.name}",
-            f"{ek} restore latest --source {source.name} --to-uri {uri} --drop"
+            f"read -rs MONGO_URI; export MONGO_URI   # type {shown} with its password",
+            f"{ek} restore latest --source {source.name} --to-uri env:MONGO_URI --drop"
             "   # or: --db D --collection C for one collection",
         ]
     if isinstance(source, GitSource):
