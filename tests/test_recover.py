@@ -249,3 +249,4 @@ def test_the_runbook_keeps_a_database_password_out_of_the_command_line(
     assert "Hunter2Secret" not in text
     assert "read -rs MONGO_URI; export MONGO_URI" in text
     assert "restore latest --source mongodb --to-uri env:MONGO_URI --drop" in text
+    assert site.json("runbook") == {"format": "markdown", "text": text}

@@ -630,7 +630,11 @@ def cmd_recover(args: argparse.Namespace) -> int:
 def cmd_runbook(site: Site, args: argparse.Namespace) -> int:
     from .runner.runbook import last_drills, render
 
-    sys.stdout.write(render(site, last_drills(site)))
+    text = render(site, last_drills(site))
+    if args.json:  # a document, not data: handed over whole, as JSON asked for
+        ui.print_json({"format": "markdown", "text": text})
+    else:
+        sys.stdout.write(text)
     return 0
 
 
