@@ -344,6 +344,10 @@ def test_forget_combines_with_retention(site: Site, tmp_path: Path) -> None:
         assert proc.returncode == 2 and "at least 4 characters" in proc.stderr, proc.stderr
     proc = site.run("prune", "--grace", "banana", "--dry-run", ok=False)
     assert proc.returncode == 2 and "'banana' is not a duration" in proc.stderr, proc.stderr
+    proc = site.run("check", "--read-data-subset", "banana", ok=False)
+    assert proc.returncode == 2 and "a percentage like 10%" in proc.stderr, proc.stderr
+    # option typos are refused as they are parsed: no check is journaled as failed
+    assert not [e for e in site.json("log") if e["kind"] == "check"]
     result = site.json("prune", "--forget", ids[-1][:10], "--grace", "0s")["local"]
     assert [(d["id"], d["action"], d["reason"]) for d in result["snapshots"]] == [
         (ids[0], "remove", "no retention rule keeps it"),

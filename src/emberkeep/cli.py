@@ -136,7 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--read-data", action="store_true", help="read and decrypt every pack")
     group.add_argument(
-        "--read-data-subset", metavar="SPEC", help="N%% (least recently verified first) or n/t"
+        "--read-data-subset",
+        metavar="SPEC",
+        type=_subset_text,
+        help="N%% (least recently verified first) or n/t",
     )
     p.add_argument("--target")
 
@@ -236,6 +239,18 @@ def _uri_argument(text: str) -> str:
             f"{name or 'MONGO_URI'}`) and run again"
         )
     return value
+
+
+def _subset_text(text: str) -> str:
+    """``--read-data-subset``, checked as it is parsed: a typo is a usage error, exit 2,
+    before any job starts (and is journaled as a failed check)."""
+    from .repository.check import Subset
+
+    try:
+        Subset.parse(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("--read-data-subset ", "")) from None
+    return text
 
 
 def _duration_text(text: str) -> str:
