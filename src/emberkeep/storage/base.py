@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -89,6 +90,29 @@ def locked_until(storage: Storage, name: str) -> datetime | None:
     """
     method = getattr(storage, "locked_until", None)
     return None if method is None else method(name)
+
+
+def holds_written(
+    name: str, parts: Sequence[memoryview], stored_size: int | None, read: Callable[[], bytes]
+) -> bool:
+    """Whether the object stored as ``name`` is the one being written (the bytes ``parts``).
+
+    For a backend that retried a create-only write (the connection dropped) and found the name
+    taken: the first attempt may have been stored with only its reply lost, and the write then
+    succeeded. ``stored_size`` is the stored object's size (None: missing), ``read`` reads it.
+    It is the same object when the sizes match and either ``name`` ends in the SHA-256 of
+    ``parts`` (packs, index, snapshots: whoever stored that name stored these bytes; a copy
+    damaged on the server is for ``check`` to find), or, for other names (config, keys,
+    leases), the stored bytes are ``parts``. A different object leaves the name taken.
+    """
+    if stored_size != sum(len(part) for part in parts):
+        return False
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    if name.rsplit("/", 1)[-1] == digest.hexdigest():
+        return True
+    return read() == b"".join(parts)
 
 
 def until_text(until: datetime | None) -> str:

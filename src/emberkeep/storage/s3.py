@@ -21,6 +21,12 @@ addressing, which every such server accepts.
   exponential backoff, ``ATTEMPTS`` tries in all. This is our loop rather than botocore's
   ``standard`` mode so that an endpoint that refuses connections or stays silent fails once
   ``timeout`` has passed, instead of after every attempt's timeout and backoff.
+  A write retried after a dropped connection or a silent server may have been stored by the
+  attempt whose reply was lost; when the retry then finds the name taken (If-None-Match, or
+  Object Lock's refusal) or a completion finds its upload gone (``NoSuchUpload``), and the
+  stored object is the one being written (``base.holds_written``: same size, and the name
+  is the SHA-256 of the bytes or the bytes are equal), the write succeeded. Another object
+  there stays ``AlreadyExists``.
 - **Storage class**: ``storage_class`` applies only to names under ``cold_prefixes`` (data packs
   by default), so the index, snapshots, keys and locks stay readable without a thaw.
 - **Thaw** (reading archived objects): ``prepare_read(names)`` (or ``thaw_packs``) HEADs the
@@ -91,7 +97,15 @@ from botocore.config import Config
 from ..durations import format_duration
 from ..errors import AlreadyExists, EmberkeepError, NotFound, StorageError, UsageError
 from . import urlquery
-from .base import ObjectInfo, ObjectLocked, Payload, ProgressFn, prepare_read, until_text
+from .base import (
+    ObjectInfo,
+    ObjectLocked,
+    Payload,
+    ProgressFn,
+    holds_written,
+    prepare_read,
+    until_text,
+)
 
 T = TypeVar("T")
 
@@ -286,6 +300,23 @@ def _span(parts: list[memoryview], start: int, end: int) -> bytes:
     return bytes(out)
 
 
+class _Tries:
+    """One request for ``_call`` that counts its attempts: after the first, an earlier
+    attempt may have been carried out by the server and only its reply lost."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.count = 0
+
+    def __call__(self) -> Any:
+        self.count += 1
+        return self.fn()
+
+    @property
+    def retried(self) -> bool:
+        return self.count > 1
+
+
 class S3Storage:
     """A target in an S3 bucket. Thread-safe: botocore clients are."""
 
@@ -324,7 +355,7 @@ class S3Storage:
             self._put_multipart(name, key, parts, size, create_only=not overwrite)
         else:
             body = data if isinstance(data, bytes) else _span(parts, 0, size)
-            self._put_single(name, key, body, create_only=not overwrite)
+            self._put_single(name, key, body, parts, create_only=not overwrite)
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         if length == 0:
@@ -453,26 +484,51 @@ class S3Storage:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def _put_single(self, name: str, key: str, body: bytes, *, create_only: bool) -> None:
+    def _put_single(
+        self, name: str, key: str, body: bytes, parts: list[memoryview], *, create_only: bool
+    ) -> None:
         args = {"Bucket": self.loc.bucket, "Key": key, "Body": body, **self._extra(name)}
         if create_only and self._conditional:
+            send = _Tries(lambda: self.client.put_object(**args, IfNoneMatch="*"))
             try:
-                self._call(
-                    f"writing {name}", lambda: self.client.put_object(**args, IfNoneMatch="*")
-                )
+                self._call(f"writing {name}", send)
                 return
             except boto_errors.ClientError as exc:
-                if _code(exc) == "PreconditionFailed" or _status(exc) == 412:
-                    raise self._exists(name) from exc
                 if not _refuses_condition(exc):
-                    raise self._write_failed(name, key, exc, create_only=True) from exc
+                    self._refused(send, exc, name, key, parts, create_only=True)
+                    return  # a lost reply: the first attempt stored it
                 self._conditional = False
             if self._head(name, key) is not None:
                 raise self._exists(name)
+        send = _Tries(lambda: self.client.put_object(**args))
         try:
-            self._call(f"writing {name}", lambda: self.client.put_object(**args))
+            self._call(f"writing {name}", send)
         except boto_errors.ClientError as exc:
-            raise self._write_failed(name, key, exc, create_only=create_only) from exc
+            self._refused(send, exc, name, key, parts, create_only=create_only)
+
+    def _refused(
+        self,
+        tries: _Tries,
+        exc: boto_errors.ClientError,
+        name: str,
+        key: str,
+        parts: list[memoryview],
+        *,
+        create_only: bool,
+    ) -> None:
+        """Raise the error for a refused write, unless the write was retried and refused only
+        because its own earlier attempt, whose reply was lost, stored it: the name is taken
+        (or, for a multipart completion, the upload is gone) and holds what is being written
+        (``base.holds_written``). Then return: the write succeeded."""
+        if create_only and (_code(exc) == "PreconditionFailed" or _status(exc) == 412):
+            error: StorageError = self._exists(name)
+        else:
+            error = self._write_failed(name, key, exc, create_only=create_only)
+        met = isinstance(error, AlreadyExists) or _code(exc) == "NoSuchUpload"
+        if not (tries.retried and met):
+            raise error from exc
+        if not holds_written(name, parts, self._head(name, key), lambda: self.get(name)):
+            raise error from exc
 
     def _put_multipart(
         self, name: str, key: str, parts: list[memoryview], size: int, *, create_only: bool
@@ -497,33 +553,43 @@ class S3Storage:
         try:
             with ThreadPoolExecutor(PART_WORKERS, thread_name_prefix="s3-part") as pool:
                 done = list(pool.map(send, range(1, len(spans) + 1), spans))
-            self._complete(name, base, done, create_only=create_only)
+            self._complete(name, base, done, parts, create_only=create_only)
         except BaseException:
             self._abort(name, key, base["UploadId"], quiet=True)
             raise
 
     def _complete(
-        self, name: str, base: dict[str, str], done: list[dict[str, Any]], *, create_only: bool
+        self,
+        name: str,
+        base: dict[str, str],
+        done: list[dict[str, Any]],
+        parts: list[memoryview],
+        *,
+        create_only: bool,
     ) -> None:
+        """Complete an upload. A completion retried after its reply was lost may be answered
+        200 (versitygw, AWS), 412 or NoSuchUpload: the last two are checked like a put's."""
         args = {**base, "MultipartUpload": {"Parts": done}}
-        what = f"writing {name}"
+        what, key = f"writing {name}", base["Key"]
         if create_only and self._conditional:
+            complete = _Tries(
+                lambda: self.client.complete_multipart_upload(**args, IfNoneMatch="*")
+            )
             try:
-                complete = self.client.complete_multipart_upload
-                self._call(what, lambda: complete(**args, IfNoneMatch="*"))
+                self._call(what, complete)
                 return
             except boto_errors.ClientError as exc:
-                if _code(exc) == "PreconditionFailed" or _status(exc) == 412:
-                    raise self._exists(name) from exc
                 if not _refuses_condition(exc):
-                    raise self._write_failed(name, base["Key"], exc, create_only=True) from exc
+                    self._refused(complete, exc, name, key, parts, create_only=True)
+                    return  # a lost reply: the first attempt completed it
                 self._conditional = False
-        if create_only and self._head(name, base["Key"]) is not None:
+        if create_only and self._head(name, key) is not None:
             raise self._exists(name)
+        complete = _Tries(lambda: self.client.complete_multipart_upload(**args))
         try:
-            self._call(what, lambda: self.client.complete_multipart_upload(**args))
+            self._call(what, complete)
         except boto_errors.ClientError as exc:
-            raise self._write_failed(name, base["Key"], exc, create_only=create_only) from exc
+            self._refused(complete, exc, name, key, parts, create_only=create_only)
 
     def _abort(self, name: str, key: str, upload_id: str, *, quiet: bool = False) -> None:
         args = {"Bucket": self.loc.bucket, "Key": key, "UploadId": upload_id}

@@ -22,7 +22,11 @@ is absolute on the server; ``/~/path`` is relative to the user's home folder.
   writes do not check the status of the last writes before close, and its close swallows
   errors, so a full disk could pass unnoticed.
 - **Failures**: every call has ``timeout``; a dropped connection is reopened and the call tried
-  once more; a server that stays silent for ``timeout`` fails the call at once.
+  once more; a server that stays silent for ``timeout`` fails the call at once. A create-only
+  write tried again may find the name taken by its own first try (the rename was done, its
+  reply lost): when the file there is the one being written (``base.holds_written``: same
+  size, and the name is the SHA-256 of the bytes or the bytes are equal) the write succeeded;
+  another file there stays ``AlreadyExists``.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ from paramiko.sftp import (
 
 from ..errors import AlreadyExists, EmberkeepError, NotFound, StorageError, StorageFull, UsageError
 from . import urlquery
-from .base import ObjectInfo, Payload
+from .base import ObjectInfo, Payload, holds_written
 
 T = TypeVar("T")
 
@@ -358,7 +362,19 @@ class SftpStorage:
     def put(self, name: str, data: Payload, *, overwrite: bool = False) -> None:
         path = self._path(name)
         parts = [memoryview(p).cast("B") for p in (data if isinstance(data, list) else [data])]
-        self._run(f"writing {name}", lambda sftp: self._put(sftp, name, path, parts, overwrite))
+        tries = 0
+
+        def op(sftp: _Session) -> None:
+            nonlocal tries
+            tries += 1
+            try:
+                self._put(sftp, name, path, parts, overwrite)
+            except AlreadyExists:
+                # Tried again after a dropped connection: the first try may have renamed.
+                if tries == 1 or not self._holds(sftp, name, path, parts):
+                    raise
+
+        self._run(f"writing {name}", op)
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(name)
@@ -457,6 +473,14 @@ class SftpStorage:
             if self._exists(sftp, path):
                 raise AlreadyExists(f"target {self.label}: object {name} already exists") from exc
             raise
+
+    def _holds(self, sftp: _Session, name: str, path: str, parts: list[memoryview]) -> bool:
+        """Whether the file at ``path`` is the object being written (``base.holds_written``)."""
+        try:
+            size = sftp.stat(path).st_size or 0
+        except FileNotFoundError:
+            return False
+        return holds_written(name, parts, size, lambda: self._get(sftp, name, path, 0, None))
 
     def _replace(self, sftp: _Session, temp: str, path: str) -> None:
         if POSIX_RENAME in sftp.extensions:
