@@ -340,3 +340,20 @@ def test_mirror_refusing_the_password_warns_without_it(
     assert MIRROR_SECRET not in proc.stdout + proc.stderr, proc.stdout
     assert "push --mirror" in proc.stdout and "127.0.0.1" in proc.stdout
     assert MIRROR_SECRET not in log.read_text()
+
+
+def test_credentials_come_out_of_the_authority_only() -> None:
+    """An ``@`` in the path must not move the host the password is offered to."""
+    from emberkeep.sources.git import _without_credentials
+
+    url, env = _without_credentials("https://u:p%40ss@example.com/team@corp/repo.git")
+    assert url == "https://example.com/team@corp/repo.git"
+    assert (env["EMBERKEEP_GIT_USERNAME"], env["EMBERKEEP_GIT_PASSWORD"]) == ("u", "p@ss")
+    assert _without_credentials("https://example.com/a@b.git") == (
+        "https://example.com/a@b.git",
+        {},
+    )
+    with_port = "https://example.com:8443/a@b.git"
+    assert _without_credentials(with_port) == (with_port, {})
+    with pytest.raises(ValueError, match="%2F"):  # a password with a bare "/": never guessed
+        _without_credentials("https://u:pa/ss@example.com/repo.git")

@@ -36,7 +36,7 @@ from typing import BinaryIO
 from urllib.parse import unquote
 
 from ..errors import EmberkeepError, IntegrityError
-from ..redact import redact_text, split_userinfo
+from ..redact import redact_text
 from ..redact import redact_url as redact
 from .events import Event, Stream, bytes_stream, made_node
 
@@ -166,7 +166,10 @@ class GitRepo:
 
 def push_mirror(path: Path, url: str) -> str | None:
     """``git push --mirror URL``; the failure's message, or None when it worked."""
-    bare, credentials = _without_credentials(url)
+    try:
+        bare, credentials = _without_credentials(url)
+    except ValueError as exc:
+        return f"push --mirror to {redact(url)} not tried: {exc}"
     try:
         proc = subprocess.run(
             ["git", "-C", str(path), "push", "--quiet", "--mirror", bare],
@@ -188,7 +191,7 @@ def _without_credentials(url: str) -> tuple[str, dict[str, str]]:
     taken out of it: the user and password of an http(s) or ftp(s) URL, through a credential
     helper that replaces the user's own (which could store them). An ssh URL keeps its user
     and loses its password, which ssh would not use."""
-    bare, user, password = split_userinfo(url)
+    bare, user, password = _split_authority_userinfo(url)
     if user is None:
         return url, {}
     scheme, rest = bare.split("://", 1)
@@ -205,6 +208,29 @@ def _without_credentials(url: str) -> tuple[str, dict[str, str]]:
     if password is not None:
         env[_PASSWORD_VAR] = unquote(password)
     return bare, env
+
+
+def _split_authority_userinfo(url: str) -> tuple[str, str | None, str | None]:
+    """Like ``redact.split_userinfo``, but the user info ends where the URL's authority does
+    (the first ``/``, ``?`` or ``#``): the URL built from it is sent to, so an ``@`` in the
+    path (``https://u:p@host/team@corp/repo.git``) must not move the host. A password with
+    a ``/`` must be %-escaped here, as URLs require."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url, None, None
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    userinfo, at, host = authority.rpartition("@")
+    if not at:
+        _, colon, after = authority.partition(":")
+        if colon and not after.isdigit() and "@" in tail.split("?", 1)[0]:  # "pa/ss@host"?
+            raise ValueError(
+                "its user info may hold an unescaped '/' (or its path an '@'): write a '/' in "
+                "the password as %2F"
+            )
+        return url, None, None
+    user, colon, password = userinfo.partition(":")
+    return f"{scheme}://{host}{tail}", user, password if colon else None
 
 
 def restore_bundle(bundle: Path, dest: Path, record: GitRecord) -> None:
