@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import Site
 
 PACK_FOLDERS = ("data/", "meta/")
@@ -99,3 +102,26 @@ def check_json(
     if rc == 0:
         assert result[target]["ok"] is True and result[target]["errors"] == [], result
     return result[target]
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mountpoint: Path, size_mb: int) -> Iterator[Path]:
+    """A tmpfs of ``size_mb`` mounted at ``mountpoint`` (made if missing), unmounted after.
+
+    Mounting needs root, which CI has; without it the test fails (it never skips)."""
+    mountpoint.mkdir(exist_ok=True)
+    cmd = ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(mountpoint)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as exc:
+        pytest.fail(f"cannot run {cmd}: {exc}; this test needs root and mount(8)")
+    if proc.returncode != 0:
+        pytest.fail(
+            f"cannot mount a {size_mb} MB tmpfs at {mountpoint} ({proc.stderr.strip()}); "
+            "this test needs root (CI runs as root)"
+        )
+    try:
+        yield mountpoint
+    finally:
+        if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)

@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import Site, tree_listing
-from robustness_helpers import check_json, objects, restored, temp_files, write_random
+from robustness_helpers import (
+    check_json,
+    mounted_tmpfs,
+    objects,
+    restored,
+    temp_files,
+    write_random,
+)
 
 MB = 1024 * 1024
 TARGET = "smalldisk"
@@ -21,25 +27,10 @@ TARGET = "smalldisk"
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mountpoint = tmp_path / "tmpfs"
-    mountpoint.mkdir()
-    cmd = ["mount", "-t", "tmpfs", "-o", "size=40m,mode=0700", "tmpfs", str(mountpoint)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-    except OSError as exc:
-        pytest.fail(f"cannot run {cmd}: {exc}; this test needs root and mount(8)")
-    if proc.returncode != 0:
-        pytest.fail(
-            f"cannot mount a 40 MB tmpfs at {mountpoint} ({proc.stderr.strip()}); "
-            "this test needs root (CI runs as root)"
-        )
-    try:
+    with mounted_tmpfs(tmp_path / "tmpfs", 40) as mountpoint:
         vfs = os.statvfs(mountpoint)
         assert vfs.f_blocks * vfs.f_frsize <= 41 * MB, "the mount is not the small tmpfs"
         yield mountpoint
-    finally:
-        if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode:
-            subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
 
 
 def test_full_target_fails_backup_clearly_and_keeps_earlier_snapshots(

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from conftest import Site, restored, tree_listing
+from robustness_helpers import mounted_tmpfs
 
 
 def test_a_restore_over_a_tree_in_use_keeps_what_it_replaces(site: Site, tmp_path: Path) -> None:
@@ -40,7 +41,8 @@ def test_a_restore_over_a_tree_in_use_keeps_what_it_replaces(site: Site, tmp_pat
     proc = site.run("restore", "latest", "--to", out, "--json")
     result = json.loads(proc.stdout)
     assert result["replaced"] == 4, result
-    kept = Path(result["kept_in"])
+    [kept_in] = result["kept_in"]  # one filesystem here: one directory
+    kept = Path(kept_in)
     assert kept.parent == out and kept.name.startswith(".emberkeep-replaced-")
     # everything the snapshot holds is back as it was backed up
     now = tree_listing(live)
@@ -58,3 +60,39 @@ def test_a_restore_over_a_tree_in_use_keeps_what_it_replaces(site: Site, tmp_pat
 
     again = site.run("restore", "latest", "--to", out, "--json")  # nothing differs now
     assert json.loads(again.stdout)["replaced"] == 0
+
+    # an aside name planted in advance (a symlink to elsewhere) is never used: a new one is made
+    (live / "conf" / "site.conf").write_text("edited again\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for n in range(3):
+        stamp_guess = kept.name.rsplit("-", 1)[0]
+        (out / f"{stamp_guess}-planted{n}").symlink_to(elsewhere)
+    third = json.loads(site.run("restore", "latest", "--to", out, "--json").stdout)
+    assert third["replaced"] == 1
+    assert not any(elsewhere.iterdir())
+    assert Path(third["kept_in"][0]).parent == out and not Path(third["kept_in"][0]).is_symlink()
+
+
+def test_what_is_replaced_on_another_disk_is_kept_on_that_disk(site: Site, tmp_path: Path) -> None:
+    """A disk mounted below the destination (``--to /`` with /home apart): the entry is kept
+    at the top of its own filesystem, since a rename cannot cross disks."""
+    src = tmp_path / "src"
+    (src / "home").mkdir(parents=True)
+    (src / "home" / "notes.txt").write_text("as backed up\n")
+    site.write_config([src])
+    site.run("init")
+    site.run("backup")
+    out = tmp_path / "out"
+    site.run("restore", "latest", "--to", out)
+    home = restored(out, src) / "home"
+    with mounted_tmpfs(home, 8):
+        (home / "notes.txt").write_text("written on the other disk since\n")
+        result = json.loads(site.run("restore", "latest", "--to", out, "--json").stdout)
+        assert result["replaced"] == 1
+        [kept] = map(Path, result["kept_in"])
+        assert kept.parent == home  # on the mounted disk, not under out
+        assert os.stat(kept).st_dev == os.stat(home).st_dev != os.stat(out).st_dev
+        aside = kept / str(home.relative_to(out)) / "notes.txt"
+        assert aside.read_text() == "written on the other disk since\n"
+        assert (home / "notes.txt").read_text() == "as backed up\n"

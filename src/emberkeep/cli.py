@@ -475,8 +475,8 @@ def cmd_restore(site: Site, args: argparse.Namespace) -> int:
             ui.warning(f"{warning['path']}: {warning['message']}")
         if result.replaced:
             ui.warning(
-                f"{result.replaced} files or links already at the destination differed from "
-                f"the snapshot's and were replaced; they are kept in {result.kept_in}"
+                f"{result.replaced} entries already at the destination differed from the "
+                f"snapshot's and were replaced; they are kept in {', '.join(result.kept_in)}"
             )
     return 0
 

@@ -15,6 +15,7 @@ import contextlib
 import filecmp
 import os
 import stat
+import tempfile
 import threading
 import time
 from collections import deque
@@ -24,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import IntegrityError, NotFound, UsageError
+from ..errors import IntegrityError, NotFound, StorageError, UsageError
 from ..fsutil import create_new, make_dirs, temp_name
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
@@ -39,8 +40,8 @@ class RestoreResult:
     symlinks: int = 0
     bytes: int = 0
     warnings: list[dict[str, str]] = field(default_factory=list)
-    replaced: int = 0  # entries already at the destination that the restore replaced
-    kept_in: str | None = None  # where they were moved to (see Restorer._keep_aside)
+    replaced: int = 0  # entries at the destination that differed, moved aside (_keep_aside)
+    kept_in: list[str] = field(default_factory=list)  # where: one directory per filesystem
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +76,20 @@ SMALL_GROUP_BYTES = 4 << 20  # consecutive small files restored together by one 
 SMALL_GROUP_FILES = 128
 
 
+def _same_content(
+    target: Path, st: os.stat_result, restored: Path | None, link_to: str | None
+) -> bool:
+    """Whether ``target`` already holds what is restored there; unreadable counts as not."""
+    try:
+        if restored is not None and stat.S_ISREG(st.st_mode):
+            return filecmp.cmp(target, restored, shallow=False)
+        if link_to is not None and stat.S_ISLNK(st.st_mode):
+            return os.readlink(target) == link_to
+    except OSError:
+        pass
+    return False
+
+
 class Restorer:
     """Restores files in parallel: small files in groups per worker, large ones blob by blob.
 
@@ -102,7 +117,7 @@ class Restorer:
         self.result = RestoreResult()
         self.as_root = os.geteuid() == 0
         self._lock = threading.Lock()
-        self._aside: Path | None = None
+        self._asides: dict[int, Path] = {}  # per filesystem (st_dev): see _keep_aside
 
     def restore(self, snapshot: Snapshot, includes: list[str] | None = None) -> RestoreResult:
         includes = [("/" + p.strip("/")) if p.strip("/") else "/" for p in (includes or [])]
@@ -237,37 +252,50 @@ class Restorer:
         A restore into a directory that is in use (``--to /`` to put files back) must not
         destroy what is there: a file that differs from the snapshot's (an edit made since,
         which may be the only copy), a symlink, or a directory where the snapshot has a file
-        is moved, on the same filesystem, under ``<dest>/.emberkeep-replaced-<time>/`` with
-        its snapshot path, and counted in the result. One directory per restore, out of the
-        way of programs that read every file of a directory (``sites-enabled/*``)."""
+        is moved under a ``.emberkeep-replaced-<time>-…`` directory with its snapshot path,
+        and counted in the result. That directory is made (exclusively, 0700) at the top of
+        the target's filesystem within the destination, so the move is a rename on the same
+        disk, and away from programs that read every file of a directory (``sites-enabled/*``).
+        """
         try:
             st = target.lstat()
         except FileNotFoundError:
             return
-        same_file = (
-            restored is not None
-            and stat.S_ISREG(st.st_mode)
-            and filecmp.cmp(target, restored, shallow=False)
-        )
-        same_link = (
-            link_to is not None and stat.S_ISLNK(st.st_mode) and (os.readlink(target) == link_to)
-        )
-        if same_file or same_link:
-            return  # the same content: nothing to keep; the caller replaces it
-        aside = self._aside_dir() / path.lstrip("/")
+        if _same_content(target, st, restored, link_to):
+            return  # nothing to keep; the caller replaces it
+        aside = self._aside_dir(target, st.st_dev) / path.lstrip("/")
         make_dirs(aside.parent, mode=PRIVATE_DIR)
-        os.rename(target, aside)
+        try:
+            os.rename(target, aside)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot move {target} aside to restore the snapshot's {path} there "
+                f"({exc.strerror}): is it a mount point or in use? Restore elsewhere with --to"
+            ) from exc
         with self._lock:
             self.result.replaced += 1
 
-    def _aside_dir(self) -> Path:
+    def _aside_dir(self, target: Path, device: int) -> Path:
+        """The directory kept entries go to on ``target``'s filesystem, made when first needed."""
         with self._lock:
-            if self._aside is None:
+            aside = self._asides.get(device)
+            if aside is None:
+                top = self._top_on(device, target)
                 stamp = time.strftime("%Y%m%dT%H%M%S")
-                self._aside = self.dest / f".emberkeep-replaced-{stamp}-{os.getpid()}"
-                make_dirs(self._aside, mode=PRIVATE_DIR)
-                self.result.kept_in = str(self._aside)
-            return self._aside
+                aside = Path(tempfile.mkdtemp(prefix=f".emberkeep-replaced-{stamp}-", dir=top))
+                self._asides[device] = aside
+                self.result.kept_in.append(str(aside))
+            return aside
+
+    def _top_on(self, device: int, target: Path) -> Path:
+        """The directory nearest the destination's root, on the way to ``target``, that lies
+        on ``device`` (the destination itself, unless another disk is mounted below it)."""
+        here = self.dest
+        for part in target.relative_to(self.dest).parent.parts:
+            if os.lstat(here).st_dev == device:
+                return here
+            here = here / part
+        return here
 
     def _count_file(self, path: str, node: Node) -> None:
         with self._lock:
