@@ -256,3 +256,12 @@ def test_a_backup_lease_removed_as_stale_is_lost_for_good(
         assert storage.stat(lease.name) is None, "a refresh wrote a removed lease back"
         with pytest.raises(EmberkeepError, match="removed"):
             lease.ensure_live("the snapshot is not saved")
+
+
+def test_a_target_silent_at_release_does_not_fail_the_work_done(storage: _Storage) -> None:
+    """Release only tidies: a read that fails then leaves the lease to go stale, no error."""
+    lease = Lease(storage, "exclusive").__enter__()
+    storage.failing_gets[threading.current_thread().name] = 1
+    lease.__exit__(None, None, None)  # must not raise
+    assert storage.failing_gets[threading.current_thread().name] == 0  # it did try to read
+    assert storage.stat(EXCLUSIVE) is not None  # left behind, to go stale
