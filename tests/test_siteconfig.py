@@ -45,3 +45,16 @@ def test_a_config_changed_back_to_an_earlier_text_is_the_newest_again(
     _backup_at(site, 4)  # unchanged since: nothing more is stored
     assert list((site.repo / "siteconfig").iterdir()) == stored
     assert len(stored) == 3
+
+
+def test_a_damaged_host_record_only_means_storing_once_more(site: Site, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    site.write_config([src])
+    site.run("init")
+    _backup_at(site, 1)
+    (site.state_dir / "siteconfig-stored.json").write_text("{not json")
+    site.env["EMBERKEEP_NOW"] = "2026-03-01T02:00:00Z"
+    out = site.json("backup")[0]
+    assert not [w for w in out["warnings"] if "site config" in w["message"]], out["warnings"]
+    assert _newest_text(site) == site.config_path.read_text()

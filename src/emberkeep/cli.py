@@ -285,6 +285,8 @@ INTERRUPTED = {
     "": "nothing was committed after the last finished step",
     "restore": "every file restored so far is whole (each is written under a temp name, then "
     "renamed); the rest is not there yet: run the restore again to finish it",
+    "restore-uri": "the database restore is not complete (collections may be part-filled): "
+    "run it again with --drop",
     "export": "the export is not complete: an archive or tar is never left under its final "
     "name; a mongodump-dir is partly written: remove it, then run the export again",
     "recover": "run the same recover again: it goes on from the steps already done",
@@ -302,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
             ui.error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        ui.line(f"interrupted; {INTERRUPTED.get(args.command, INTERRUPTED[''])}", stderr=True)
+        what = "restore-uri" if getattr(args, "to_uri", None) else args.command
+        ui.line(f"interrupted; {INTERRUPTED.get(what, INTERRUPTED[''])}", stderr=True)
         return 130
 
 

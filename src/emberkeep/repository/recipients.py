@@ -66,7 +66,9 @@ def _read(storage: Storage, writer_key: keys.WriterKey) -> list[str] | None:
     except (crypto.InvalidTag, ValueError) as exc:
         raise IntegrityError(
             f"{storage.label}/{RECIPIENTS}",
-            "cannot be read with this host's writer key (damaged, or of another repository)",
+            "cannot be read with this host's writer key (damaged, or of another repository); "
+            "if the repository is this site's and [keys] recipients are the ones its data is "
+            f"encrypted to, delete {RECIPIENTS} from the target: the next backup records them",
         ) from exc
     return sorted(payload["recipients"])
 

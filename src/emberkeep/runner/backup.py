@@ -94,9 +94,10 @@ def _last_stored_path(site: Site) -> Path:
 def _last_stored_configs(site: Site) -> dict[str, str]:
     """Target name -> tag of the config this host stored there last."""
     path = _last_stored_path(site)
-    if not path.exists():
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):  # none yet, or damaged: store again, which is harmless
         return {}
-    found = json.loads(path.read_text())
     return found if isinstance(found, dict) else {}
 
 
