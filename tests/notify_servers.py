@@ -12,16 +12,16 @@ import email.policy
 import ipaddress
 import json
 import ssl
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from servers import http_serving
 
 from emberkeep.demo.mongoserver import free_port
 
@@ -191,13 +191,8 @@ def webhook() -> Iterator[WebhookReceiver]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    receiver.port = httpd.server_address[1]
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield receiver
-    httpd.shutdown()
-    httpd.server_close()
+    with http_serving(Handler) as receiver.port:
+        yield receiver
 
 
 def notify_toml(

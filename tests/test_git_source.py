@@ -8,14 +8,14 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 from conftest import Site
+from servers import http_serving
 
 MiB = 1024 * 1024
 
@@ -281,13 +281,8 @@ def _handler(server: GitHttpServer) -> type[BaseHTTPRequestHandler]:
 def git_http(tmp_path: Path) -> Iterator[GitHttpServer]:
     server = GitHttpServer(tmp_path / "served")
     server.root.mkdir()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(server))
-    server.port = httpd.server_address[1]
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    httpd.shutdown()
-    httpd.server_close()
+    with http_serving(_handler(server)) as server.port:
+        yield server
 
 
 def logged_git(site: Site, tmp_path: Path) -> Path:
