@@ -401,9 +401,8 @@ def test_a_source_name_that_is_nowhere_is_a_usage_error(site: Site, tmp_path: Pa
     site.write_config(paths=[src])
     site.run("init")
     site.run("backup")
-    listed = site.run("snapshots", "--source", "fiels", ok=False)
-    restored_ = site.run("restore", "latest", "--source", "fiels", "--to", tmp_path / "o", ok=False)
-    for proc in (listed, restored_):
-        assert proc.returncode == 2, proc.stderr
-        assert "no source named 'fiels'" in proc.stderr and "(sources: files)" in proc.stderr
+    proc = site.run("restore", "latest", "--source", "fiels", "--to", tmp_path / "o", ok=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "no source named 'fiels'" in proc.stderr and "(sources: files)" in proc.stderr
+    assert site.json("snapshots", "--source", "fiels") == []  # a filter: none match (contract)
     assert site.json("snapshots", "--source", "files")  # a known source lists as before

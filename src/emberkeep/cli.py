@@ -419,8 +419,6 @@ def cmd_snapshots(site: Site, args: argparse.Namespace) -> int:
                 found.append((snap.time, snap.id, snap.to_json(target)))
     found.sort(key=lambda item: item[:2])  # the exact time: JSON shows whole seconds
     rows = [row for _time, _id, row in found]
-    if args.source and not rows and all(s.name != args.source for s in site.config.sources):
-        site.config.source(args.source)  # raises: no source named …, the sources listed
     if args.json:
         ui.print_json(rows)
         return 0
