@@ -242,24 +242,23 @@ def _uri_argument(text: str) -> str:
 
 
 def _subset_text(text: str) -> str:
-    """``--read-data-subset``, checked as it is parsed: a typo is a usage error, exit 2,
-    before any job starts (and is journaled as a failed check)."""
     from .repository.check import Subset
 
-    try:
-        Subset.parse(text)
-    except UsageError as exc:
-        raise argparse.ArgumentTypeError(str(exc).replace("--read-data-subset ", "")) from None
-    return text
+    return _checked(text, Subset.parse)
 
 
 def _duration_text(text: str) -> str:
-    """An option's duration, checked as it is parsed (a mistake is a usage error, exit 2)."""
     from .durations import parse_duration
 
+    return _checked(text, parse_duration)
+
+
+def _checked(text: str, parse: Callable[[str], object]) -> str:
+    """An option's value, checked as it is parsed: a mistake is a usage error (exit 2)
+    before any job starts, rather than a failed job in the journal."""
     try:
-        parse_duration(text)
-    except ValueError as exc:
+        parse(text)
+    except (ValueError, UsageError) as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 

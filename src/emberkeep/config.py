@@ -724,7 +724,7 @@ def _subset_problem(value: str | None, where: str) -> Iterator[tuple[str, str]]:
     try:
         Subset.parse(value)
     except UsageError as exc:
-        yield where, str(exc).replace("--read-data-subset ", "")
+        yield where, str(exc)
 
 
 def _duration_problem(value: str | None, where: str) -> Iterator[tuple[str, str]]:

@@ -87,8 +87,7 @@ class Subset:
             if 1 <= n <= t:
                 return cls(slice_n=n, slice_t=t)
         raise UsageError(
-            f"--read-data-subset {spec!r}: give a percentage like 10% or a slice like 2/7 "
-            "(the 2nd of 7 parts)"
+            f"{spec!r}: give a percentage like 10% or a slice like 2/7 (the 2nd of 7 parts)"
         )
 
 

@@ -81,16 +81,14 @@ def _seal(recipients: list[str], writer_key: keys.WriterKey) -> bytes:
 def _changed_message(
     label: str, recorded: list[str], wanted: list[str], config: Path | None
 ) -> str:
-    added = [r for r in wanted if r not in recorded]
-    removed = [r for r in recorded if r not in wanted]
-    change = "; ".join(
-        part
-        for part in (
-            f"added {', '.join(_short(r) for r in added)}" if added else "",
-            f"removed {', '.join(_short(r) for r in removed)}" if removed else "",
-        )
-        if part
-    )
+    parts = []
+    for verb, which in (
+        ("added", set(wanted) - set(recorded)),
+        ("removed", set(recorded) - set(wanted)),
+    ):
+        if which:
+            parts.append(f"{verb} {', '.join(_short(r) for r in sorted(which))}")
+    change = "; ".join(parts)
     return (
         f"the recipients in {config or 'the config'} differ from those the data in {label} "
         f"is encrypted to ({change}). New snapshots would reuse data the new recipients "
