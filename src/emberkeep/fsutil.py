@@ -60,7 +60,7 @@ def _create_parent(final: Path) -> None:
             raise storage_error(where, exc) from exc
         raise StorageError(
             f"cannot create the directory {where} ({exc.strerror}): check the path (is its "
-            "disk mounted?) or point the target elsewhere"
+            "disk mounted?) or choose another location"
         ) from exc
 
 
