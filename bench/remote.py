@@ -6,7 +6,7 @@ Usage::
 
 The servers are the ones the storage tests use (``tests/servers.py``): Debian's OpenSSH
 ``sshd`` with its built-in SFTP server, and versitygw (``scripts/setup --test`` builds it
-into ``.cache/bin``) with its posix backend, each on a free 127.0.0.1 port with keys and
+into the tool cache) with its posix backend, each on a free 127.0.0.1 port with keys and
 credentials generated for the run. Both tools write to the same servers:
 
 * sftp: emberkeep ``sftp://USER@127.0.0.1:PORT/DIR?key=..&known_hosts=..`` (paramiko);
@@ -97,9 +97,9 @@ class Servers:
             sshd = shutil.which("sshd") or "/usr/sbin/sshd"
             out["sftp"] = f"{sshd} on 127.0.0.1:{self.ssh.port} ({_openssh_version()})"
         if self.s3 is not None:
-            version = harness._capture([str(servers.GOBIN / "versitygw"), "--version"])
+            version = harness._capture([str(servers.VERSITYGW_BIN), "--version"])
             version = " ".join(version.split())
-            out["s3"] = f"{servers.GOBIN / 'versitygw'} on {self.s3.endpoint} ({version})"
+            out["s3"] = f"{servers.VERSITYGW_BIN} on {self.s3.endpoint} ({version})"
         return out
 
     def bucket(self, slot: str) -> str:

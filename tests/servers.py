@@ -3,7 +3,7 @@
 - SFTP: Debian's OpenSSH server (``sshd``), with its own host key, authorized key, pid file
   and the built-in SFTP server, run as the current user (root in CI).
 - S3: versitygw (``go install github.com/versity/versitygw/cmd/versitygw``, built into
-  ``.cache/bin`` by ``scripts/setup --test``) with its posix backend on a temp folder.
+  the machine's tool cache by ``scripts/setup --test``) with its posix backend on a temp folder.
 
 Starting either one fails loudly (never a skip): a test that needs a server must not pass
 without it.
@@ -27,8 +27,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlencode
 
-ROOT = Path(__file__).resolve().parents[1]
-GOBIN = ROOT / ".cache" / "bin"
+from emberkeep.demo import tools
+
+VERSITYGW_BIN = tools.built("versitygw", tools.VERSITYGW_VERSION)
 START_TIMEOUT = 20.0
 
 
@@ -240,7 +241,7 @@ def start_versitygw(workdir: Path, *, versioning: bool = False) -> S3Server:
     (as AWS requires for Object Lock; a bucket created with ObjectLockEnabledForBucket then
     gets versioning on by itself). Without it Object Lock works on unversioned buckets.
     """
-    binary = GOBIN / "versitygw"
+    binary = VERSITYGW_BIN
     if not binary.exists():
         raise ServerError(f"{binary} is missing: run scripts/setup --test to build versitygw")
     data = workdir / "data"

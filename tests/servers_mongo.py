@@ -5,8 +5,8 @@ loopback port; the oplog turned on) lives in the package, because the demo needs
 This layer adds what only the tests want:
 
 - ``EMBERKEEP_TEST_MONGO=mongod`` picks a real ``mongod`` from the PATH instead of FerretDB;
-- ``FERRETDB_BIN`` (the checkout's ``.cache/bin/ferretdb``) is looked up at start time, so a
-  test can point it elsewhere with ``monkeypatch.setattr``;
+- ``FERRETDB_BIN`` (what ``scripts/setup`` built into the tool cache) is looked up at start
+  time, so a test can point it elsewhere with ``monkeypatch.setattr``;
 - the "not built" error says to run ``scripts/setup --test``.
 
 Nothing here skips: a server that cannot start raises, with the end of its log.
@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
-FERRETDB_BIN = ROOT / ".cache" / "bin" / "ferretdb"
+FERRETDB_BIN = mongoserver.built_ferretdb()
 ENV_KIND = "EMBERKEEP_TEST_MONGO"  # "ferretdb" (default) or "mongod"
 SETUP_HINT = "scripts/setup --test"
 

@@ -1,14 +1,14 @@
 """A real MongoDB wire-protocol server on loopback: FerretDB (default) or mongod.
 
 The demo seeds and backs up a MongoDB database, and the tests need one too, so the launcher
-lives here. FerretDB v1.24.2 with its SQLite backend is built by ``scripts/setup`` into
-``.cache/bin/ferretdb``. It is started on a free loopback port with ``--repl-set-name``, and
-the capped collection ``local.oplog.rs`` is created, which turns on FerretDB's oplog: from
-then on every insert, update and delete in another collection also writes an oplog entry
-(``op`` i/u/d, ``ns``, ``ts``, ``o``, ``o2``, ``wall``).
+lives here. FerretDB v1.24.2 with its SQLite backend is built by ``scripts/setup`` into the
+machine's tool cache (``emberkeep.demo.tools``). It is started on a free loopback port with
+``--repl-set-name``, and the capped collection ``local.oplog.rs`` is created, which turns on
+FerretDB's oplog: from then on every insert, update and delete in another collection also
+writes an oplog entry (``op`` i/u/d, ``ns``, ``ts``, ``o``, ``o2``, ``wall``).
 
-The ferretdb binary is, in order: ``$EMBERKEEP_FERRETDB`` if set; ``.cache/bin/ferretdb`` of
-the source checkout this package runs from; ``ferretdb`` on the PATH.
+The ferretdb binary is, in order: ``$EMBERKEEP_FERRETDB`` if set; the one ``scripts/setup``
+built into the tool cache; ``ferretdb`` on the PATH.
 
 ``kind="mongod"`` picks a real ``mongod`` from the PATH instead: a one-member replica set
 (``rs0``) whose oplog mongod keeps itself.
@@ -33,6 +33,8 @@ from urllib.parse import quote
 from pymongo import MongoClient
 from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
 
+from emberkeep.demo import tools
+
 ENV_FERRETDB = "EMBERKEEP_FERRETDB"  # an explicit path to the ferretdb binary
 KINDS = ("ferretdb", "mongod")
 REPL_SET = "rs0"
@@ -52,26 +54,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def checkout_root() -> Path | None:
-    """The source checkout this package runs from (src/emberkeep/demo -> parents[3]), if any."""
-    here = Path(__file__).resolve()
-    root = here.parents[3]
-    if here.parents[2].name == "src" and (root / "pyproject.toml").is_file():
-        return root
-    return None
-
-
-def checkout_ferretdb() -> Path | None:
-    """Where ``scripts/setup`` builds ferretdb in this checkout; None when not in a checkout."""
-    root = checkout_root()
-    return None if root is None else root / ".cache" / "bin" / "ferretdb"
+def built_ferretdb() -> Path:
+    """Where ``scripts/setup`` builds ferretdb (the machine's tool cache)."""
+    return tools.built("ferretdb", tools.FERRETDB_VERSION)
 
 
 def ferretdb_binary(checkout_bin: Path | None = None, *, setup_hint: str = SETUP_HINT) -> Path:
-    """``$EMBERKEEP_FERRETDB``, else the checkout's built binary, else ``ferretdb`` on PATH.
+    """``$EMBERKEEP_FERRETDB``, else the built binary, else ``ferretdb`` on PATH.
 
-    ``checkout_bin`` replaces the checkout's ``.cache/bin/ferretdb`` (the tests point it
-    elsewhere); by default it is computed from the package path.
+    ``checkout_bin`` replaces the tool cache's binary (the tests point it elsewhere).
     """
     explicit = os.environ.get(ENV_FERRETDB, "").strip()
     if explicit:
@@ -82,13 +73,13 @@ def ferretdb_binary(checkout_bin: Path | None = None, *, setup_hint: str = SETUP
                 f"`{setup_hint}` builds"
             )
         return path
-    built = checkout_bin if checkout_bin is not None else checkout_ferretdb()
+    built = checkout_bin if checkout_bin is not None else built_ferretdb()
     if built is not None and built.exists():
         return built
     found = shutil.which("ferretdb")
     if found:
         return Path(found)
-    where = f"{built} is missing" if built is not None else "no ferretdb on the PATH"
+    where = f"{built} is missing"
     raise ServerStartError(
         f"ferretdb is not built ({where}): run `{setup_hint}`, or set {ENV_FERRETDB}"
     )
