@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
+import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyrage
 
-from .errors import UsageError, WrongIdentity
+from .errors import IntegrityError, UsageError, WrongIdentity
 from .fsutil import write_atomic
 from .redact import looks_like_identity
 
@@ -43,6 +46,15 @@ class WriterKey:
         """A public name for the key: which repositories it belongs to."""
         return hashlib.sha256(b"emberkeep-repo-id" + self.mac_key).hexdigest()[:32]
 
+    @property
+    def fingerprint(self) -> str:
+        """A public digest of the whole key (all three parts), printed by ``recover`` and the
+        runbook so an operator can tell this key from any other; also stored with the key
+        so a damaged copy is told from a valid one."""
+        seed = self.chunker_seed.to_bytes(8, "big")
+        digest = hashlib.sha256(b"emberkeep-writer-key\0" + self.mac_key + self.index_key + seed)
+        return digest.hexdigest()[:32]
+
     def to_bytes(self) -> bytes:
         return json.dumps(
             {
@@ -50,27 +62,52 @@ class WriterKey:
                 "mac_key": base64.b64encode(self.mac_key).decode(),
                 "index_key": base64.b64encode(self.index_key).decode(),
                 "chunker_seed": self.chunker_seed,
+                "fingerprint": self.fingerprint,
             }
         ).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes, origin: str) -> WriterKey:
+        """The key in ``data``; one written with a fingerprint must match it (a key written
+        before fingerprints has none and is taken as it is)."""
         try:
             raw = json.loads(data)
-            return cls(
-                mac_key=base64.b64decode(raw["mac_key"]),
-                index_key=base64.b64decode(raw["index_key"]),
+            key = cls(
+                mac_key=base64.b64decode(raw["mac_key"], validate=True),
+                index_key=base64.b64decode(raw["index_key"], validate=True),
                 chunker_seed=int(raw["chunker_seed"]),
             )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UsageError(f"{origin} is not an emberkeep writer key") from exc
+            recorded = raw.get("fingerprint")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UsageError(f"{origin} is not an emberkeep writer key (damaged?)") from exc
+        if len(key.mac_key) != 32 or len(key.index_key) != 32:
+            raise UsageError(f"{origin} is not an emberkeep writer key (damaged?)")
+        if recorded is not None and not hmac.compare_digest(str(recorded), key.fingerprint):
+            raise UsageError(f"{origin} is damaged: its keys do not match its fingerprint")
+        return key
 
     def save(self, path: Path) -> None:
         write_atomic(path, self.to_bytes(), mode=0o600)
 
     @classmethod
     def load(cls, path: Path) -> WriterKey:
-        return cls.from_bytes(path.read_bytes(), str(path))
+        """The host's copy (``state_dir/writer.key``). A damaged one is an error that says
+        how it is rebuilt; one written before fingerprints is saved again with one."""
+        rebuild = (
+            f"delete {path} and run the command again with an identity (--identity FILE or "
+            "keys.identity_file): it is rebuilt from the repository's copy (keys/writer.age)"
+        )
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read the writer key {path} ({exc.strerror})") from exc
+        try:
+            key = cls.from_bytes(data, str(path))
+        except UsageError as exc:
+            raise UsageError(f"{exc}; {rebuild}") from exc
+        if b'"fingerprint"' not in data:
+            key.save(path)  # from before fingerprints: from now on damage is told apart
+        return key
 
 
 def new_identity() -> pyrage.x25519.Identity:
@@ -97,6 +134,7 @@ def load_identities(path: Path) -> list[pyrage.x25519.Identity]:
             "and was visible to other users, so consider making a new one"
         )
     try:
+        _refuse_if_exposed(path)
         text = path.read_text()
     except FileNotFoundError as exc:
         raise UsageError(
@@ -119,6 +157,19 @@ def load_identities(path: Path) -> list[pyrage.x25519.Identity]:
     return identities
 
 
+def _refuse_if_exposed(path: Path) -> None:
+    """Refuse an identity file that group or others may read or write, as ssh refuses
+    such a private key: whoever could read it can read every backup."""
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o077:
+        raise UsageError(
+            f"identity file {path} has mode {mode:04o}: group or others can read or change "
+            f"it, so it is not used (as ssh refuses such a key). Run `chmod 600 {path}` "
+            "(or copy it into a file only you can read); if others could read it, consider "
+            "it exposed and make a new identity"
+        )
+
+
 def parse_recipients(values: list[str]) -> list[pyrage.x25519.Recipient]:
     return [pyrage.x25519.Recipient.from_str(value) for value in values]
 
@@ -128,10 +179,20 @@ def wrap(secret: bytes, recipients: list[pyrage.x25519.Recipient]) -> bytes:
     return pyrage.encrypt(secret, recipients)
 
 
+NO_MATCHING_KEY = "No matching keys found"  # pyrage's message when no stanza opens
+
+
 def unwrap(blob: bytes, identities: list[pyrage.x25519.Identity], what: str) -> bytes:
+    """Decrypt an age object. ``WrongIdentity`` when none of its stanzas opens with the
+    identities (not a recipient, or that stanza is damaged: age cannot tell which);
+    ``IntegrityError`` (named ``what``) when the object is not well formed, or a stanza
+    opened but the header or payload fails its authentication: damaged, or forged."""
     try:
         return pyrage.decrypt(blob, identities)
     except pyrage.DecryptError as exc:
+        if NO_MATCHING_KEY not in str(exc):
+            reason = str(exc).splitlines()[0].rstrip(".").lower()
+            raise IntegrityError(what, f"damaged ({reason})") from exc
         raise WrongIdentity(
             f"the identity given cannot decrypt {what}: it is not one of the recipients "
             "this was encrypted to; use the identity file of a listed recipient"

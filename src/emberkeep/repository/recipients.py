@@ -4,30 +4,43 @@ Every pack's data key is wrapped to the recipients of the config that wrote the 
 deduplication reuses packs whatever the recipients were then. So a backup run under a config
 whose recipients changed would commit a snapshot (readable by the new recipients) whose data
 only the old ones can read; with a recipient replaced, nobody could read it whole. The
-repository therefore records its recipient set (``keys/recipients``, sealed with the index
-key: a writer reads it without an identity) at its first write, and every write checks the
-config against it before storing anything.
+repository therefore records its recipient set (``keys/recipients``, a secret sealed
+document, ``sealing.py``: a writer reads it without an identity, the storage side can
+neither read nor forge it) at
+its first write, and every write checks the config against it before storing anything. The
+record also holds the SHA-256 of the writer key's copy (``keys/writer.age``), so that
+``check`` on a host without an identity can tell whether that copy is the one written.
 """
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyrage
 
 from .. import keys
-from ..engine import crypto
 from ..errors import AlreadyExists, IntegrityError, NotFound, RepositoryError
 from ..storage.base import Storage
+from . import sealing
 from .layout import RECIPIENTS
 
-FORMAT = 1
-AAD = b"emberkeep recipients v1"
+FORMAT = 2  # format 1 had no writer_key_sha256; sealed the same way
+KIND = "recipients"
 
 
 class RecipientsChanged(RepositoryError):
     """The config's recipients are not the ones the repository's data is encrypted to."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """What ``keys/recipients`` says: the recipient set, and the SHA-256 of the copy of the
+    writer key (``keys/writer.age``) the writer last wrote, so that a host without an
+    identity can tell a damaged or replaced copy (None in a record from before that)."""
+
+    recipients: list[str]
+    writer_key_sha256: str | None = None
 
 
 def names(recipients: list[pyrage.x25519.Recipient]) -> list[str]:
@@ -40,42 +53,68 @@ def ensure(
     writer_key: keys.WriterKey,
     recipients: list[pyrage.x25519.Recipient],
     config_path: Path | None,
-) -> None:
-    """Record the set on a repository without one; raise ``RecipientsChanged`` on a mismatch.
+) -> Record:
+    """The repository's record, written when there is none; ``RecipientsChanged`` when it
+    names another set than ``recipients``.
 
     A repository made before this record existed gets the config's set at its next write."""
     wanted = names(recipients)
-    recorded = _read(storage, writer_key)
+    recorded = read(storage, writer_key)
     if recorded is None:
         try:
-            storage.put(RECIPIENTS, _seal(wanted, writer_key))
-            return
+            storage.put(RECIPIENTS, _seal(Record(wanted), writer_key))
+            return Record(wanted)
         except AlreadyExists:  # another writer recorded it first: compare with theirs
-            recorded = _read(storage, writer_key)
-    if recorded is not None and recorded != wanted:
-        raise RecipientsChanged(_changed_message(storage.label, recorded, wanted, config_path))
+            recorded = read(storage, writer_key)
+    if recorded is not None and recorded.recipients != wanted:
+        raise RecipientsChanged(
+            _changed_message(storage.label, recorded.recipients, wanted, config_path)
+        )
+    return recorded or Record(wanted)
 
 
-def _read(storage: Storage, writer_key: keys.WriterKey) -> list[str] | None:
+def record_writer_key(
+    storage: Storage, writer_key: keys.WriterKey, record: Record, digest: str
+) -> None:
+    """Record the SHA-256 of the writer key copy just written (replacing the record)."""
+    updated = Record(record.recipients, digest)
+    storage.put(RECIPIENTS, _seal(updated, writer_key), overwrite=True)
+
+
+def read(storage: Storage, writer_key: keys.WriterKey) -> Record | None:
+    """The record, verified with the writer key; None when there is none."""
     try:
-        sealed = storage.get(RECIPIENTS)
+        raw = storage.get(RECIPIENTS)
     except NotFound:
         return None
+    obj = f"{storage.label}/{RECIPIENTS}"
     try:
-        payload = json.loads(crypto.decrypt(writer_key.index_key, AAD, sealed))
-    except (crypto.InvalidTag, ValueError) as exc:
+        return _open(raw, writer_key, obj)
+    except IntegrityError as exc:
         raise IntegrityError(
-            f"{storage.label}/{RECIPIENTS}",
-            "cannot be read with this host's writer key (damaged, or of another repository); "
-            "if the repository is this site's and [keys] recipients are the ones its data is "
-            f"encrypted to, delete {RECIPIENTS} from the target: the next backup records them",
+            obj,
+            f"{exc.detail}: damaged, or replaced by someone without this repository's "
+            "writer key. If the repository is this site's and [keys] recipients are the "
+            f"ones its data is encrypted to, delete {RECIPIENTS} from the target: the next "
+            "backup records them",
         ) from exc
-    return sorted(payload["recipients"])
 
 
-def _seal(recipients: list[str], writer_key: keys.WriterKey) -> bytes:
-    plain = json.dumps({"format": FORMAT, "recipients": recipients}).encode()
-    return crypto.encrypt(writer_key.index_key, AAD, plain)
+def _open(raw: bytes, writer_key: keys.WriterKey, obj: str) -> Record:
+    body = sealing.unseal_secret(writer_key, KIND, raw, obj)
+    try:
+        recipients = sorted(str(r) for r in body["recipients"])
+        digest = body.get("writer_key_sha256")
+    except (KeyError, TypeError) as exc:
+        raise IntegrityError(obj, "not a recipients record") from exc
+    return Record(recipients, None if digest is None else str(digest))
+
+
+def _seal(record: Record, writer_key: keys.WriterKey) -> bytes:
+    body: dict[str, object] = {"format": FORMAT, "recipients": record.recipients}
+    if record.writer_key_sha256 is not None:
+        body["writer_key_sha256"] = record.writer_key_sha256
+    return sealing.seal_secret(writer_key, KIND, body)
 
 
 def _changed_message(

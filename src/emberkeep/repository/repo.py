@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import struct
 import threading
 import time
@@ -23,7 +22,7 @@ from ..errors import (
     RepositoryError,
 )
 from ..storage.base import Storage, prepare_read
-from . import layout
+from . import keyfiles, layout
 from .index import BlobIndex, Location, PackRecord, decode_index, encode_index
 from .pack import TRAILER, blob_aad
 from .snapshot import Snapshot, decode_snapshot, encode_snapshot
@@ -70,6 +69,10 @@ class Repository:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _key_loads: dict[str, threading.Lock] = field(default_factory=dict)  # one loader per pack
     read_times: ReadTimes = field(default_factory=ReadTimes)
+    config_state: keyfiles.ConfigState = field(
+        default_factory=lambda: keyfiles.ConfigState(sealed=True)
+    )
+    writer_key_held: bool = False  # the key is the host's own, not read from keys/writer.age
 
     # -- creating and opening ------------------------------------------------------------
 
@@ -85,21 +88,12 @@ class Repository:
         ``recover`` cannot use."""
         if storage.stat(layout.CONFIG) is not None:  # never replace another one's key copy
             raise _already_initialized(storage)
-        put_writer_key(storage, writer_key, recipients)
-        config = {
-            "format": layout.FORMAT_VERSION,
-            "id": writer_key.repo_id,
-            "chunker": {
-                "min": layout.CHUNK_MIN,
-                "avg": layout.CHUNK_AVG_PARAM,
-                "max": layout.CHUNK_MAX,
-            },
-        }
+        keyfiles.put_writer_key(storage, writer_key, recipients)
         try:
-            storage.put(layout.CONFIG, json.dumps(config, indent=1).encode())
+            keyfiles.write_config(storage, writer_key)
         except AlreadyExists:
             raise _already_initialized(storage) from None
-        return cls(storage, writer_key, recipients)
+        return cls(storage, writer_key, recipients, writer_key_held=True)
 
     @classmethod
     def open(
@@ -110,26 +104,23 @@ class Repository:
         recipients: list[pyrage.x25519.Recipient],
         identities: list[pyrage.x25519.Identity] | None = None,
     ) -> Repository:
-        config = read_config(storage)
+        """Open a repository with the host's writer key, or (None) with the repository's
+        copy, decrypted with ``identities``; ``config`` is verified against the key
+        (``keyfiles.verify_config``)."""
+        raw = keyfiles.read_config_bytes(storage)
         identities = identities or []
+        held = writer_key is not None
         if writer_key is None:
             if not identities:
                 raise IdentityRequired(
                     f"target {storage.label}: this host has no writer key; give an identity "
                     "(keys.identity_file or --identity) to read the repository's copy"
                 )
-            wrapped = storage.get(layout.WRITER_KEY)
-            writer_key = keys.WriterKey.from_bytes(
-                keys.unwrap(wrapped, identities, f"the writer key in {storage.label}"),
-                layout.WRITER_KEY,
-            )
-        if writer_key.repo_id != config["id"]:
-            raise RepositoryError(
-                f"target {storage.label} holds another site's repository (id {config['id']}); "
-                "this host's writer key is for repository "
-                f"{writer_key.repo_id}. Check the target URL and state_dir"
-            )
-        return cls(storage, writer_key, recipients, identities)
+            writer_key = keyfiles.read_writer_key(storage, identities)
+        state = keyfiles.verify_config(storage, raw, writer_key)
+        return cls(
+            storage, writer_key, recipients, identities, config_state=state, writer_key_held=held
+        )
 
     # -- index ---------------------------------------------------------------------------
 
@@ -342,31 +333,10 @@ class Repository:
         return marked
 
 
-def put_writer_key(
-    storage: Storage, writer_key: keys.WriterKey, recipients: list[pyrage.x25519.Recipient]
-) -> None:
-    """The repository's copy of the writer key, encrypted to ``recipients`` (for recover)."""
-    storage.put(layout.WRITER_KEY, keys.wrap(writer_key.to_bytes(), recipients), overwrite=True)
-
-
 def _already_initialized(storage: Storage) -> RepositoryError:
     return RepositoryError(f"target {storage.label} already holds a repository")
 
 
-def read_config(storage: Storage) -> dict:
-    try:
-        raw = storage.get(layout.CONFIG)
-    except NotFound:
-        raise RepositoryError(
-            f"target {storage.label} holds no repository; run `emberkeep init` first"
-        ) from None
-    try:
-        config = json.loads(raw)
-    except ValueError as exc:
-        raise IntegrityError(f"{storage.label}/config", "not valid JSON (damaged)") from exc
-    if config.get("format") != layout.FORMAT_VERSION:
-        raise RepositoryError(
-            f"target {storage.label}: repository format {config.get('format')} is not "
-            f"supported by this emberkeep (format {layout.FORMAT_VERSION})"
-        )
-    return config
+def read_config(storage: Storage) -> dict[str, Any]:
+    """The config's fields, unverified: whether a target holds a repository, and whose."""
+    return keyfiles.peek_config(keyfiles.read_config_bytes(storage), storage.label)

@@ -1,0 +1,220 @@
+"""The repository's ``config`` and its copy of the writer key (``keys/writer.age``): how
+they are written, read and told from damaged or forged ones.
+
+``config`` (format, repository id, chunker sizes) stays readable without a key, and is a
+sealed document (``sealing.py``): the storage side cannot alter it unnoticed. One written
+before sealing holds nothing a writer key does not imply, so it is verified by comparing
+it with what that key implies, and sealed by the next writer (``keycheck.upkeep``).
+
+``keys/writer.age`` is the writer key encrypted to the recipients: the one object a new
+host needs to read anything. A reader who cannot decrypt it is told whether the identity
+is not a recipient or the copy is damaged; the SHA-256 of the copy a writer wrote is in
+``keys/recipients`` (``recipients.py``), for hosts without an identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import pyrage
+
+from .. import keys
+from ..errors import (
+    IntegrityError,
+    NotFound,
+    RepositoryError,
+    UsageError,
+    WrongIdentity,
+)
+from ..storage.base import Storage
+from . import layout, sealing
+from . import recipients as recipient_set
+
+CONFIG_KIND = "config"
+AGE_MAGIC = b"age-encryption.org/v1\n"
+# A writer key's age payload: a 16-byte nonce, its JSON (about 180 bytes), a 16-byte tag.
+COPY_PAYLOAD = range(16 + 100 + 16, 16 + 2000 + 16)
+
+
+@dataclass(frozen=True)
+class ConfigState:
+    """How ``config`` verified: ``sealed``; or ``damage`` says what is wrong with it in a
+    repository that other sealed objects show is this writer key's (so it can go on)."""
+
+    sealed: bool
+    damage: str | None = None
+
+
+def config_body(writer_key: keys.WriterKey) -> dict[str, Any]:
+    return {
+        "format": layout.FORMAT_VERSION,
+        "id": writer_key.repo_id,
+        "chunker": {
+            "min": layout.CHUNK_MIN,
+            "avg": layout.CHUNK_AVG_PARAM,
+            "max": layout.CHUNK_MAX,
+        },
+    }
+
+
+def write_config(storage: Storage, writer_key: keys.WriterKey, *, overwrite: bool = False) -> None:
+    sealed = sealing.seal(writer_key, CONFIG_KIND, config_body(writer_key))
+    storage.put(layout.CONFIG, sealed, overwrite=overwrite)
+
+
+def read_config_bytes(storage: Storage) -> bytes:
+    try:
+        return storage.get(layout.CONFIG)
+    except NotFound:
+        raise RepositoryError(
+            f"target {storage.label} holds no repository; run `emberkeep init` first"
+        ) from None
+
+
+def peek_config(raw: bytes, label: str) -> dict[str, Any]:
+    """The config's fields, unverified (no key needed): for messages and format checks."""
+    config = sealing.parse(raw, f"{label}/{layout.CONFIG}")
+    if config.get("format") != layout.FORMAT_VERSION:
+        raise _unsupported(label, config.get("format"))
+    return config
+
+
+def verify_config(storage: Storage, raw: bytes, writer_key: keys.WriterKey) -> ConfigState:
+    """Check ``config`` against ``writer_key``: sealed by it, or (written before sealing)
+    exactly what the key implies. Otherwise it is another site's repository
+    (``RepositoryError``), or damaged: an ``IntegrityError``, unless the repository's sealed
+    recipient record verifies with the key, which proves the repository is this key's
+    (then the damage is returned, for a writer to repair and a reader to report)."""
+    obj = f"{storage.label}/{layout.CONFIG}"
+    try:
+        opened = sealing.unseal(writer_key, CONFIG_KIND, raw, obj)
+    except IntegrityError as exc:
+        return _damaged_or_foreign(storage, raw, writer_key, exc.detail)
+    body = opened.body
+    if body.get("format") != layout.FORMAT_VERSION:
+        raise _unsupported(storage.label, body.get("format"))
+    if body != config_body(writer_key):
+        detail = "it is not what this repository's writer key implies (altered or damaged)"
+        return _damaged_or_foreign(storage, raw, writer_key, detail)
+    return ConfigState(sealed=opened.sealed)
+
+
+def _damaged_or_foreign(
+    storage: Storage, raw: bytes, writer_key: keys.WriterKey, detail: str
+) -> ConfigState:
+    if _owned_by(storage, writer_key):
+        return ConfigState(sealed=False, damage=detail)
+    try:
+        found = sealing.parse(raw, layout.CONFIG)
+    except IntegrityError:
+        found = {}
+    if found.get("format") not in (None, layout.FORMAT_VERSION):
+        raise _unsupported(storage.label, found.get("format"))
+    if isinstance(found.get("id"), str) and found["id"] != writer_key.repo_id:
+        raise RepositoryError(
+            f"target {storage.label} holds another site's repository (id {found['id']}); "
+            f"this host's writer key is for repository {writer_key.repo_id}. Check the "
+            "target URL and state_dir"
+        )
+    raise IntegrityError(
+        f"{storage.label}/{layout.CONFIG}",
+        f"{detail}; and no other sealed object shows whose repository it is. A backup host "
+        "holding this repository's writer key writes it again (`emberkeep check` there)",
+    )
+
+
+def _owned_by(storage: Storage, writer_key: keys.WriterKey) -> bool:
+    """Whether the repository's recipient record verifies with ``writer_key``."""
+    try:
+        return recipient_set.read(storage, writer_key) is not None
+    except IntegrityError:
+        return False
+
+
+def _unsupported(label: str, found: object) -> RepositoryError:
+    return RepositoryError(
+        f"target {label}: repository format {found} is not supported by this emberkeep "
+        f"(format {layout.FORMAT_VERSION})"
+    )
+
+
+# -- the writer key's copy ---------------------------------------------------------------
+
+
+def put_writer_key(
+    storage: Storage, writer_key: keys.WriterKey, recipients: list[pyrage.x25519.Recipient]
+) -> str:
+    """Write the repository's copy of the writer key, encrypted to ``recipients`` (for
+    recover); returns the SHA-256 of what was written, for the recipient record."""
+    wrapped = keys.wrap(writer_key.to_bytes(), recipients)
+    storage.put(layout.WRITER_KEY, wrapped, overwrite=True)
+    return hashlib.sha256(wrapped).hexdigest()
+
+
+def copy_problem(data: bytes, recipients: int | None) -> str | None:
+    """What is wrong with a writer key copy as far as can be seen without decrypting it:
+    its age header, its number of recipient stanzas, its length. None: it looks whole."""
+    if not data.startswith(AGE_MAGIC):
+        return "it is not an age file (its first line is wrong)"
+    end = data.find(b"\n--- ")
+    body_start = data.find(b"\n", end + 1) + 1 if end >= 0 else 0
+    if end < 0 or body_start == 0:
+        return "its age header is cut short"
+    stanzas = data[len(AGE_MAGIC) : end + 1].split(b"-> ")
+    shares = sum(1 for s in stanzas if s.startswith(b"X25519 "))
+    if recipients is not None and shares != recipients:
+        return f"it is encrypted to {shares} recipients, the repository records {recipients}"
+    if len(data) - body_start not in COPY_PAYLOAD:
+        return f"its encrypted payload is {len(data) - body_start} bytes, not a writer key's"
+    return None
+
+
+def read_writer_key(storage: Storage, identities: list[pyrage.x25519.Identity]) -> keys.WriterKey:
+    """The writer key from the repository's copy. A copy that cannot be decrypted is
+    reported as damaged when it is malformed, or when the identity opens other objects of
+    the repository (the site configs, encrypted to the same recipients); else the
+    identity is not a recipient (``WrongIdentity``)."""
+    obj = f"{storage.label}/{layout.WRITER_KEY}"
+    try:
+        data = storage.get(layout.WRITER_KEY)
+    except NotFound:
+        raise IntegrityError(obj, f"missing. {_REWRITE}") from None
+    try:
+        plain = keys.unwrap(data, identities, f"the writer key in {storage.label}")
+    except IntegrityError as exc:
+        raise IntegrityError(obj, f"{exc.detail}. {_REWRITE}") from exc
+    except WrongIdentity:
+        problem = copy_problem(data, None)
+        if problem is None and not _identity_opens_a_site_config(storage, identities):
+            raise
+        because = problem or (
+            "the identity given opens the site config stored beside it, encrypted to the "
+            "same recipients, but not this copy"
+        )
+        raise IntegrityError(obj, f"damaged: {because}. {_REWRITE}") from None
+    try:
+        return keys.WriterKey.from_bytes(plain, obj)
+    except UsageError as exc:
+        raise IntegrityError(obj, f"{exc}. {_REWRITE}") from exc
+
+
+_REWRITE = (
+    "A backup host holding the writer key writes it again (its next backup, or "
+    "`emberkeep check` there); or recover from another target, each holds its own copy"
+)
+
+
+def _identity_opens_a_site_config(
+    storage: Storage, identities: list[pyrage.x25519.Identity], tries: int = 3
+) -> bool:
+    for n, info in enumerate(storage.list(f"{layout.SITE_CONFIG}/")):
+        if n >= tries:
+            break
+        try:
+            pyrage.decrypt(storage.get(info.name), identities)
+            return True
+        except (pyrage.DecryptError, NotFound):
+            continue
+    return False
