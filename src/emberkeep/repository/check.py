@@ -10,6 +10,7 @@ reported, not errors; prune removes them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -30,9 +31,10 @@ from ..errors import (
     WrongIdentity,
 )
 from ..fsutil import write_atomic
-from . import layout
+from . import keycheck, layout
 from .index import Location
 from .pack import read_table, verify_pack_hash
+from .recipients import RecipientsChanged
 from .repo import Repository
 
 
@@ -46,6 +48,7 @@ class CheckResult:
     errors: list[dict[str, str]] = field(default_factory=list)
     leftovers: list[str] = field(default_factory=list)  # packs no index lists
     incomplete: list[str] = field(default_factory=list)  # temp files of interrupted writes
+    notes: list[dict[str, str]] = field(default_factory=list)  # not damage: repairs made, …
 
     @property
     def ok(self) -> bool:
@@ -65,6 +68,7 @@ class CheckResult:
             "errors": self.errors,
             "leftovers": self.leftovers,
             "incomplete_writes": self.incomplete,
+            "notes": self.notes,
         }
 
 
@@ -138,6 +142,7 @@ def check(
     workers: int = 2,
 ) -> CheckResult:
     result = CheckResult()
+    _check_key_objects(repo, result)
     repo.damage.clear()
     index = repo.reload_index()
     snapshots = repo.snapshots()
@@ -202,6 +207,25 @@ def check(
                 on_pack(name, size)
         log.save(set(index.packs))
     return result
+
+
+def _check_key_objects(repo: Repository, result: CheckResult) -> None:
+    """``config``, ``keys/recipients`` and ``keys/writer.age``: what recover needs before
+    any snapshot (``keycheck.py``). On a host holding the writer key, what is damaged is
+    repaired from it, and said (as notes)."""
+    findings = keycheck.inspect(repo)
+    repaired: list[keycheck.Finding] = []
+    if repo.writer_key_held and any(f.error for f in findings):
+        # a damaged record, or one naming others: reported, nothing is written over it
+        with contextlib.suppress(RecipientsChanged, IntegrityError):
+            repaired = keycheck.upkeep(repo, None)
+    for finding in findings:
+        if finding.error:
+            result.error(finding.obj, finding.message)
+        else:
+            result.notes.append({"object": finding.obj, "note": finding.message})
+    for finding in repaired:
+        result.notes.append({"object": finding.obj, "note": finding.message})
 
 
 def _verify_pack(repo: Repository, name: str, blobs: list[tuple[bytes, Location]]) -> int:

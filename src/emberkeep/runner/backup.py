@@ -56,6 +56,8 @@ def run_backup(
         else:
             outcome = _backup_git(site, source, tags, progress)
     outcome.result.warnings.extend(run.warnings)
+    outcome.result.warnings.extend(site.repairs)  # what opening the repository repaired
+    site.repairs.clear()
     _store_site_config(site, outcome)
     return outcome
 

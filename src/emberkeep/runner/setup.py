@@ -5,13 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyrage
-
 from .. import clock, journal, keys
-from ..errors import NotFound, RepositoryError
-from ..repository import layout
-from ..repository import recipients as recipient_set
-from ..repository.repo import Repository, put_writer_key, read_config
+from ..errors import IntegrityError, RepositoryError
+from ..repository import keycheck, layout
+from ..repository.keyfiles import read_writer_key
+from ..repository.repo import Repository, read_config
 from ..storage import Storage
 from .site import Site
 
@@ -35,13 +33,19 @@ def init(site: Site, only: str | None = None, *, new: bool = False) -> list[Init
 
     An empty target this host has used before is refused (``unmounted_error``) unless
     ``new``: a new repository there would take the backups of the one on the missing disk.
+    ``new`` also makes a new writer key (``_new_writer_key``): a new repository shares
+    nothing with the old one.
     """
-    writer_key = (
-        site.writer_key() or _key_from_an_existing_target(site) or keys.WriterKey.generate()
-    )
+    outcomes: list[InitOutcome] = []
+    replaced = None
+    if new:
+        writer_key, replaced = _new_writer_key(site)
+    else:
+        writer_key = (
+            site.writer_key() or _key_from_an_existing_target(site) or keys.WriterKey.generate()
+        )
     if not site.writer_key_path.exists():
         writer_key.save(site.writer_key_path)
-    outcomes = []
     for name in site.target_names(only):
         storage = site.storage(name)
         try:
@@ -54,10 +58,7 @@ def init(site: Site, only: str | None = None, *, new: bool = False) -> list[Init
                     f"target {name} already holds another site's repository; "
                     "point the target elsewhere"
                 )
-            recipient_set.ensure(storage, writer_key, site.recipients, site.config.path)
-            outcomes.append(
-                InitOutcome(name, False, _initialized(storage, writer_key, site.recipients))
-            )
+            outcomes.append(InitOutcome(name, False, _initialized(site, name)))
             continue
         unmounted = None if new else unmounted_error(site, name)
         if unmounted is not None:
@@ -65,10 +66,44 @@ def init(site: Site, only: str | None = None, *, new: bool = False) -> list[Init
                 f"{unmounted} To start a new repository there anyway, run "
                 f"`emberkeep init --new --target {name}`"
             )
-        Repository.init(storage, writer_key, site.recipients)
-        recipient_set.ensure(storage, writer_key, site.recipients, site.config.path)
+        repo = Repository.init(storage, writer_key, site.recipients)
+        keycheck.upkeep(repo, site.config.path)  # records the recipients and the key copy
         outcomes.append(InitOutcome(name, True, "created"))
+    if replaced is not None and outcomes:
+        outcomes[0].message += f", with {replaced}"
     return outcomes
+
+
+def _new_writer_key(site: Site) -> tuple[keys.WriterKey, str | None]:
+    """A new writer key for ``init --new``, refused while a configured target holds a
+    repository of the current one (this host could no longer write to it). The current
+    key is kept aside in the state dir, never deleted; the message says where."""
+    current = site.writer_key()
+    if current is not None:
+        for target in site.config.targets:
+            try:
+                existing = read_config(site.storage(target.name))
+            except (RepositoryError, IntegrityError):
+                continue
+            if existing.get("id") == current.repo_id:
+                raise RepositoryError(
+                    f"`init --new` makes a new writer key, and target {target.name} holds "
+                    f"repository {current.repo_id} of the current one, which this host could "
+                    "then no longer write to: point that target at a new, empty location too "
+                    f"(or remove it from {site.config.path}), then run `init --new` again"
+                )
+    key = keys.WriterKey.generate()
+    if current is None:
+        return key, None
+    aside = site.writer_key_path.with_name(
+        f"{site.writer_key_path.name}.before-new-{clock.now():%Y%m%dT%H%M%S}"
+    )
+    site.writer_key_path.rename(aside)
+    key.save(site.writer_key_path)
+    return key, (
+        f"a new writer key (repository {key.repo_id}); the one of repository "
+        f"{current.repo_id} is kept in {aside}"
+    )
 
 
 # Jobs whose success in a target proves it held this site's repository at the time.
@@ -105,18 +140,14 @@ def _last_success(site: Site, target: str) -> journal.Entry | None:
     return max((e for e in found if e is not None), key=lambda e: e.started, default=None)
 
 
-def _initialized(
-    storage: Storage, writer_key: keys.WriterKey, recipients: list[pyrage.x25519.Recipient]
-) -> str:
-    """An existing repository of this site; its writer key copy is written again when missing
-    (an init that died between its writes, before config became its commit point)."""
-    if storage.stat(layout.WRITER_KEY) is not None:
-        return "already initialized"
-    put_writer_key(storage, writer_key, recipients)
-    return (
-        f"already initialized; its copy of the writer key ({layout.WRITER_KEY}) was missing "
-        "and is written again, so recover can use this repository"
-    )
+def _initialized(site: Site, target: str) -> str:
+    """An existing repository of this site: its recipients checked, its config and writer
+    key copy repaired where needed (``keycheck.upkeep``; e.g. an init that died between its
+    writes, before config became its commit point), each repair said."""
+    site.repository_to_write(target)
+    said = "; ".join(f"{r['path']} {r['message']}" for r in site.repairs)
+    site.repairs.clear()
+    return f"already initialized; {said}" if said else "already initialized"
 
 
 def _key_from_an_existing_target(site: Site) -> keys.WriterKey | None:
@@ -125,8 +156,9 @@ def _key_from_an_existing_target(site: Site) -> keys.WriterKey | None:
         storage = site.storage(target.name)
         try:
             read_config(storage)
-            wrapped = storage.get(layout.WRITER_KEY)
-        except (RepositoryError, NotFound):
+        except (RepositoryError, IntegrityError):
+            continue
+        if storage.stat(layout.WRITER_KEY) is None:
             continue
         identities = site.identities()
         if not identities:
@@ -134,6 +166,5 @@ def _key_from_an_existing_target(site: Site) -> keys.WriterKey | None:
                 f"target {target.name} already holds a repository, and this host has no "
                 "writer key: give an identity (--identity) so init can read the repository's copy"
             )
-        plain = keys.unwrap(wrapped, identities, f"the writer key in target {target.name}")
-        return keys.WriterKey.from_bytes(plain, layout.WRITER_KEY)
+        return read_writer_key(storage, identities)
     return None

@@ -11,7 +11,7 @@ import pyrage
 from .. import keys
 from ..config import Config
 from ..errors import IdentityRequired, RepositoryError, UsageError
-from ..repository import recipients as recipient_set
+from ..repository import keycheck
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot, by_id_prefix
 from ..storage import Storage, open_storage
@@ -22,6 +22,8 @@ class Site:
     config: Config
     identity_file: Path | None = None  # --identity overrides keys.identity_file
     _identities: list[pyrage.x25519.Identity] | None = field(default=None, repr=False)
+    # repairs made while opening repositories to write (keycheck.upkeep), for the job to say
+    repairs: list[dict[str, str]] = field(default_factory=list, repr=False)
 
     @property
     def state_dir(self) -> Path:
@@ -91,9 +93,14 @@ class Site:
 
     def repository_to_write(self, target: str | None = None) -> Repository:
         """Open a target's repository for a backup: its recipients must be the config's
-        (``repository/recipients.py``), checked before anything is written."""
+        (``repository/recipients.py``), checked before anything is written; its config and
+        copy of the writer key are repaired where needed (``repository/keycheck.py``), and
+        each repair is added to ``repairs``."""
         repo = self.repository(target)
-        recipient_set.ensure(repo.storage, repo.writer_key, self.recipients, self.config.path)
+        for done in keycheck.upkeep(repo, self.config.path):
+            self.repairs.append(
+                {"path": f"{repo.storage.label}/{done.obj}", "message": done.message}
+            )
         return repo
 
     def find_snapshot(self, repo: Repository, spec: str, source: str | None = None) -> Snapshot:
