@@ -140,12 +140,12 @@ def test_interrupted_recover_resumes_without_redoing_steps(
     before = state_of(demo, client)
     destroy(site, demo, client)
 
-    first = recover(site, url, ok=False)
+    first = recover(site, url, "--yes", ok=False)  # --yes: run the restore hooks shown
     assert first.returncode != 0 and flag.exists()
     progress = json.loads((site.state_dir / "recover.json").read_text())
     assert set(progress["done"]) == {"config", "code"}
 
-    second = recover(site, url, "--json")
+    second = recover(site, url, "--yes", "--json")
     steps = {s["source"]: s["status"] for s in json.loads(second.stdout)["steps"]}
     assert steps == {"config": "skipped", "code": "skipped", "media": "restored",
                      "mongodb": "restored"}  # fmt: skip

@@ -13,7 +13,9 @@ from emberkeep.storage import open_storage
 
 def _newest_text(site: Site) -> str:
     storage = open_storage(f"file://{site.repo}", name="local")
-    return siteconfig.newest(storage, keys.load_identities(site.identities[0])).text
+    writer_key = keys.WriterKey.load(site.state_dir / "writer.key")
+    identities = keys.load_identities(site.identities[0])
+    return siteconfig.newest(storage, identities, writer_key).text
 
 
 def _backup_at(site: Site, hour: int) -> None:

@@ -128,6 +128,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", default=[], metavar="SOURCE", help="only these sources")
     p.add_argument("--root", type=Path, help="restore files and the config under DIR")
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    hooks = p.add_mutually_exclusive_group()
+    hooks.add_argument(
+        "--yes", action="store_true", help="run the stored config's restore hooks (shown first)"
+    )
+    hooks.add_argument("--no-hooks", action="store_true", help="restore without running hooks")
+    p.add_argument(
+        "--expect-repository",
+        metavar="ID",
+        help="refuse unless the target holds this repository (its id, from the runbook)",
+    )
+    p.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="use an unsealed site config (from an emberkeep before sealing) when no sealed "
+        "one exists; read it with --dry-run first",
+    )
 
     p = sub.add_parser("runbook", parents=[common], help="the site's recovery runbook")
     p.add_argument("--format", choices=["md"], default="md")
@@ -594,7 +610,7 @@ def _print_drill(result) -> None:  # type: ignore[no-untyped-def]
 
 def cmd_recover(args: argparse.Namespace) -> int:
     from .clock import parse_time
-    from .runner.recover import run_recover
+    from .runner.recover import execute, plan_recover
 
     if args.identity is None:
         raise UsageError("recover needs --identity FILE: the key that can read the backups")
@@ -606,7 +622,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
             )  # fmt: skip
             ui.line(f"{step.source} ({step.type}) -> {step.destination}: {what}")
 
-    recovery = run_recover(
+    plan = plan_recover(
         args.from_url,
         args.identity,
         config_path=Path(args.config) if args.config else None,
@@ -614,20 +630,19 @@ def cmd_recover(args: argparse.Namespace) -> int:
         only=args.only,
         root=args.root,
         dry_run=args.dry_run,
-        on_step=shown,
+        expect_repository=args.expect_repository,
+        allow_unverified=args.allow_unverified,
     )
+    if not args.json:
+        _print_recovery_plan(plan)
+    if args.dry_run:
+        if args.json:
+            ui.print_json(plan.to_json())
+        return 1 if plan.refused else 0
+    recovery = execute(plan, run_hooks=_hooks_approved(plan, args), on_step=shown)
     if args.json:
         ui.print_json(recovery.to_json())
-        return 0
-    if args.dry_run:
-        ui.line(f"plan (nothing changed): config to {recovery.config_path}, then:")
-        for step in recovery.steps:
-            row = step.to_json()
-            ui.line(
-                f"  {step.source} ({step.type}): snapshot {step.snapshot.short_id} of "
-                f"{row['snapshot_time']}, {ui.human_bytes(row['bytes'])} -> {step.destination}"
-            )
-        return 0
+        return 1 if recovery.refused else 0
     for step in recovery.steps:
         row = step.to_json()
         if row["rto_ok"] is False:
@@ -639,7 +654,100 @@ def cmd_recover(args: argparse.Namespace) -> int:
         f"recovered {len(recovery.steps)} sources from {args.from_url} in "
         f"{recovery.seconds:.1f}s; config at {recovery.config_path}; report {recovery.report}"
     )
+    if recovery.refused:
+        ui.error(
+            f"{len(recovery.refused)} objects in the target were refused (listed above) and "
+            "not used: someone who can write to the target put them there, or they are "
+            "damaged; the recovery used only what the writer key verifies"
+        )
+        return 1
     return 0
+
+
+def _print_recovery_plan(plan) -> None:  # type: ignore[no-untyped-def]
+    """What recover will do, and on what authority, before it does anything."""
+    from .clock import iso
+
+    ui.line(
+        f"repository {plan.repository_id} (writer key fingerprint "
+        f"{plan.writer_key_fingerprint}) at {plan.url}: compare it with the id in the "
+        "site's runbook (or pass --expect-repository ID)"
+    )
+    sealed = "sealed by the repository's writer key" if plan.config_sealed else (
+        "UNVERIFIED: not sealed (stored before sealing, or planted); used only with "
+        "--allow-unverified"
+    )  # fmt: skip
+    ui.line(f"site config {plan.config_object} of {iso(plan.config_time)}: {sealed}")
+    summary = plan.summary
+    ui.line(f"  recipients: {', '.join(summary['recipients'])}")
+    for name, where in summary["targets"].items():
+        ui.line(f"  target {name}: {where}")
+    for name, where in summary["sources"].items():
+        ui.line(f"  source {name}: {where}")
+    for key, command in summary["hooks"].items():
+        ui.line(f"  hook {key}: {command}")
+    if not summary["hooks"]:
+        ui.line("  hooks: none")
+    if plan.changes_since_previous is not None:
+        _print_changes(
+            f"the config stored before it ({iso(plan.previous_time)})",
+            plan.changes_since_previous,
+        )
+    if plan.changes_since_seen is not None:
+        _print_changes(
+            f"the config this host last recovered from ({plan.seen_time})",
+            plan.changes_since_seen,
+        )
+    for refused in plan.refused:
+        ui.line(f"{refused.name}: {refused.reason}", label="refused: ", style="red", stderr=True)
+    if plan.ignored:
+        ui.line(f"{len(plan.ignored)} older unsealed site configs (from before sealing) not used")
+    for warning in plan.warnings:
+        ui.warning(warning)
+    head = "plan (dry run: nothing changed)" if plan.dry_run else "plan"
+    ui.line(f"{head}: config to {plan.config_path}, then:")
+    for step in plan.steps:
+        row = step.to_json()
+        ui.line(
+            f"  {step.source} ({step.type}): snapshot {step.snapshot.short_id} of "
+            f"{row['snapshot_time']}, {ui.human_bytes(row['bytes'])} -> {step.destination}"
+        )
+    if plan.dry_run and plan.restore_hooks:
+        ui.line(
+            f"restore hooks ({', '.join(plan.restore_hooks)}) would run only with --yes (or "
+            "a yes typed at a terminal); --no-hooks restores without them"
+        )
+
+
+def _print_changes(since: str, changes: list[str]) -> None:
+    ui.line(f"changed since {since}:" + ("" if changes else " nothing"))
+    for change in changes:
+        ui.line(f"  {change}")
+
+
+def _hooks_approved(plan, args: argparse.Namespace) -> bool:  # type: ignore[no-untyped-def]
+    """Whether to run the restore hooks shown: --yes, --no-hooks, or a yes typed at a
+    terminal; anything else stops here, before anything is changed."""
+    hooks = plan.restore_hooks
+    if not hooks or args.no_hooks:
+        return False
+    if args.yes:
+        return True
+    listed = ", ".join(hooks)
+    if not args.json and sys.stdin.isatty() and sys.stderr.isatty():
+        sys.stderr.write(f"run the restore hooks shown above ({listed})? type yes to run them: ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip().lower() == "yes":
+            return True
+        raise EmberkeepError(
+            "the restore hooks were not approved: nothing was changed; run recover again "
+            "and type yes, or pass --no-hooks to restore without them"
+        )
+    raise UsageError(
+        f"the stored config has restore hooks ({listed}), shown above; they run only when "
+        "approved, and this is not a terminal: nothing was changed. Run again with --yes to "
+        "run them, or --no-hooks to restore without them"
+    )
 
 
 def cmd_runbook(site: Site, args: argparse.Namespace) -> int:

@@ -4,14 +4,20 @@ Each backup run stores the config file's text (with its original path and the ti
 one object ``siteconfig/<name>``, age-encrypted to the recipients: whatever secrets the
 config holds (an SMTP password, a MongoDB URI with credentials) are readable only with an
 identity, like the backups. ``<name>`` is a MAC of the content under the writer key, so
-an unchanged config adds no object and the name says nothing of the content. ``recover``
-decrypts them all and takes the newest (at or before ``--at``).
+an unchanged config adds no object and the name says nothing of the content.
+
+age has no sender authentication: anyone who knows a recipient (they are public) can
+encrypt a config to it and put it here. So the payload is a sealed document
+(``sealing.py``, under the writer key, which the storage side does not have), and
+``load_all`` sorts what it finds into the sealed configs, the unsealed ones (planted, or
+stored by an emberkeep before sealing; ``choose`` uses one only when asked to, and never
+when a sealed one is newer), and the refused ones (seal wrong, not decryptable, not a
+config), each named with the reason.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import blake3
@@ -19,11 +25,20 @@ import pyrage
 
 from .. import keys
 from ..clock import iso, parse_time
-from ..errors import AlreadyExists, IntegrityError, RepositoryError
+from ..errors import (
+    AlreadyExists,
+    IntegrityError,
+    NotFound,
+    RepositoryError,
+    UsageError,
+    WrongIdentity,
+)
 from ..storage.base import Storage
+from . import sealing
 from .layout import SITE_CONFIG
 
-FORMAT = 1
+FORMAT = 2  # sealed; format 1 (before sealing) had no seal
+KIND = "siteconfig"
 
 
 @dataclass
@@ -31,11 +46,40 @@ class StoredConfig:
     path: str  # where the config file was on the host that wrote it
     time: datetime  # the backup run that stored it
     text: str  # the TOML
+    name: str = ""  # the object it was read from
+    sealed: bool = True  # False: no seal (written before sealing, or planted): unverified
+
+
+@dataclass(frozen=True)
+class Refused:
+    name: str  # the object
+    reason: str
+
+
+@dataclass
+class Found:
+    """Every stored config, sorted: ``configs`` oldest first (sealed and unsealed)."""
+
+    configs: list[StoredConfig] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+
+
+@dataclass
+class Choice:
+    """The config recover starts from, the sealed one before it (for what changed), the
+    objects refused, and the older unsealed ones left aside (from before sealing)."""
+
+    config: StoredConfig
+    previous: StoredConfig | None
+    refused: list[Refused]
+    ignored: list[str]
 
 
 def tag_of(writer_key: keys.WriterKey, config: StoredConfig) -> str:
-    """The name's part for a config: a MAC of its path and text (says nothing of them)."""
-    text = f"{config.path}\0{config.text}".encode()
+    """The name's part for a config: a MAC of its path and text (says nothing of them).
+    Sealed configs take other names than the unsealed ones of before, so an unchanged
+    config is stored once more, sealed, by the first backup that seals."""
+    text = f"sealed\0{config.path}\0{config.text}".encode()
     return blake3.blake3(text, key=writer_key.mac_key).hexdigest(16)
 
 
@@ -56,36 +100,117 @@ def store(
         if not again:
             return False
         name = f"{name}-{config.time:%Y%m%dT%H%M%S}"
-    payload = {"format": FORMAT, "path": config.path, "time": iso(config.time), "toml": config.text}
+    body = {"format": FORMAT, "path": config.path, "time": iso(config.time), "toml": config.text}
     try:
-        storage.put(name, keys.wrap(json.dumps(payload).encode(), recipients))
+        storage.put(name, keys.wrap(sealing.seal(writer_key, KIND, body), recipients))
     except AlreadyExists:
         return False
     return True
 
 
-def load_all(storage: Storage, identities: list[pyrage.x25519.Identity]) -> list[StoredConfig]:
-    """Every stored config, oldest first; an identity that cannot read them is an error."""
-    found = []
+def load_all(
+    storage: Storage, identities: list[pyrage.x25519.Identity], writer_key: keys.WriterKey
+) -> Found:
+    """Every stored config, each verified with ``writer_key``; what cannot be trusted is
+    refused by name, never silently skipped."""
+    found = Found()
     for info in storage.list(f"{SITE_CONFIG}/"):
-        plain = keys.unwrap(storage.get(info.name), identities, f"the site config {info.name}")
         try:
-            raw = json.loads(plain)
-            found.append(StoredConfig(raw["path"], parse_time(raw["time"]), raw["toml"]))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise IntegrityError(info.name, f"not a stored site config ({exc})") from exc
-    return sorted(found, key=lambda c: c.time)
+            found.configs.append(_load(storage, info.name, identities, writer_key))
+        except _Refusal as exc:
+            found.refused.append(Refused(info.name, exc.reason))
+    found.configs.sort(key=lambda c: c.time)
+    return found
+
+
+def choose(
+    storage: Storage, found: Found, at: datetime | None, *, allow_unverified: bool = False
+) -> Choice:
+    """The newest sealed config at or before ``at``. An unsealed one newer than it is
+    refused (someone who can write to the target can put one there); older unsealed ones
+    are ``ignored`` (from before sealing). With no sealed config, the newest unsealed one
+    is chosen only with ``allow_unverified`` (and is marked: ``sealed`` False)."""
+    candidates = [c for c in found.configs if at is None or c.time <= at]
+    sealed = [c for c in candidates if c.sealed]
+    refused = list(found.refused)
+    if sealed:
+        chosen = sealed[-1]
+        newer = [c for c in candidates if not c.sealed and c.time >= chosen.time]
+        refused += [Refused(c.name, _UNSEALED) for c in newer]
+        ignored = [c.name for c in candidates if not c.sealed and c.time < chosen.time]
+        previous = sealed[-2] if len(sealed) > 1 else None
+        return Choice(chosen, previous, refused, ignored)
+    unsealed = [c for c in candidates if not c.sealed]
+    if unsealed and allow_unverified:
+        return Choice(unsealed[-1], None, refused, [c.name for c in unsealed[:-1]])
+    when = f" at or before {iso(at)}" if at else ""
+    if unsealed:
+        names = ", ".join(c.name for c in unsealed[-3:])
+        raise RepositoryError(
+            f"{storage.label} holds no sealed site config{when}, only {len(unsealed)} "
+            f"unsealed ones (newest: {names}): stored by an emberkeep before sealing, or "
+            "planted by someone who can write to the target (age does not say who "
+            "encrypted a file). A backup from the site's host stores a sealed one; or "
+            "review the newest with `recover --dry-run --allow-unverified` and, if it is "
+            "yours, run recover with --allow-unverified"
+        )
+    refusals = (
+        f" ({len(refused)} refused: {refused[0].name}: {refused[0].reason})" if refused else ""
+    )
+    raise RepositoryError(
+        f"{storage.label} holds no site config{when}{refusals}: it was written by an "
+        "emberkeep without recover support, or by no backup yet; recover needs the config "
+        "file (restore it with `emberkeep restore` and a hand-written config)"
+    )
+
+
+_UNSEALED = (
+    "not sealed with the repository's writer key, and newer than the newest sealed one: "
+    "planted by someone who can write to the target (age does not say who encrypted a "
+    "file); not used"
+)
+
+
+class _Refusal(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _load(
+    storage: Storage,
+    name: str,
+    identities: list[pyrage.x25519.Identity],
+    writer_key: keys.WriterKey,
+) -> StoredConfig:
+    try:
+        plain = keys.unwrap(storage.get(name), identities, name)
+    except WrongIdentity:
+        raise _Refusal(
+            "encrypted to other recipients than the identity given (planted, or stored "
+            "under another recipient set)"
+        ) from None
+    except (IntegrityError, NotFound) as exc:
+        raise _Refusal(str(exc)) from exc
+    try:
+        opened = sealing.unseal(writer_key, KIND, plain, name)
+    except IntegrityError as exc:
+        raise _Refusal(exc.detail) from exc
+    raw = opened.body
+    try:
+        path, time, text = raw["path"], parse_time(raw["time"]), raw["toml"]
+        if not (isinstance(path, str) and isinstance(text, str)):
+            raise TypeError("path and toml must be text")
+    except (ValueError, KeyError, TypeError, AttributeError, UsageError) as exc:
+        raise _Refusal(f"not a stored site config ({exc})") from exc
+    return StoredConfig(path, time, text, name=name, sealed=opened.sealed)
 
 
 def newest(
-    storage: Storage, identities: list[pyrage.x25519.Identity], at: datetime | None = None
+    storage: Storage,
+    identities: list[pyrage.x25519.Identity],
+    writer_key: keys.WriterKey,
+    at: datetime | None = None,
 ) -> StoredConfig:
-    stored = [c for c in load_all(storage, identities) if at is None or c.time <= at]
-    if not stored:
-        when = f" at or before {iso(at)}" if at else ""
-        raise RepositoryError(
-            f"{storage.label} holds no site config{when}: it was written by an emberkeep "
-            "without recover support, or by no backup yet; recover needs the config file "
-            "(restore it with `emberkeep restore` and a hand-written config)"
-        )
-    return stored[-1]
+    """The config recover would start from (sealed only)."""
+    return choose(storage, load_all(storage, identities, writer_key), at).config

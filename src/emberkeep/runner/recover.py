@@ -17,6 +17,14 @@ that finished with the same snapshot, so an interrupted recovery resumes. Every 
 time and the total are measured and set against the sources' RTO objectives, and a
 report is written to ``state_dir/recover-report.md``. ``--dry-run`` prints the plan and
 writes nothing at all.
+
+Nothing is trusted for being in the target (README, "How it keeps data safe"): the writer
+key comes from ``keys/writer.age`` (a copy that will not decrypt is told apart: damaged,
+or not a recipient), ``config`` and the site config must carry the writer key's seal, and
+an unsealed or altered site config is refused by name (``repository/siteconfig.py``).
+``plan_recover`` reads and verifies everything and changes nothing; the caller shows the
+plan (``recover_review.py``: hooks, targets, recipients, what changed), gets the
+operator's approval of the hooks, and only then calls ``execute``.
 """
 
 from __future__ import annotations
@@ -33,13 +41,14 @@ import msgspec
 
 from .. import clock, config, keys
 from ..config import Config, FilesSource, GitSource, MongoSource, Target
-from ..errors import UsageError
+from ..errors import RepositoryError, UsageError
 from ..fsutil import write_atomic
 from ..redact import redact_url
 from ..repository import siteconfig
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
 from ..storage import open_storage
+from . import recover_review
 from .site import Site
 
 FROM_TARGET = "recover-from"
@@ -83,12 +92,52 @@ class Recovery:
     seconds: float = 0.0
     dry_run: bool = False
     report: Path | None = None
+    repository_id: str = ""
+    writer_key_fingerprint: str = ""
+    config_object: str = ""
+    config_sealed: bool = True  # False: an unsealed config, used only with allow_unverified
+    allow_unverified: bool = False
+    refused: list[siteconfig.Refused] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # older unsealed configs, not used
+    summary: dict[str, Any] = field(default_factory=dict)  # recover_review.summarize
+    previous_time: datetime | None = None  # the sealed config stored before this one
+    changes_since_previous: list[str] | None = None
+    seen_time: str | None = None  # when this host last recovered from this repository
+    changes_since_seen: list[str] | None = None
+    warnings: list[str] = field(default_factory=list)
+    hooks_run: bool = False
+    _cfg: Config | None = field(default=None, repr=False)
+    _text: str = field(default="", repr=False)
+    _identity_file: Path | None = field(default=None, repr=False)
+    _root: Path | None = field(default=None, repr=False)
+
+    @property
+    def restore_hooks(self) -> dict[str, str]:
+        """The hooks this recovery would run (those of the sources it restores)."""
+        return recover_review.restore_hooks(self.summary, [s.source for s in self.steps])
 
     def to_json(self) -> dict[str, Any]:
         return {
             "from": self.url,
+            "repository": self.repository_id,
+            "writer_key_fingerprint": self.writer_key_fingerprint,
             "config": str(self.config_path),
             "config_time": clock.iso(self.config_time),
+            "config_object": self.config_object,
+            "config_sealed": self.config_sealed,
+            "refused": [{"object": r.name, "reason": r.reason} for r in self.refused],
+            "ignored": self.ignored,
+            "recipients": self.summary.get("recipients", []),
+            "targets": self.summary.get("targets", {}),
+            "sources": self.summary.get("sources", {}),
+            "hooks": self.summary.get("hooks", {}),
+            "restore_hooks": self.restore_hooks,
+            "hooks_run": self.hooks_run,
+            "changes_since_previous": self.changes_since_previous,
+            "previous_config_time": clock.iso(self.previous_time) if self.previous_time else None,
+            "changes_since_seen": self.changes_since_seen,
+            "seen_time": self.seen_time,
+            "warnings": self.warnings,
             "dry_run": self.dry_run,
             "steps": [s.to_json() for s in self.steps],
             "seconds": round(self.seconds, 3),
@@ -96,7 +145,7 @@ class Recovery:
         }
 
 
-def run_recover(
+def plan_recover(
     url: str,
     identity_file: Path,
     *,
@@ -105,48 +154,149 @@ def run_recover(
     only: list[str] | None = None,
     root: Path | None = None,
     dry_run: bool = False,
-    on_step: Any = lambda step: None,
+    expect_repository: str | None = None,
+    allow_unverified: bool = False,
 ) -> Recovery:
-    started = time.monotonic()
+    """Read and verify what the recovery starts from, and plan it; writes nothing."""
     identities = keys.load_identities(identity_file)
     storage = open_storage(url, name=redact_url(url))  # messages name the URL given
-    stored = siteconfig.newest(storage, identities, at)  # wrong identity fails here
+    repo = Repository.open(storage, writer_key=None, recipients=[], identities=identities)
+    writer_key = repo.writer_key
+    _expect(storage.label, writer_key, expect_repository)
+    found = siteconfig.load_all(storage, identities, writer_key)
+    choice = siteconfig.choose(storage, found, at, allow_unverified=allow_unverified or dry_run)
+    stored = choice.config
     path = _rooted(root, Path(config_path or stored.path))
-    cfg = _config_from(stored.text, path, url)
-    repo = Repository.open(
-        storage, writer_key=None, recipients=keys.parse_recipients(cfg.keys.recipients),
-        identities=identities,
+    parsed = _parse_stored(stored, path)
+    cfg = _with_source_target(parsed, url)
+    repo.recipients = keys.parse_recipients(cfg.keys.recipients)
+    recovery = Recovery(
+        url, path, stored.time, dry_run=dry_run, repository_id=writer_key.repo_id,
+        writer_key_fingerprint=writer_key.fingerprint, config_object=stored.name,
+        config_sealed=stored.sealed, allow_unverified=allow_unverified,
+        refused=choice.refused, ignored=choice.ignored,
+        summary=recover_review.summarize(parsed), _cfg=cfg, _text=stored.text,
+        _identity_file=identity_file, _root=root,
     )  # fmt: skip
-    recovery = Recovery(url, path, stored.time, dry_run=dry_run)
+    _compare(recovery, choice, cfg)
+    recovery.warnings += _key_warnings(repo)
     recovery.steps = _plan(cfg, repo, at, only or [], root)
-    if dry_run:
-        return recovery
-    _write_config(path, stored.text)
-    site = Site(cfg, identity_file=identity_file)
-    done = _load_progress(site, url)
+    return recovery
+
+
+def execute(recovery: Recovery, *, run_hooks: bool, on_step: Any = lambda step: None) -> Recovery:
+    """Carry out a plan the operator approved; ``run_hooks``: the restore hooks too."""
+    started = time.monotonic()
+    if not recovery.config_sealed and not recovery.allow_unverified:
+        raise UsageError(
+            f"{recovery.config_object} is not sealed (unverified): recover uses it only with "
+            "--allow-unverified, after you have read it (recover --dry-run shows it)"
+        )
+    cfg = recovery._cfg
+    assert cfg is not None, "execute needs a plan from plan_recover"
+    if not run_hooks:
+        sources = [msgspec.structs.replace(s, hooks=None) for s in cfg.sources]
+        cfg = msgspec.structs.replace(cfg, sources=sources)
+    recovery.hooks_run = run_hooks and bool(recovery.restore_hooks)
+    _write_config(recovery.config_path, recovery._text)
+    site = Site(cfg, identity_file=recovery._identity_file)
+    recover_review.remember(site.state_dir, recovery.repository_id, _seen_entry(recovery))
+    done = _load_progress(site, recovery.url)
     for step in recovery.steps:
         if done.get(step.source) == step.snapshot.id:
             step.status = "skipped"
             on_step(step)
             continue
         began = time.monotonic()
-        _restore_step(site, cfg, step, root)
+        _restore_step(site, cfg, step, recovery._root)
         step.seconds, step.status = time.monotonic() - began, "restored"
         done[step.source] = step.snapshot.id
-        _save_progress(site, url, done)
+        _save_progress(site, recovery.url, done)
         on_step(step)
     recovery.seconds = time.monotonic() - started
     recovery.report = _write_report(site, recovery)
     return recovery
 
 
+def _parse_stored(stored: siteconfig.StoredConfig, path: Path) -> Config:
+    try:
+        return config.parse(tomllib.loads(stored.text), path)
+    except tomllib.TOMLDecodeError as exc:
+        raise RepositoryError(f"{stored.name}: the stored config is not TOML ({exc})") from exc
+    except UsageError as exc:
+        raise RepositoryError(
+            f"{stored.name}: the stored config is not valid for this emberkeep ({exc})"
+        ) from exc
+
+
+def _expect(label: str, writer_key: keys.WriterKey, expected: str | None) -> None:
+    """``--expect-repository``: the one thing that tells a wholly fabricated repository
+    (a new writer key encrypted to the public recipients) from this site's."""
+    if expected is None:
+        return
+    if expected.strip().lower() not in (writer_key.repo_id, writer_key.fingerprint):
+        raise RepositoryError(
+            f"{label} holds repository {writer_key.repo_id} (writer key fingerprint "
+            f"{writer_key.fingerprint}), not the expected {expected}: it is another site's, "
+            "or was made by someone who can write to the target (anyone who knows a "
+            "recipient can make a repository your identity opens). Nothing was changed; "
+            "check the URL, and the id in the site's runbook"
+        )
+
+
+def _compare(recovery: Recovery, choice: siteconfig.Choice, cfg: Config) -> None:
+    """What changed since the sealed config before this one, and since this host's last
+    recover from this repository (``recover_review``)."""
+    if choice.previous is not None:
+        try:
+            previous = config.parse(tomllib.loads(choice.previous.text), recovery.config_path)
+        except (tomllib.TOMLDecodeError, UsageError):
+            recovery.warnings.append(
+                f"the config stored before this one ({choice.previous.name}) cannot be "
+                "parsed any more; nothing to compare with"
+            )
+        else:
+            recovery.previous_time = choice.previous.time
+            recovery.changes_since_previous = recover_review.changes(
+                recover_review.summarize(previous), recovery.summary
+            )
+    state_dir = cfg.site.state_dir
+    seen = recover_review.last_seen(state_dir, recovery.repository_id)
+    if seen is not None:
+        recovery.seen_time = str(seen.get("recovered_at"))
+        recovery.changes_since_seen = recover_review.changes(seen["summary"], recovery.summary)
+    other = recover_review.other_repository_at(state_dir, recovery.url, recovery.repository_id)
+    if other is not None:
+        recovery.warnings.append(
+            f"{recovery.url} held repository {other} when this host last recovered from it; "
+            f"it now holds {recovery.repository_id}: make sure this is the site's repository"
+        )
+
+
+def _key_warnings(repo: Repository) -> list[str]:
+    """What is wrong with the repository's config or key objects: recover can go on (the
+    writer key decrypted and the site config is sealed), but the operator should know."""
+    from ..repository import keycheck
+
+    return [f"{f.obj}: {f.message}" for f in keycheck.inspect(repo) if f.error]
+
+
+def _seen_entry(recovery: Recovery) -> dict[str, Any]:
+    return {
+        "from": recovery.url,
+        "writer_key_fingerprint": recovery.writer_key_fingerprint,
+        "config_object": recovery.config_object,
+        "config_time": clock.iso(recovery.config_time),
+        "summary": recovery.summary,
+    }
+
+
 def _rooted(root: Path | None, path: Path) -> Path:
     return root / str(path).lstrip("/") if root else path
 
 
-def _config_from(text: str, path: Path, url: str) -> Config:
+def _with_source_target(cfg: Config, url: str) -> Config:
     """The stored config, with the target recovered from first (added when not listed)."""
-    cfg = config.parse(tomllib.loads(text), path)
     listed = [t for t in cfg.targets if t.url == url]
     source = listed[0] if listed else Target(name=FROM_TARGET, url=url)
     targets = [source, *(t for t in cfg.targets if t is not source)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from .. import keys
 from ..config import Config, FilesSource, GitSource, MongoSource, Source
 from ..redact import redact_url
 from .site import Site
@@ -56,6 +57,8 @@ def render(site: Site, drills: dict[str, float] | None = None) -> str:
     cfg = site.config
     drills = drills or {}
     config_flag = f"-c {shlex.quote(str(cfg.path))}" if cfg.path else ""
+    writer_key = site.writer_key()
+    expect = f" --expect-repository {writer_key.repo_id}" if writer_key else ""
     lines = [
         f"# Recovery runbook: {cfg.site.name}",
         "",
@@ -72,15 +75,33 @@ def render(site: Site, drills: dict[str, float] | None = None) -> str:
         ),
         f"- **Who**: {_role(cfg, 'operator')} runs the steps; {_role(cfg, 'approver')} "
         "approves a restore over live data.",
+        _repository_line(writer_key),
         "",
     ]
     for scenario in SCENARIOS:
-        lines += _scenario(cfg, scenario, config_flag, drills)
+        lines += _scenario(cfg, scenario, config_flag, drills, expect)
     return "\n".join(lines) + "\n"
 
 
+def _repository_line(writer_key: keys.WriterKey | None) -> str:
+    """The id that tells this site's repository from one fabricated by whoever can write
+    to a target (README, "How it keeps data safe"); ``recover`` prints it and checks it."""
+    if writer_key is None:
+        return (
+            "- **Repository**: not created yet (`emberkeep init`); regenerate this runbook after."
+        )
+    return (
+        f"- **Repository**: id `{writer_key.repo_id}`, writer key fingerprint "
+        f"`{writer_key.fingerprint}`. `recover` prints both and, given "
+        "`--expect-repository`, refuses any other: a different id is another site's "
+        "repository or a forged one. Read the plan `--dry-run` prints (hooks, targets, "
+        "recipients, what changed) before running it; its restore hooks run only after a "
+        "yes typed at the terminal, or with `--yes`."
+    )
+
+
 def _scenario(
-    cfg: Config, scenario: Scenario, config_flag: str, drills: dict[str, float]
+    cfg: Config, scenario: Scenario, config_flag: str, drills: dict[str, float], expect: str
 ) -> list[str]:
     sources = [s for s in cfg.sources if _matches(s, scenario.kinds)]
     lines = [
@@ -107,9 +128,9 @@ def _scenario(
         lines += [
             "# on the new host, with the identity file and the target's credentials:",
             f"emberkeep recover --from {shlex.quote(redact_url(target.url))} "
-            "--identity /path/to/identity.txt --dry-run",
+            f"--identity /path/to/identity.txt{expect} --dry-run",
             f"emberkeep recover --from {shlex.quote(redact_url(target.url))} "
-            "--identity /path/to/identity.txt",
+            f"--identity /path/to/identity.txt{expect}",
         ]
     lines += ["```", ""]
     return lines

@@ -1,0 +1,108 @@
+"""What ``recover`` shows before it runs anything: the stored config's recipients, targets,
+sources and hooks, and what changed since the config stored before it and since the one
+this host last recovered from.
+
+A config a writer host stored may still be hostile (README, "How it keeps data safe": a
+compromised backup host holds the writer key and can seal what it likes), so the operator
+sees what it will do, hooks first, before approving it. The record of what this host
+recovered from is ``state_dir/recover-seen.json`` (0600), per repository id.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .. import clock
+from ..config import Config, FilesSource, GitSource, MongoSource, Source
+from ..fsutil import write_atomic
+from ..redact import redact_url
+
+SEEN_FILE = "recover-seen.json"
+HOOKS = ("before_restore", "after_restore", "before_backup", "after_backup")
+RESTORE_HOOKS = ("before_restore", "after_restore")
+
+
+def summarize(cfg: Config) -> dict[str, Any]:
+    """What of a config decides what a recovered site does and who can read it."""
+    return {
+        "recipients": sorted(cfg.keys.recipients),
+        "targets": {t.name: redact_url(t.url) for t in cfg.targets},
+        "sources": {s.name: _where(s) for s in cfg.sources},
+        "hooks": {
+            f"{s.name}.{which}": command
+            for s in cfg.sources
+            if s.hooks is not None
+            for which in HOOKS
+            if (command := getattr(s.hooks, which))
+        },
+    }
+
+
+def restore_hooks(summary: dict[str, Any], sources: list[str]) -> dict[str, str]:
+    """The hooks a recover of ``sources`` would run now."""
+    return {
+        key: command
+        for key, command in summary["hooks"].items()
+        if key.split(".", 1)[0] in sources and key.rsplit(".", 1)[1] in RESTORE_HOOKS
+    }
+
+
+def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Line by line, what ``new`` changes from ``old`` (summaries of ``summarize``)."""
+    lines = []
+    was, now = set(old.get("recipients", [])), set(new["recipients"])
+    lines += [f"recipient {r} added" for r in sorted(now - was)]
+    lines += [f"recipient {r} removed" for r in sorted(was - now)]
+    for section, what in (("targets", "target"), ("sources", "source"), ("hooks", "hook")):
+        before, after = old.get(section, {}), new[section]
+        for key in sorted(set(before) | set(after)):
+            if key not in before:
+                lines.append(f"{what} {key} added: {after[key]}")
+            elif key not in after:
+                lines.append(f"{what} {key} removed (was: {before[key]})")
+            elif before[key] != after[key]:
+                lines.append(f"{what} {key} changed: {before[key]} (was: {before[key]!r})")
+                lines[-1] = f"{what} {key} changed: {after[key]} (was: {before[key]})"
+    return lines
+
+
+def last_seen(state_dir: Path, repository_id: str) -> dict[str, Any] | None:
+    """What this host recorded when it last recovered from this repository, if it did."""
+    record = _read(state_dir)
+    entry = record.get(repository_id)
+    return entry if isinstance(entry, dict) and isinstance(entry.get("summary"), dict) else None
+
+
+def other_repository_at(state_dir: Path, url: str, repository_id: str) -> str | None:
+    """The id of another repository this host recovered from at the same URL, if any."""
+    for key, entry in _read(state_dir).items():
+        if key != repository_id and isinstance(entry, dict) and entry.get("from") == url:
+            return key
+    return None
+
+
+def remember(state_dir: Path, repository_id: str, entry: dict[str, Any]) -> None:
+    record = _read(state_dir)
+    record[repository_id] = {**entry, "recovered_at": clock.iso(clock.now())}
+    write_atomic(state_dir / SEEN_FILE, json.dumps(record, indent=1).encode(), mode=0o600)
+
+
+def _read(state_dir: Path) -> dict[str, Any]:
+    try:
+        found = json.loads((state_dir / SEEN_FILE).read_text())
+    except (OSError, ValueError):  # none yet, or damaged: nothing to compare with
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _where(source: Source) -> str:
+    if isinstance(source, MongoSource):
+        databases = f" ({', '.join(source.databases)})" if source.databases else ""
+        return f"mongodb {redact_url(source.uri)}{databases}"
+    if isinstance(source, GitSource):
+        mirror = f", pushed to {redact_url(source.mirror)}" if source.mirror else ""
+        return f"git {source.path}{mirror}"
+    assert isinstance(source, FilesSource)
+    return "files " + ", ".join(str(p) for p in source.paths)
