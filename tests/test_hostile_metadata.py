@@ -259,9 +259,7 @@ def test_every_bit_flip_in_the_key_objects_is_reported_by_check(
 _KEY_OBJECTS = (layout.WRITER_KEY, layout.RECIPIENTS, layout.CONFIG)
 
 
-def test_a_backup_host_writes_a_damaged_writer_key_copy_again(
-    site: Site, tmp_path: Path
-) -> None:
+def test_a_backup_host_writes_a_damaged_writer_key_copy_again(site: Site, tmp_path: Path) -> None:
     src = backed_up(site, tmp_path)
     copy = site.repo / layout.WRITER_KEY
     _flip(copy, random.Random(3))
@@ -283,8 +281,8 @@ def test_recover_tells_a_damaged_writer_key_copy_from_a_wrong_identity(
     storage = open_storage(url, name="local")
     copy = site.repo / layout.WRITER_KEY
     original = copy.read_bytes()
-    for damaged in (_flipped(original, 0), _flipped(original, len(original) // 2),
-                    _flipped(original, len(original) - 1), _wrong_stanza(original, identities)):  # fmt: skip
+    flips = [_flipped(original, at) for at in (0, len(original) // 2, len(original) - 1)]
+    for damaged in [*flips, _wrong_stanza(original, identities)]:
         copy.write_bytes(damaged)
         with pytest.raises(IntegrityError) as caught:
             read_writer_key(storage, identities)
@@ -326,8 +324,8 @@ def test_a_damaged_host_writer_key_says_how_it_is_rebuilt(site: Site, tmp_path: 
     path = site.state_dir / "writer.key"
     original = path.read_bytes()
     raw = json.loads(original)
-    raw["index_key"] = raw["index_key"][:5] + ("A" if raw["index_key"][5] != "A" else "B") + (
-        raw["index_key"][6:]
+    raw["index_key"] = (
+        raw["index_key"][:5] + ("A" if raw["index_key"][5] != "A" else "B") + (raw["index_key"][6:])
     )  # still a key, no longer this one: its fingerprint tells
     for damaged in (b"{not json", json.dumps(raw).encode()):
         path.write_bytes(damaged)

@@ -3,7 +3,9 @@ not silently replaced by a new repository; one the host never used gets a new on
 
 from __future__ import annotations
 
+import json
 import shutil
+import stat
 from pathlib import Path
 
 from conftest import Site
@@ -63,6 +65,30 @@ def test_init_new_creates_a_repository_in_an_empty_target_anyway(
     site.repo.mkdir()
     site.run("init", "--new")
     assert (site.repo / layout.CONFIG).is_file()
+
+
+def test_init_new_makes_a_new_writer_key_and_keeps_the_old_one_aside(
+    site: Site, tmp_path: Path
+) -> None:
+    """A new repository shares no key with the old one (whose disk may come back)."""
+    _backed_up_site(site, tmp_path)
+    key_path = site.state_dir / "writer.key"
+    old = keys.WriterKey.load(key_path)
+    refused = site.run("init", "--new", ok=False)  # the target still holds the old one
+    assert refused.returncode == 1 and old.repo_id in refused.stderr, refused.stderr
+    assert keys.WriterKey.load(key_path) == old
+
+    _unmount(site, tmp_path)
+    proc = site.run("init", "--new")
+    new = keys.WriterKey.load(key_path)
+    assert new.repo_id != old.repo_id and new.mac_key != old.mac_key
+    assert new.index_key != old.index_key and new.chunker_seed != old.chunker_seed
+    assert json.loads((site.repo / layout.CONFIG).read_text())["id"] == new.repo_id
+    [aside] = site.state_dir.glob("writer.key.before-new-*")
+    assert keys.WriterKey.load(aside) == old and str(aside) in proc.stdout
+    assert stat.S_IMODE(aside.stat().st_mode) == 0o600
+    site.run("backup")
+    assert len(site.snapshots()) == 1
 
 
 def test_init_creates_a_repository_in_an_empty_target_the_host_never_used(

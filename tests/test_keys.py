@@ -241,3 +241,21 @@ def test_keygen_writes_a_private_file_and_never_overwrites(tmp_path: Path) -> No
     default = tmp_path / "emberkeep-identity.txt"
     assert stat.S_IMODE(os.stat(default).st_mode) == 0o600
     assert keygen(cwd=tmp_path).returncode == 2
+
+
+def test_an_identity_file_others_can_read_is_refused(site: Site, tmp_path: Path) -> None:
+    """As ssh refuses such a private key: named, with its mode and the fix."""
+    src = tmp_path / "src"
+    make_tree(src)
+    identity, _ = site.keygen()
+    site.write_config(paths=[src])
+    site.run("init")
+    site.run("backup")
+    identity.chmod(0o640)
+    proc = site.run("restore", "latest", "--to", tmp_path / "out", ok=False)
+    assert proc.returncode == 2, proc.stderr
+    assert str(identity) in proc.stderr and "0640" in proc.stderr
+    assert f"chmod 600 {identity}" in proc.stderr
+    assert not (tmp_path / "out").exists()
+    identity.chmod(0o600)
+    site.run("restore", "latest", "--to", tmp_path / "out")

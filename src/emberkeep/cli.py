@@ -790,6 +790,8 @@ def cmd_check(site: Site, args: argparse.Namespace) -> int:
             )
             for error in result.errors:
                 ui.line(f"{error['object']}: {error['error']}", label="  damaged: ", style="red")
+            for note in result.notes:
+                ui.line(f"{note['object']}: {note['note']}", label="  note: ")
             if result.leftovers or result.incomplete:
                 ui.line(
                     f"  {len(result.leftovers)} packs no index lists and "
