@@ -1,17 +1,20 @@
 """Object names and constants of the repository format (version 1).
 
 ```
-config                       plaintext JSON: format version, repository id, chunker sizes
-keys/writer.age              the writer key, encrypted to the recipients
-keys/recipients              the recipient set, sealed with the index key (recipients.py)
+config                       plaintext JSON: format version, repository id, chunker sizes,
+                             sealed (sealing.py, keyfiles.py)
+keys/writer.age              the writer key, encrypted to the recipients (keyfiles.py)
+keys/recipients              the recipient set and the SHA-256 of keys/writer.age, sealed
+                             secret with the index key (recipients.py)
 data/<aa>/<sha256>           data packs (file and database contents)
 meta/<aa>/<sha256>           metadata packs (trees); small, never sent to cold storage
 index/<sha256>               pack tables, sealed with the index key
 snapshots/<sha256>           snapshot headers, sealed with the index key
 locks/<kind>-<random>        leases: shared ones for backups, one exclusive one for prune
 trash/<pack name>            packs condemned by prune, deleted after the grace period
-siteconfig/<mac>             the site's emberkeep config as of a backup, age-encrypted to the
-                             recipients (repository/siteconfig.py): what `recover` starts from
+siteconfig/<mac>             the site's emberkeep config as of a backup, sealed, then
+                             age-encrypted to the recipients (siteconfig.py): what `recover`
+                             starts from
 ```
 Every name but ``config``, ``keys`` and ``locks`` is the SHA-256 of the object's bytes, so
 uploads are idempotent and every object verifies itself.
