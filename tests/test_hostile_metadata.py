@@ -424,3 +424,17 @@ def test_a_world_readable_identity_file_is_refused(site: Site, tmp_path: Path) -
     assert str(identity) in message and "0644" in message and f"chmod 600 {identity}" in message
     identity.chmod(0o600)
     assert keys.load_identities(identity)
+
+
+def test_a_damaged_config_without_a_recipient_record_is_still_repaired(
+    site: Site, tmp_path: Path
+) -> None:
+    """The snapshot headers show whose repository it is, so the backup host repairs all."""
+    backed_up(site, tmp_path)
+    (site.repo / layout.RECIPIENTS).unlink()
+    (site.repo / layout.CONFIG).write_text("{damaged")
+    out = site.json("backup")[0]
+    repaired = {w["path"].split("/", 1)[1] for w in out["warnings"]}
+    assert repaired >= {layout.CONFIG, layout.WRITER_KEY}, out["warnings"]
+    check = site.json("check", "--read-data")["local"]
+    assert check["ok"] is True and check["notes"] == [], check

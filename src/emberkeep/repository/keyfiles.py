@@ -31,6 +31,7 @@ from ..errors import (
 from ..storage.base import Storage
 from . import layout, sealing
 from . import recipients as recipient_set
+from .snapshot import decode_snapshot
 
 CONFIG_KIND = "config"
 AGE_MAGIC = b"age-encryption.org/v1\n"
@@ -84,9 +85,10 @@ def peek_config(raw: bytes, label: str) -> dict[str, Any]:
 def verify_config(storage: Storage, raw: bytes, writer_key: keys.WriterKey) -> ConfigState:
     """Check ``config`` against ``writer_key``: sealed by it, or (written before sealing)
     exactly what the key implies. Otherwise it is another site's repository
-    (``RepositoryError``), or damaged: an ``IntegrityError``, unless the repository's sealed
-    recipient record verifies with the key, which proves the repository is this key's
-    (then the damage is returned, for a writer to repair and a reader to report)."""
+    (``RepositoryError``), or damaged: an ``IntegrityError``, unless another object
+    authenticates with the key (the recipient record, a snapshot header), which proves
+    the repository is this key's (then the damage is returned, for a writer to repair
+    and a reader to report)."""
     obj = f"{storage.label}/{layout.CONFIG}"
     try:
         opened = sealing.unseal(writer_key, CONFIG_KIND, raw, obj)
@@ -120,17 +122,29 @@ def _damaged_or_foreign(
         )
     raise IntegrityError(
         f"{storage.label}/{layout.CONFIG}",
-        f"{detail}; and no other sealed object shows whose repository it is. A backup host "
-        "holding this repository's writer key writes it again (`emberkeep check` there)",
+        f"{detail}; and no other object there verifies with this host's writer key: it is "
+        "another site's repository, or this one damaged beyond its config. Check the target "
+        "URL and state_dir, and run `emberkeep check` on the site's other targets",
     )
 
 
 def _owned_by(storage: Storage, writer_key: keys.WriterKey) -> bool:
-    """Whether the repository's recipient record verifies with ``writer_key``."""
+    """Whether the repository's recipient record, or one of its snapshot headers,
+    authenticates with ``writer_key``: then the repository is this key's."""
     try:
-        return recipient_set.read(storage, writer_key) is not None
+        if recipient_set.read(storage, writer_key) is not None:
+            return True
     except IntegrityError:
-        return False
+        pass
+    for n, info in enumerate(storage.list(f"{layout.SNAPSHOTS}/")):
+        if n >= 3:
+            break
+        try:
+            decode_snapshot(info.name, storage.get(info.name), writer_key.index_key)
+            return True
+        except (IntegrityError, NotFound):
+            continue
+    return False
 
 
 def _unsupported(label: str, found: object) -> RepositoryError:
