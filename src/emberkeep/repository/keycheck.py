@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .. import keys
 from ..errors import IntegrityError, NotFound, UsageError, WrongIdentity
+from ..storage.base import ObjectLocked
 from . import keyfiles, layout
 from . import recipients as recipient_set
 from .repo import Repository
@@ -49,40 +50,61 @@ def upkeep(repo: Repository, config_path: Path | None) -> list[Finding]:
     done = []
     state = repo.config_state
     if state.damage or not state.sealed:
-        keyfiles.write_config(storage, writer_key, overwrite=True)
-        repo.config_state = keyfiles.ConfigState(sealed=True)
-        done.append(
-            Finding(
-                layout.CONFIG,
-                f"{state.damage}: written again from this host's writer key"
-                if state.damage
-                else "sealed with the writer key (it was written before sealing)",
-                error=False,
-            )
-        )
+        done.append(_seal_config(repo))
     try:
         copy: bytes | None = storage.get(layout.WRITER_KEY)
     except NotFound:
         copy = None
-    if copy is not None and _sha256(copy) == record.writer_key_sha256:
-        return done
-    digest = keyfiles.put_writer_key(storage, writer_key, repo.recipients)
-    recipient_set.record_writer_key(storage, writer_key, record, digest)
+    if copy is None or _sha256(copy) != record.writer_key_sha256:
+        done.append(_write_copy_again(repo, record, copy))
+    return done
+
+
+def _seal_config(repo: Repository) -> Finding:
+    damage = repo.config_state.damage
+    try:
+        keyfiles.write_config(repo.storage, repo.writer_key, overwrite=True)
+    except ObjectLocked as exc:
+        return _note(layout.CONFIG, f"{damage or 'not sealed'}; not written again: {exc}")
+    repo.config_state = keyfiles.ConfigState(sealed=True)
+    if damage:
+        return _note(layout.CONFIG, f"{damage}: written again from this host's writer key")
+    return _note(layout.CONFIG, "sealed with the writer key (it was written before sealing)")
+
+
+def _write_copy_again(
+    repo: Repository, record: recipient_set.Record, copy: bytes | None
+) -> Finding:
+    """The writer key's copy written again, then its SHA-256 recorded; under Object Lock
+    (``ObjectLocked``) what cannot be replaced yet is said, and the job goes on."""
+    obj = layout.WRITER_KEY
     if copy is None:
         why = "was missing"
     elif record.writer_key_sha256 is None:
         why = "had no recorded SHA-256 (a repository from before that)"
     else:
         why = "was damaged or replaced (its SHA-256 is not the one recorded)"
-    done.append(
-        Finding(
-            layout.WRITER_KEY,
-            f"{why}: written again from this host's writer key, and its SHA-256 recorded, "
-            "so that recover can use it and check can verify it",
-            error=False,
+    try:
+        digest = keyfiles.put_writer_key(repo.storage, repo.writer_key, repo.recipients)
+    except ObjectLocked as exc:
+        return _note(obj, f"{why}; not written again: {exc}")
+    try:
+        recipient_set.record_writer_key(repo.storage, repo.writer_key, record, digest)
+    except ObjectLocked as exc:
+        return _note(
+            obj,
+            f"{why}: written again from this host's writer key, but its SHA-256 could not "
+            f"be recorded ({exc}); check reports the copy until then",
         )
+    return _note(
+        obj,
+        f"{why}: written again from this host's writer key, and its SHA-256 recorded, so "
+        "that recover can use it and check can verify it",
     )
-    return done
+
+
+def _note(obj: str, message: str) -> Finding:
+    return Finding(obj, message, error=False)
 
 
 def _config_findings(repo: Repository) -> list[Finding]:

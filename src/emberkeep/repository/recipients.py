@@ -53,8 +53,11 @@ def ensure(
     writer_key: keys.WriterKey,
     recipients: list[pyrage.x25519.Recipient],
     config_path: Path | None,
+    *,
+    writer_key_sha256: str | None = None,
 ) -> Record:
-    """The repository's record, written when there is none; ``RecipientsChanged`` when it
+    """The repository's record, written when there is none (with ``writer_key_sha256``,
+    the digest of the copy just written, from ``init``); ``RecipientsChanged`` when it
     names another set than ``recipients``.
 
     A repository made before this record existed gets the config's set at its next write."""
@@ -62,8 +65,9 @@ def ensure(
     recorded = read(storage, writer_key)
     if recorded is None:
         try:
-            storage.put(RECIPIENTS, _seal(Record(wanted), writer_key))
-            return Record(wanted)
+            record = Record(wanted, writer_key_sha256)
+            storage.put(RECIPIENTS, _seal(record, writer_key))
+            return record
         except AlreadyExists:  # another writer recorded it first: compare with theirs
             recorded = read(storage, writer_key)
     if recorded is not None and recorded.recipients != wanted:

@@ -23,6 +23,7 @@ from ..errors import (
 )
 from ..storage.base import Storage, prepare_read
 from . import keyfiles, layout
+from . import recipients as recipient_set
 from .index import BlobIndex, Location, PackRecord, decode_index, encode_index
 from .pack import TRAILER, blob_aad
 from .snapshot import Snapshot, decode_snapshot, encode_snapshot
@@ -88,11 +89,13 @@ class Repository:
         ``recover`` cannot use."""
         if storage.stat(layout.CONFIG) is not None:  # never replace another one's key copy
             raise _already_initialized(storage)
-        keyfiles.put_writer_key(storage, writer_key, recipients)
+        digest = keyfiles.put_writer_key(storage, writer_key, recipients)
         try:
             keyfiles.write_config(storage, writer_key)
         except AlreadyExists:
             raise _already_initialized(storage) from None
+        # recorded once, create-only: under Object Lock nothing of keys/ is ever replaced
+        recipient_set.ensure(storage, writer_key, recipients, None, writer_key_sha256=digest)
         return cls(storage, writer_key, recipients, writer_key_held=True)
 
     @classmethod
