@@ -44,7 +44,7 @@ from ..config import Config, FilesSource, GitSource, MongoSource, Target
 from ..errors import RepositoryError, UsageError
 from ..fsutil import write_atomic
 from ..redact import redact_url
-from ..repository import siteconfig
+from ..repository import keycheck, siteconfig
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
 from ..storage import open_storage
@@ -276,8 +276,6 @@ def _compare(recovery: Recovery, choice: siteconfig.Choice, cfg: Config) -> None
 def _key_warnings(repo: Repository) -> list[str]:
     """What is wrong with the repository's config or key objects: recover can go on (the
     writer key decrypted and the site config is sealed), but the operator should know."""
-    from ..repository import keycheck
-
     return [f"{f.obj}: {f.message}" for f in keycheck.inspect(repo) if f.error]
 
 
