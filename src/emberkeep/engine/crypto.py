@@ -4,6 +4,11 @@ A sealed blob is ``flag(1) || nonce(12) || AES-256-GCM(payload)``. ``flag`` says
 ``payload`` is zstd-compressed (it is stored raw when zstd does not shrink it). The
 associated data is the blob id, its type and the flag, so a blob cannot be swapped for
 another, relabelled, or have its flag flipped. The sealed bytes are built in one buffer.
+
+Opening is bounded: whoever holds a writer key can seal anything, including a small
+payload that inflates to gigabytes, so the caller says how large the plaintext may be
+(the size the index records, itself bounded by the largest chunk or tree) and nothing
+larger is ever allocated.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 NONCE = 12
 TAG = 16
+OVERHEAD = 1 + NONCE + TAG  # a sealed blob is its payload and this many bytes more
 RAW, ZSTD = 0, 1
 ZSTD_LEVEL = 3
 
@@ -74,15 +80,43 @@ def seal(key: bytes, aad: bytes, data: bytes | memoryview) -> bytearray:
     return sealed
 
 
-def open_sealed(key: bytes, aad: bytes, sealed: bytes | memoryview) -> bytes:
-    """Decrypt then decompress. Raises InvalidTag on any tampering."""
+class TooLarge(ValueError):
+    """A sealed object's plaintext would exceed the size its caller allows."""
+
+
+def inflate(data: bytes, limit: int) -> bytes:
+    """zstd-decompress ``data``, refusing (``TooLarge``) to produce more than ``limit`` bytes.
+
+    python-zstandard allocates whatever a frame header declares and ignores
+    ``max_output_size`` then, so the declared size is checked first; a frame that declares
+    none is bounded by ``max_output_size`` (an error once the output would exceed it).
+    """
+    try:
+        declared = zstandard.frame_content_size(data)
+    except zstandard.ZstdError as exc:
+        raise TooLarge(f"not a zstd frame ({exc})") from exc
+    if declared > limit:
+        raise TooLarge(f"inflates to {declared} bytes, more than the {limit} allowed")
+    try:
+        return _decompressor().decompress(data, max_output_size=limit)
+    except zstandard.ZstdError as exc:
+        raise TooLarge(f"does not inflate within {limit} bytes ({exc})") from exc
+
+
+def open_sealed(key: bytes, aad: bytes, sealed: bytes | memoryview, limit: int) -> bytes:
+    """Decrypt then decompress, at most ``limit`` bytes of plaintext. Raises InvalidTag on
+    any tampering, ``TooLarge`` for a plaintext over ``limit``."""
     view = memoryview(sealed)
+    if len(view) < OVERHEAD:
+        raise InvalidTag
     flag = view[0]
     plain = AESGCM(key).decrypt(bytes(view[1 : 1 + NONCE]), view[1 + NONCE :], aad + bytes([flag]))
     if flag == ZSTD:
-        return _decompressor().decompress(plain)
+        return inflate(plain, limit)
     if flag != RAW:
         raise InvalidTag
+    if len(plain) > limit:
+        raise TooLarge(f"holds {len(plain)} bytes, more than the {limit} allowed")
     return plain
 
 
@@ -96,4 +130,13 @@ def decrypt(key: bytes, aad: bytes, data: bytes) -> bytes:
     return AESGCM(key).decrypt(data[:NONCE], data[NONCE:], aad)
 
 
-__all__ = ["InvalidTag", "blob_id", "decrypt", "encrypt", "open_sealed", "seal"]
+__all__ = [
+    "InvalidTag",
+    "TooLarge",
+    "blob_id",
+    "decrypt",
+    "encrypt",
+    "inflate",
+    "open_sealed",
+    "seal",
+]

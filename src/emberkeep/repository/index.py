@@ -19,7 +19,7 @@ import zstandard
 
 from ..engine import crypto
 from ..errors import IntegrityError
-from .layout import index_object
+from .layout import INDEX_INFLATION, PACK_FOLDER, index_object
 from .pack import ENTRY, BlobEntry
 
 INDEX_AAD = b"emberkeep index"
@@ -65,17 +65,23 @@ def decode_index(name: str, sealed: bytes, index_key: bytes) -> Iterator[PackRec
     if hashlib.sha256(sealed).hexdigest() != name.rsplit("/", 1)[-1]:
         raise IntegrityError(name, "content does not match its name (SHA-256 differs): damaged")
     try:
-        plain = zstandard.ZstdDecompressor().decompress(
-            crypto.decrypt(index_key, INDEX_AAD, sealed)
-        )
-    except (crypto.InvalidTag, zstandard.ZstdError, ValueError) as exc:
+        compressed = crypto.decrypt(index_key, INDEX_AAD, sealed)
+    except (crypto.InvalidTag, ValueError) as exc:
         raise IntegrityError(
             name, "index file fails authentication (damaged or wrong key)"
         ) from exc
+    try:  # bounded: see layout.INDEX_INFLATION
+        plain = crypto.inflate(compressed, INDEX_INFLATION * len(compressed) + (1 << 20))
+    except crypto.TooLarge as exc:
+        raise IntegrityError(name, f"index file {exc} (forged)") from exc
     pos = 0
     while pos < len(plain):
+        if pos + PACK_HEADER.size > len(plain):
+            raise IntegrityError(name, "index file ends inside a pack record (forged)")
         digest, kind, size, count = PACK_HEADER.unpack_from(plain, pos)
         pos += PACK_HEADER.size
+        if kind not in PACK_FOLDER or pos + count * ENTRY.size > len(plain):
+            raise IntegrityError(name, "index file holds a malformed pack record (forged)")
         entries = tuple(
             BlobEntry(*ENTRY.unpack_from(plain, pos + i * ENTRY.size)) for i in range(count)
         )

@@ -38,6 +38,19 @@ CHUNK_MAX = 8 * 1024 * 1024
 PACK_TARGET = 16 * 1024 * 1024
 META_PACK_TARGET = 4 * 1024 * 1024
 
+# The largest plaintext a reader accepts for each kind of blob, checked before anything is
+# fetched or inflated (a writer key can seal a blob that claims, or inflates to, any size).
+# Data blobs are chunks, never larger than CHUNK_MAX. A tree blob is one directory listing:
+# 128 MiB holds about 600,000 entries, or one file of about 2 TB (66 bytes per chunk id);
+# a backup refuses to store a larger listing rather than store what no reader would take.
+TREE_MAX = 128 * 1024 * 1024
+BLOB_MAX = {BLOB_DATA: CHUNK_MAX, BLOB_TREE: TREE_MAX}
+# An index file is a few dozen bytes per blob (a repository of 10 million chunks needs
+# about 350 MiB): a larger object is refused unread. Its zstd payload holds random ids and
+# so barely compresses; a payload inflating more than INDEX_INFLATION times is forged.
+INDEX_FILE_MAX = 1024 * 1024 * 1024
+INDEX_INFLATION = 8
+
 
 def pack_object(kind: int, digest_hex: str) -> str:
     return f"{PACK_FOLDER[kind]}/{digest_hex[:2]}/{digest_hex}"

@@ -99,13 +99,19 @@ def read_table(name: str, tail: bytes, index_key: bytes) -> PackTable:
     frame_len, magic = TRAILER.unpack(tail[-TRAILER.size :])
     if magic != MAGIC or frame_len + TRAILER.size > len(tail):
         raise IntegrityError(name, "pack trailer is damaged (bad magic or table length)")
-    frame = tail[-TRAILER.size - frame_len : -TRAILER.size]
+    frame = tail[len(tail) - TRAILER.size - frame_len : -TRAILER.size]
+    if len(frame) < 2:
+        raise IntegrityError(name, "pack trailer is damaged (table too short)")
     (wrapped_len,) = struct.unpack_from("<H", frame)
+    if 2 + wrapped_len > len(frame):
+        raise IntegrityError(name, "pack trailer is damaged (wrapped key length)")
     wrapped = frame[2 : 2 + wrapped_len]
     try:
         table = crypto.decrypt(index_key, TABLE_AAD, frame[2 + wrapped_len :])
-    except crypto.InvalidTag as exc:
+    except (crypto.InvalidTag, ValueError) as exc:
         raise IntegrityError(name, "pack table fails authentication (damaged)") from exc
+    if len(table) % ENTRY.size:
+        raise IntegrityError(name, "pack table is not a whole number of entries (forged)")
     entries = [BlobEntry(*fields) for fields in ENTRY.iter_unpack(table)]
     return PackTable(wrapped, entries)
 

@@ -136,7 +136,14 @@ class Repository:
     def index_files(self) -> list[str]:
         return sorted(info.name for info in self.storage.list(f"{layout.INDEX}/"))
 
-    def read_index_file(self, name: str) -> list[PackRecord]:
+    def read_index_file(self, name: str, size: int | None = None) -> list[PackRecord]:
+        """One index file's pack records. Given its listed ``size``, one larger than
+        ``layout.INDEX_FILE_MAX`` is damage, refused before it is read."""
+        if size is not None and size > layout.INDEX_FILE_MAX:
+            raise IntegrityError(
+                name, f"index file of {size} bytes, more than the {layout.INDEX_FILE_MAX} "
+                "an index file may hold (damaged or forged); not read"
+            )  # fmt: skip
         return list(decode_index(name, self.storage.get(name), self.writer_key.index_key))
 
     def load_index(self, avoid: frozenset[str] = frozenset()) -> BlobIndex:
@@ -145,9 +152,10 @@ class Repository:
         self.index_names = set()
 
         def records() -> Iterable[tuple[str, PackRecord]]:
-            for name in self.index_files():
+            sizes = {info.name: info.size for info in self.storage.list(f"{layout.INDEX}/")}
+            for name in sorted(sizes):
                 try:
-                    packs = self.read_index_file(name)
+                    packs = self.read_index_file(name, sizes[name])
                 except (IntegrityError, NotFound) as exc:
                     self.damage.append(Damage(name, str(exc)))
                     continue
@@ -225,23 +233,43 @@ class Repository:
         info = self.storage.stat(pack)
         if info is None:
             raise IntegrityError(pack, "pack is missing from the target")
+        if info.size < TRAILER.size:
+            raise IntegrityError(pack, "pack is too short to hold its table")
         trailer = self.storage.get(pack, info.size - TRAILER.size, TRAILER.size)
         frame_len, magic = TRAILER.unpack(trailer)
-        if magic != b"EKP1" or frame_len + TRAILER.size > info.size:
+        if magic != b"EKP1" or not 2 <= frame_len <= info.size - TRAILER.size:
             raise IntegrityError(pack, "pack trailer is damaged")
-        frame = self.storage.get(pack, info.size - TRAILER.size - frame_len, frame_len)
-        (wrapped_len,) = struct.unpack_from("<H", frame)
-        return keys.unwrap(frame[2 : 2 + wrapped_len], self.identities, f"pack {pack}")
+        # Only the wrapped key is read (its length is a u16), however long the table says it is.
+        start = info.size - TRAILER.size - frame_len
+        head = self.storage.get(pack, start, min(frame_len, 2 + 0xFFFF))
+        (wrapped_len,) = struct.unpack_from("<H", head)
+        if 2 + wrapped_len > len(head):
+            raise IntegrityError(pack, "pack trailer is damaged (wrapped key length)")
+        return keys.unwrap(head[2 : 2 + wrapped_len], self.identities, f"pack {pack}")
 
     def open_blob(self, blob_id: bytes, location: Location, sealed: bytes | memoryview) -> bytes:
-        """Decrypt a sealed blob and check it is the content its id names."""
+        """Decrypt a sealed blob and check it is the content its id names, of the length the
+        index records; it never inflates past that length (``check_location``)."""
+        check_location(blob_id, location)
         key = self.pack_key(location.pack)
         try:
-            data = crypto.open_sealed(key, blob_aad(blob_id, location.type), sealed)
+            data = crypto.open_sealed(
+                key, blob_aad(blob_id, location.type), sealed, location.raw_length
+            )
+        except crypto.TooLarge as exc:
+            raise IntegrityError(
+                location.pack, f"blob {blob_id.hex()[:16]} {exc} (damaged or forged)"
+            ) from exc
         except Exception as exc:
             raise IntegrityError(
                 location.pack, f"blob {blob_id.hex()[:16]} fails authentication (damaged)"
             ) from exc
+        if len(data) != location.raw_length:
+            raise IntegrityError(
+                location.pack,
+                f"blob {blob_id.hex()[:16]} holds {len(data)} bytes, the index says "
+                f"{location.raw_length} (damaged or forged)",
+            )
         if crypto.blob_id(self.writer_key.mac_key, data) != blob_id:
             raise IntegrityError(
                 location.pack, f"blob {blob_id.hex()[:16]} decrypts to other content (damaged)"
@@ -275,8 +303,12 @@ class Repository:
             if info.size < end:
                 raise IntegrityError(pack, "pack is shorter than the index says (truncated)")
 
-    def read_blob(self, blob_id: bytes) -> bytes:
-        return self.read_run([blob_id])[0]
+    def read_blob(self, blob_id: bytes, kind: int | None = None) -> bytes:
+        return self.read_run([blob_id], kind)[0]
+
+    def read_tree(self, tree_id: bytes) -> bytes:
+        """A tree blob's plaintext; a blob of another type under that id is damage."""
+        return self.read_blob(tree_id, layout.BLOB_TREE)
 
     def runs(self, blob_ids: Iterable[bytes]) -> Iterator[list[bytes]]:
         """``blob_ids`` in order, grouped into runs that lie back to back in one pack, each
@@ -298,9 +330,10 @@ class Repository:
         if run:
             yield run
 
-    def read_run(self, blob_ids: list[bytes]) -> list[bytes]:
-        """The plaintexts of a run (see ``runs``): one ranged read, each blob checked."""
-        places = [self._locate(b) for b in blob_ids]
+    def read_run(self, blob_ids: list[bytes], kind: int | None = layout.BLOB_DATA) -> list[bytes]:
+        """The plaintexts of a run (see ``runs``): one ranged read, each blob checked. The
+        blobs must be of type ``kind`` (data by default: file content), unless it is None."""
+        places = [self._locate(b, kind) for b in blob_ids]
         first, total = places[0], sum(p.length for p in places)
         started = time.perf_counter()
         try:
@@ -317,12 +350,19 @@ class Repository:
         self.read_times.add(fetched - started, time.perf_counter() - fetched, total)
         return out
 
-    def _locate(self, blob_id: bytes) -> Location:
+    def _locate(self, blob_id: bytes, kind: int | None = None) -> Location:
         location = self.index.find(blob_id)
         if location is None:
             raise IntegrityError(
                 f"blob {blob_id.hex()[:16]}", "is not in the index (its pack or index is lost)"
             )
+        if kind is not None and location.type != kind:
+            raise IntegrityError(
+                location.pack,
+                f"blob {blob_id.hex()[:16]} is a {_KIND_NAMES.get(location.type, 'unknown')} "
+                f"blob where a {_KIND_NAMES[kind]} blob belongs (damaged or forged)",
+            )
+        check_location(blob_id, location)
         return location
 
     # -- prune's markers -----------------------------------------------------------------
@@ -334,6 +374,27 @@ class Repository:
             pack = info.name[len(layout.TRASH) + 1 :]
             marked[pack] = info.name
         return marked
+
+
+_KIND_NAMES = {layout.BLOB_DATA: "data", layout.BLOB_TREE: "tree"}
+
+
+def check_location(blob_id: bytes, location: Location) -> None:
+    """Refuse a blob whose index entry claims more than its kind may hold
+    (``layout.BLOB_MAX``), before a byte of it is fetched or inflated: a sealed blob is
+    its plaintext (or less, compressed) plus ``crypto.OVERHEAD``."""
+    limit = layout.BLOB_MAX.get(location.type)
+    if limit is None:
+        raise IntegrityError(
+            location.pack, f"blob {blob_id.hex()[:16]} has unknown type {location.type}"
+        )
+    if location.raw_length > limit or location.length > location.raw_length + crypto.OVERHEAD:
+        raise IntegrityError(
+            location.pack,
+            f"blob {blob_id.hex()[:16]} is listed as {location.raw_length} bytes "
+            f"({location.length} sealed), more than a {_KIND_NAMES[location.type]} blob may "
+            f"hold ({limit}): damaged or forged",
+        )
 
 
 def _already_initialized(storage: Storage) -> RepositoryError:
