@@ -21,9 +21,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def make_dirs(path: Path, *, mode: int = 0o777, durable: bool = False) -> None:
-    """Create the directory ``path`` and its missing parents, each with ``mode`` (less the umask).
+PRIVATE_DIR = 0o700  # every directory emberkeep makes (README, "How it keeps data safe")
 
+
+def make_dirs(path: Path, *, mode: int = PRIVATE_DIR, durable: bool = False) -> None:
+    """Create the directory ``path`` and its missing parents, each with exactly ``mode``.
+
+    ``mkdir`` takes the umask off its mode (a umask of 000 would give 0777 to all, one of
+    0222 a folder its owner cannot write to), so each directory made here is given
+    ``mode`` again once made; directories that already exist are left as they are.
     ``durable`` fsyncs the parent of each directory created (or found just created by
     another thread), so a crash cannot lose it and what is written inside. Raises the
     OSError of the directory that could not be created (its ``filename`` names it).
@@ -35,6 +41,7 @@ def make_dirs(path: Path, *, mode: int = 0o777, durable: bool = False) -> None:
     for directory in reversed(missing):
         try:
             os.mkdir(directory, mode)
+            os.chmod(directory, mode)
         except FileExistsError:
             if not directory.is_dir():
                 raise NotADirectoryError(

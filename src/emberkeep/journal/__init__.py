@@ -55,6 +55,7 @@ from typing import Any, Protocol
 from .. import clock
 from ..durations import parse_duration
 from ..errors import EmberkeepError
+from ..fsutil import make_dirs
 from ..repository.lease import pid_alive
 
 FILE = "journal.sqlite"
@@ -410,7 +411,7 @@ class Journal:
 
 def _create_private(path: Path) -> None:
     """Create the database file mode 0600 before SQLite does (its -wal and -shm follow)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_dirs(path.parent)  # 0700 whatever the umask
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         if os.fstat(fd).st_mode & 0o077:

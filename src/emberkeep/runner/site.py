@@ -11,6 +11,7 @@ import pyrage
 from .. import keys
 from ..config import Config
 from ..errors import IdentityRequired, RepositoryError, UsageError
+from ..fsutil import make_dirs
 from ..repository import keycheck
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot, by_id_prefix
@@ -29,7 +30,7 @@ class Site:
     def state_dir(self) -> Path:
         path = self.config.site.state_dir
         try:
-            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_dirs(path)  # 0700 whatever the umask
         except OSError as exc:
             raise UsageError(
                 f"cannot create the state dir {path} ({exc.strerror}): set [site] state_dir in "
