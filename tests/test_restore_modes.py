@@ -42,41 +42,51 @@ def umask_022() -> Iterator[None]:
 
 
 class ModeWatch:
-    """Hooks os.chmod, os.open and os.mkdir; before each final chmod, checks that nothing
-    under ``dest`` that has not had its final mode yet is readable by group or others."""
+    """Hooks os.fchmod, os.open and os.mkdir (restore creates everything relative to
+    directory handles, ``engine.confined``); before each mode change, checks that nothing
+    under ``dest`` that has not had its final mode yet is readable by group or others.
+
+    A file's mode is set once, when it is complete; a directory's twice: 0700 when it is
+    made (whatever the umask), its own at the end."""
 
     def __init__(self, dest: Path) -> None:
         self.dest = dest
         self.final: set[int] = set()  # inodes whose final mode is set
+        self.chmods: dict[int, int] = {}  # inode -> mode changes seen
         self.exposed: list[tuple[str, str]] = []
         self.opens: list[tuple[str, int, int]] = []
         self.mkdirs: list[tuple[str, int]] = []
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        real_chmod, real_open, real_mkdir = os.chmod, os.open, os.mkdir
+        real_fchmod, real_open, real_mkdir = os.fchmod, os.open, os.mkdir
 
-        def chmod(path: Any, mode: int, *args: Any, **kwargs: Any) -> None:
-            if self._under_dest(path):
-                self.scan()
-            real_chmod(path, mode, *args, **kwargs)
-            if self._under_dest(path):
-                self.final.add(os.lstat(path).st_ino)
+        def fchmod(fd: int, mode: int) -> None:
+            self.scan()
+            real_fchmod(fd, mode)
+            st = os.fstat(fd)
+            seen = self.chmods[st.st_ino] = self.chmods.get(st.st_ino, 0) + 1
+            if stat.S_ISREG(st.st_mode) or seen >= 2:
+                self.final.add(st.st_ino)
 
         def open_(path: Any, flags: int, mode: int = 0o777, *args: Any, **kwargs: Any) -> int:
-            if self._under_dest(path) and flags & os.O_CREAT:
+            if self._ours(path, kwargs) and flags & os.O_CREAT:
                 self.opens.append((str(path), flags, mode))
             return real_open(path, flags, mode, *args, **kwargs)
 
         def mkdir(path: Any, mode: int = 0o777, *args: Any, **kwargs: Any) -> None:
-            if self._under_dest(path):
+            if self._ours(path, kwargs):
                 self.mkdirs.append((str(path), mode))
             real_mkdir(path, mode, *args, **kwargs)
 
-        monkeypatch.setattr(os, "chmod", chmod)
+        monkeypatch.setattr(os, "fchmod", fchmod)
         monkeypatch.setattr(os, "open", open_)
         monkeypatch.setattr(os, "mkdir", mkdir)
 
-    def _under_dest(self, path: Any) -> bool:
+    def _ours(self, path: Any, kwargs: dict[str, Any]) -> bool:
+        """Created under ``dest``: relative to a directory handle (only the restore runs
+        meanwhile), or by a path inside it."""
+        if kwargs.get("dir_fd") is not None:
+            return True
         return isinstance(path, str | os.PathLike) and str(path).startswith(f"{self.dest}/")
 
     def scan(self) -> None:

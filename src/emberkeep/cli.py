@@ -478,8 +478,11 @@ def cmd_restore(site: Site, args: argparse.Namespace) -> int:
                 source=args.source,
                 on_file=bar.advance,
                 on_total=bar.set_total,
+                partial=True,
             )
         )
+        if result.refused:
+            job.fail(f"{len(result.refused)} entries not restored")
     if args.json:
         ui.print_json({"snapshot": snapshot.id, "to": str(args.dest), **result.to_json()})
     else:
@@ -494,7 +497,25 @@ def cmd_restore(site: Site, args: argparse.Namespace) -> int:
                 f"{result.replaced} entries already at the destination differed from the "
                 f"snapshot's and were replaced; they are kept in {', '.join(result.kept_in)}"
             )
-    return 0
+        for entry in result.setid:
+            what = "kept" if entry["kept"] else "dropped (the owner is restored only as root)"
+            ui.warning(
+                f"{entry['path']}: setuid/setgid file (mode {entry['mode']}, owner "
+                f"{entry['owner']}): the bit is {what}"
+            )
+        _print_refused(result.refused, "restored")
+    return 1 if result.refused else 0
+
+
+def _print_refused(refused: list[dict[str, str]], done: str) -> None:
+    """Entries the snapshot holds that were not written, each with why (exit status 1)."""
+    for entry in refused:
+        ui.error(f"{entry['path']}: {entry['reason']}")
+    if refused:
+        ui.error(
+            f"{len(refused)} entries of the snapshot were not {done} (above); everything else "
+            "was. The snapshot is damaged or was forged: check the repository"
+        )
 
 
 def _restore_mongodb(site: Site, args: argparse.Namespace) -> int:
@@ -562,7 +583,8 @@ def cmd_export(site: Site, args: argparse.Namespace) -> int:
             f"exported snapshot {snapshot.short_id} as {result.format} to {result.to}: "
             f"{ui.human_bytes(result.bytes)}"
         )
-    return 0
+        _print_refused(result.refused, "exported")
+    return 1 if result.refused else 0
 
 
 def cmd_drill(site: Site, args: argparse.Namespace) -> int:

@@ -7,15 +7,33 @@ gets its own mode only at the end, once everything inside it is in place. Blobs 
 file are fetched and decrypted in parallel (bounded), files in order. Ownership is
 restored when running as root; directory times are set last, deepest first, since
 writing into a directory changes its mtime.
+
+What a snapshot lists may be forged by whoever holds a writer key (README, "How it keeps
+data safe"), so a restore is confined and checks what it writes:
+
+- every tree entry is validated (``engine.tree``): a bad name or a malformed node is
+  refused, and so is what lies below it;
+- everything is created through directory handles, never following a symlink
+  (``engine.confined``): a symlink restored earlier, or one already at the destination,
+  is never written through; nothing above ``--to`` (nor ``--to`` itself, which no node
+  describes) has its mode, owner or times changed;
+- a hardlink is made only to a file this restore wrote (the same inode it created);
+- setuid and setgid bits of a file are kept only when its owner is restored too (as
+  root), and every such file is listed (``setid``);
+- a file's content must give the digest its node records (``tree.content_problem``),
+  and the bytes written must be as many as its node says; each blob is re-hashed as it
+  is read, so a file that passes is what the backup read.
+
+An entry that fails any of these is not restored, and is listed in ``refused`` with its
+path and the reason; the rest restores (the caller exits 1).
 """
 
 from __future__ import annotations
 
 import contextlib
-import filecmp
 import os
+import secrets
 import stat
-import tempfile
 import threading
 import time
 from collections import deque
@@ -26,11 +44,20 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IntegrityError, NotFound, StorageError, UsageError
-from ..fsutil import create_new, make_dirs, temp_name
+from ..fsutil import temp_name
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
+from .confined import PRIVATE_DIR, Destination, NotADir, Parts, make_dir, make_dirs_at, open_dir
 from .fetch import read_in_order
-from .tree import Node, decode_tree
+from .tree import BadTree, Node, content_problem, content_size_differs, decode_listing, shown
+
+PRIVATE_FILE = 0o600  # modes while restoring; the snapshot's are set once a file is complete
+SETID = stat.S_ISUID | stat.S_ISGID
+SMALL_GROUP_BYTES = 4 << 20  # consecutive small files restored together by one worker
+SMALL_GROUP_FILES = 128
+_CHUNK = 1 << 20
+
+Refuse = Callable[[str, str], None]
 
 
 @dataclass
@@ -42,18 +69,74 @@ class RestoreResult:
     warnings: list[dict[str, str]] = field(default_factory=list)
     replaced: int = 0  # entries at the destination that differed, moved aside (_keep_aside)
     kept_in: list[str] = field(default_factory=list)  # where: one directory per filesystem
+    refused: list[dict[str, str]] = field(default_factory=list)  # not restored: path, reason
+    setid: list[dict[str, Any]] = field(default_factory=list)  # setuid/setgid files
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def walk_tree(repo: Repository, tree_id: bytes, prefix: str = "") -> Iterator[tuple[str, Node]]:
-    """Every node of a snapshot tree with its absolute snapshot path, parents first."""
-    for node in decode_tree(repo.read_blob(tree_id)):
-        path = f"{prefix}/{node['name']}"
-        yield path, node
+class RestoreIncomplete(IntegrityError):
+    """Some entries were refused; everything else is restored."""
+
+    def __init__(self, where: str, refused: list[dict[str, str]]) -> None:
+        first = "; ".join(f"{r['path']}: {r['reason']}" for r in refused[:3])
+        more = f" (and {len(refused) - 3} more)" if len(refused) > 3 else ""
+        super().__init__(where, f"{len(refused)} entries not restored: {first}{more}")
+        self.refused = refused
+
+
+def walk_tree(
+    repo: Repository, tree_id: bytes, prefix: str = "", on_refused: Refuse | None = None
+) -> Iterator[tuple[str, Node]]:
+    """Every valid node of a snapshot tree with its absolute snapshot path, parents first.
+
+    An entry that is not valid (``tree.decode_listing``) or a listing that cannot be read
+    is reported to ``on_refused(path, reason)`` and left out, with all below it; without
+    ``on_refused`` it raises ``IntegrityError`` naming the path. Iterative: a deep tree
+    costs no recursion.
+    """
+    refuse = on_refused or _raise_refused
+    stack = [_listing(repo, tree_id, prefix, refuse)]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            continue
+        yield item
+        path, node = item
         if node["type"] == "dir":
-            yield from walk_tree(repo, node["subtree"], path)
+            stack.append(_listing(repo, node["subtree"], path, refuse))
+
+
+def _listing(
+    repo: Repository, tree_id: bytes, prefix: str, refuse: Refuse
+) -> Iterator[tuple[str, Node]]:
+    try:
+        listing = decode_listing(repo.read_tree(tree_id))
+    except (IntegrityError, NotFound, BadTree) as exc:
+        refuse(prefix or "/", f"its listing cannot be read: {exc}")
+        return
+    for bad in listing.bad:
+        refuse(f"{prefix}/{bad.name}", bad.reason)
+    for node in listing.nodes:
+        yield f"{prefix}/{node['name']}", node
+
+
+def file_problem(repo: Repository, node: Node) -> str | None:
+    """Why a file node cannot be restored as it says, known before a byte is fetched:
+    ``tree.content_problem`` with the blob sizes the index lists."""
+    sizes = []
+    for blob_id in node["content"]:
+        location = repo.index.find(blob_id)
+        if location is None:
+            return f"blob {blob_id.hex()[:16]} is not in the index (its pack or index is lost)"
+        sizes.append(location.raw_length)
+    return content_problem(node, sizes)
+
+
+def _raise_refused(path: str, reason: str) -> None:
+    raise IntegrityError(shown(path), reason)
 
 
 def _selected(path: str, includes: list[str]) -> bool:
@@ -70,24 +153,56 @@ def _inside(path: str, includes: list[str]) -> bool:
     return not includes or any(path == i or path.startswith(i + "/") for i in includes)
 
 
-PRIVATE_FILE = 0o600  # modes while restoring; the snapshot's are set once a file is complete
-PRIVATE_DIR = 0o700  # and once a directory's whole subtree is
-SMALL_GROUP_BYTES = 4 << 20  # consecutive small files restored together by one worker
-SMALL_GROUP_FILES = 128
+def _parts(path: str) -> Parts:
+    return tuple(path.strip("/").split("/"))
 
 
-def _same_content(
-    target: Path, st: os.stat_result, restored: Path | None, link_to: str | None
-) -> bool:
-    """Whether ``target`` already holds what is restored there; unreadable counts as not."""
+class _Refused(Exception):
+    """An entry this restore will not write (the reason is the message)."""
+
+
+def _lstat(parent: int, name: str) -> os.stat_result | None:
     try:
-        if restored is not None and stat.S_ISREG(st.st_mode):
-            return filecmp.cmp(target, restored, shallow=False)
-        if link_to is not None and stat.S_ISLNK(st.st_mode):
-            return os.readlink(target) == link_to
+        return os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _same_bytes(a: int, b: int) -> bool:
+    if os.fstat(a).st_size != os.fstat(b).st_size:
+        return False
+    offset = 0
+    while True:
+        left, right = os.pread(a, _CHUNK, offset), os.pread(b, _CHUNK, offset)
+        if left != right:
+            return False
+        if not left:
+            return True
+        offset += len(left)
+
+
+def _same_file(st: os.stat_result, parent: int, name: str, other_parent: int, other: str) -> bool:
+    """Whether ``name`` (whose lstat is ``st``) is a regular file holding the bytes of
+    ``other``; unreadable counts as not."""
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        a = os.open(name, flags, dir_fd=parent)
     except OSError:
-        pass
-    return False
+        return False
+    try:
+        b = os.open(other, flags, dir_fd=other_parent)
+    except OSError:
+        os.close(a)
+        return False
+    try:
+        return _same_bytes(a, b)
+    except OSError:
+        return False
+    finally:
+        os.close(a)
+        os.close(b)
 
 
 class Restorer:
@@ -117,65 +232,95 @@ class Restorer:
         self.result = RestoreResult()
         self.as_root = os.geteuid() == 0
         self._lock = threading.Lock()
-        self._asides: dict[int, Path] = {}  # per filesystem (st_dev): see _keep_aside
+        self._asides: dict[int, tuple[int, Parts]] = {}  # per filesystem: see _keep_aside
+        self._created: dict[str, tuple[int, int]] = {}  # path -> (dev, ino) of files written
+        self._root: Destination | None = None
+
+    @property
+    def root(self) -> Destination:
+        assert self._root is not None, "restore() opens the destination"
+        return self._root
 
     def restore(self, snapshot: Snapshot, includes: list[str] | None = None) -> RestoreResult:
         includes = [("/" + p.strip("/")) if p.strip("/") else "/" for p in (includes or [])]
         includes = [] if "/" in includes else includes
         self.repo.require_identity("restore")
         self._thaw(snapshot, includes)
-        self.dest.mkdir(parents=True, exist_ok=True)
+        self._root = Destination(self.dest)
+        try:
+            self._restore(snapshot, includes)
+        finally:
+            for fd, _ in self._asides.values():
+                os.close(fd)
+            self._asides.clear()
+            self._root.close()
+            self._root = None
+        return self.result
+
+    def _restore(self, snapshot: Snapshot, includes: list[str]) -> None:
         dirs: list[tuple[str, Node]] = []
         links: list[tuple[str, Node]] = []
         found: set[str] = set()
-        restored: set[str] = set()
+        queued: set[str] = set()  # regular files handed to a worker
+        skip = ""  # a directory refused: nothing below it is restored
         with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
             files: deque[Future[None]] = deque()
-            small: list[tuple[str, Node, Path]] = []
+            small: list[tuple[str, Node]] = []
             small_bytes = 0
-            for path, node in walk_tree(self.repo, snapshot.tree):
+            for path, node in walk_tree(self.repo, snapshot.tree, on_refused=self._refuse):
+                if skip and path.startswith(skip):
+                    continue
                 if not _selected(path, includes):
                     continue
                 found.update(i for i in includes if path == i)
-                target = self.dest / path.lstrip("/")
                 if node["type"] == "dir":
-                    if target.is_symlink() or (target.exists() and not target.is_dir()):
-                        self._keep_aside(path, target)  # a file where the snapshot has a dir
-                    make_dirs(target, mode=PRIVATE_DIR)
-                    dirs.append((path, node))
-                    self.result.dirs += 1
-                elif not _inside(path, includes):
+                    if self._dir(path):
+                        dirs.append((path, node))
+                        self.result.dirs += 1
+                    else:
+                        skip = path + "/"
                     continue
-                elif node["type"] == "symlink":
-                    self._symlink(node, target)
-                elif node.get("hardlink") in restored:
+                if not _inside(path, includes):
+                    continue
+                if node["type"] == "symlink":
+                    self._symlink(path, node)
+                    continue
+                if node.get("hardlink") in queued:
                     links.append((path, node))
-                else:
-                    restored.add(path)
-                    if len(node["content"]) > 1:
-                        if small:
-                            files.append(pool.submit(self._small_files, small))
-                            small, small_bytes = [], 0
-                        self._drain(files, 0)  # a large file has the pool to itself
-                        self._file(path, node, target, pool)
-                        continue
-                    small.append((path, node, target))
-                    small_bytes += node.get("size", 0)
-                    if small_bytes >= SMALL_GROUP_BYTES or len(small) >= SMALL_GROUP_FILES:
+                    continue
+                problem = content_problem(node)  # its size is checked as it is written
+                if problem:
+                    self._refuse(path, f"{problem}; not restored")
+                    continue
+                queued.add(path)
+                if len(node["content"]) > 1:
+                    if small:
                         files.append(pool.submit(self._small_files, small))
                         small, small_bytes = [], 0
-                        self._drain(files, 2 * self.workers)
+                    self._drain(files, 0)  # a large file has the pool to itself
+                    self._file(path, node, pool)
+                    continue
+                small.append((path, node))
+                small_bytes += node["size"]
+                if small_bytes >= SMALL_GROUP_BYTES or len(small) >= SMALL_GROUP_FILES:
+                    files.append(pool.submit(self._small_files, small))
+                    small, small_bytes = [], 0
+                    self._drain(files, 2 * self.workers)
             if small:
                 files.append(pool.submit(self._small_files, small))
             self._drain(files, 0)
-        missing = [i for i in includes if i not in found]
+        refused = [r["path"] for r in self.result.refused]
+        missing = [
+            i
+            for i in includes
+            if i not in found and not any(i == r or i.startswith(r + "/") for r in refused)
+        ]
         if missing:
             raise UsageError(f"path {missing[0]} is not in snapshot {snapshot.short_id}")
         for path, node in links:
             self._link(path, node)
         for path, node in reversed(dirs):
-            self._metadata(self.dest / path.lstrip("/"), node)
-        return self.result
+            self._dir_metadata(path, node)
 
     def _thaw(self, snapshot: Snapshot, includes: list[str]) -> None:
         """On a cold target, ask for every pack the restore reads at once, and wait once."""
@@ -183,7 +328,7 @@ class Restorer:
             return  # not walking the tree twice for backends that need nothing
         ids = (
             blob_id
-            for path, node in walk_tree(self.repo, snapshot.tree)
+            for path, node in walk_tree(self.repo, snapshot.tree, on_refused=lambda p, r: None)
             if node["type"] == "file" and _inside(path, includes)
             for blob_id in node["content"]
         )
@@ -194,60 +339,208 @@ class Restorer:
         while len(files) > keep:
             files.popleft().result()
 
-    def _small_files(self, group: list[tuple[str, Node, Path]]) -> None:
+    def _refuse(self, path: str, reason: str) -> None:
+        with self._lock:
+            self.result.refused.append({"path": shown(path), "reason": reason})
+
+    # -- files ---------------------------------------------------------------------------
+
+    def _small_files(self, group: list[tuple[str, Node]]) -> None:
         """Files of one blob (or none), their blobs read in runs; on damage, file by file,
-        so the error names the file."""
-        ids = [blob_id for _, node, _ in group for blob_id in node["content"]]
+        so the refusal names the file."""
+        ids = [blob_id for _, node in group for blob_id in node["content"]]
         try:
             blobs = iter(list(read_in_order(self.repo, ids)))
         except (IntegrityError, NotFound):
-            for path, node, target in group:
-                self._file(path, node, target, None)
+            for path, node in group:
+                self._file(path, node, None)
             return
-        for path, node, target in group:
-            self._write(path, node, target, [next(blobs) for _ in node["content"]])
+        for path, node in group:
+            self._write(path, node, [next(blobs) for _ in node["content"]])
 
-    def _file(self, path: str, node: Node, target: Path, pool: ThreadPoolExecutor | None) -> None:
-        self._write(
-            path, node, target, read_in_order(self.repo, node["content"], pool, self.workers)
-        )
+    def _file(self, path: str, node: Node, pool: ThreadPoolExecutor | None) -> None:
+        self._write(path, node, read_in_order(self.repo, node["content"], pool, self.workers))
 
-    def _write(self, path: str, node: Node, target: Path, blobs: Iterable[bytes]) -> None:
-        """Write under a temp name, set metadata, rename into place; damage names the file."""
-        make_dirs(target.parent, mode=PRIVATE_DIR)
-        tmp = temp_name(target)
+    def _write(self, path: str, node: Node, blobs: Iterable[bytes]) -> None:
+        """Write under a temp name, check its length, set metadata, rename into place."""
+        parts = _parts(path)
+        name = parts[-1]
         try:
-            with open(create_new(tmp, PRIVATE_FILE), "wb") as out:
-                for data in blobs:
-                    out.write(data)
-            self._metadata(tmp, node)
-            self._keep_aside(path, target, tmp)
-            os.replace(tmp, target)
+            with self.root.opened(parts[:-1]) as parent:
+                temp = temp_name(Path(name)).name
+                fd = os.open(
+                    temp,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    PRIVATE_FILE,
+                    dir_fd=parent,
+                )
+                try:
+                    with open(fd, "wb", closefd=False) as out:
+                        for data in blobs:
+                            out.write(data)
+                    written = os.fstat(fd).st_size
+                    if written != node["size"]:
+                        raise _Refused(content_size_differs(written, node))
+                    self._file_metadata(path, fd, node)
+                    st = os.fstat(fd)
+                    os.close(fd)
+                    fd = -1
+                    self._keep_aside(
+                        path, parent, name, lambda st: _same_file(st, parent, name, parent, temp)
+                    )
+                    os.replace(temp, name, src_dir_fd=parent, dst_dir_fd=parent)
+                except BaseException:
+                    if fd >= 0:
+                        os.close(fd)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(temp, dir_fd=parent)
+                    raise
         except (IntegrityError, NotFound) as exc:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise IntegrityError(path, f"cannot be restored: {exc}") from exc
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
+            self._refuse(path, f"cannot be restored: {exc}")
+            return
+        except _Refused as exc:
+            self._refuse(path, f"{exc}; not restored")
+            return
+        except NotADir as exc:
+            self._refuse(path, f"a parent directory {exc.strerror}; not restored")
+            return
+        with self._lock:
+            self._created[path] = (st.st_dev, st.st_ino)
         self._count_file(path, node)
+
+    def _file_metadata(self, path: str, fd: int, node: Node) -> None:
+        """Owner (as root), mode and mtime of a file written, through its open handle.
+
+        Setuid/setgid bits are kept only with the owner they were given for: as root, once
+        the chown worked; otherwise they are dropped. Either way the file is listed."""
+        mode = node["mode"]
+        owned = self.as_root and self._chown(path, lambda: os.fchown(fd, node["uid"], node["gid"]))
+        if mode & SETID:
+            kept = bool(owned)
+            mode = mode if kept else mode & ~SETID
+            entry = {
+                "path": shown(path),
+                "mode": f"{node['mode']:04o}",
+                "owner": f"{node['uid']}:{node['gid']}",
+                "kept": kept,
+            }
+            with self._lock:
+                self.result.setid.append(entry)
+        os.fchmod(fd, mode)
+        os.utime(fd, ns=(node["mtime_ns"], node["mtime_ns"]))
+
+    def _chown(self, path: str, chown: Callable[[], None]) -> bool:
+        try:
+            chown()
+        except OSError as exc:
+            warning = {"path": shown(path), "message": f"chown: {exc.strerror}"}
+            with self._lock:
+                self.result.warnings.append(warning)
+            return False
+        return True
 
     def _link(self, path: str, node: Node) -> None:
-        target = self.dest / path.lstrip("/")
-        first = self.dest / node["hardlink"].lstrip("/")
-        make_dirs(target.parent, mode=PRIVATE_DIR)
-        self._keep_aside(path, target, first)
-        with contextlib.suppress(FileNotFoundError):
-            target.unlink()
-        os.link(first, target)
+        """A second name of a file this restore wrote: linked only to that very inode."""
+        first = node["hardlink"]
+        made = self._created.get(first)
+        if made is None:
+            self._refuse(path, f"hardlink to {shown(first)}, which was not restored")
+            return
+        src, dst = _parts(first), _parts(path)
+        try:
+            with self.root.opened(src[:-1]) as src_dir, self.root.opened(dst[:-1]) as dst_dir:
+                st = _lstat(src_dir, src[-1])
+                if st is None or (st.st_dev, st.st_ino) != made:
+                    self._refuse(path, f"hardlink to {shown(first)}, no longer the file restored")
+                    return
+                self._keep_aside(
+                    path,
+                    dst_dir,
+                    dst[-1],
+                    lambda st: _same_file(st, dst_dir, dst[-1], src_dir, src[-1]),
+                )
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(dst[-1], dir_fd=dst_dir)
+                os.link(
+                    src[-1], dst[-1], src_dir_fd=src_dir, dst_dir_fd=dst_dir, follow_symlinks=False
+                )
+        except NotADir as exc:
+            self._refuse(path, f"a parent directory {exc.strerror}; not restored")
+            return
         self._count_file(path, node)
 
+    def _count_file(self, path: str, node: Node) -> None:
+        with self._lock:
+            self.result.files += 1
+            self.result.bytes += node["size"]
+        self.on_file(path, node["size"])
+
+    # -- directories and symlinks (on the walking thread) --------------------------------
+
+    def _dir(self, path: str) -> bool:
+        """Make the directory (0700 until its final mode) unless a real one is there; what
+        is in its place is kept aside. False when it is refused."""
+        parts = _parts(path)
+        try:
+            with self.root.opened(parts[:-1]) as parent:
+                st = _lstat(parent, parts[-1])
+                if st is not None and not stat.S_ISDIR(st.st_mode):
+                    self._keep_aside(path, parent, parts[-1], lambda _: False)
+                fd, _ = make_dir(parent, parts[-1], PRIVATE_DIR)
+                os.close(fd)
+        except NotADir as exc:
+            self._refuse(path, f"a parent directory {exc.strerror}; not restored")
+            return False
+        return True
+
+    def _dir_metadata(self, path: str, node: Node) -> None:
+        parts = _parts(path)
+        try:
+            with self.root.opened(parts[:-1]) as parent:
+                fd = open_dir(parent, parts[-1])
+        except (NotADir, FileNotFoundError):
+            self._refuse(path, "is no longer the directory restored; its metadata is not set")
+            return
+        try:
+            if self.as_root:
+                self._chown(path, lambda: os.fchown(fd, node["uid"], node["gid"]))
+            os.fchmod(fd, node["mode"])
+            os.utime(fd, ns=(node["mtime_ns"], node["mtime_ns"]))
+        finally:
+            os.close(fd)
+
+    def _symlink(self, path: str, node: Node) -> None:
+        parts = _parts(path)
+        name, target = parts[-1], node["target"]
+
+        def same(st: os.stat_result) -> bool:
+            return stat.S_ISLNK(st.st_mode) and os.readlink(name, dir_fd=parent) == target
+
+        try:
+            with self.root.opened(parts[:-1]) as parent:
+                self._keep_aside(path, parent, name, same)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=parent)
+                os.symlink(target, name, dir_fd=parent)
+                if self.as_root:
+                    uid, gid = node["uid"], node["gid"]
+                    self._chown(
+                        path, lambda: os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
+                    )
+                mtime = node["mtime_ns"]
+                os.utime(name, ns=(mtime, mtime), dir_fd=parent, follow_symlinks=False)
+        except NotADir as exc:
+            self._refuse(path, f"a parent directory {exc.strerror}; not restored")
+            return
+        self.result.symlinks += 1
+
+    # -- what is in the way --------------------------------------------------------------
+
     def _keep_aside(
-        self, path: str, target: Path, restored: Path | None = None, link_to: str | None = None
+        self, path: str, parent: int, name: str, same: Callable[[os.stat_result], bool]
     ) -> None:
-        """Move what is at ``target`` out of the way, unless it already equals what is restored
-        there (the file ``restored``, or a symlink to ``link_to``).
+        """Move what is at ``name`` (in ``parent``) out of the way, unless ``same`` says it
+        already is what is restored there.
 
         A restore into a directory that is in use (``--to /`` to put files back) must not
         destroy what is there: a file that differs from the snapshot's (an edit made since,
@@ -257,71 +550,57 @@ class Restorer:
         the target's filesystem within the destination, so the move is a rename on the same
         disk, and away from programs that read every file of a directory (``sites-enabled/*``).
         """
-        try:
-            st = target.lstat()
-        except FileNotFoundError:
+        st = _lstat(parent, name)
+        if st is None:
             return
-        if _same_content(target, st, restored, link_to):
-            return  # nothing to keep; the caller replaces it
-        aside = self._aside_dir(target, st.st_dev) / path.lstrip("/")
-        make_dirs(aside.parent, mode=PRIVATE_DIR)
         try:
-            os.rename(target, aside)
+            if same(st):
+                return  # nothing to keep; the caller replaces it
+        except OSError:
+            pass  # unreadable counts as differing
+        aside, _ = self._aside_dir(_parts(path), st.st_dev)
+        parts = _parts(path)
+        with self._lock:  # two workers may make the same folders under the aside directory
+            folder = make_dirs_at(aside, parts[:-1])
+        try:
+            os.rename(name, parts[-1], src_dir_fd=parent, dst_dir_fd=folder)
         except OSError as exc:
             raise StorageError(
-                f"cannot move {target} aside to restore the snapshot's {path} there "
-                f"({exc.strerror}): is it a mount point or in use? Restore elsewhere with --to"
+                f"cannot move {self.root.path(parts)} aside to restore the snapshot's "
+                f"{shown(path)} there ({exc.strerror}): is it a mount point or in use? "
+                "Restore elsewhere with --to"
             ) from exc
+        finally:
+            os.close(folder)
+        self.root.forget(parts)  # a directory moved aside: its handles no longer lead here
         with self._lock:
             self.result.replaced += 1
 
-    def _aside_dir(self, target: Path, device: int) -> Path:
-        """The directory kept entries go to on ``target``'s filesystem, made when first needed."""
+    def _aside_dir(self, parts: Parts, device: int) -> tuple[int, Parts]:
+        """The directory kept entries go to on ``device``, made when first needed: in the
+        directory nearest the destination's root, on the way to ``parts``, that lies on
+        that filesystem (the destination itself, unless another disk is mounted below it)."""
         with self._lock:
-            aside = self._asides.get(device)
-            if aside is None:
-                top = self._top_on(device, target)
-                stamp = time.strftime("%Y%m%dT%H%M%S")
-                aside = Path(tempfile.mkdtemp(prefix=f".emberkeep-replaced-{stamp}-", dir=top))
-                self._asides[device] = aside
-                self.result.kept_in.append(str(aside))
-            return aside
-
-    def _top_on(self, device: int, target: Path) -> Path:
-        """The directory nearest the destination's root, on the way to ``target``, that lies
-        on ``device`` (the destination itself, unless another disk is mounted below it)."""
-        here = self.dest
-        for part in target.relative_to(self.dest).parent.parts:
-            if os.lstat(here).st_dev == device:
-                return here
-            here = here / part
-        return here
-
-    def _count_file(self, path: str, node: Node) -> None:
-        with self._lock:
-            self.result.files += 1
-            self.result.bytes += node.get("size", 0)
-        self.on_file(path, node.get("size", 0))
-
-    def _symlink(self, node: Node, target: Path) -> None:
-        make_dirs(target.parent, mode=PRIVATE_DIR)
-        self._keep_aside(str(target.relative_to(self.dest)), target, link_to=node["target"])
-        with contextlib.suppress(FileNotFoundError):
-            target.unlink()
-        os.symlink(node["target"], target)
-        self._metadata(target, node)
-        self.result.symlinks += 1
-
-    def _metadata(self, target: Path, node: Node) -> None:
-        if self.as_root:
-            try:
-                os.chown(target, node["uid"], node["gid"], follow_symlinks=False)
-            except OSError as exc:
-                with self._lock:
-                    self.result.warnings.append(
-                        {"path": str(target), "message": f"chown: {exc.strerror}"}
-                    )
-        if node["type"] != "symlink":
-            os.chmod(target, node["mode"])
-        mtime = node["mtime_ns"]
-        os.utime(target, ns=(mtime, mtime), follow_symlinks=False)
+            known = self._asides.get(device)
+            if known is not None:
+                return known
+            top: Parts = parts[:-1]
+            for depth in range(len(parts)):
+                with self.root.opened(parts[:depth]) as fd:
+                    if os.fstat(fd).st_dev == device:
+                        top = parts[:depth]
+                        break
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            with self.root.opened(top) as fd:
+                while True:
+                    name = f".emberkeep-replaced-{stamp}-{secrets.token_hex(4)}"
+                    try:
+                        os.mkdir(name, PRIVATE_DIR, dir_fd=fd)
+                        break
+                    except FileExistsError:
+                        continue  # never a name someone made or planted before
+                aside_fd = open_dir(fd, name)
+                os.fchmod(aside_fd, PRIVATE_DIR)
+            self._asides[device] = (aside_fd, (*top, name))
+            self.result.kept_in.append(str(self.root.path((*top, name))))
+            return self._asides[device]

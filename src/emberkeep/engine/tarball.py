@@ -1,5 +1,13 @@
 """Any snapshot as a POSIX (pax) tar stream: names, modes, owners, times, symlinks and
-hardlinks as stored, file content streamed blob by blob (memory stays flat)."""
+hardlinks as stored, file content streamed blob by blob (memory stays flat).
+
+A tar is extracted by other tools, which trust its member names: so only entries a
+restore would accept go in (``restore.walk_tree``: one path component per name, each once
+per directory, so no member lies below a symlink member); a hardlink member names only a
+file written earlier in the same tar (else the file's own content is written); and a
+file's content is checked against its node before its header is written
+(``restore.file_problem``). A refused entry is left out and returned by path and reason.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +18,8 @@ from typing import BinaryIO
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
 from .fetch import read_in_order
-from .restore import walk_tree
-from .tree import Node
+from .restore import file_problem, walk_tree
+from .tree import Node, shown
 
 _TYPES = {"dir": tarfile.DIRTYPE, "file": tarfile.REGTYPE, "symlink": tarfile.SYMTYPE}
 
@@ -45,34 +53,47 @@ def write_tar(
     out: BinaryIO,
     *,
     on_file: Callable[[str, int], None] = lambda path, size: None,
-) -> tuple[int, int]:
-    """Stream the snapshot's tree into ``out``; returns (entries, content bytes)."""
+) -> tuple[int, int, list[dict[str, str]]]:
+    """Stream the snapshot's tree into ``out``; returns (entries, content bytes, refused)."""
     repo.require_identity("export")
     entries = size = 0
+    refused: list[dict[str, str]] = []
+    written: set[str] = set()  # regular files in the tar so far, for hardlinks
+
+    def refuse(path: str, reason: str) -> None:
+        refused.append({"path": shown(path), "reason": reason})
+
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for path, node in walk_tree(repo, snapshot.tree):
-            info = _info(path, node)
+        for path, node in walk_tree(repo, snapshot.tree, on_refused=refuse):
+            linked = node.get("hardlink") in written
+            if node["type"] == "file" and not linked:
+                problem = file_problem(repo, node)
+                if problem:
+                    refuse(path, f"{problem}; left out")
+                    continue
+            info = _info(path, node, linked)
             if info.type == tarfile.REGTYPE:
                 tar.addfile(info, _BlobReader(repo, node["content"]))  # type: ignore[arg-type]
+                written.add(path)
                 size += info.size
                 on_file(path, info.size)
             else:
                 tar.addfile(info)
             entries += 1
-    return entries, size
+    return entries, size, refused
 
 
-def _info(path: str, node: Node) -> tarfile.TarInfo:
+def _info(path: str, node: Node, linked: bool) -> tarfile.TarInfo:
     info = tarfile.TarInfo(path.lstrip("/"))
     info.type = _TYPES[node["type"]]
-    info.mode = int(node.get("mode", 0o644))
-    info.uid, info.gid = int(node.get("uid", 0)), int(node.get("gid", 0))
-    info.mtime = int(node.get("mtime_ns", 0)) / 1e9
+    info.mode = node["mode"]
+    info.uid, info.gid = node["uid"], node["gid"]
+    info.mtime = node["mtime_ns"] / 1e9
     if node["type"] == "symlink":
         info.linkname = node["target"]
-    elif node.get("hardlink"):
+    elif linked:
         info.type = tarfile.LNKTYPE
-        info.linkname = str(node["hardlink"]).lstrip("/")
+        info.linkname = node["hardlink"].lstrip("/")
     elif node["type"] == "file":
-        info.size = int(node["size"])
+        info.size = node["size"]
     return info

@@ -22,7 +22,7 @@ from ..repository.snapshot import Snapshot
 from . import crypto
 from .chunker import Chunker
 from .restore import walk_tree
-from .tree import Node, content_digest
+from .tree import DIGEST_DIFFERS, Node, content_digest
 
 
 @dataclass
@@ -59,7 +59,12 @@ def verify_tree(
     mac = repo.writer_key.mac_key
     as_root = os.geteuid() == 0
     expected: set[str] = set()
-    for path, node in walk_tree(repo, snapshot.tree):
+
+    def refused(path: str, reason: str) -> None:
+        if not skip(path):
+            result.differences.append(Difference(path, f"not restorable: {reason}"))
+
+    for path, node in walk_tree(repo, snapshot.tree, on_refused=refused):
         if skip(path):
             continue
         expected.add(path)
@@ -109,10 +114,7 @@ def _check_content(target: Path, node: Node, chunker: Chunker, mac: bytes) -> st
         return "content differs from the snapshot's blobs (the restore wrote other bytes)"
     digest = node.get("digest")
     if digest is not None and content_digest(ids) != digest:
-        return (
-            "content digest differs from the one recorded at backup time: the snapshot's "
-            "tree does not describe what was read (damaged or written by a faulty writer)"
-        )
+        return DIGEST_DIFFERS
     return None
 
 

@@ -29,9 +29,10 @@ from typing import Any
 
 from .. import clock
 from ..config import MongoSource
-from ..engine.restore import Restorer, walk_tree
+from ..engine.restore import RestoreIncomplete, Restorer, RestoreResult, walk_tree
 from ..engine.verify import verify_tree
 from ..errors import EmberkeepError, UsageError
+from ..fsutil import make_dirs
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
 from ..sources import git
@@ -134,15 +135,27 @@ def run_drill(
 
 def _scratch_dir(site: Site) -> Path:
     base = site.state_dir / "drill"
-    base.mkdir(mode=0o700, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix="scratch-", dir=base))
+    make_dirs(base)
+    scratch = Path(tempfile.mkdtemp(prefix="scratch-", dir=base))
+    scratch.chmod(0o700)  # mkdtemp's mode is less the umask
+    return scratch
+
+
+def _refused(restored: RestoreResult, result: DrillResult, snapshot: Snapshot) -> None:
+    """Entries the restore refused fail the drill: the first is its first difference, and
+    the restore's failure (all of them, named) its error."""
+    if restored.refused:
+        first = restored.refused[0]
+        result.first_difference = f"{first['path']}: {first['reason']}"
+        result.checked.append({"refused": restored.refused})
+        raise RestoreIncomplete(f"restore of snapshot {snapshot.short_id}", restored.refused)
 
 
 def _drill_files(site: Site, repo: Repository, snapshot: Snapshot, result: DrillResult) -> None:
     scratch = _scratch_dir(site)
     try:
         started = time.monotonic()
-        Restorer(repo, scratch).restore(snapshot)
+        restored = Restorer(repo, scratch).restore(snapshot)
         result.phases["restore"] = result.rto_seconds = time.monotonic() - started
         started = time.monotonic()
         verified = verify_tree(repo, snapshot, scratch)
@@ -151,6 +164,7 @@ def _drill_files(site: Site, repo: Repository, snapshot: Snapshot, result: Drill
         if verified.differences:
             result.first_difference = str(verified.differences[0])
             result.checked[0]["differences"] = len(verified.differences)
+        _refused(restored, result, snapshot)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -165,7 +179,8 @@ def _drill_git(site: Site, repo: Repository, snapshot: Snapshot, result: DrillRe
         result.phases["restore"] = result.rto_seconds = time.monotonic() - started
         started = time.monotonic()
         bundle_dir = scratch / "bundle"
-        Restorer(repo, bundle_dir).restore(snapshot, [f"/{git.BUNDLE}", f"/{git.RECORD}"])
+        files = [f"/{git.BUNDLE}", f"/{git.RECORD}"]
+        restored = Restorer(repo, bundle_dir).restore(snapshot, files)
         verified = verify_tree(repo, snapshot, bundle_dir)
         fsck = subprocess.run(
             ["git", "-C", str(scratch / "repo"), "fsck", "--full", "--no-progress"],
@@ -179,6 +194,7 @@ def _drill_git(site: Site, repo: Repository, snapshot: Snapshot, result: DrillRe
         elif fsck.returncode != 0:
             problem = (fsck.stderr or fsck.stdout).strip().splitlines()[:1]
             result.first_difference = f"git fsck of the restored repository: {problem}"
+        _refused(restored, result, snapshot)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -13,14 +13,14 @@ Files appear under their final name only when complete (temp name, fsync, rename
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..engine.restore import Restorer, walk_tree
 from ..engine.tarball import write_tar
 from ..engine.tree import Node
-from ..errors import UsageError
+from ..errors import IntegrityError, UsageError
 from ..fsutil import atomic_output
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
@@ -38,9 +38,16 @@ class ExportResult:
     to: str
     files: int
     bytes: int
+    refused: list[dict[str, str]] = field(default_factory=list)  # left out: path, reason
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": self.format, "to": self.to, "files": self.files, "bytes": self.bytes}
+        return {
+            "format": self.format,
+            "to": self.to,
+            "files": self.files,
+            "bytes": self.bytes,
+            "refused": self.refused,
+        }
 
 
 def run_export(
@@ -68,12 +75,13 @@ def run_export(
         return snapshot, _mongodump_dir(repo, snapshot, dest, on_file)
     if dest.is_dir():
         raise UsageError(f"--to {dest} is a directory; give the file to write")
+    refused: list[dict[str, str]] = []
     with atomic_output(dest) as out:
         if fmt == "tar":
-            files, size = write_tar(repo, snapshot, out, on_file=on_file)
+            files, size, refused = write_tar(repo, snapshot, out, on_file=on_file)
         else:
             files, size = _mongodump_archive(repo, snapshot, out, on_file)
-    return snapshot, ExportResult(fmt, str(dest), files, size)
+    return snapshot, ExportResult(fmt, str(dest), files, size, refused)
 
 
 def _mongodump_dir(
@@ -83,20 +91,28 @@ def _mongodump_dir(
         raise UsageError(f"--to {dest} exists and is not an empty directory")
     tops = [path for path, _ in walk_tree_top(repo, snapshot) if path != f"/{RECORD}"]
     result = Restorer(repo, dest, on_file=on_file).restore(snapshot, tops)
-    return ExportResult("mongodump-dir", str(dest), result.files, result.bytes)
+    return ExportResult("mongodump-dir", str(dest), result.files, result.bytes, result.refused)
 
 
 def walk_tree_top(repo: Repository, snapshot: Snapshot) -> list[tuple[str, Node]]:
-    """The snapshot's root entries."""
-    from ..engine.tree import decode_tree
+    """The snapshot's valid root entries (the restore reports the others)."""
+    from ..engine.tree import BadTree, decode_listing
 
-    return [(f"/{n['name']}", n) for n in decode_tree(repo.read_blob(snapshot.tree))]
+    try:
+        listing = decode_listing(repo.read_tree(snapshot.tree))
+    except BadTree as exc:
+        raise IntegrityError(f"snapshot {snapshot.short_id}", f"its root: {exc}") from exc
+    return [(f"/{n['name']}", n) for n in listing.nodes]
 
 
 def _mongodump_archive(
     repo: Repository, snapshot: Snapshot, out: Any, on_file: Callable[[str, int], None]
 ) -> tuple[int, int]:
     nodes = {path: node for path, node in walk_tree(repo, snapshot.tree)}
+    if nodes.get(f"/{RECORD}", {}).get("type") != "file":
+        raise IntegrityError(
+            f"snapshot {snapshot.short_id}", f"a mongodb snapshot without {RECORD}"
+        )
     record = DumpRecord.from_bytes(snapshotfiles.content(repo, nodes[f"/{RECORD}"]))
     dumped = list(snapshotfiles.dumped_collections(repo, nodes))
     collections = [

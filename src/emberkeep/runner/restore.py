@@ -9,10 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..engine.fetch import read_in_order
-from ..engine.restore import Restorer, RestoreResult, walk_tree
-from ..engine.tree import Node
+from ..engine.restore import RestoreIncomplete, Restorer, RestoreResult, file_problem, walk_tree
+from ..engine.tree import Node, shown
 from ..errors import IntegrityError, UsageError
-from ..fsutil import storage_error
+from ..fsutil import make_dirs, storage_error
 from ..redact import redact_url
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
@@ -38,9 +38,14 @@ def run_restore(
     on_file: Callable[[str, int], None] = lambda path, size: None,
     on_total: Callable[[int], None] = lambda size: None,
     git_in_place: bool = False,
+    partial: bool = False,
 ) -> tuple[Snapshot, RestoreResult]:
     """``git_in_place``: a git snapshot may go into a non-empty directory without a
-    repository (recover: the config files already restored into the app's folder)."""
+    repository (recover: the config files already restored into the app's folder).
+
+    Entries the restore refuses (``engine.restore``) leave the rest restored; they raise
+    ``RestoreIncomplete`` at the end unless ``partial``, where the caller reports
+    ``result.refused`` itself (the CLI, which lists them and exits 1)."""
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"--to {dest} is a file; give a directory to restore under")
     repo = site.repository(target, read=True)
@@ -51,6 +56,10 @@ def run_restore(
     with hooks.around(job_hooks, "restore", snapshot.source, **context) as run:
         result = _restore(repo, snapshot, dest, paths, on_file, on_total, git_in_place)
     result.warnings.extend(run.warnings)
+    if result.refused and not partial:
+        raise RestoreIncomplete(
+            f"restore of snapshot {snapshot.short_id} to {dest}", result.refused
+        )
     return snapshot, result
 
 
@@ -138,15 +147,19 @@ def restore_git(
     repo.require_identity("restore")
     nodes = {path: node for path, node in walk_tree(repo, snapshot.tree)}
     record = git.GitRecord.from_bytes(_content(repo, nodes, snapshot, git.RECORD))
-    bundle = _node(nodes, snapshot, git.BUNDLE)
+    bundle = _node(repo, nodes, snapshot, git.BUNDLE)
     repo.prepare_read(bundle["content"])  # a cold target thaws the bundle's packs first
     created = not dest.exists()
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(dest.parent)
     fd, tmp = tempfile.mkstemp(prefix=".emberkeep-", suffix=".bundle", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as out:
             for data in read_in_order(repo, bundle["content"]):
                 out.write(data)
+            if out.tell() != bundle["size"]:
+                raise IntegrityError(
+                    f"/{git.BUNDLE}", f"{out.tell()} bytes, the snapshot says {bundle['size']}"
+                )
         git.restore_bundle(Path(tmp), dest, record)
     except BaseException:
         if created:
@@ -158,12 +171,16 @@ def restore_git(
     return RestoreResult(files=1, bytes=bundle["size"])
 
 
-def _node(nodes: dict[str, Node], snapshot: Snapshot, name: str) -> Node:
+def _node(repo: Repository, nodes: dict[str, Node], snapshot: Snapshot, name: str) -> Node:
+    """A file of a git snapshot's root, its content checked against its node first."""
     node = nodes.get(f"/{name}")
     if node is None or node["type"] != "file":
         raise IntegrityError(f"snapshot {snapshot.short_id}", f"a git snapshot without {name}")
+    problem = file_problem(repo, node)
+    if problem:
+        raise IntegrityError(f"/{shown(name)}", problem)
     return node
 
 
 def _content(repo: Repository, nodes: dict[str, Node], snapshot: Snapshot, name: str) -> bytes:
-    return b"".join(read_in_order(repo, _node(nodes, snapshot, name)["content"]))
+    return b"".join(read_in_order(repo, _node(repo, nodes, snapshot, name)["content"]))
