@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -71,11 +72,43 @@ class GitRecord:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> GitRecord:
+        """The record read back; refs and HEAD go on git's command line at restore, so each
+        must be a ref name or an object id (never an option, nor a path outside refs/)."""
         try:
             raw = json.loads(data)
-            return cls(raw["path"], raw["head"]["symref"], raw["head"]["commit"], raw["refs"])
+            record = cls(raw["path"], raw["head"]["symref"], raw["head"]["commit"], raw["refs"])
+            refs_ok = all(
+                isinstance(r, list) and len(r) == 2 and _is_oid(r[0]) and _is_ref(r[1])
+                for r in record.refs
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise IntegrityError(RECORD, f"not a git snapshot record ({exc})") from exc
+        if not (
+            isinstance(record.path, str)
+            and (record.symref is None or _is_ref(record.symref))
+            and (record.commit is None or _is_oid(record.commit))
+            and refs_ok
+        ):
+            raise IntegrityError(RECORD, "a git snapshot record with a malformed ref or HEAD")
+        return record
+
+
+_OID = re.compile(r"\A(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")
+_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/\.|\.lock(/|\Z)")
+
+
+def _is_oid(value: object) -> bool:
+    return isinstance(value, str) and bool(_OID.match(value))
+
+
+def _is_ref(value: object) -> bool:
+    """A ref name as ``git check-ref-format`` takes it, below ``refs/``."""
+    return (
+        isinstance(value, str)
+        and value.startswith("refs/")
+        and not value.endswith(("/", "."))
+        and not _REF_FORBIDDEN.search(value)
+    )
 
 
 def _git(*args: str | os.PathLike[str], check: bool = True) -> subprocess.CompletedProcess[str]:

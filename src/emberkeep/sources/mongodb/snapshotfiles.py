@@ -39,7 +39,13 @@ def dumped_collections(repo: Repository, nodes: dict[str, Node]) -> Iterator[Dum
         if len(parts) != 2 or not parts[1].endswith(".metadata.json"):
             continue
         metadata = content(repo, node)
-        info = parse_metadata(parts[0], metadata)
+        try:
+            info = parse_metadata(parts[0], metadata)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(path, f"not a collection's metadata ({exc})") from exc
+        if info.name != parts[1].removesuffix(".metadata.json"):
+            # the name goes into an archive's namespaces: it must be the one its file has
+            raise IntegrityError(path, "names another collection than its file does (forged)")
         yield DumpedCollection(info, metadata, nodes.get(f"/{info.db}/{info.name}.bson"))
 
 
