@@ -16,10 +16,12 @@ data safe"), so a restore is confined and checks what it writes:
 - everything is created through directory handles, never following a symlink
   (``engine.confined``): a symlink restored earlier, or one already at the destination,
   is never written through; nothing above ``--to`` (nor ``--to`` itself, which no node
-  describes) has its mode, owner or times changed;
+  describes: it is made 0700 when missing, else left as it is) has its mode, owner or
+  times set;
 - a hardlink is made only to a file this restore wrote (the same inode it created);
 - setuid and setgid bits of a file are kept only when its owner is restored too (as
-  root), and every such file is listed (``setid``);
+  root), and every such file is listed (``setid``); a directory keeps its setgid bit,
+  which only makes new entries inherit its group;
 - a file's content must give the digest its node records (``tree.content_problem``),
   and the bytes written must be as many as its node says; each blob is re-hashed as it
   is read, so a file that passes is what the backup read.
