@@ -94,9 +94,7 @@ def test_backup_and_restore_through_the_cli_survive_a_drop_and_a_reset(
     assert tree_listing(restored(dest, src)) == tree_listing(src)
 
 
-def test_a_server_that_never_sends_its_banner_is_one_clear_line(
-    site: Site, tmp_path: Path
-) -> None:
+def test_a_server_that_never_sends_its_banner_is_one_clear_line(site: Site, tmp_path: Path) -> None:
     with socket.socket() as mute:
         mute.bind(("127.0.0.1", 0))
         mute.listen(8)  # accepts, then says nothing
