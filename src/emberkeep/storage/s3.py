@@ -2,7 +2,9 @@
 
 URL: ``s3://bucket[/prefix][?endpoint=URL&region=R&storage_class=C&timeout=SECONDS]``, and
 for cold storage ``thaw_days``, ``thaw_tier``, ``thaw_poll``, ``thaw_timeout``, for
-immutability ``lock_days`` and ``lock_mode`` (both below).
+immutability ``lock_days`` and ``lock_mode`` (both below). Every number is bounded
+(``urlquery``): ``timeout`` from 1 to 3600 seconds, ``thaw_days`` up to 3650, ``thaw_poll``
+up to a day, ``thaw_timeout`` up to 30 days, ``lock_days`` up to 36500.
 Credentials come from boto's usual chain: ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``
 (``AWS_SESSION_TOKEN``), ``AWS_PROFILE`` with ``~/.aws/credentials`` and ``~/.aws/config``, or
 an instance role. With an ``endpoint`` (an S3-compatible server) requests use path-style

@@ -1,7 +1,8 @@
 """sftp:// targets: one file per object on an SSH server, written temp -> fsync -> rename.
 
 URL: ``sftp://[user@]host[:port]/path[?key=FILE&known_hosts=FILE&timeout=SECONDS]``. The path
-is absolute on the server; ``/~/path`` is relative to the user's home folder.
+is absolute on the server; ``/~/path`` is relative to the user's home folder. ``timeout`` is
+from 1 to 3600 seconds (default 30).
 
 - **Authentication** is by key only: the SSH agent and the keys in ``~/.ssh``, or only the key
   file given with ``key``. The server's host key must already be in known_hosts
@@ -49,7 +50,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -775,7 +776,7 @@ class SftpStorage:
             )
         return exc
 
-    def _gave_up(self, what: str, drops: list[BaseException]) -> StorageError:
+    def _gave_up(self, what: str, drops: Sequence[BaseException]) -> StorageError:
         """The error after the last try: the connection dropped every time."""
         last = drops[-1]
         if isinstance(last, _Dropped) and last.refused_session:
