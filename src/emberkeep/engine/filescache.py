@@ -47,7 +47,8 @@ _DAMAGE_CODES = frozenset(
 )
 _SELECT = "SELECT key, size, mtime, ctime, inode, ids, tag FROM files ORDER BY key"
 
-Row = tuple[bytes, Any, Any, Any, Any, Any, Any]
+Row = tuple[bytes, Any, Any, Any, Any, Any, Any]  # as read: any column may be damaged
+_Row = tuple[bytes, int, int, int, int, bytes, bytes]  # as written
 
 
 def walk_key(path: str) -> bytes:
@@ -73,7 +74,10 @@ class FilesCache:
         self._db: sqlite3.Connection | None = None
         self._rows: Iterator[Row] = iter(())
         self._row: Row | None = None
-        self._seen: list[tuple[bytes, os.stat_result, list[bytes]]] = []
+        # What commit writes: a file read this run (its row is made at commit, once its ids
+        # are known), or the row of a verified hit, kept as it is.
+        self._seen: list[tuple[bytes, os.stat_result, list[bytes]] | _Row] = []
+        self._hit: tuple[list[bytes], _Row] | None = None  # the last hit, for remember()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             self._db = self._open()
@@ -179,13 +183,20 @@ class FilesCache:
             self.rejected += 1
             return None
         ids = [raw[i : i + ID] for i in range(0, len(raw), ID)]
-        return ids if all(known(i) for i in ids) else None
+        if not all(map(known, ids)):
+            return None
+        self._hit = (ids, (key, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, raw, tag))
+        return ids
 
     # -- writing -------------------------------------------------------------------------
 
     def remember(self, path: str, st: os.stat_result, ids: list[bytes]) -> None:
         """Note a file for the next run; ``ids`` may still be filling in."""
-        self._seen.append((walk_key(path), st, ids))
+        if self._hit is not None and self._hit[0] is ids:  # what lookup just gave: as it was
+            self._seen.append(self._hit[1])
+        else:
+            self._seen.append((walk_key(path), st, ids))
+        self._hit = None
 
     def commit(self) -> None:
         """Write the files noted for the next run, replacing the table.
@@ -207,13 +218,15 @@ class FilesCache:
     def _write(self) -> None:
         if self._db is None:
             self._db = self._open()
-        rows = (
-            (k, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino, raw, self._tag(k, s, raw))
-            for k, s, raw in ((k, s, b"".join(ids)) for k, s, ids in self._seen)
-        )
+        rows = (seen if len(seen) == 7 else self._row_of(*seen) for seen in self._seen)
         with self._db:
             self._db.execute("DELETE FROM files")
             self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def _row_of(self, key: bytes, st: os.stat_result, ids: list[bytes]) -> _Row:
+        raw = b"".join(ids)
+        tag = self._tag(key, st, raw)
+        return (key, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, raw, tag)
 
     def close(self) -> None:
         if self._db is not None:
