@@ -97,6 +97,15 @@ class SshServer:
         options = {"key": str(self.key), "known_hosts": str(self.known_hosts), **query}
         return f"sftp://{self.user}@127.0.0.1:{self.port}{path}?{urlencode(options)}"
 
+    def url_via(self, port: int, path: str | os.PathLike[str], **query: str | float) -> str:
+        """A URL reaching this server through a proxy on ``port`` (its own known_hosts line:
+        the host key is this server's, the name the proxy's)."""
+        entry = self.known_hosts.read_text().replace(f"]:{self.port} ", f"]:{port} ", 1)
+        known = self.workdir / f"known_hosts-{port}"
+        known.write_text(entry)
+        options = {"key": str(self.key), "known_hosts": str(known), **query}
+        return f"sftp://{self.user}@127.0.0.1:{port}{path}?{urlencode(options)}"
+
     def host_entry_for(self, public_key: str) -> str:
         """A known_hosts line giving this server ``public_key`` (the wrong-key test)."""
         kind, blob = public_key.split()[:2]
@@ -267,24 +276,42 @@ def start_versitygw(workdir: Path, *, versioning: bool = False) -> S3Server:
 
 
 class FlakyProxy:
-    """A loopback TCP proxy that cuts connections mid-request, as a flaky network would.
+    """A loopback TCP proxy that cuts connections mid-transfer, as a flaky network would.
 
-    It forwards to ``upstream`` and resets the first ``drops`` connections that carry more
-    than ``after_bytes`` bytes from the client.
+    It forwards to ``upstream`` and cuts the next ``drops`` connections that carry more than
+    ``after_bytes`` bytes in ``direction`` (``up``: from the client, ``down``: to it), with a
+    TCP reset (``cut="reset"``) or an orderly close (``cut="close"``, the peer sees an end of
+    file). ``arm`` sets it again for the next step of a test; the port stays the same.
     """
 
-    def __init__(self, upstream: int, *, drops: int, after_bytes: int) -> None:
+    def __init__(
+        self,
+        upstream: int,
+        *,
+        drops: int = 0,
+        after_bytes: int = 0,
+        direction: str = "up",
+        cut: str = "reset",
+    ) -> None:
         self.upstream = upstream
-        self.drops = drops
-        self.after_bytes = after_bytes
         self.dropped = 0
         self._lock = threading.Lock()
+        self.arm(drops=drops, after_bytes=after_bytes, direction=direction, cut=cut)
         self._sockets: list[socket.socket] = []
         self._listener = socket.socket()
         self._listener.bind(("127.0.0.1", 0))
         self._listener.listen(64)
         self.port: int = self._listener.getsockname()[1]
         self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def arm(
+        self, *, drops: int, after_bytes: int, direction: str = "up", cut: str = "reset"
+    ) -> None:
+        assert direction in ("up", "down") and cut in ("reset", "close")
+        with self._lock:
+            self.drops, self.after_bytes = drops, after_bytes
+            self.direction, self.cut = direction, cut
+            self.dropped = 0
 
     def __enter__(self) -> FlakyProxy:
         self._thread.start()
@@ -309,17 +336,16 @@ class FlakyProxy:
             server = socket.create_connection(("127.0.0.1", self.upstream))
             with self._lock:
                 self._sockets += [client, server]
-            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, server, "up"), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, "down"), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, upload: bool) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, direction: str) -> None:
         carried = 0
         try:
             while data := src.recv(65536):
                 carried += len(data)
-                if upload and carried > self.after_bytes and self._take_drop():
-                    _reset(src)
-                    _reset(dst)
+                if carried > self.after_bytes and self._take_drop(direction):
+                    self._cut(src, dst)
                     return
                 dst.sendall(data)
         except OSError:
@@ -327,9 +353,18 @@ class FlakyProxy:
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
 
-    def _take_drop(self) -> bool:
+    def _cut(self, *socks: socket.socket) -> None:
+        for sock in socks:
+            if self.cut == "reset":
+                _reset(sock)
+            else:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def _take_drop(self, direction: str) -> bool:
         with self._lock:
-            if self.dropped >= self.drops:
+            if direction != self.direction or self.dropped >= self.drops:
                 return False
             self.dropped += 1
             return True

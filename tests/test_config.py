@@ -182,6 +182,24 @@ BAD_CONFIGS: list[tuple[str, dict[str, str], str, list[str]]] = [
         ["required", "add it"],
     ),
     (
+        "an endless timeout in a target URL",
+        {"targets": "[[targets]]\nname = 'far'\nurl = 'sftp://u@host/srv/b?timeout=inf'"},
+        "targets[2] (far).url",
+        ["timeout='inf'", "from 1 to 3600"],
+    ),
+    (
+        "a NUL in a source path",
+        {"sources": "[[sources]]\nname = 'nul'\ntype = 'files'\npaths = [\"/srv/a\\u0000b\"]"},
+        "sources[2] (nul).paths",
+        ["NUL character"],
+    ),
+    (
+        "target credentials asked for by a hook",
+        {"source": "hooks = { after_backup = 'true', env = ['APP_ENV', 'AWS_SECRET_ACCESS_KEY'] }"},
+        "sources[1] (files).hooks.env",
+        ["AWS_SECRET_ACCESS_KEY", "never passed to hooks"],
+    ),
+    (
         "a key whose name looks like terminal markup",
         {"site": '"colour[red]" = "blue"'},
         "site.colour[red]",
@@ -698,6 +716,35 @@ def test_unknown_or_malformed_target_urls(tmp_path: Path, url: str) -> None:
     message = parse_error(raw, tmp_path / "c.toml")
     assert "targets[1] (local).url" in message
     assert "file:///" in message
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("sftp://u@host/b?timeout=1e309", "timeout='1e309'"),
+        ("sftp://u@host/b?timeout=nan", "timeout='nan'"),
+        ("sftp://u@host/b?timeout=-1", "timeout='-1'"),
+        ("s3://bucket/p?timeout=inf", "timeout='inf'"),
+        ("s3://bucket/p?thaw_poll=inf", "thaw_poll='inf'"),
+        ("s3://bucket/p?thaw_timeout=99999999999999d", "thaw_timeout='99999999999999d'"),
+        ("s3://bucket/p?lock_days=nan", "lock_days='nan'"),
+        ("sftp://u:pw@host/b", "no password"),
+    ],
+)
+def test_remote_url_options_are_checked_when_the_config_loads(
+    tmp_path: Path, url: str, words: str
+) -> None:
+    raw = base(tmp_path)
+    raw["targets"][0]["url"] = url
+    message = parse_error(raw, tmp_path / "c.toml")
+    assert "targets[1] (local).url" in message and words in message, message
+    assert "target local:" not in message  # the field names it once
+
+
+def test_a_duration_too_long_for_any_clock_is_a_config_error(tmp_path: Path) -> None:
+    raw = base(tmp_path)
+    raw["prune"] = {"grace": "99999999999999d"}
+    assert "too long" in parse_error(raw, tmp_path / "c.toml")
 
 
 def test_duplicate_source_names(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ Mounting needs root, which CI has; without it this test fails (it never skips).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -80,3 +81,51 @@ def test_full_target_fails_backup_clearly_and_keeps_earlier_snapshots(
     dest = tmp_path / "restore-latest"
     site.run("restore", "latest", "--to", dest)
     assert tree_listing(restored(dest, source)) == tree_listing(source)
+
+
+def test_a_state_dir_full_after_the_commit_warns_and_the_snapshot_stands(
+    site: Site, tmp_path: Path
+) -> None:
+    """The backup commits its snapshot into the target; then the files cache, the journal and
+    the record of the stored site config cannot be written into the full state dir. Each is
+    a warning naming the snapshot and the full disk: exit 0, and the snapshot restores."""
+    source = tmp_path / "src"
+    for i in range(400):
+        (source / f"d{i % 9}").mkdir(parents=True, exist_ok=True)
+        (source / f"d{i % 9}" / f"file-{i:04}.txt").write_text(f"file {i}\n" * (i % 50 + 1))
+    with mounted_tmpfs(site.state_dir, 2):
+        site.write_config(paths=[source])
+        site.run("init")
+        site.run("backup")  # the state dir holds its cache and journal
+        for i in range(400, 800):  # more to remember than the full disk will take
+            (source / f"new-{i:04}.txt").write_text(f"new {i}\n")
+        fill(site.state_dir)
+        proc = site.run("backup")  # exit 0 asserted, and no traceback
+        err = proc.stderr
+        [_, snap] = site.snapshots()
+        assert f"snapshot {snap['id'][:12]}" in proc.stdout, proc.stdout
+        assert f"the state dir {site.state_dir} is full" in err, err
+        assert f"snapshot {snap['id'][:12]} is committed, but the files cache" in err, err
+        assert "Traceback" not in err and "OperationalError" not in err, err
+
+        status = site.run("status", ok=None)
+        assert f"the state dir {site.state_dir} is full" in status.stderr, status.stderr
+        assert "move it aside" not in status.stderr, status.stderr
+
+        dest = tmp_path / "restored"
+        site.run("restore", snap["id"], "--to", dest)
+        assert tree_listing(restored(dest, source)) == tree_listing(source)
+
+
+def fill(folder: Path) -> None:
+    """Fill the file system holding ``folder`` to the last byte."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 16, 1 << 12, 1):
+            with contextlib.suppress(OSError):
+                while os.write(fd, b"\0" * size):
+                    pass
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError):
+        (folder / "probe").write_bytes(b"x")

@@ -108,15 +108,18 @@ def test_cli_runs_a_sources_hooks_around_backup_and_restore(site: Site, tmp_path
     (data / "a.txt").write_text("candles\n")
     log = tmp_path / "log"
     gate = tmp_path / "app-may-stop"
+    seen = tmp_path / "env-seen"
     hooks = (
         "hooks = { "
         f"before_backup = 'test -e {gate} || {{ echo pm2 refused; exit 4; }}', "
         f"after_backup = '{_log(log)}', "
-        f"before_restore = '{_log(log)}', "
+        f"before_restore = '{_log(log)}; env > {seen}', "
         f"after_restore = 'echo \"$EMBERKEEP_SNAPSHOT $EMBERKEEP_OUTCOME\" >> {log}', "
-        "timeout = '30s' }"
+        "timeout = '30s', env = ['APP_ENV'] }"
     )
     site.write_config(paths=[data], source_extra=hooks)
+    site.env.update(AWS_SECRET_ACCESS_KEY="aws-secret-value", DB_PASSWORD="db-secret-value")
+    site.env["APP_ENV"] = "staging"
     site.run("init")
 
     failed = site.run("backup", ok=False)
@@ -130,3 +133,46 @@ def test_cli_runs_a_sources_hooks_around_backup_and_restore(site: Site, tmp_path
 
     site.run("restore", "latest", "--to", tmp_path / "out")
     assert _lines(log)[-2:] == ["before restore files", f"{snapshot['id']} success"]
+    env = seen.read_text()
+    assert "APP_ENV=staging" in env.splitlines()  # listed under hooks.env
+    assert "secret-value" not in env and "AWS_SECRET_ACCESS_KEY" not in env, env
+
+
+# -- what a hook sees of emberkeep's environment ------------------------------------------
+
+
+def test_a_hook_sees_a_minimal_environment_and_the_names_it_asks_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secrets = {
+        "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI-secret",
+        "AWS_SESSION_TOKEN": "session-token-secret",
+        "MONGO_PASSWORD": "mongo-secret",
+        "GITHUB_TOKEN": "ghp-secret",
+    }
+    for name, value in {**secrets, "APP_ENV": "production", "LC_TIME": "C", "TZ": "UTC"}.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "env"
+    hooks = Hooks(before=f"env > {out}", env=("APP_ENV", "NOT_SET_ANYWHERE"))
+    with around(hooks, "backup", "media", target="remote"):
+        pass
+    seen = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+    for name, value in secrets.items():
+        assert name not in seen and value not in out.read_text(), name
+    assert seen["APP_ENV"] == "production"  # listed in hooks.env
+    assert "NOT_SET_ANYWHERE" not in seen
+    assert (seen["LC_TIME"], seen["TZ"]) == ("C", "UTC")
+    assert seen["PATH"] == os.environ["PATH"] and seen["HOME"] == os.environ["HOME"]
+    assert (seen["EMBERKEEP_JOB"], seen["EMBERKEEP_TARGET"]) == ("backup", "remote")
+    allowed = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "APP_ENV", "PWD", "SHLVL", "_"}
+    unexpected = {n for n in seen if n not in allowed and not n.startswith(("LC_", "EMBERKEEP_"))}
+    assert not unexpected, unexpected  # PWD, SHLVL and _ are the shell's own
+
+
+def test_a_nul_in_what_a_hook_is_told_is_shown_escaped_not_a_crash(tmp_path: Path) -> None:
+    err = tmp_path / "err"
+    hooks = Hooks(after=f'printf "%s" "$EMBERKEEP_ERROR" > {err}')
+    with pytest.raises(EmberkeepError, match="cannot read"), around(hooks, "restore", "media"):
+        raise EmberkeepError("cannot read a\0b")  # a hostile file name, say
+    assert err.read_text() == "cannot read a\\0b"

@@ -394,3 +394,30 @@ def test_a_second_scheduler_on_the_same_state_is_refused(site: Site, tmp_path: P
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        '{"version": 1, "jobs": {"backup:media": {"since": 5, "last_run": ["x"]}}}',
+        "not json at all",
+    ],
+    ids=["wrong types", "garbage"],
+)
+def test_a_damaged_scheduler_state_is_reported_and_rebuilt(
+    site: Site, tmp_path: Path, damage: str
+) -> None:
+    make_site(site, tmp_path, {"media": "0 2 * * *"})
+    state_file = site.state_dir / "scheduler.json"
+    state_file.write_text(damage)
+    site.env["EMBERKEEP_NOW"] = "2026-03-01T00:00:00Z"
+    proc = site.run("run", "--until", "2026-03-02T03:00:00Z", "--json")  # exit 0, no traceback
+    assert "not a scheduler state" in proc.stderr and "moved aside" in proc.stderr, proc.stderr
+    assert state_file.with_name("scheduler.json.damaged").read_text() == damage
+    ends = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(e["time"], e["outcome"]) for e in ends if e["event"] == "end"] == [
+        ("2026-03-01T02:00:00Z", "ok"),
+        ("2026-03-02T02:00:00Z", "ok"),
+    ]
+    record = json.loads(state_file.read_text())["jobs"]["backup:media"]
+    assert record["outcome"] == "ok" and record["last_run"].startswith("2026-03-02T02:00")

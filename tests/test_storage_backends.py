@@ -462,7 +462,17 @@ def test_open_storage_rejects_bad_remote_urls() -> None:
         ("sftp://u:pw@host/x", "no password"),
         ("sftp:///x", "give a host"),
         ("sftp://host/", "give a folder"),
-        ("sftp://host/x?timeout=soon", "not a positive number"),
+        ("sftp://host/x?timeout=soon", "timeout='soon' in the URL is not a number of seconds"),
+        *[
+            (f"{scheme}://host/x?timeout={value}", f"timeout='{value}' .* from 1 to 3600")
+            for scheme in ("sftp", "s3")
+            for value in ("inf", "1e309", "nan", "-5", "0", "0.5", "3601")
+        ],
+        ("s3://b/x?thaw_poll=inf", "thaw_poll='inf' .* at most 1d"),
+        ("s3://b/x?thaw_timeout=1e309", "thaw_timeout='1e309' .* at most 30d"),
+        ("s3://b/x?thaw_timeout=99999999999999d", "thaw_timeout='99999999999999d'"),
+        ("s3://b/x?thaw_days=99999", "thaw_days='99999' .* from 1 to 3650"),
+        ("s3://b/x?lock_days=1e3", "lock_days='1e3' .* whole number"),
         ("sftp://host/x?colour=red", "unknown option colour"),
         ("s3://key:secret@bucket/x", "give a bucket"),
         ("s3://bucket/x?endpoint=ftp://h", "not an http"),

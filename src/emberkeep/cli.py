@@ -942,7 +942,9 @@ def cmd_run(site: Site, args: argparse.Namespace) -> int:
         warn=ui.warning,
     )
     with exporter.serving():
-        return scheduler.Scheduler(site, options, on_event=show, after_jobs=exporter.refresh).run()
+        return scheduler.Scheduler(
+            site, options, on_event=show, after_jobs=exporter.refresh, warn=ui.warning
+        ).run()
 
 
 def cmd_status(site: Site, args: argparse.Namespace) -> int:

@@ -86,6 +86,7 @@ class SourceHooks(_Strict):
     before_restore: str | None = None
     after_restore: str | None = None
     timeout: str = "10m"
+    env: list[str] = []  # names passed on from emberkeep's environment (runner/hooks.py)
 
 
 class _SourceBase(_Strict, tag_field="type"):
@@ -456,19 +457,22 @@ def _semantic_problems(config: Config, raw: dict[str, Any]) -> Iterator[tuple[st
             yield from _duration_problem(
                 source.hooks.timeout, field("sources", i, "hooks", "timeout")
             )
+            yield from _hooks_problems(source.hooks, field("sources", i, "hooks"))
         if source.objectives:
             for key in ("rpo", "rto"):
                 value = getattr(source.objectives, key)
                 yield from _duration_problem(value, field("sources", i, "objectives", key))
         if isinstance(source, FilesSource):
             for path in source.paths:
-                if not path.is_absolute():
+                if "\0" in str(path):
+                    yield field("sources", i, "paths"), f"{str(path)!r} holds a NUL character"
+                elif not path.is_absolute():
                     yield (
                         field("sources", i, "paths"),
                         f"{str(path)!r} is relative; give an absolute path",
                     )
     for i, target in enumerate(config.targets):
-        if problem := _url_problem(target.url):
+        if problem := _url_problem(target.url, target.name):
             yield field("targets", i, "url"), problem
         yield from _override_problems(config, i, field)
     yield from _duration_problem(config.prune.grace, field("prune", "grace"))
@@ -727,6 +731,24 @@ def _subset_problem(value: str | None, where: str) -> Iterator[tuple[str, str]]:
         yield where, str(exc)
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _hooks_problems(hooks: SourceHooks, where: str) -> Iterator[tuple[str, str]]:
+    for key in ("before_backup", "after_backup", "before_restore", "after_restore"):
+        if "\0" in (getattr(hooks, key) or ""):
+            yield f"{where}.{key}", "the command holds a NUL character; remove it"
+    for name in hooks.env:
+        if not _ENV_NAME.fullmatch(name):
+            yield f"{where}.env", f"{name!r} is not an environment variable name"
+        elif name.upper().startswith("AWS_"):
+            yield (
+                f"{where}.env",
+                f"{name}: the targets' credentials (AWS_*) are never passed to hooks; a hook "
+                "that needs its own gets them from its own config",
+            )
+
+
 def _duration_problem(value: str | None, where: str) -> Iterator[tuple[str, str]]:
     if value is None:
         return
@@ -736,7 +758,7 @@ def _duration_problem(value: str | None, where: str) -> Iterator[tuple[str, str]
         yield where, str(exc)
 
 
-def _url_problem(value: str) -> str | None:
+def _url_problem(value: str, name: str) -> str | None:
     parsed = urlparse(value)
     if parsed.scheme not in ("file", "sftp", "s3"):
         return (
@@ -747,4 +769,10 @@ def _url_problem(value: str) -> str | None:
         parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/")
     ):
         return f"{_quoted_url(value)}: a file URL needs three slashes and an absolute path, like file:///var/backups"
+    from .storage import check_url  # the backend's own parser: its options and their bounds
+
+    try:
+        check_url(value, name=name)
+    except UsageError as exc:
+        return str(exc).removeprefix(f"target {name}: ")
     return None

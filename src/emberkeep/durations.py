@@ -18,7 +18,10 @@ def parse_duration(text: str) -> timedelta:
             "e.g. '24h', '7d' or '1h30m'"
         )
     seconds = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(compact))
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"{text!r} is too long a duration; give at most some years") from None
 
 
 def format_duration(value: timedelta) -> str:

@@ -6,6 +6,8 @@ the message alone (no traceback) for any ``EmberkeepError``.
 
 from __future__ import annotations
 
+import os
+
 
 class EmberkeepError(Exception):
     """A failure the user can act on. ``exit_code`` follows DESIGN.md: 1 failure, 2 usage."""
@@ -62,3 +64,35 @@ class NotFound(StorageError):
 
 class AlreadyExists(StorageError):
     """A create-only write found the name taken."""
+
+
+NEARLY_FULL = 64 * 1024  # bytes free below which a failed write is put down to a full disk
+
+
+def is_disk_full(exc: BaseException | None, where: str | os.PathLike[str] | None = None) -> bool:
+    """Whether a failed write ran out of space: ENOSPC, EDQUOT or SQLite's SQLITE_FULL here or
+    in an error it was raised from, or (SQLite reports a full disk under its shared memory
+    file as a bare I/O error) the file system holding ``where`` has no space left."""
+    import errno
+    import sqlite3
+
+    seen, cause = 0, exc
+    while cause is not None and seen < 10:
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        code = getattr(cause, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_FULL:
+            return True
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    if where is None:
+        return False
+    try:
+        vfs = os.statvfs(where)
+    except OSError:
+        return False
+    return vfs.f_bavail * vfs.f_frsize < NEARLY_FULL
+
+
+def state_dir_full(state_dir: object) -> str:
+    """The words for a full state dir, the same wherever it is met."""
+    return f"the state dir {state_dir} is full (no space left on its device): free space there"

@@ -8,11 +8,12 @@ which this run then never deduplicates against.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -236,6 +237,25 @@ def _same_version(before: os.stat_result, after: os.stat_result) -> bool:
     return version(before) == version(after)
 
 
+@contextlib.contextmanager
+def _announced(repo: Repository, after_commit: list[dict[str, str]]) -> Iterator[Lease]:
+    """The backup's shared lease; once the body has committed, a failure to release it is a
+    warning in ``after_commit``, never the backup's failure (the lease goes stale anyway)."""
+    lease = Lease(repo.storage, "backup")
+    lease.__enter__()
+    try:
+        yield lease
+    except BaseException as exc:
+        lease.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    try:
+        lease.__exit__(None, None, None)
+    except Exception as exc:
+        after_commit.append(
+            {"path": repo.storage.label, "message": f"its lease could not be released ({exc})"}
+        )
+
+
 def backup(
     repo: Repository,
     events: Iterable[Event],
@@ -253,15 +273,18 @@ def backup(
 ) -> BackupResult:
     """Store ``events`` as one snapshot; ``extra`` (source-specific header fields, such as
     a dump's point in time) is read after the events are consumed, so a source may fill
-    it in as it ends. Up to ``streams`` concurrent ``Stream`` events are chunked at once."""
+    it in as it ends. Up to ``streams`` concurrent ``Stream`` events are chunked at once.
+
+    A ``cache`` is consulted and told what was read; the caller commits it once this
+    returns (the snapshot is committed by then, so a cache that cannot be written is only
+    a warning)."""
     started = time.monotonic()
-    with Lease(repo.storage, "backup") as lease:
+    after_commit: list[dict[str, str]] = []
+    with _announced(repo, after_commit) as lease:
         # After the lease: either prune sees this backup, or this backup sees its marks.
         condemned = frozenset(repo.condemned())
         repo.reload_index(avoid=condemned)
         writer = BlobWriter(repo, workers=workers, skip_packs=condemned)
-        if cache is not None:
-            cache.trust(repo.index_names, bool(condemned))
         run = _Run(
             repo,
             writer,
@@ -281,6 +304,8 @@ def backup(
         except BaseException:
             writer.abort()
             raise
+        if cache is not None and (problem := cache.problem()):
+            run.warnings.append({"path": str(cache.path), "message": problem})
         snapshot = Snapshot(
             source=source,
             source_type=source_type,
@@ -307,6 +332,6 @@ def backup(
         )
         lease.ensure_live(NOT_COMMITTED)  # a prune may have deleted packs it reuses
         repo.save_snapshot(snapshot)
-    if cache is not None:
-        cache.commit(repo.index_names)
-    return BackupResult(snapshot, run.warnings, run.unreadable)
+    for warning in after_commit:
+        warning["message"] = f"snapshot {snapshot.short_id} is committed, but {warning['message']}"
+    return BackupResult(snapshot, run.warnings + after_commit, run.unreadable)

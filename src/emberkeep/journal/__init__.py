@@ -54,7 +54,7 @@ from typing import Any, Protocol
 
 from .. import clock
 from ..durations import parse_duration
-from ..errors import EmberkeepError
+from ..errors import EmberkeepError, is_disk_full, state_dir_full
 from ..fsutil import make_dirs
 from ..repository.lease import pid_alive
 
@@ -157,9 +157,9 @@ class Journal:
 
     def __init__(self, path: Path, keep: timedelta | None = None) -> None:
         self.path = path
-        if str(path) != ":memory:":
-            _create_private(path)
         try:
+            if str(path) != ":memory:":
+                _create_private(path)
             self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
@@ -168,7 +168,15 @@ class Journal:
                 self.db.execute(
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA),)
                 )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
+            if is_disk_full(exc, path.parent):  # the journal is fine: do not advise moving it
+                raise EmberkeepError(
+                    f"the journal {path} cannot be opened: {state_dir_full(path.parent)}"
+                ) from exc
+            if isinstance(exc, OSError):
+                raise EmberkeepError(
+                    f"the journal {path} cannot be opened ({exc.strerror}); check the state dir"
+                ) from exc
             raise EmberkeepError(
                 f"the journal {path} cannot be opened ({exc}); move it aside to start a new one"
             ) from exc

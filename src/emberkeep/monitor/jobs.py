@@ -37,7 +37,7 @@ from datetime import timedelta
 from typing import Any
 
 from .. import clock
-from ..errors import UsageError
+from ..errors import EmberkeepError, UsageError, is_disk_full, state_dir_full
 from ..journal import Entry, Journal, error_text
 from ..runner.site import Site
 from ..sizes import parse_size
@@ -147,7 +147,13 @@ class Job:
         )
         if len(copy.snapshots) == 1:
             entry.snapshot = copy.snapshots[0]
-        self.journal.add(entry)
+        try:
+            self.journal.add(entry)
+        except Exception as exc:  # the copy is done (or reported failed): only warn
+            self.warn(
+                f"the copy to target {copy.target} was not journaled: "
+                f"{_journal_problem(self.site, exc)}"
+            )
         self.copies.append(entry)
 
 
@@ -163,14 +169,18 @@ def watch(
     """Journal one run of a job and send the alerts it raises or resolves (module docstring)."""
     if target is None and kind in ("backup", "restore", "drill"):
         target = site.config.targets[0].name  # where a backup writes, restore/drill read
+    journal = None
     try:
         journal = Journal.open(site)
         journal.mark_interrupted(kind, source, target)
-    except Exception as exc:  # a broken journal must not stop backups
-        warn(f"{exc}; this {kind} runs without being journaled")
-        journal = Journal.in_memory()
-    try:
         entry = journal.add(Entry(kind=kind, source=source, target=target))
+    except Exception as exc:  # a broken journal (or a full disk) must not stop backups
+        warn(f"{_journal_problem(site, exc)}; this {kind} runs without being journaled")
+        if journal is not None:
+            journal.close()
+        journal = Journal.in_memory()
+        entry = journal.add(Entry(kind=kind, source=source, target=target))
+    try:
         job = Job(site, journal, entry, warn)
         t0 = time.monotonic()
         failure: BaseException | None = None
@@ -202,10 +212,20 @@ def _finish(job: Job, failure: BaseException | None) -> None:
         if entry.kind != "restore" and not isinstance(failure, KeyboardInterrupt | UsageError):
             _alerts(job)
     except Exception as exc:  # monitoring never fails the job it watches
-        text = f"{type(exc).__name__}: {exc}"
-        job.warn(f"journal or alerts after {entry.kind}: {text} (the job itself is not affected)")
+        text = _journal_problem(job.site, exc)
+        done = f" (snapshot {entry.snapshot[:12]})" if entry.snapshot else ""
+        job.warn(
+            f"journal or alerts after {entry.kind}{done}: {text} (the job itself is not affected)"
+        )
         with contextlib.suppress(Exception):
             journal.add(Entry(kind="notify", outcome="failed", error=f"after {entry.kind}: {text}"))
+
+
+def _journal_problem(site: Site, exc: Exception) -> str:
+    """What went wrong with the journal, a full disk named as such."""
+    if is_disk_full(exc, site.config.site.state_dir):
+        return state_dir_full(site.config.site.state_dir)
+    return str(exc) if isinstance(exc, EmberkeepError) else f"{type(exc).__name__}: {exc}"
 
 
 def _alerts(job: Job) -> None:

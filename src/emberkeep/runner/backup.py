@@ -11,7 +11,7 @@ from .. import clock
 from ..config import FilesSource, GitSource, MongoSource
 from ..engine.backup import BackupResult, Progress, backup
 from ..engine.filescache import FilesCache
-from ..errors import EmberkeepError, UsageError
+from ..errors import UsageError, is_disk_full, state_dir_full
 from ..fsutil import write_atomic
 from ..sources.files import FilesWalker
 from ..sources.git import GitRepo, push_mirror, redact
@@ -80,13 +80,36 @@ def _store_site_config(site: Site, outcome: SourceOutcome) -> None:
         again = last.get(outcome.target) != tag
         storage = site.storage(outcome.target)
         siteconfig.store(storage, writer_key, site.recipients, stored, again=again)
-        if again:
-            last[outcome.target] = tag
+    except Exception as exc:
+        reason = str(exc) or type(exc).__name__
+        what = f"the site config could not be stored in target {outcome.target}"
+        _warn_after_commit(outcome.result, str(path), what, reason)
+        return
+    if again:
+        last[outcome.target] = tag
+        try:
             write_atomic(_last_stored_path(site), json.dumps(last).encode(), mode=0o600)
-    except (OSError, ValueError, EmberkeepError) as exc:
-        outcome.result.warnings.append(
-            {"path": str(path), "message": f"could not store the site config: {exc}"}
-        )
+        except Exception as exc:  # the next backup stores it again: harmless
+            what = f"{_last_stored_path(site)} was not updated"
+            _warn_after_commit(outcome.result, str(path), what, _state_dir_reason(site, exc))
+
+
+def _warn_after_commit(result: BackupResult, path: str, what: str, reason: str) -> None:
+    """A failure after the snapshot committed: a warning naming it, never the job's failure
+    (the backup is done; exit 0, or 3 when files were unreadable)."""
+    result.warnings.append(
+        {
+            "path": path,
+            "message": f"snapshot {result.snapshot.short_id} is committed, but {what}: {reason}",
+        }
+    )
+
+
+def _state_dir_reason(site: Site, exc: Exception) -> str:
+    """Why a write under the state dir failed, a full disk named as such."""
+    if is_disk_full(exc, site.config.site.state_dir):
+        return state_dir_full(site.config.site.state_dir)
+    return str(exc) or type(exc).__name__
 
 
 def _last_stored_path(site: Site) -> Path:
@@ -110,7 +133,10 @@ def _backup_files(
     repo = site.repository_to_write(target.name)
     walker = FilesWalker(source.paths, source.exclude)
     walker.check_paths()
-    cache = FilesCache(site.state_dir / "cache" / f"{repo.writer_key.repo_id}-{source.name}.sqlite")
+    cache = FilesCache(
+        site.state_dir / "cache" / f"{repo.writer_key.repo_id}-{source.name}.sqlite",
+        repo.writer_key.mac_key,
+    )
     try:
         result = backup(
             repo,
@@ -123,6 +149,15 @@ def _backup_files(
             cache=cache,
             progress=progress,
         )
+        try:
+            cache.commit()
+        except Exception as exc:
+            _warn_after_commit(
+                result,
+                str(cache.path),
+                "the files cache was not saved (the next backup reads every file again)",
+                _state_dir_reason(site, exc),
+            )
     finally:
         cache.close()
     return SourceOutcome(source.name, target.name, result)

@@ -12,6 +12,10 @@ Rules:
   ``EMBERKEEP_SOURCE``, ``EMBERKEEP_HOOK`` (before, after), and for after hooks
   ``EMBERKEEP_OUTCOME`` (success, failure) and ``EMBERKEEP_ERROR``; more keys (snapshot,
   target) where the job knows them.
+- Nothing else of emberkeep's environment reaches a hook but ``PATH``, ``HOME``, ``USER``,
+  ``LOGNAME``, ``LANG``, ``LC_*``, ``TZ`` and the names the source lists in ``hooks.env``:
+  emberkeep runs with the targets' credentials (``AWS_*``) and often database passwords in
+  its environment, and a hook is someone else's program (README, service hooks).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from ..durations import parse_duration
 from ..errors import EmberkeepError
 
 OUTPUT_TAIL = 2000  # characters of a hook's output kept in messages
+PASSED_ON = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ"})  # and LC_*
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class HookFailed(EmberkeepError):
@@ -39,6 +45,7 @@ class Hooks:
     before: str | None = None
     after: str | None = None
     timeout: float = 600.0
+    env: tuple[str, ...] = ()  # more names passed on from emberkeep's environment
 
 
 @dataclass
@@ -49,14 +56,30 @@ class HookRun:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def run_hook(command: str, env: dict[str, str], timeout: float) -> tuple[int | None, str]:
-    """Run one hook; (exit status or None when it timed out and was killed, output)."""
+def hook_environment(context: dict[str, str], names: tuple[str, ...] = ()) -> dict[str, str]:
+    """What a hook sees (module docstring): a few of emberkeep's variables, the ``names``
+    the source asks for, then ``context`` (the ``EMBERKEEP_*`` values). A NUL, which no
+    environment can hold (a hostile file name in an error), is written ``\\0``."""
+    env = {k: v for k, v in os.environ.items() if k in PASSED_ON or k.startswith("LC_")}
+    env.setdefault("PATH", DEFAULT_PATH)
+    env |= {name: os.environ[name] for name in names if name in os.environ}
+    env |= context
+    return {k: v.replace("\0", "\\0") for k, v in env.items()}
+
+
+def run_hook(
+    command: str, env: dict[str, str], timeout: float, names: tuple[str, ...] = ()
+) -> tuple[int | None, str]:
+    """Run one hook; (exit status or None when it timed out and was killed, output).
+
+    ``env`` is the job's context, ``names`` what else the source passes on
+    (``hook_environment``). Raises OSError or ValueError when it cannot be started."""
     proc = subprocess.Popen(
         ["/bin/sh", "-c", command],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        env={**os.environ, **env},
+        env=hook_environment(env, names),
         start_new_session=True,
         text=True,
         errors="replace",
@@ -70,8 +93,18 @@ def run_hook(command: str, env: dict[str, str], timeout: float) -> tuple[int | N
         return None, output
 
 
-def _describe(which: str, command: str, status: int | None, output: str, timeout: float) -> str:
-    what = f"timed out after {timeout:g}s and was killed" if status is None else f"exited {status}"
+def _attempt(which: str, command: str, env: dict[str, str], hooks: Hooks) -> str | None:
+    """Run a hook; None when it succeeded, else what went wrong, for an error or warning."""
+    try:
+        status, output = run_hook(command, env, hooks.timeout, hooks.env)
+    except (OSError, ValueError) as exc:
+        return f"{which} hook `{command}` could not be started ({exc})"
+    if status == 0:
+        return None
+    if status is None:
+        what = f"timed out after {hooks.timeout:g}s and was killed"
+    else:
+        what = f"exited {status}"
     tail = output.strip()[-OUTPUT_TAIL:]
     return f"{which} hook `{command}` {what}" + (f"; its output:\n{tail}" if tail else "")
 
@@ -89,11 +122,9 @@ def around(hooks: Hooks | None, job: str, source: str, **context: str) -> Iterat
     error: BaseException | None = None
     try:
         if hooks.before:
-            status, output = run_hook(
-                hooks.before, {**run.env, "EMBERKEEP_HOOK": "before"}, hooks.timeout
-            )
-            if status != 0:
-                message = _describe("before", hooks.before, status, output, hooks.timeout)
+            env = {**run.env, "EMBERKEEP_HOOK": "before"}
+            message = _attempt("before", hooks.before, env, hooks)
+            if message is not None:
                 raise HookFailed(f"source {source}: {job} not run: {message}")
         yield run
     except BaseException as exc:
@@ -107,9 +138,8 @@ def around(hooks: Hooks | None, job: str, source: str, **context: str) -> Iterat
                 "EMBERKEEP_OUTCOME": "failure" if error else "success",
                 "EMBERKEEP_ERROR": str(error) if error else "",
             }
-            status, output = run_hook(hooks.after, env, hooks.timeout)
-            if status != 0:
-                message = _describe("after", hooks.after, status, output, hooks.timeout)
+            message = _attempt("after", hooks.after, env, hooks)
+            if message is not None:
                 run.warnings.append({"path": source, "message": message})
                 if isinstance(error, EmberkeepError):  # the job failed too: say both
                     error.args = (f"{error}\nand then the {message}",)
@@ -123,4 +153,5 @@ def for_job(configured: SourceHooks | None, job: str) -> Hooks | None:
         before=getattr(configured, f"before_{job}"),
         after=getattr(configured, f"after_{job}"),
         timeout=parse_duration(configured.timeout).total_seconds(),
+        env=tuple(configured.env),
     )

@@ -35,9 +35,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import msgspec
+
 from .. import clock
 from ..config import Config
-from ..errors import EmberkeepError, UsageError
+from ..errors import EmberkeepError, UsageError, is_disk_full, state_dir_full
 from ..fsutil import write_atomic
 from ..policy.schedule import History, Job, due_jobs, next_due
 from .site import Site
@@ -82,22 +84,40 @@ class SchedulerState:
         self.jobs = jobs
 
     @classmethod
-    def load(cls, path: Path) -> SchedulerState:
-        if not path.exists():
+    def load(cls, path: Path, warn: Callable[[str], None]) -> SchedulerState:
+        """The saved state; one that cannot be read or has the wrong shape is reported,
+        moved aside to ``scheduler.json.damaged`` and started afresh (jobs then wait for
+        their next slot), never a reason for ``run`` to stop."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return cls(path, {})
+        except OSError as exc:
+            warn(f"{path}: cannot be read ({exc.strerror}); starting with no job history")
             return cls(path, {})
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            jobs = {name: JobRecord(**record) for name, record in raw["jobs"].items()}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise EmberkeepError(
-                f"{path}: unreadable scheduler state ({exc}); remove it to start afresh "
-                "(jobs then wait for their next slot)"
-            ) from exc
+            jobs = _parse_jobs(data)
+        except (ValueError, UsageError) as exc:
+            aside = path.with_name(path.name + ".damaged")
+            with contextlib.suppress(OSError):
+                os.replace(path, aside)
+            warn(
+                f"{path}: not a scheduler state ({exc}); moved aside to {aside.name} and "
+                "started afresh: each job waits for its next slot"
+            )
+            return cls(path, {})
         return cls(path, jobs)
 
-    def save(self) -> None:
+    def save(self, warn: Callable[[str], None]) -> None:
+        """Write the state; a failure (a full disk) is warned about, and the next save
+        tries again: the jobs' runs are journaled all the same."""
         data = {"version": 1, "jobs": {name: asdict(r) for name, r in self.jobs.items()}}
-        write_atomic(self.path, (json.dumps(data, indent=2) + "\n").encode(), mode=0o600)
+        try:
+            write_atomic(self.path, (json.dumps(data, indent=2) + "\n").encode(), mode=0o600)
+        except OSError as exc:
+            full = is_disk_full(exc, self.path.parent)
+            reason = state_dir_full(self.path.parent) if full else exc.strerror
+            warn(f"{self.path}: not saved ({reason}); it is saved again after the next job")
 
     def adopt(self, jobs: list[Job], now: datetime) -> None:
         """Start counting new jobs from ``now``."""
@@ -112,6 +132,22 @@ class SchedulerState:
             name: History(since=clock.parse_time(r.since), last_run=parse(r.last_run))
             for name, r in self.jobs.items()
         }
+
+
+class _StateFile(msgspec.Struct):
+    jobs: dict[str, JobRecord]
+
+
+def _parse_jobs(data: bytes) -> dict[str, JobRecord]:
+    """The job records of a state file; raises on any wrong type or unreadable time."""
+    jobs = msgspec.json.decode(data, type=_StateFile).jobs
+    for record in jobs.values():
+        for moment in (record.since, record.last_run, record.finished):
+            if moment is not None:
+                clock.parse_time(moment)
+        if record.outcome not in (None, "ok", "failed"):
+            raise ValueError(f"outcome {record.outcome!r} is neither ok nor failed")
+    return jobs
 
 
 # -- events, as the CLI prints them -----------------------------------------------------
@@ -344,8 +380,10 @@ class Scheduler:
         on_event: Callable[[Event], None] = lambda event: None,
         rng: random.Random | None = None,
         after_jobs: Callable[[], None] = lambda: None,
+        warn: Callable[[str], None] = lambda text: None,
     ) -> None:
         self.site = site
+        self.warn = warn
         self.after_jobs = after_jobs  # at the start and after each batch: status, metrics
         self.options = options
         self.on_event = on_event
@@ -377,9 +415,9 @@ class Scheduler:
             )
         state_dir = self.site.state_dir
         with _single_instance(state_dir), Stopper().installed() as stopper:
-            state = SchedulerState.load(state_dir / STATE_FILE)
+            state = SchedulerState.load(state_dir / STATE_FILE, self.warn)
             state.adopt(self.jobs, self.clock.now())
-            state.save()
+            state.save(self.warn)
             self.after_jobs()
             self._loop(state, stopper)
         bounded = self.options.once or self.options.until is not None
@@ -423,7 +461,7 @@ class Scheduler:
         record.finished = (started if self.clock.simulated else self.clock.now()).isoformat()
         record.outcome = "failed" if error else "ok"
         record.error, record.detail, record.seconds = error, detail, seconds
-        state.save()
+        state.save(self.warn)
         self.failures += bool(error)
         event = Event("end", job.name, started, record.outcome, detail, error, seconds)
         self.on_event(event)

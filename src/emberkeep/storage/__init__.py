@@ -28,4 +28,18 @@ def open_storage(url: str, *, name: str = "") -> Storage:
     raise UsageError(f"target {label}: unsupported URL {url!r}")
 
 
-__all__ = ["LocalStorage", "ObjectInfo", "Storage", "open_storage"]
+def check_url(url: str, *, name: str) -> None:
+    """Raise the UsageError ``open_storage`` would for a remote URL's options, without
+    connecting: the config is checked when it loads, before any job starts."""
+    scheme = urlparse(url).scheme
+    if scheme == "sftp":
+        from .sftp import SftpLocation
+
+        SftpLocation.parse(url, name)
+    elif scheme == "s3":
+        from .s3 import S3Location
+
+        S3Location.parse(url, name)
+
+
+__all__ = ["LocalStorage", "ObjectInfo", "Storage", "check_url", "open_storage"]

@@ -2,7 +2,9 @@
 
 URL: ``s3://bucket[/prefix][?endpoint=URL&region=R&storage_class=C&timeout=SECONDS]``, and
 for cold storage ``thaw_days``, ``thaw_tier``, ``thaw_poll``, ``thaw_timeout``, for
-immutability ``lock_days`` and ``lock_mode`` (both below).
+immutability ``lock_days`` and ``lock_mode`` (both below). Every number is bounded
+(``urlquery``): ``timeout`` from 1 to 3600 seconds, ``thaw_days`` up to 3650, ``thaw_poll``
+up to a day, ``thaw_timeout`` up to 30 days, ``lock_days`` up to 36500.
 Credentials come from boto's usual chain: ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``
 (``AWS_SESSION_TOKEN``), ``AWS_PROFILE`` with ``~/.aws/credentials`` and ``~/.aws/config``, or
 an instance role. With an ``endpoint`` (an S3-compatible server) requests use path-style
@@ -136,6 +138,11 @@ LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
 MAX_LOCK_DAYS = 36500  # AWS's limit (100 years)
 DEFAULT_THAW_POLL = 60.0
 DEFAULT_THAW_TIMEOUT = 48 * 3600.0
+# Upper bounds, so no option can make a wait endless: a thawed copy kept 10 years, a poll
+# a day apart, and a month for a thaw (Deep Archive's slowest, Bulk, takes up to 48 hours).
+MAX_THAW_DAYS = 3650
+MAX_THAW_POLL = 86400.0
+MAX_THAW_TIMEOUT = 30 * 86400.0
 _CREDENTIAL_CODES = {
     "InvalidAccessKeyId",
     "SignatureDoesNotMatch",
@@ -222,13 +229,21 @@ class S3Location:
             region=option("region"),
             storage_class=option("storage_class"),
             timeout=urlquery.timeout(option("timeout"), label),
-            thaw_days=urlquery.positive_int(option("thaw_days"), label, "thaw_days", 1),
+            thaw_days=urlquery.positive_int(
+                option("thaw_days"), label, "thaw_days", 1, maximum=MAX_THAW_DAYS
+            ),
             thaw_tier=urlquery.choice(
                 option("thaw_tier"), label, "thaw_tier", THAW_TIERS, "Standard"
             ),
-            thaw_poll=urlquery.seconds(option("thaw_poll"), label, "thaw_poll", DEFAULT_THAW_POLL),
+            thaw_poll=urlquery.seconds(
+                option("thaw_poll"), label, "thaw_poll", DEFAULT_THAW_POLL, maximum=MAX_THAW_POLL
+            ),
             thaw_timeout=urlquery.seconds(
-                option("thaw_timeout"), label, "thaw_timeout", DEFAULT_THAW_TIMEOUT
+                option("thaw_timeout"),
+                label,
+                "thaw_timeout",
+                DEFAULT_THAW_TIMEOUT,
+                maximum=MAX_THAW_TIMEOUT,
             ),
             lock_days=None
             if lock_days is None

@@ -1,7 +1,8 @@
 """sftp:// targets: one file per object on an SSH server, written temp -> fsync -> rename.
 
 URL: ``sftp://[user@]host[:port]/path[?key=FILE&known_hosts=FILE&timeout=SECONDS]``. The path
-is absolute on the server; ``/~/path`` is relative to the user's home folder.
+is absolute on the server; ``/~/path`` is relative to the user's home folder. ``timeout`` is
+from 1 to 3600 seconds (default 30).
 
 - **Authentication** is by key only: the SSH agent and the keys in ``~/.ssh``, or only the key
   file given with ``key``. The server's host key must already be in known_hosts
@@ -21,12 +22,19 @@ is absolute on the server; ``/~/path`` is relative to the user's home folder.
   ``_read_response``, as its own file class does) rather than ``SFTPFile``: its pipelined
   writes do not check the status of the last writes before close, and its close swallows
   errors, so a full disk could pass unnoticed.
-- **Failures**: every call has ``timeout``; a dropped connection is reopened and the call tried
-  once more; a server that stays silent for ``timeout`` fails the call at once. A create-only
+- **Failures**: every call has ``timeout``; a server that stays silent for ``timeout`` fails
+  the call at once. A dropped or reset connection (end of file, ECONNRESET, a transport that
+  died under the call, a session that could not be opened on it) is reopened and the call
+  tried again, up to ``ATTEMPTS`` times in all with a growing pause (``BACKOFF``); the error
+  after the last try names the drop, the host and what was being done. A create-only
   write tried again may find the name taken by its own first try (the rename was done, its
   reply lost): when the file there is the one being written (``base.holds_written``: same
   size, and the name is the SHA-256 of the bytes or the bytes are equal) the write succeeded;
-  another file there stays ``AlreadyExists``.
+  another file there stays ``AlreadyExists``. Every other call is idempotent as it is
+  (reads, listings, deletes of a missing name, overwrites).
+- paramiko's transport thread logs its own failures (with a traceback when a server never
+  sends its banner); the error raised here says the same in one line, so its logger is
+  given a handler that drops them rather than Python's fallback that prints to stderr.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import getpass
+import logging
 import posixpath
 import secrets
 import stat as stat_mode
@@ -41,7 +50,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -88,6 +97,12 @@ FSYNC = "fsync@openssh.com"
 POSIX_RENAME = "posix-rename@openssh.com"
 STATVFS = "statvfs@openssh.com"
 _OPTIONS = ("key", "known_hosts", "timeout")
+ATTEMPTS = 4  # tries of a call whose connection dropped, the first included
+BACKOFF = 0.5  # seconds before the first retry; doubled before each next one
+# Exceptions that say the connection went away under a call, whatever the session looks like.
+_DROPS = (EOFError, ConnectionError, paramiko.SSHException)
+
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
@@ -150,6 +165,15 @@ class SftpLocation:
         """The command that adds the host's keys to our known_hosts file."""
         port = "" if self.port == 22 else f"-p {self.port} "
         return f"ssh-keyscan {port}{self.host} >> {self.known_hosts}"
+
+
+class _Dropped(Exception):
+    """The connection went away while it was being opened or a session started on it."""
+
+    def __init__(self, cause: BaseException, refused_session: bool = False) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.refused_session = refused_session  # the transport lived on: the server refused
 
 
 class _UnknownHost(paramiko.SSHException):
@@ -442,7 +466,7 @@ class SftpStorage:
             else:
                 self._create(sftp, name, temp, path)
         except BaseException as exc:
-            if isinstance(exc, TimeoutError) or not sftp.usable():
+            if isinstance(exc, (TimeoutError, *_DROPS)) or not sftp.usable():
                 raise  # the temp file stays behind; incomplete() lists it
             with contextlib.suppress(Exception):
                 sftp.remove(temp)
@@ -558,9 +582,17 @@ class SftpStorage:
     # -- sessions and the connection ---------------------------------------------------------
 
     def _run(self, what: str, op: Callable[[_Session], T]) -> T:
-        """Run ``op`` on a session; reconnect and run it once more if the connection dropped."""
-        for attempt in range(2):
-            sftp = self._checkout()
+        """Run ``op`` on a session; when the connection drops, reconnect and run it again,
+        up to ``ATTEMPTS`` times in all (module docstring)."""
+        drops: list[BaseException] = []
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                time.sleep(min(BACKOFF * 2 ** (attempt - 1), self.loc.timeout))
+            try:
+                sftp = self._checkout()
+            except _Dropped as exc:
+                drops.append(exc)
+                continue
             try:
                 result = op(sftp)
             except TimeoutError as exc:
@@ -570,21 +602,16 @@ class SftpStorage:
                 self._checkin(sftp)
                 raise
             except Exception as exc:
-                if sftp.usable():
+                if sftp.usable() and not isinstance(exc, _DROPS):
                     # An error status leaves the session in step; anything else may not.
                     (self._checkin if isinstance(exc, OSError) else self._discard)(sftp)
                     raise self._failed(what, exc) from exc
-                self._discard(sftp)
-                if attempt:
-                    raise StorageError(
-                        f"target {self.label}: the connection to {self.loc.host}:{self.loc.port} "
-                        f"dropped again while {what}; check the server and the network, then run "
-                        "the command again"
-                    ) from exc
+                drops.append(_transport_error(sftp) or exc)
+                self._discard(sftp, dropped=True)
                 continue
             self._checkin(sftp)
             return result
-        raise AssertionError("not reached")
+        raise self._gave_up(what, drops) from drops[-1]
 
     def _checkout(self) -> _Session:
         if not self._slots.acquire(timeout=max(60.0, 4 * self.loc.timeout)):
@@ -607,9 +634,20 @@ class SftpStorage:
             self._idle.append(sftp)
         self._slots.release()
 
-    def _discard(self, sftp: _Session) -> None:
+    def _discard(self, sftp: _Session, *, dropped: bool = False) -> None:
+        """Close a session; when its connection dropped, close that too (if it is still
+        the current one), so the next call opens a new one rather than a session on it."""
+        if dropped:
+            channel = sftp.get_channel()
+            self._forget(channel.get_transport() if channel is not None else None)
         _quietly_close(sftp)
         self._slots.release()
+
+    def _forget(self, transport: paramiko.Transport | None) -> None:
+        with self._lock:
+            current = self._ssh.get_transport() if self._ssh is not None else None
+            if transport is None or current is transport:
+                self._drop_connection()
 
     def _open_session(self, transport: paramiko.Transport) -> _Session:
         try:
@@ -626,11 +664,11 @@ class SftpStorage:
         except TimeoutError as exc:
             raise self._timed_out("opening an SFTP session") from exc
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise StorageError(
-                f"target {self.label}: {self.loc.host}:{self.loc.port} refused an SFTP session "
-                f"({exc}); check that its SSH server offers the sftp subsystem to "
-                f"{self.loc.user}"
-            ) from exc
+            # A connection that died under it, most likely; tried again on a new one, and
+            # named a refusal only if the connection lived on through every try.
+            alive = transport.is_active()
+            self._forget(transport)
+            raise _Dropped(exc, refused_session=alive) from exc
 
     def _transport(self) -> paramiko.Transport:
         """The live connection, opened (again) when needed; call with the lock held."""
@@ -688,6 +726,8 @@ class SftpStorage:
             silent = time.monotonic() - started >= 0.95 * loc.timeout
             if silent and isinstance(exc, (EOFError, paramiko.SSHException)):
                 raise self._timed_out("connecting") from exc
+            if _cut_off(exc):
+                raise _Dropped(exc) from exc
             raise self._connect_error(exc) from exc
         return client
 
@@ -736,6 +776,22 @@ class SftpStorage:
             )
         return exc
 
+    def _gave_up(self, what: str, drops: Sequence[BaseException]) -> StorageError:
+        """The error after the last try: the connection dropped every time."""
+        last = drops[-1]
+        if isinstance(last, _Dropped) and last.refused_session:
+            return StorageError(
+                f"target {self.label}: {self.loc.host}:{self.loc.port} refused an SFTP session "
+                f"({last}); check that its SSH server offers the sftp subsystem to "
+                f"{self.loc.user}"
+            )
+        reason = _drop_reason(last.cause if isinstance(last, _Dropped) else last)
+        return StorageError(
+            f"target {self.label}: the connection to {self.loc.host}:{self.loc.port} dropped "
+            f"while {what} ({reason}), {len(drops)} times in a row; check the server and the "
+            "network, then run the command again"
+        )
+
     def _timed_out(self, what: str) -> StorageError:
         return StorageError(
             f"target {self.label}: {self.loc.host}:{self.loc.port} did not answer within "
@@ -773,6 +829,35 @@ def _close_after(sftp: _Session, handle: bytes, exc: BaseException) -> None:
     if not isinstance(exc, TimeoutError) and sftp.usable():
         with contextlib.suppress(Exception):
             _close(sftp, handle)
+
+
+def _cut_off(exc: BaseException) -> bool:
+    """Whether a failed connect was cut off midway (reset, closed) rather than refused or
+    denied: worth trying again, as a dropped call is."""
+    if isinstance(exc, (EOFError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+        return True
+    if isinstance(exc, paramiko.AuthenticationException | paramiko.BadHostKeyException):
+        return False
+    return isinstance(exc, paramiko.SSHException) and (
+        "reset" in str(exc).lower() or "eof" in str(exc).lower() or "closed" in str(exc).lower()
+    )
+
+
+def _transport_error(sftp: _Session) -> BaseException | None:
+    """What ended a session's connection, as its transport thread saw it (a reset, say),
+    where the call itself saw only the end of its channel."""
+    channel = sftp.get_channel()
+    transport = channel.get_transport() if channel is not None else None
+    saved = getattr(transport, "saved_exception", None)
+    return saved if isinstance(saved, BaseException) else None
+
+
+def _drop_reason(exc: BaseException) -> str:
+    """A drop in a few words: the error's own text, or what its type means."""
+    if isinstance(exc, EOFError):
+        return "the server closed it"
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text or type(exc).__name__
 
 
 def _fingerprint(key: paramiko.PKey) -> str:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from datetime import timedelta
 from urllib.parse import ParseResult, parse_qs, urlparse
 
-from ..durations import parse_duration
+from ..durations import format_duration, parse_duration
 from ..errors import UsageError
 
 DEFAULT_TIMEOUT = 30.0  # seconds, for every network call of a remote target
+MIN_TIMEOUT = 1.0
+MAX_TIMEOUT = 3600.0
 
 
 def parse(url: str, label: str, options: Sequence[str]) -> tuple[ParseResult, dict[str, list[str]]]:
@@ -31,15 +35,21 @@ def last(query: dict[str, list[str]], key: str) -> str | None:
 
 
 def timeout(value: str | None, label: str) -> float:
-    """``?timeout=`` in seconds, or the default; a user error unless a positive number."""
+    """``?timeout=`` in seconds, or the default; a user error unless from 1 s to 1 h.
+
+    Bounded both ways: a timeout of ``inf`` (or ``1e309``) hangs for ever on a silent
+    server, and one below a second fails on any ordinary network."""
     if value is None:
         return DEFAULT_TIMEOUT
     try:
         seconds = float(value)
     except ValueError:
-        seconds = 0
-    if not seconds > 0:
-        raise UsageError(f"target {label}: timeout={value!r} in the URL is not a positive number")
+        seconds = math.nan
+    if not MIN_TIMEOUT <= seconds <= MAX_TIMEOUT:
+        raise UsageError(
+            f"target {label}: timeout={value!r} in the URL is not a number of seconds from "
+            f"{MIN_TIMEOUT:g} to {MAX_TIMEOUT:g}"
+        )
     return seconds
 
 
@@ -59,8 +69,9 @@ def positive_int(
     return number
 
 
-def seconds(value: str | None, label: str, key: str, default: float) -> float:
-    """``?key=`` as seconds (``90``, ``0.5``) or a duration (``15m``, ``48h``), or ``default``."""
+def seconds(value: str | None, label: str, key: str, default: float, *, maximum: float) -> float:
+    """``?key=`` as seconds (``90``, ``0.5``) or a duration (``15m``, ``48h``), or ``default``;
+    a user error unless more than 0 and at most ``maximum`` seconds."""
     if value is None:
         return default
     try:
@@ -69,11 +80,12 @@ def seconds(value: str | None, label: str, key: str, default: float) -> float:
         try:
             result = parse_duration(value).total_seconds()
         except ValueError:
-            result = 0
-    if not result > 0:
+            result = math.nan
+    if not 0 < result <= maximum:
+        longest = format_duration(timedelta(seconds=maximum))
         raise UsageError(
             f"target {label}: {key}={value!r} in the URL is not a positive number of seconds "
-            "or a duration such as 15m or 48h"
+            f"or a duration such as 15m or 48h, at most {longest}"
         )
     return result
 
