@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .. import clock
 from ..repository import layout
 from ..repository.lease import Lease
 from ..repository.repo import Repository
-from ..repository.snapshot import Snapshot
+from ..repository.snapshot import Snapshot, next_sequence
 from ..sources.events import Enter, Event, Leaf, Leave, LocalFile, Stream, Warning_
 from .chunker import Chunker
 from .filescache import FilesCache
@@ -48,6 +49,7 @@ class BackupResult:
     snapshot: Snapshot
     warnings: list[dict[str, str]] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # paths left out: an incomplete backup
+    previous: list[Snapshot] = field(default_factory=list)  # the target's, just before commit
 
     def to_json(self, target: str) -> dict[str, Any]:
         return {
@@ -281,6 +283,8 @@ def backup(
         except BaseException:
             writer.abort()
             raise
+        previous = repo.snapshots()  # read last, for the seq: as close to the commit as can be
+        run.warnings.extend(_clock_behind(previous, source, now))
         snapshot = Snapshot(
             source=source,
             source_type=source_type,
@@ -304,9 +308,29 @@ def backup(
                 "seconds": round(time.monotonic() - started, 3),
             },
             extra=dict(extra or {}),
+            seq=next_sequence(previous, repo.sequence_floor),
         )
         lease.ensure_live(NOT_COMMITTED)  # a prune may have deleted packs it reuses
         repo.save_snapshot(snapshot)
     if cache is not None:
         cache.commit(repo.index_names)
-    return BackupResult(snapshot, run.warnings, run.unreadable)
+    return BackupResult(snapshot, run.warnings, run.unreadable, previous)
+
+
+def _clock_behind(previous: list[Snapshot], source: str, now: datetime) -> list[dict[str, str]]:
+    """A warning when ``now`` is earlier than the newest snapshot of ``source`` says."""
+    mine = [s for s in previous if s.source == source]
+    if not mine or mine[-1].time <= now:
+        return []
+    newest = mine[-1]
+    return [
+        {
+            "path": "clock",
+            "message": (
+                f"this host's clock ({clock.iso(now)}) is behind the newest snapshot of source "
+                f"{source} ({newest.short_id}, dated {clock.iso(newest.time)} by host "
+                f"{newest.host}): check both hosts' clocks (NTP). `latest` still means the "
+                "snapshot written last, this one"
+            ),
+        }
+    ]
