@@ -426,24 +426,27 @@ def _print_backup(outcome, copies) -> None:  # type: ignore[no-untyped-def]
 
 
 def cmd_snapshots(site: Site, args: argparse.Namespace) -> int:
+    from .repository.snapshot import written_order
+
     found = []
     for target in site.target_names(args.target):
         repo = site.repository(target)
         for snap in repo.snapshots():
             if args.source is None or snap.source == args.source:
-                found.append((snap.time, snap.id, snap.to_json(target)))
-    found.sort(key=lambda item: item[:2])  # the exact time: JSON shows whole seconds
-    rows = [row for _time, _id, row in found]
+                found.append((written_order(snap), snap.to_json(target)))
+    found.sort(key=lambda item: item[0])  # as written (seq), then the exact time
+    rows = [row for _order, row in found]
     if args.json:
         ui.print_json(rows)
         return 0
     from rich.table import Table
     from rich.text import Text
 
-    table = Table("id", "time", "source", "target", "files", "size", "tags")
+    table = Table("id", "seq", "time", "source", "target", "files", "size", "tags")
     for r in rows:
         cells = (
             r["short_id"],
+            "" if r["seq"] is None else str(r["seq"]),
             r["time"],
             r["source"],
             r["target"],
@@ -792,6 +795,8 @@ def cmd_check(site: Site, args: argparse.Namespace) -> int:
                 ui.line(f"{error['object']}: {error['error']}", label="  damaged: ", style="red")
             for note in result.notes:
                 ui.line(f"{note['object']}: {note['note']}", label="  note: ")
+            for warning in result.warnings:
+                ui.line(warning, label="  warning: ", style="yellow")
             if result.leftovers or result.incomplete:
                 ui.line(
                     f"  {len(result.leftovers)} packs no index lists and "
