@@ -426,16 +426,14 @@ def _print_backup(outcome, copies) -> None:  # type: ignore[no-untyped-def]
 
 
 def cmd_snapshots(site: Site, args: argparse.Namespace) -> int:
-    from .repository.snapshot import written_order
-
     found = []
     for target in site.target_names(args.target):
         repo = site.repository(target)
         for snap in repo.snapshots():
             if args.source is None or snap.source == args.source:
-                found.append((written_order(snap), snap.to_json(target)))
-    found.sort(key=lambda item: item[0])  # as written (seq), then the exact time
-    rows = [row for _order, row in found]
+                found.append((snap.time, snap.id, snap.to_json(target)))
+    found.sort(key=lambda item: item[:2])  # the exact time: JSON shows whole seconds
+    rows = [row for _time, _id, row in found]
     if args.json:
         ui.print_json(rows)
         return 0

@@ -2,25 +2,21 @@
 
 Whoever runs a target can delete snapshots, or put back an older copy of the whole target,
 and the repository cannot show it: what is left is consistent. So the host remembers, per
-target (``state_dir/snapshots-seen.json``, mode 0600), the newest snapshot of each source it
-wrote or saw there and how many snapshots the target held, and every backup, check, status
-and prune compares the target with that (README, How it keeps data safe):
+target (``state_dir/snapshots-seen.json``, mode 0600), every snapshot it wrote or saw there
+(an id prefix each, so also how many) and the newest of each source, and every backup,
+check, status and prune compares the target with that (README, How it keeps data safe):
+a remembered snapshot that is gone was deleted, and when it is the newest of its source,
+what the target holds now is older than remembered (a rollback, or a deletion).
 
-- the newest snapshot remembered for a source is gone (deleted, or the target rolled back to
-  an older state; what is there now is older than remembered);
-- the target holds fewer snapshots than remembered.
-
-The memory only moves forward: a look raises it to what the target holds, and only this
-host's own prune lowers it, by what it deletes (before deleting). So a finding is repeated
-until it no longer holds: until a newer snapshot of that source is written (the next
-backup, which reports the finding too) or the target holds as many snapshots again.
-Snapshots that another host prunes look deleted to this one: if that is intended, deleting
-the file accepts the targets as they are.
+The memory only grows: a look adds what the target holds, and only this host's own prune
+takes out what it deletes (before deleting). So a snapshot gone otherwise is reported at
+every look until the operator accepts it: snapshots that another host pruned look deleted
+to this one, and deleting the file accepts the targets as they are.
 
 Every comparison and update runs under a lock of the host (``snapshots-seen.lock``)
 around a fresh listing of the target's snapshot names, and prune holds it while it
-deletes snapshots, so a look that overlaps a prune never counts deleted snapshots as held.
-A damaged file is reported and rebuilt from what the targets hold now.
+deletes snapshots, so a look that overlaps a prune never remembers a snapshot the prune
+is deleting. A damaged file is reported and rebuilt from what the targets hold now.
 """
 
 from __future__ import annotations
@@ -31,7 +27,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,16 +69,14 @@ class Newest:
         return {"id": self.id, "time": self.time.isoformat(), "seq": self.seq}
 
 
+ID_CHARS = 16  # of a snapshot id remembered: 64 bits tell a target's snapshots apart
+
+
 @dataclass
 class TargetMemory:
     repository: str
-    count: int = 0
-    newest: dict[str, Newest] | None = None
-
-    def sources(self) -> dict[str, Newest]:
-        if self.newest is None:
-            self.newest = {}
-        return self.newest
+    ids: set[str] = field(default_factory=set)  # every snapshot seen there (id prefixes)
+    newest: dict[str, Newest] = field(default_factory=dict)  # per source
 
 
 class Memory:
@@ -117,14 +111,17 @@ class Memory:
     def findings(
         self, target: str, repository: str, names: set[str], known: list[Snapshot]
     ) -> list[str]:
-        """What is gone from ``target`` (holding snapshot ids ``names``) since it was seen."""
+        """What is gone from ``target`` (holding the snapshots ``names``) since it was seen."""
         seen = self.entry(target, repository)
         if seen is None:
             return []
+        held = {name[:ID_CHARS] for name in names}
+        gone = seen.ids - held
         found = []
-        for source, newest in sorted(seen.sources().items()):
-            if newest.id in names:
+        for source, newest in sorted(seen.newest.items()):
+            if newest.id[:ID_CHARS] not in gone:
                 continue
+            gone.discard(newest.id[:ID_CHARS])
             now_newest = _newest(known, names, source)
             there = (
                 f"; the newest there now is {now_newest.short_id} from {clock.iso(now_newest.time)}"
@@ -137,58 +134,51 @@ class Memory:
                 f"{there}: deleted, or the target was rolled back to an older state. "
                 f"{self._advice()}"
             )
-        if len(names) < seen.count:
+        if gone:
+            listed = ", ".join(sorted(i[:12] for i in gone)[:5])
             found.append(
-                f"target {target} holds {len(names)} snapshots, {seen.count - len(names)} "
-                f"fewer than this host saw there ({seen.count}) less what its own prunes "
-                f"deleted. {self._advice()}"
+                f"target {target}: {len(gone)} {'more ' if found else ''}snapshots this host "
+                f"wrote or saw there are gone ({listed}{', …' if len(gone) > 5 else ''}), "
+                f"deleted by something other than this host's prune. {self._advice()}"
             )
         return found
 
     def _advice(self) -> str:
         return (
-            "Only this host's prune should delete snapshots: check who can write to the "
-            "target, and back up again. If another host pruned them, delete "
-            f"{self.path} to accept the target as it is"
+            "Check who can write to the target, and back up again; if another host pruned "
+            f"them on purpose, delete {self.path} to accept the targets as they are"
         )
 
     def observe(self, target: str, repository: str, names: set[str], known: list[Snapshot]) -> None:
-        """Raise the memory of ``target`` to what it holds (never lower it)."""
+        """Add what ``target`` holds to the memory (never take anything out of it)."""
         seen = self.entry(target, repository)
         if seen is None:
             seen = self.targets[target] = TargetMemory(repository)
-        seen.count = max(seen.count, len(names))
-        sources = seen.sources()
+        seen.ids |= {name[:ID_CHARS] for name in names}
         for snapshot in known:
             if snapshot.id not in names:
                 continue
-            held = sources.get(snapshot.source)
+            held = seen.newest.get(snapshot.source)
             if held is None or written_order(snapshot) > held.order():
-                sources[snapshot.source] = Newest.of(snapshot)
+                seen.newest[snapshot.source] = Newest.of(snapshot)
 
     def pruned(
-        self,
-        target: str,
-        repository: str,
-        names: set[str],
-        deleted: list[Snapshot],
-        remaining: list[Snapshot],
+        self, target: str, repository: str, deleted: list[Snapshot], remaining: list[Snapshot]
     ) -> None:
-        """Lower the memory of ``target`` by what this host's prune is about to delete."""
+        """Take what this host's prune is about to delete out of the memory of ``target``."""
         seen = self.entry(target, repository)
         if seen is None:
             return
-        doomed = {s.id for s in deleted if s.id in names}
-        seen.count = max(0, seen.count - len(doomed))
-        sources = seen.sources()
-        for source, newest in list(sources.items()):
+        doomed = {s.id for s in deleted}
+        seen.ids -= {i[:ID_CHARS] for i in doomed}
+        for source, newest in list(seen.newest.items()):
             if newest.id not in doomed:
                 continue
             left = [s for s in remaining if s.source == source]
             if left:
-                sources[source] = Newest.of(max(left, key=written_order))
+                seen.newest[source] = Newest.of(max(left, key=written_order))
             else:
-                del sources[source]
+                del seen.newest[source]
 
     def floor(self, repository: str) -> int:
         """The highest snapshot seq this host saw in any target of ``repository``."""
@@ -197,7 +187,7 @@ class Memory:
                 newest.seq or 0
                 for seen in self.targets.values()
                 if seen.repository == repository
-                for newest in seen.sources().values()
+                for newest in seen.newest.values()
             ),
             default=0,
         )
@@ -208,8 +198,8 @@ class Memory:
             "targets": {
                 name: {
                     "repository": seen.repository,
-                    "count": seen.count,
-                    "newest": {s: n.to_json() for s, n in sorted(seen.sources().items())},
+                    "snapshots": sorted(seen.ids),
+                    "newest": {s: n.to_json() for s, n in sorted(seen.newest.items())},
                 }
                 for name, seen in sorted(self.targets.items())
             },
@@ -229,18 +219,16 @@ def _parse(raw: Any) -> dict[str, TargetMemory]:
         raise ValueError(f"not format {FORMAT}")
     targets = {}
     for name, seen in raw["targets"].items():
-        count = seen["count"]
-        if not isinstance(count, int) or count < 0:
-            raise ValueError(f"target {name}: count {count!r}")
-        sources = {}
-        for source, newest in seen["newest"].items():
-            seq = newest.get("seq")
-            if seq is not None and not isinstance(seq, int):
+        ids = seen["snapshots"]
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ValueError(f"target {name}: snapshots {str(ids)[:40]}")
+        newest = {}
+        for source, item in seen["newest"].items():
+            seq = item.get("seq")
+            if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
                 raise ValueError(f"target {name}: seq {seq!r}")
-            sources[str(source)] = Newest(
-                str(newest["id"]), clock.parse_time(str(newest["time"])), seq
-            )
-        targets[str(name)] = TargetMemory(str(seen["repository"]), count, sources)
+            newest[str(source)] = Newest(str(item["id"]), clock.parse_time(str(item["time"])), seq)
+        targets[str(name)] = TargetMemory(str(seen["repository"]), set(ids), newest)
     return targets
 
 
@@ -306,16 +294,15 @@ def look(
 ) -> Findings:
     """Compare ``target`` with the memory, then remember what it holds; the findings.
 
-    ``known``: snapshot headers already read there (the source of "newest"); ``wrote``: a
-    snapshot this run just committed, left out of the comparison (it was not there
-    before). Never raises: a memory that cannot be used is itself a finding."""
+    ``known``: snapshot headers already read there (what "newest" is learnt from), and
+    ``wrote``, one this run just committed. Never raises: a memory that cannot be used is
+    itself a finding."""
     known = [*(known or []), *([wrote] if wrote else [])]
     repository = repo.writer_key.repo_id
     try:
         with _held(site.state_dir) as memory:
             names = _names(repo)
-            before = names - {wrote.id} if wrote is not None else names
-            found = memory.findings(target, repository, before, known)
+            found = memory.findings(target, repository, names, known)
             memory.observe(target, repository, names, known)
             memory.save()
     except (OSError, EmberkeepError) as exc:
@@ -331,28 +318,22 @@ def sequence_floor(site: Site, repository: str) -> int:
 
 
 def prune_guard(site: Site, target: str, repo: Repository) -> SnapshotGuard:
-    """For ``prune``: compare first, then lower the memory by what prune deletes, holding
-    the lock until the deletions are done (module docstring)."""
+    """For ``prune``: compare first, then take out of the memory what prune deletes, holding
+    the lock until the deletions are done (module docstring). A memory that cannot be
+    updated stops prune before it deletes a snapshot: else the deletion would later look
+    like someone else's."""
     repository = repo.writer_key.repo_id
 
     @contextlib.contextmanager
     def guard(listed: list[Snapshot], doomed: list[Snapshot]) -> Iterator[list[str]]:
-        try:
-            held = _held(site.state_dir)
-            memory = held.__enter__()
-        except (OSError, EmberkeepError) as exc:
-            yield [_cannot(target, exc)]
-            return
-        try:
+        with _held(site.state_dir) as memory:
             names = _names(repo)
             notes = memory.findings(target, repository, names, listed)
             memory.observe(target, repository, names, listed)
             gone = {s.id for s in doomed}
             remaining = [s for s in listed if s.id not in gone]
-            memory.pruned(target, repository, names, doomed, remaining)
+            memory.pruned(target, repository, doomed, remaining)
             memory.save()
             yield [*([memory.problem] if memory.problem else []), *notes]
-        finally:
-            held.__exit__(None, None, None)
 
     return guard
