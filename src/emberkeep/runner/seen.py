@@ -36,10 +36,10 @@ from .. import clock
 from ..errors import EmberkeepError
 from ..fsutil import write_atomic
 from ..repository import layout
-from ..repository.prune import SnapshotGuard
 from ..repository.snapshot import Snapshot, written_order
 
 if TYPE_CHECKING:
+    from ..repository.prune import SnapshotGuard
     from ..repository.repo import Repository
     from .site import Site
 
