@@ -28,6 +28,7 @@ from emberkeep.repository import layout
 from emberkeep.repository.index import PackRecord, encode_index
 from emberkeep.repository.pack import BlobEntry
 from emberkeep.repository.repo import Repository
+from emberkeep.runner.backup import run_backup
 from emberkeep.runner.site import Site as ApiSite
 from emberkeep.sources.files import FilesWalker
 from emberkeep.storage.base import Payload, Storage
@@ -328,3 +329,21 @@ def test_this_hosts_own_prune_is_no_deletion_and_a_damaged_memory_is_rebuilt(
         assert code == 0 and report["snapshots_gone"] == [], report
         assert any("damaged" in w and "rebuilt" in w for w in report["warnings"]), report
         assert len(json.loads(memory.read_text())["targets"]["local"]["snapshots"]) == 1
+
+
+def test_a_backup_reads_only_the_snapshot_headers_its_host_has_not_seen(
+    site: Site, tmp_path: Path
+) -> None:
+    """The seq goes on from what the host remembers; what it does not know it reads."""
+    src = _files(tmp_path / "src", "one", count=1, size=1024)
+    site.write_config(paths=[src])
+    site.run("init")
+    api = ApiSite(ek_config.load(str(site.config_path)))
+    first = run_backup(api, "files").result
+    second = run_backup(api, "files").result
+    assert [s.id for s in second.previous] == [], "read headers the host had seen"
+    assert (first.snapshot.seq, second.snapshot.seq) == (1, 2)
+    (site.state_dir / "snapshots-seen.json").unlink()  # a new host, say
+    third = run_backup(api, "files").result
+    assert {s.id for s in third.previous} == {first.snapshot.id, second.snapshot.id}
+    assert third.snapshot.seq == 3

@@ -6,7 +6,7 @@ import contextlib
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from . import keyfiles, layout
 from . import recipients as recipient_set
 from .index import BlobIndex, Location, PackRecord, decode_index, encode_index
 from .pack import TRAILER, blob_aad
-from .snapshot import Snapshot, decode_snapshot, encode_snapshot, written_order
+from .snapshot import SeenBefore, Snapshot, decode_snapshot, encode_snapshot, written_order
 
 RUN_SPAN = 8 << 20  # the most one ranged read of adjacent blobs fetches
 
@@ -74,7 +74,7 @@ class Repository:
         default_factory=lambda: keyfiles.ConfigState(sealed=True)
     )
     writer_key_held: bool = False  # the key is the host's own, not read from keys/writer.age
-    sequence_floor: int = 0  # the highest snapshot seq this host saw in any target
+    seen_before: SeenBefore = field(default_factory=SeenBefore)  # set by the runner
 
     # -- creating and opening ------------------------------------------------------------
 
@@ -189,11 +189,14 @@ class Repository:
     def load_snapshot(self, name: str) -> Snapshot:
         return decode_snapshot(name, self.storage.get(name), self.writer_key.index_key)
 
-    def snapshots(self) -> list[Snapshot]:
-        """Every readable snapshot in the order they were written (``written_order``: by
-        ``seq``, then time), the last written last; damaged ones are recorded in ``damage``."""
+    def snapshots(self, skip: Collection[str] = ()) -> list[Snapshot]:
+        """Every readable snapshot but those whose ids are in ``skip``, in the order they were
+        written (``written_order``: by ``seq``, then time), the last written last; damaged
+        ones are recorded in ``damage``."""
         found = []
         for name in self.snapshot_names():
+            if skip and layout.leaf(name) in skip:
+                continue
             try:
                 found.append(self.load_snapshot(name))
             except (IntegrityError, NotFound) as exc:

@@ -77,7 +77,31 @@ class Snapshot:
         return data
 
 
-def written_order(snapshot: Snapshot) -> tuple[bool, int, datetime, str]:
+@dataclass(frozen=True)
+class Stamp:
+    """What the order of a snapshot depends on (``written_order`` takes either)."""
+
+    id: str
+    time: datetime
+    seq: int | None
+
+    @classmethod
+    def of(cls, snapshot: Snapshot) -> Stamp:
+        return cls(snapshot.id, snapshot.time, snapshot.seq)
+
+
+@dataclass
+class SeenBefore:
+    """What a writing host already knows of a target's snapshots (runner/seen.py): a backup
+    reads only the headers of the others. ``floor`` is the highest seq it saw in any
+    target, ``newest`` the newest snapshot of each source it saw in this one."""
+
+    ids: frozenset[str] = frozenset()
+    floor: int = 0
+    newest: dict[str, Stamp] = field(default_factory=dict)
+
+
+def written_order(snapshot: Snapshot | Stamp) -> tuple[bool, int, datetime, str]:
     """Sort key: the order snapshots were written in (module docstring)."""
     return (snapshot.seq is not None, snapshot.seq or 0, snapshot.time, snapshot.id)
 

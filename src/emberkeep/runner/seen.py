@@ -3,7 +3,7 @@
 Whoever runs a target can delete snapshots, or put back an older copy of the whole target,
 and the repository cannot show it: what is left is consistent. So the host remembers, per
 target (``state_dir/snapshots-seen.json``, mode 0600), every snapshot it wrote or saw there
-(an id prefix each, so also how many) and the newest of each source, and every backup,
+(so also how many) and the newest of each source, and every backup,
 check, status and prune compares the target with that (README, How it keeps data safe):
 a remembered snapshot that is gone was deleted, and when it is the newest of its source,
 what the target holds now is older than remembered (a rollback, or a deletion).
@@ -28,7 +28,6 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +35,7 @@ from .. import clock
 from ..errors import EmberkeepError
 from ..fsutil import write_atomic
 from ..repository import layout
-from ..repository.snapshot import Snapshot, written_order
+from ..repository.snapshot import SeenBefore, Snapshot, Stamp, written_order
 
 if TYPE_CHECKING:
     from ..repository.prune import SnapshotGuard
@@ -49,34 +48,15 @@ FORMAT = 1
 LOCK_WAIT = 60.0  # seconds a look waits for another process's (a prune deleting snapshots)
 
 
-@dataclass(frozen=True)
-class Newest:
-    """The newest snapshot of a source that this host wrote or saw in a target."""
-
-    id: str
-    time: datetime
-    seq: int | None
-
-    @classmethod
-    def of(cls, snapshot: Snapshot) -> Newest:
-        return cls(snapshot.id, snapshot.time, snapshot.seq)
-
-    def order(self) -> tuple[bool, int, datetime, str]:
-        """Comparable with ``written_order`` of a snapshot."""
-        return (self.seq is not None, self.seq or 0, self.time, self.id)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "time": self.time.isoformat(), "seq": self.seq}
-
-
-ID_CHARS = 16  # of a snapshot id remembered: 64 bits tell a target's snapshots apart
+def _stamp_json(stamp: Stamp) -> dict[str, Any]:
+    return {"id": stamp.id, "time": stamp.time.isoformat(), "seq": stamp.seq}
 
 
 @dataclass
 class TargetMemory:
     repository: str
-    ids: set[str] = field(default_factory=set)  # every snapshot seen there (id prefixes)
-    newest: dict[str, Newest] = field(default_factory=dict)  # per source
+    ids: set[str] = field(default_factory=set)  # every snapshot seen there
+    newest: dict[str, Stamp] = field(default_factory=dict)  # per source
 
 
 class Memory:
@@ -115,13 +95,12 @@ class Memory:
         seen = self.entry(target, repository)
         if seen is None:
             return []
-        held = {name[:ID_CHARS] for name in names}
-        gone = seen.ids - held
+        gone = seen.ids - names
         found = []
         for source, newest in sorted(seen.newest.items()):
-            if newest.id[:ID_CHARS] not in gone:
+            if newest.id not in gone:
                 continue
-            gone.discard(newest.id[:ID_CHARS])
+            gone.discard(newest.id)
             now_newest = _newest(known, names, source)
             there = (
                 f"; the newest there now is {now_newest.short_id} from {clock.iso(now_newest.time)}"
@@ -154,13 +133,13 @@ class Memory:
         seen = self.entry(target, repository)
         if seen is None:
             seen = self.targets[target] = TargetMemory(repository)
-        seen.ids |= {name[:ID_CHARS] for name in names}
+        seen.ids |= names
         for snapshot in known:
             if snapshot.id not in names:
                 continue
             held = seen.newest.get(snapshot.source)
-            if held is None or written_order(snapshot) > held.order():
-                seen.newest[snapshot.source] = Newest.of(snapshot)
+            if held is None or written_order(snapshot) > written_order(held):
+                seen.newest[snapshot.source] = Stamp.of(snapshot)
 
     def pruned(
         self, target: str, repository: str, deleted: list[Snapshot], remaining: list[Snapshot]
@@ -170,13 +149,13 @@ class Memory:
         if seen is None:
             return
         doomed = {s.id for s in deleted}
-        seen.ids -= {i[:ID_CHARS] for i in doomed}
+        seen.ids -= doomed
         for source, newest in list(seen.newest.items()):
             if newest.id not in doomed:
                 continue
             left = [s for s in remaining if s.source == source]
             if left:
-                seen.newest[source] = Newest.of(max(left, key=written_order))
+                seen.newest[source] = Stamp.of(max(left, key=written_order))
             else:
                 del seen.newest[source]
 
@@ -199,7 +178,7 @@ class Memory:
                 name: {
                     "repository": seen.repository,
                     "snapshots": sorted(seen.ids),
-                    "newest": {s: n.to_json() for s, n in sorted(seen.newest.items())},
+                    "newest": {s: _stamp_json(n) for s, n in sorted(seen.newest.items())},
                 }
                 for name, seen in sorted(self.targets.items())
             },
@@ -227,7 +206,7 @@ def _parse(raw: Any) -> dict[str, TargetMemory]:
             seq = item.get("seq")
             if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
                 raise ValueError(f"target {name}: seq {seq!r}")
-            newest[str(source)] = Newest(str(item["id"]), clock.parse_time(str(item["time"])), seq)
+            newest[str(source)] = Stamp(str(item["id"]), clock.parse_time(str(item["time"])), seq)
         targets[str(name)] = TargetMemory(str(seen["repository"]), set(ids), newest)
     return targets
 
@@ -310,11 +289,14 @@ def look(
     return Findings(found, [memory.problem] if memory.problem else [])
 
 
-def sequence_floor(site: Site, repository: str) -> int:
-    """The highest snapshot seq this host remembers in any target (0 when none)."""
-    with contextlib.suppress(OSError):
-        return Memory.load(site.state_dir / FILE).floor(repository)
-    return 0
+def seen_before(site: Site, target: str, repo: Repository) -> SeenBefore:
+    """What a backup into ``target`` need not read again (repository/snapshot.py)."""
+    memory = Memory.load(site.state_dir / FILE)
+    repository = repo.writer_key.repo_id
+    seen = memory.entry(target, repository)
+    if seen is None:
+        return SeenBefore(floor=memory.floor(repository))
+    return SeenBefore(frozenset(seen.ids), memory.floor(repository), dict(seen.newest))
 
 
 def prune_guard(site: Site, target: str, repo: Repository) -> SnapshotGuard:

@@ -101,9 +101,9 @@ class Site:
             self.repairs.append(
                 {"path": f"{repo.storage.label}/{done.obj}", "message": done.message}
             )
-        from .seen import sequence_floor  # seen imports this module
+        from .seen import seen_before  # seen imports this module
 
-        repo.sequence_floor = sequence_floor(self, repo.writer_key.repo_id)
+        repo.seen_before = seen_before(self, self.config.target(target).name, repo)
         return repo
 
     def find_snapshot(self, repo: Repository, spec: str, source: str | None = None) -> Snapshot:
