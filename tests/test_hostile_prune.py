@@ -347,3 +347,9 @@ def test_a_backup_reads_only_the_snapshot_headers_its_host_has_not_seen(
     third = run_backup(api, "files").result
     assert {s.id for s in third.previous} == {first.snapshot.id, second.snapshot.id}
     assert third.snapshot.seq == 3
+    other = third.snapshot  # another writer host's snapshot, further on
+    other.seq, other.host = 50, "other-host"
+    _repo(site).save_snapshot(other)
+    site.run("check")  # sees it by name only: the next backup must still read its header
+    fourth = run_backup(api, "files").result
+    assert [s.id for s in fourth.previous] == [other.id] and fourth.snapshot.seq == 51

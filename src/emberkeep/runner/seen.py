@@ -129,14 +129,16 @@ class Memory:
         )
 
     def observe(self, target: str, repository: str, names: set[str], known: list[Snapshot]) -> None:
-        """Add what ``target`` holds to the memory (never take anything out of it)."""
+        """Add the snapshots of ``known`` that ``target`` holds (``names``) to the memory,
+        never taking anything out. Only snapshots whose headers were read are added: a
+        backup skips the headers of those remembered, and takes its seq from the newest."""
         seen = self.entry(target, repository)
         if seen is None:
             seen = self.targets[target] = TargetMemory(repository)
-        seen.ids |= names
         for snapshot in known:
             if snapshot.id not in names:
                 continue
+            seen.ids.add(snapshot.id)
             held = seen.newest.get(snapshot.source)
             if held is None or written_order(snapshot) > written_order(held):
                 seen.newest[snapshot.source] = Stamp.of(snapshot)
