@@ -277,16 +277,21 @@ def test_a_prune_a_day_ahead_leaves_a_running_backups_packs_alone(
 # -- deletion and rollback noticed -------------------------------------------------------
 
 
-def test_the_newest_snapshot_deleted_by_the_storage_side_is_noticed(
-    site: Site, tmp_path: Path
-) -> None:
+def _two_backups(site: Site, tmp_path: Path) -> str:
+    """Two snapshots of a small source; returns the newest's id."""
     src = _files(tmp_path / "src", "one", count=1)
     site.write_config(paths=[src])
     site.run("init")
     site.run("backup")
     _files(src, "two", count=1)
     site.run("backup")
-    newest = site.snapshots()[-1]["id"]
+    return str(site.snapshots()[-1]["id"])
+
+
+def test_the_newest_snapshot_deleted_by_the_storage_side_is_noticed(
+    site: Site, tmp_path: Path
+) -> None:
+    newest = _two_backups(site, tmp_path)
     code, report = _status(site)
     assert code == 0 and report["snapshots_gone"] == [], report
 
@@ -310,13 +315,7 @@ def test_the_newest_snapshot_deleted_by_the_storage_side_is_noticed(
 def test_this_hosts_own_prune_is_no_deletion_and_a_damaged_memory_is_rebuilt(
     site: Site, tmp_path: Path
 ) -> None:
-    src = _files(tmp_path / "src", "one", count=1)
-    site.write_config(paths=[src])
-    site.run("init")
-    site.run("backup")
-    _files(src, "two", count=1)
-    site.run("backup")
-    newest = site.snapshots()[-1]["id"]
+    newest = _two_backups(site, tmp_path)
     site.run("prune", "--forget", newest, "--grace", "0s")
     code, report = _status(site)
     assert code == 0 and report["snapshots_gone"] == [], report
