@@ -27,7 +27,7 @@ from emberkeep import config as ek_config
 from emberkeep.engine.backup import backup as engine_backup
 from emberkeep.repository import lease as lease_module
 from emberkeep.repository.check import check
-from emberkeep.repository.lease import Lease
+from emberkeep.repository.lease import Lease, LeaseWatch
 from emberkeep.repository.prune import prune
 from emberkeep.repository.repo import Repository
 from emberkeep.repository.snapshot import Snapshot
@@ -343,8 +343,10 @@ def test_backup_whose_lease_went_stale_does_not_commit(
 ) -> None:
     """A backup deduplicates against S1's packs, then stalls longer than a lease lives (the
     host paused, or every refresh failed). Meanwhile one prune condemns S1's packs (the
-    backup's lease is live: they wait) and a later one, seeing the lease stale, deletes them.
-    The backup must then refuse to save a snapshot that points at the deleted packs."""
+    backup's lease is live: they wait) and a later one, having seen the lease unchanged for
+    two hours, deletes them. The backup must then refuse to save a snapshot that points at
+    the deleted packs. The prunes judge as another host would: on the backup's own host, a
+    lease whose process lives is never broken (repository/lease.py)."""
     source, s1 = _one_snapshot(site, tmp_path)
     ticks = [1000.0]  # the lease's clock of elapsed time, moved by hand
     monkeypatch.setattr(lease_module, "_ticks", lambda: ticks[0], raising=False)
@@ -376,11 +378,12 @@ def test_backup_whose_lease_went_stale_does_not_commit(
         assert stalled.wait(60)
         start = clock.now()
         monkeypatch.setenv(clock.ENV_VAR, (start + timedelta(minutes=1)).isoformat())
-        condemning = prune(_repo(site), forget=[s1], grace=timedelta(hours=1))
+        elsewhere = LeaseWatch(host="another-host")
+        condemning = prune(_repo(site), forget=[s1], grace=timedelta(hours=1), watch=elsewhere)
         assert condemning.packs_condemned > 0 and condemning.packs_deleted == 0
         ticks[0] += 2 * 3600  # the backup stalls for two hours
         monkeypatch.setenv(clock.ENV_VAR, (start + timedelta(hours=2)).isoformat())
-        deleting = prune(_repo(site), grace=timedelta(hours=1))
+        deleting = prune(_repo(site), grace=timedelta(hours=1), watch=elsewhere)
         assert deleting.packs_deleted > 0  # the backup's lease is stale: nothing holds them
         monkeypatch.delenv(clock.ENV_VAR)
     finally:

@@ -8,15 +8,20 @@ our own seams: failing reads and writes, and pauses between one storage call and
 from __future__ import annotations
 
 import json
+import os
+import socket
+import stat
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from emberkeep import clock
 from emberkeep.errors import EmberkeepError, LockedError, StorageError
 from emberkeep.repository import lease as lease_mod
-from emberkeep.repository.lease import EXCLUSIVE, STALE_AFTER, Lease, read_leases
+from emberkeep.repository.lease import EXCLUSIVE, STALE_AFTER, Lease, LeaseWatch, read_leases
 from emberkeep.storage.base import Payload
 from emberkeep.storage.local import LocalStorage
 
@@ -72,8 +77,9 @@ def ticks(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
     yield now
 
 
-def _stale_exclusive(storage: _Storage) -> None:
-    """An exclusive lease (old format: no token) of a prune on another host, long gone."""
+def _stale_exclusive(storage: _Storage, ticks: list[float]) -> None:
+    """An exclusive lease (old format: no token, no seq) of a prune on another host, long
+    gone: this host has seen it unchanged for longer than a lease lives."""
     body = {
         "kind": "exclusive",
         "host": "gone-host",
@@ -82,6 +88,15 @@ def _stale_exclusive(storage: _Storage) -> None:
         "refreshed": "2000-01-01T00:00:00+00:00",
     }
     storage.put(EXCLUSIVE, json.dumps(body).encode())
+    _watched_for(storage, STALE_AFTER.total_seconds() + 1, ticks)
+
+
+def _watched_for(storage: _Storage, seconds: float, ticks: list[float]) -> None:
+    """This process's watch sees the exclusive lease now, and ``seconds`` pass on its clock."""
+    lease = lease_mod.read_lease(storage, EXCLUSIVE)
+    assert lease is not None
+    lease_mod.DEFAULT_WATCH.unchanged_for(storage.label, lease)
+    ticks[0] += seconds
 
 
 def _take_in_thread(storage: _Storage, name: str, out: dict[str, object]) -> threading.Thread:
@@ -116,10 +131,12 @@ def test_a_lease_that_cannot_be_read_is_not_broken(storage: _Storage) -> None:
     assert storage.stat(EXCLUSIVE) is None
 
 
-def test_two_prunes_breaking_one_stale_lease_leave_one_holder(storage: _Storage) -> None:
+def test_two_prunes_breaking_one_stale_lease_leave_one_holder(
+    storage: _Storage, ticks: list[float]
+) -> None:
     """The slower of two prunes breaking the same stale lease deletes the faster one's new
     lease (it read the stale one before): the faster must notice and give up."""
-    _stale_exclusive(storage)
+    _stale_exclusive(storage, ticks)
     slow_read, fast_took, slow_took = threading.Event(), threading.Event(), threading.Event()
 
     def hook(op: str, name: str) -> None:
@@ -150,13 +167,13 @@ def test_two_prunes_breaking_one_stale_lease_leave_one_holder(storage: _Storage)
 
 
 def test_a_holder_whose_lease_was_taken_over_notices_and_leaves_it(
-    storage: _Storage, monkeypatch: pytest.MonkeyPatch
+    storage: _Storage, monkeypatch: pytest.MonkeyPatch, ticks: list[float]
 ) -> None:
     """A prune that broke the stale lease long after reading it (its host paused) deletes
     a live holder's lease. That holder's refresh must find out, stop refreshing, refuse to
     go on, and leave the other's lease alone when it ends."""
     monkeypatch.setattr(lease_mod, "REFRESH_EVERY", 0.05)
-    _stale_exclusive(storage)
+    _stale_exclusive(storage, ticks)
     slow_read, fast_done = threading.Event(), threading.Event()
 
     def hook(op: str, name: str) -> None:
@@ -188,9 +205,9 @@ def test_a_holder_whose_lease_was_taken_over_notices_and_leaves_it(
 
 
 def test_a_stale_lease_of_the_old_format_is_broken_and_a_live_one_is_not(
-    storage: _Storage,
+    storage: _Storage, ticks: list[float]
 ) -> None:
-    _stale_exclusive(storage)
+    _stale_exclusive(storage, ticks)
     with Lease(storage, "exclusive") as taken:
         assert [b.host for b in taken.broken] == ["gone-host"]
         assert _on_disk(storage)["token"] == taken.token
@@ -212,7 +229,7 @@ def test_an_unreadable_backup_lease_stops_prune_from_judging(storage: _Storage) 
     """A backup lease that cannot be read may be a live backup's: no silent skip."""
     storage.put("locks/backup-0123", b"{not json")
     with pytest.raises(EmberkeepError, match="locks/backup-0123"):
-        lease_mod.live_backups(storage, lease_mod.clock.now())
+        lease_mod.live_backups(storage)
 
 
 # -- a lease knows when it may have gone stale --------------------------------------------
@@ -265,3 +282,94 @@ def test_a_target_silent_at_release_does_not_fail_the_work_done(storage: _Storag
     lease.__exit__(None, None, None)  # must not raise
     assert storage.failing_gets[threading.current_thread().name] == 0  # it did try to read
     assert storage.stat(EXCLUSIVE) is not None  # left behind, to go stale
+
+
+# -- judged by what the judge sees of the lease, never by comparing two hosts' clocks ------
+
+
+def _put_lease(storage: _Storage, name: str = EXCLUSIVE, **fields: object) -> bytes:
+    """A lease as a holder writes it, dated long ago; ``fields`` override."""
+    body: dict[str, object] = {
+        "kind": "exclusive" if name == EXCLUSIVE else "backup",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": "2000-01-01T00:00:00+00:00",
+        "refreshed": "2000-01-01T00:00:00+00:00",
+        "token": "t" * 32,
+        "seq": 1,
+        "boot": lease_mod.boot_id(),
+        "process": lease_mod.process_start(os.getpid()),
+    }
+    body.update(fields)
+    data = json.dumps(body).encode()
+    storage.put(name, data, overwrite=True)
+    return data
+
+
+def test_a_lease_whose_process_runs_on_this_host_is_never_broken(
+    storage: _Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its time says 2000 and this host's clock says 2099 (a prune a day or a century ahead,
+    or a backup behind): the process is alive here, so the lease is live."""
+    monkeypatch.setenv(clock.ENV_VAR, "2099-01-01T00:00:00Z")
+    held = _put_lease(storage)
+    with pytest.raises(LockedError, match="runs on this host"):
+        Lease(storage, "exclusive").__enter__()
+    assert storage.get(EXCLUSIVE) == held
+    _put_lease(storage, "locks/backup-1")
+    assert [b.name for b in lease_mod.live_backups(storage, LeaseWatch())] == ["locks/backup-1"]
+
+
+def test_a_lease_whose_process_is_gone_from_this_host_is_stale_at_once(
+    storage: _Storage,
+) -> None:
+    """A dead pid, a pid now used by another process, a holder from before a reboot."""
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    watch = LeaseWatch()
+    start = lease_mod.process_start(os.getpid())
+    assert start is not None and lease_mod.boot_id() is not None  # Linux tells both
+    gone = {
+        "locks/backup-dead": {"pid": finished.pid},
+        "locks/backup-reused": {"process": start + 1},
+        "locks/backup-rebooted": {"boot": "another-boot"},
+    }
+    for name, fields in gone.items():
+        _put_lease(storage, name, **fields)
+    _put_lease(storage, "locks/backup-live")
+    assert [b.name for b in lease_mod.live_backups(storage, watch)] == ["locks/backup-live"]
+    _put_lease(storage, pid=finished.pid, refreshed=clock.now().isoformat())
+    with Lease(storage, "exclusive", watch) as taken:
+        assert [b.pid for b in taken.broken] == [finished.pid]
+
+
+def test_a_lease_of_another_host_is_stale_once_seen_unchanged_for_its_life(
+    storage: _Storage, ticks: list[float]
+) -> None:
+    """Its holder's clock is pinned (the time in it never moves) but it rewrites the lease:
+    live. Once it stops, the lease is stale after STALE_AFTER of the judge's own clock."""
+    watch = LeaseWatch()
+    name, life = "locks/backup-1", STALE_AFTER.total_seconds()
+    for seq in (1, 2, 3):
+        _put_lease(storage, name, host="elsewhere", seq=seq)
+        assert lease_mod.live_backups(storage, watch), f"refresh {seq} taken for stale"
+        ticks[0] += life * 0.8
+    ticks[0] += life * 0.3  # no refresh for 1.1 lifetimes
+    assert lease_mod.live_backups(storage, watch) == []
+
+
+def test_what_the_watch_saw_is_kept_in_the_state_dir(
+    storage: _Storage, ticks: list[float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "state" / "leases-seen.json"
+    _put_lease(storage, "locks/backup-1", host="elsewhere")
+    assert lease_mod.live_backups(storage, LeaseWatch(path))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    ticks[0] += STALE_AFTER.total_seconds() + 1
+    assert lease_mod.live_backups(storage, LeaseWatch(path)) == []  # a later run knows it
+
+    path.write_text('{"boot": ')  # damaged: starts afresh, the lease seems new again
+    assert lease_mod.live_backups(storage, LeaseWatch(path))
+    ticks[0] += STALE_AFTER.total_seconds() + 1
+    monkeypatch.setattr(lease_mod, "boot_id", lambda: "after-a-reboot")
+    assert lease_mod.live_backups(storage, LeaseWatch(path)), "a count from before a reboot"

@@ -493,7 +493,14 @@ def test_no_temporary_dump_is_written(
         stop.set()
         thread.join()
     assert out["snapshot"]["summary"]["bytes"] > 1500 * 4096
-    own = ("writer.key", "cache", "scheduler.json", "siteconfig-stored.json")
+    own = (
+        "writer.key",
+        "cache",
+        "scheduler.json",
+        "siteconfig-stored.json",
+        "snapshots-seen.json",
+        "snapshots-seen.lock",
+    )
     unexpected = {
         p
         for p in seen

@@ -30,7 +30,7 @@ def at(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def snap(time: str, source: str = "db") -> Snapshot:
+def snap(time: str, source: str = "db", seq: int | None = None) -> Snapshot:
     """A snapshot header with only what retention reads; its id is its time (readable)."""
     return Snapshot(
         source=source,
@@ -39,6 +39,7 @@ def snap(time: str, source: str = "db") -> Snapshot:
         host="h",
         tree=b"",
         blobs=b"",
+        seq=seq,
         id=f"{source}@{time}",
     )
 
@@ -200,6 +201,48 @@ def test_sources_are_decided_apart_and_unknown_ones_are_kept() -> None:
         **{s.id: "no retention policy" for s in snaps if s.source in ("media", "empty")},
         **{s.id: "source not in config" for s in snaps if s.source == "gone"},
     }
+
+
+def test_newest_is_the_snapshot_written_last_even_when_its_clock_stepped_back() -> None:
+    """Written in the order of their seq: the third one's clock was 10 hours behind."""
+    snaps = [
+        snap("2026-03-10T02:00:00Z", seq=1),
+        snap("2026-03-10T20:00:00Z", seq=2),
+        snap("2026-03-10T10:00:00Z", seq=3),
+    ]
+    assert kept(snaps, "2026-03-10T21:00:00Z", daily=1) == {"db@2026-03-10T10:00:00Z": "daily 1/1"}
+    # headers of earlier versions (no seq) were all written before any that has one
+    older = [snap("2026-03-11T02:00:00Z"), snap("2026-03-12T02:00:00Z")]
+    assert kept([*older, *snaps], "2026-03-12T03:00:00Z", daily=1) == {
+        "db@2026-03-10T10:00:00Z": "daily 1/1"
+    }
+    # a day counted once, however the clocks went back and forth
+    zigzag = [
+        snap("2026-03-09T02:00:00Z", seq=1),
+        snap("2026-03-10T02:00:00Z", seq=2),
+        snap("2026-03-09T05:00:00Z", seq=3),
+        snap("2026-03-08T02:00:00Z", seq=4),
+    ]
+    assert kept(zigzag, "2026-03-10T03:00:00Z", daily=3) == {
+        "db@2026-03-08T02:00:00Z": "daily 1/3",
+        "db@2026-03-09T05:00:00Z": "daily 2/3",
+        "db@2026-03-10T02:00:00Z": "daily 3/3",
+    }
+
+
+def test_a_snapshot_dated_over_a_day_ahead_takes_no_period_and_is_kept() -> None:
+    real = daily_snapshots("2026-03-01", 3)
+    forged = [snap("2027-03-01T02:00:00Z", seq=99), snap("2027-03-02T02:00:00Z", seq=100)]
+    result = kept([*real, *forged], "2026-03-03T03:00:00Z", daily=3, within="1d")
+    assert {k: v for k, v in result.items() if k in {s.id for s in real}} == {
+        "db@2026-03-03T02:00:00Z": "within 1d, daily 1/3",
+        "db@2026-03-02T02:00:00Z": "daily 2/3",
+        "db@2026-03-01T02:00:00Z": "daily 3/3",
+    }
+    assert all(result[f.id] == retention.FUTURE for f in forged)
+    # less than a day ahead is a clock a little off: it counts
+    close = snap("2026-03-03T20:00:00Z", seq=101)
+    assert kept([*real, close], "2026-03-03T03:00:00Z", daily=1) == {close.id: "daily 1/1"}
 
 
 def test_the_strategys_mongodb_retention_after_400_days() -> None:

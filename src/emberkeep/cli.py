@@ -440,10 +440,11 @@ def cmd_snapshots(site: Site, args: argparse.Namespace) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table("id", "time", "source", "target", "files", "size", "tags")
+    table = Table("id", "seq", "time", "source", "target", "files", "size", "tags")
     for r in rows:
         cells = (
             r["short_id"],
+            "" if r["seq"] is None else str(r["seq"]),
             r["time"],
             r["source"],
             r["target"],
@@ -814,6 +815,8 @@ def cmd_check(site: Site, args: argparse.Namespace) -> int:
                 ui.line(f"{error['object']}: {error['error']}", label="  damaged: ", style="red")
             for note in result.notes:
                 ui.line(f"{note['object']}: {note['note']}", label="  note: ")
+            for warning in result.warnings:
+                ui.line(warning, label="  warning: ", style="yellow")
             if result.leftovers or result.incomplete:
                 ui.line(
                     f"  {len(result.leftovers)} packs no index lists and "

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .. import clock
 from ..repository import layout
 from ..repository.lease import Lease
 from ..repository.repo import Repository
-from ..repository.snapshot import Snapshot
+from ..repository.snapshot import SeenBefore, Snapshot, Stamp, next_sequence, written_order
 from ..sources.events import Enter, Event, Leaf, Leave, LocalFile, Stream, Warning_
 from .chunker import Chunker
 from .filescache import FilesCache
@@ -49,6 +50,7 @@ class BackupResult:
     snapshot: Snapshot
     warnings: list[dict[str, str]] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # paths left out: an incomplete backup
+    previous: list[Snapshot] = field(default_factory=list)  # headers read just before commit
 
     def to_json(self, target: str) -> dict[str, Any]:
         return {
@@ -306,6 +308,11 @@ def backup(
             raise
         if cache is not None and (problem := cache.problem()):
             run.warnings.append({"path": str(cache.path), "message": problem})
+        # Read last, for the seq: as close to the commit as can be; only headers this host
+        # has not seen (usually none): the others are in what it remembers.
+        seen = repo.seen_before
+        previous = repo.snapshots(skip=seen.ids)
+        run.warnings.extend(_clock_behind(previous, seen, source, now))
         snapshot = Snapshot(
             source=source,
             source_type=source_type,
@@ -329,9 +336,35 @@ def backup(
                 "seconds": round(time.monotonic() - started, 3),
             },
             extra=dict(extra or {}),
+            seq=next_sequence(previous, seen.floor),
         )
         lease.ensure_live(NOT_COMMITTED)  # a prune may have deleted packs it reuses
         repo.save_snapshot(snapshot)
     for warning in after_commit:
         warning["message"] = f"snapshot {snapshot.short_id} is committed, but {warning['message']}"
-    return BackupResult(snapshot, run.warnings + after_commit, run.unreadable)
+    return BackupResult(snapshot, run.warnings + after_commit, run.unreadable, previous)
+
+
+def _clock_behind(
+    previous: list[Snapshot], seen: SeenBefore, source: str, now: datetime
+) -> list[dict[str, str]]:
+    """A warning when ``now`` is earlier than the newest snapshot of ``source`` says."""
+    mine: list[Snapshot | Stamp] = [s for s in previous if s.source == source]
+    if source in seen.newest:
+        mine.append(seen.newest[source])
+    if not mine:
+        return []
+    newest = max(mine, key=written_order)
+    if newest.time <= now:
+        return []
+    return [
+        {
+            "path": "clock",
+            "message": (
+                f"this host's clock ({clock.iso(now)}) is behind the newest snapshot of source "
+                f"{source} ({newest.id[:12]}, dated {clock.iso(newest.time)}): check the clocks "
+                "of this host and of the one that wrote it (NTP). `latest` still means the "
+                "snapshot written last, this one"
+            ),
+        }
+    ]

@@ -26,9 +26,14 @@ object listed), free space (local and SFTP; None for S3), the last successful co
 replication lag: how long the oldest primary snapshot that the target should hold (its
 ``copies`` rule and retention) has been missing; low space (monitor/anomalies.py).
 
-The report's state is ``breach`` when any source's RPO or RTO is breached (the CLI exits
-1), else ``warning`` when anything else deserves a look, else ``ok``. ``send_alerts``
-raises or resolves the ``rpo``, ``rto`` and ``low_space`` alerts from a report.
+Snapshots dated more than a day after now (``is_future``: a wrong clock or a forged header)
+count for no RPO until then, and are warned about. A snapshot this host wrote or saw that is
+gone from a target, or fewer snapshots than it saw (deletion, or the target rolled back:
+runner/seen.py), is listed under ``snapshots_gone``.
+
+The report's state is ``breach`` when any source's RPO or RTO is breached or a snapshot is
+gone (the CLI exits 1), else ``warning`` when anything else deserves a look, else ``ok``.
+``send_alerts`` raises or resolves the ``rpo``, ``rto`` and ``low_space`` alerts from a report.
 """
 
 from __future__ import annotations
@@ -40,12 +45,13 @@ from typing import Any
 
 from .. import clock, ui
 from ..config import Source, Target
-from ..durations import parse_duration
+from ..durations import format_duration, parse_duration
 from ..journal import Entry, Journal
 from ..policy import retention
 from ..policy.schedule import next_time
 from ..redact import redact_url
-from ..repository.snapshot import Snapshot
+from ..repository.snapshot import FUTURE_TOLERANCE, Snapshot, is_future
+from ..runner import seen
 from ..runner.site import Site
 from ..sizes import parse_size
 from . import anomalies
@@ -162,6 +168,7 @@ class TargetStatus:
     replication_lag_seconds: float | None = None
     missing_snapshots: int | None = None
     low_space: str | None = None
+    future_snapshots: int | None = None  # dated more than a day after now
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -179,6 +186,7 @@ class TargetStatus:
             "replication_lag_seconds": self.replication_lag_seconds,
             "missing_snapshots": self.missing_snapshots,
             "low_space": self.low_space,
+            "future_snapshots": self.future_snapshots,
         }
 
 
@@ -190,14 +198,15 @@ class Report:
     targets: list[TargetStatus] = field(default_factory=list)
     breaches: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)  # snapshots deleted or rolled back
 
     @property
     def state(self) -> str:
-        return "breach" if self.breaches else "warning" if self.warnings else "ok"
+        return "breach" if self.breaches or self.gone else "warning" if self.warnings else "ok"
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.breaches else 0
+        return 1 if self.breaches or self.gone else 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -208,6 +217,7 @@ class Report:
             "targets": [t.to_json() for t in self.targets],
             "breaches": self.breaches,
             "warnings": self.warnings,
+            "snapshots_gone": self.gone,
         }
 
 
@@ -225,6 +235,8 @@ class _Held:
     snapshots: list[Snapshot]
     size: int
     free: int | None
+    gone: list[str] = field(default_factory=list)  # what the host's memory misses there
+    notes: list[str] = field(default_factory=list)  # on that memory itself
 
 
 def collect(site: Site) -> Report:
@@ -266,12 +278,13 @@ def _look(site: Site, target: str) -> _Held:
         snapshots = repo.snapshots()
         size = sum(info.size for info in repo.storage.list(""))
         free = repo.storage.free_bytes()
+        found = seen.look(site, target, repo, snapshots)
     finally:
         close = getattr(repo.storage, "close", None)
         if close is not None:
             with contextlib.suppress(Exception):
                 close()
-    return _Held(snapshots, size, free)
+    return _Held(snapshots, size, free, found.gone, found.notes)
 
 
 def _last_finished(journal: Journal, kind: str, **filters: Any) -> Entry | None:
@@ -302,8 +315,10 @@ def _source(
     )
     for target, what in held.items():
         for snap in what.snapshots:
-            if snap.source == source.name and (
-                status.last_backup is None or snap.time > status.last_backup
+            if (
+                snap.source == source.name
+                and not is_future(snap, now)
+                and (status.last_backup is None or snap.time > status.last_backup)
             ):
                 status.last_backup, status.last_snapshot = snap.time, snap.id
                 status.last_backup_target = target
@@ -311,6 +326,7 @@ def _source(
     if (
         good is not None
         and good.started
+        and good.started <= now + FUTURE_TOLERANCE
         and (status.last_backup is None or good.started > status.last_backup)
     ):
         status.last_backup, status.last_snapshot = good.started, good.snapshot
@@ -440,6 +456,9 @@ def _target(
     if what is None:
         return
     status.snapshots = len(what.snapshots)
+    report.gone.extend(what.gone)
+    report.warnings.extend(what.notes)
+    _future(target.name, what.snapshots, now, status, report)
     for snap in what.snapshots:
         status.snapshots_by_source[snap.source] = status.snapshots_by_source.get(snap.source, 0) + 1
     status.repository_bytes, status.free_bytes = what.size, what.free
@@ -467,6 +486,23 @@ def _target(
     )
     if status.low_space:
         report.warnings.append(f"low space: {status.low_space}")
+
+
+def _future(
+    target: str, snapshots: list[Snapshot], now: datetime, status: TargetStatus, report: Report
+) -> None:
+    """Warn of snapshots dated more than a day after now: they count for no RPO."""
+    future = [s for s in snapshots if is_future(s, now)]
+    status.future_snapshots = len(future)
+    if future:
+        first = future[0]
+        report.warnings.append(
+            f"target {target}: {len(future)} snapshots are dated more than "
+            f"{format_duration(FUTURE_TOLERANCE)} after now (the first {first.short_id} of "
+            f"source {first.source}, {clock.iso(first.time)}, by host {first.host}): they "
+            "count for no RPO and no retention rule until then; check that host's clock and "
+            "this one's"
+        )
 
 
 def _missing(
@@ -599,5 +635,7 @@ def show(report: Report) -> None:
         ui.line(", ".join(parts), label=head)
     for text in report.breaches:
         ui.line(text, label="breach: ", style="red")
+    for text in report.gone:
+        ui.line(text, label="gone: ", style="red")
     for text in report.warnings:
         ui.line(text, label="warning: ", style="yellow")

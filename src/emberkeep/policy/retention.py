@@ -7,10 +7,16 @@ source's snapshots on their own, with periods in UTC:
 - ``within = "2d"`` keeps every snapshot strictly newer than ``now - 2d``.
 - ``hourly/daily/weekly/monthly/yearly = N``: walk the source's snapshots newest
   first; a snapshot whose hour / day / ISO week (ISO year and week number) / month /
-  year differs from that of the snapshot before it (the newer one) starts a period and
+  year differs from those of the snapshots before it (the newer ones) starts a period and
   is kept, until N periods are kept. So the rule keeps the newest snapshot of each of
   the N most recent periods *that have snapshots*, counting back from the newest
-  snapshot (periods without a snapshot are skipped, not counted).
+  snapshot (periods without a snapshot are skipped, not counted). "Newest" is the order
+  the snapshots were written in (``seq``, repository/snapshot.py), which is the order of
+  their times unless a clock was wrong: after a clock stepped back, the snapshot written
+  last is still the one kept, and a period is counted once.
+- A snapshot dated more than a day after ``now`` (a wrong clock, or a forged header)
+  counts for no rule until then: it takes no period from a real snapshot, and it is kept
+  (``"dated in the future …"``), since it may hold real data.
 - When a count rule runs out of snapshots before it has kept N, it also keeps the
   source's oldest snapshot (as restic does since 0.17): a history still growing toward
   N periods is not cut short at its start.
@@ -32,7 +38,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from ..durations import parse_duration
+from ..durations import format_duration, parse_duration
+from ..repository.snapshot import FUTURE_TOLERANCE, is_future, written_order
 
 if TYPE_CHECKING:
     from ..config import Retention
@@ -51,6 +58,10 @@ COUNT_RULES: tuple[tuple[str, Callable[[datetime], Period]], ...] = (
 NO_POLICY = "no retention policy"
 NOT_IN_CONFIG = "source not in config"
 NEWEST_KEPT = "newest of its source (kept although no rule keeps it)"
+FUTURE = (
+    f"dated in the future (more than {format_duration(FUTURE_TOLERANCE)} after now): counted "
+    "for no rule until then, kept"
+)
 
 
 def keep(
@@ -78,7 +89,10 @@ def keep(
 
 def keep_source(snapshots: Sequence[Snapshot], now: datetime, policy: Retention) -> dict[str, str]:
     """The snapshots of one source that ``policy`` keeps, with the rules that keep each."""
-    newest_first = sorted(snapshots, key=lambda s: (_utc(s.time), s.id), reverse=True)
+    future = {s.id: FUTURE for s in snapshots if is_future(s, now)}
+    newest_first = sorted(
+        (s for s in snapshots if s.id not in future), key=written_order, reverse=True
+    )
     reasons: dict[str, list[str]] = {s.id: [] for s in newest_first}
     if policy.within:
         cutoff = now - parse_duration(policy.within)
@@ -91,7 +105,7 @@ def keep_source(snapshots: Sequence[Snapshot], now: datetime, policy: Retention)
     kept = {sid: ", ".join(why) for sid, why in reasons.items() if why}
     if newest_first and not kept:
         kept[newest_first[0].id] = NEWEST_KEPT
-    return kept
+    return {**kept, **future}
 
 
 def has_rule(policy: Retention) -> bool:
@@ -105,20 +119,18 @@ def _count_rule(
     """The newest snapshot of each of the ``count`` newest periods, then maybe the oldest."""
     if count <= 0 or not newest_first:
         return
-    last: Period | None = None
-    kept = 0
-    latest_kept: Snapshot | None = None
+    counted: set[Period] = set()
+    oldest = newest_first[-1]
     for snapshot in newest_first:
         current = period(_utc(snapshot.time))
-        if current != last:
-            last, latest_kept = current, snapshot
-            kept += 1
-            yield snapshot, f"{kept}/{count}"
-            if kept == count:
+        if current not in counted:
+            counted.add(current)
+            yield snapshot, f"{len(counted)}/{count}"
+            if len(counted) == count:
                 return
-    oldest = newest_first[-1]
-    if latest_kept is not oldest:
-        yield oldest, f"{kept + 1}/{count} (oldest)"
+            if snapshot is oldest:
+                return
+    yield oldest, f"{len(counted) + 1}/{count} (oldest)"
 
 
 def _by_source(snapshots: Sequence[Snapshot]) -> dict[str, list[Snapshot]]:

@@ -22,6 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .. import clock
+from ..durations import format_duration
 from ..errors import (
     EmberkeepError,
     IdentityRequired,
@@ -32,10 +34,11 @@ from ..errors import (
 )
 from ..fsutil import write_atomic
 from . import keycheck, layout
-from .index import Location
+from .index import BlobIndex, Location
 from .pack import read_table, verify_pack_hash
 from .recipients import RecipientsChanged
 from .repo import Repository
+from .snapshot import FUTURE_TOLERANCE, Snapshot, is_future
 
 
 @dataclass
@@ -49,6 +52,7 @@ class CheckResult:
     leftovers: list[str] = field(default_factory=list)  # packs no index lists
     incomplete: list[str] = field(default_factory=list)  # temp files of interrupted writes
     notes: list[dict[str, str]] = field(default_factory=list)  # not damage: repairs made, …
+    warnings: list[str] = field(default_factory=list)  # not damage, but worth a look
 
     @property
     def ok(self) -> bool:
@@ -69,6 +73,7 @@ class CheckResult:
             "leftovers": self.leftovers,
             "incomplete_writes": self.incomplete,
             "notes": self.notes,
+            "warnings": self.warnings,
         }
 
 
@@ -158,11 +163,10 @@ def check(
     by_pack = index.blobs_by_pack()
     result.packs = len(index.packs)
     result.blobs = len(index)
+    _absent_packs(index, stored, result)
     for name, record in index.packs.items():
         size = stored.get(name)
-        if size is None:
-            result.error(name, "pack is missing from the target (listed in the index)")
-        elif size != record.size:
+        if size is not None and size != record.size:
             result.error(
                 name, f"pack size is {size}, the index says {record.size} (truncated or damaged)"
             )
@@ -177,6 +181,9 @@ def check(
                 f"{missing} referenced blobs are not in any readable index "
                 "(data lost or index damaged)",
             )
+        _in_absent_packs(snapshot, index, stored, result)
+    if now is not None:
+        _future_dated(snapshots, now, result)
 
     if read_data:
         repo.require_identity("check --read-data")
@@ -226,6 +233,54 @@ def _check_key_objects(repo: Repository, result: CheckResult) -> None:
             result.notes.append({"object": finding.obj, "note": finding.message})
     for finding in repaired:
         result.notes.append({"object": finding.obj, "note": finding.message})
+
+
+def _absent_packs(index: BlobIndex, stored: dict[str, int], result: CheckResult) -> None:
+    """Each index file that lists packs the target does not hold: their entries are
+    ignored (a copy in an existing pack is used), and the file is named (DESIGN.md, Check)."""
+    for index_file, packs in sorted(index.files.items()):
+        absent = [(pack, entries) for pack, entries in packs if pack not in stored]
+        if not absent:
+            continue
+        entries = sum(count for _pack, count in absent)
+        named = ", ".join(pack for pack, _count in absent[:3])
+        more = f" and {len(absent) - 3} more" if len(absent) > 3 else ""
+        result.error(
+            index_file,
+            f"lists {len(absent)} packs that are not in the target ({named}{more}): its "
+            f"{entries} blob entries in them are ignored. A pack was deleted, or the index "
+            "file lists packs never written (forged by a host holding the writer key); "
+            "`emberkeep prune` drops those entries",
+        )
+
+
+def _in_absent_packs(
+    snapshot: Snapshot, index: BlobIndex, stored: dict[str, int], result: CheckResult
+) -> None:
+    """A snapshot some of whose blobs are indexed only in packs the target does not hold."""
+    lost = 0
+    for blob_id in snapshot.blob_ids():
+        location = index.find(blob_id)
+        if location is not None and location.pack not in stored:
+            lost += 1
+    if lost:
+        result.error(
+            f"{layout.SNAPSHOTS}/{snapshot.id}",
+            f"{lost} referenced blobs lie only in packs that are not in the target (data "
+            "lost); it cannot be restored whole",
+        )
+
+
+def _future_dated(snapshots: list[Snapshot], now: datetime, result: CheckResult) -> None:
+    """Snapshots dated more than ``FUTURE_TOLERANCE`` after ``now`` (repository/snapshot.py)."""
+    for snapshot in snapshots:
+        if is_future(snapshot, now):
+            result.warnings.append(
+                f"snapshot {snapshot.short_id} of source {snapshot.source} is dated "
+                f"{clock.iso(snapshot.time)}, more than {format_duration(FUTURE_TOLERANCE)} "
+                "after now: it counts for no RPO and no retention rule until then. Check the "
+                f"clock of host {snapshot.host}, which wrote it, and of this one"
+            )
 
 
 def _verify_pack(repo: Repository, name: str, blobs: list[tuple[bytes, Location]]) -> int:

@@ -11,7 +11,7 @@ import hashlib
 import struct
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -113,12 +113,23 @@ def _bucket_table(ids: bytes) -> array[int]:
     return array("I", accumulate(counts)) if ids else counts
 
 
+def _copy(
+    copies: list[tuple[bytes, int, BlobEntry]], names: list[str], exists: Callable[[str], bool]
+) -> tuple[bytes, int, BlobEntry]:
+    """Of one blob's index rows (preferred first), the first whose pack exists."""
+    for row in copies:
+        if exists(names[row[1]]):
+            return row
+    return copies[0]  # in no existing pack: lost, whichever is named
+
+
 class BlobIndex:
     """Blob id -> location, over every loaded index file plus the blobs of this session."""
 
     def __init__(self) -> None:
         self.packs: dict[str, PackRecord] = {}
         self.pack_sources: dict[str, str] = {}  # pack name -> index file that lists it
+        self.files: dict[str, list[tuple[str, int]]] = {}  # index file -> (pack, entries)
         self._pack_names: list[str] = []
         self._ids = _SortedIds(b"")
         self._pack = array("I")
@@ -131,12 +142,18 @@ class BlobIndex:
 
     @classmethod
     def build(
-        cls, records: Iterable[tuple[str, PackRecord]], avoid: frozenset[str] = frozenset()
+        cls,
+        records: Iterable[tuple[str, PackRecord]],
+        avoid: frozenset[str] = frozenset(),
+        exists: Callable[[str], bool] = lambda pack: True,
     ) -> BlobIndex:
-        """Index every record; of a blob stored twice, prefer a copy outside ``avoid``."""
+        """Index every record. Of a blob stored in several packs, take a copy in a pack that
+        ``exists`` (asked only then: an entry naming an absent pack is ignored where another
+        copy exists), preferring one outside ``avoid``."""
         index = cls()
         rows: list[tuple[bytes, int, BlobEntry]] = []
         for index_file, pack in records:
+            index.files.setdefault(index_file, []).append((pack.name, len(pack.entries)))
             if pack.name in index.packs:
                 continue
             index.packs[pack.name] = pack
@@ -147,11 +164,13 @@ class BlobIndex:
         names = index._pack_names
         rows.sort(key=lambda row: (row[0], names[row[1]] in avoid))
         ids = bytearray()
-        last = b""
-        for blob_id, number, entry in rows:
-            if blob_id == last:
-                continue  # the same blob in two packs: either copy serves
-            last = blob_id
+        i = 0
+        while i < len(rows):
+            end = i + 1
+            while end < len(rows) and rows[end][0] == rows[i][0]:
+                end += 1
+            blob_id, number, entry = rows[i] if end == i + 1 else _copy(rows[i:end], names, exists)
+            i = end
             ids += blob_id
             index._pack.append(number)
             index._offset.append(entry.offset)

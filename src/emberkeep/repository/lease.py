@@ -2,18 +2,27 @@
 
 Backups never wait for a lease: they only announce themselves, so prune can tell whether
 a backup that began before it condemned a pack might still reference that pack. A lease
-is live while it is refreshed; one not refreshed for ``STALE_AFTER``, or one whose process
-on this very host is gone, is stale and ignored (or broken, for the exclusive one).
+is live while its holder runs and refreshes it; who judges it never compares a time
+written by another host with its own clock (hosts' clocks may be a day apart):
+
+- A lease that names the judge's own host is live exactly while its process runs (the
+  pid, and where Linux tells, the boot and the process's start time, so a reused pid or a
+  reboot is not taken for it). Such a lease is never broken while its process lives.
+- A lease of another host is judged by its content: its holder rewrites it every
+  ``REFRESH_EVERY`` with a new ``seq``, so one the judge has seen unchanged for
+  ``STALE_AFTER`` on its own clock of elapsed time is stale (``LeaseWatch``). The judge
+  remembers what it saw in its state dir, so a prune tomorrow knows a lease it saw today.
 
 What others see of a lease and what its holder believes can part, and both sides guard
 against that:
 
-- *The holder.* Others judge a lease by the time written in it, so a holder whose refreshes
-  fail, or whose host is paused or suspended, is stale for everyone while it runs on. It
-  remembers when a write of its lease last succeeded (on a clock that counts suspended
-  time), and ``ensure_live`` refuses once that is older than ``STALE_AFTER`` less
-  ``RENEW_MARGIN``, as restic does: a backup asks before it commits its snapshot. A lease
-  that was removed or replaced (found stale, broken) is lost for good: never written back.
+- *The holder.* A holder whose refreshes fail, or whose host is paused or suspended, is
+  stale for the others while it runs on. It remembers when a write of its lease last
+  succeeded (on a clock that counts suspended time), and ``ensure_live`` refuses once that
+  is older than ``STALE_AFTER`` less ``RENEW_MARGIN``, as restic does: a backup asks before
+  it commits its snapshot. A judge starts counting only when it first sees a content, which
+  is after the holder wrote it, so the holder always gives up first. A lease that was
+  removed or replaced (found stale, broken) is lost for good: never written back.
 - *The others.* Only a lease read successfully and found stale is broken: one that cannot
   be read may be live, so reading it fails the run instead. Every lease holds a random
   token; the taker of the exclusive lease reads it back and goes on only if the token is
@@ -24,11 +33,14 @@ against that:
   request; a longer stall (the slower host paused between its read and its delete) shows
   at the faster one's next refresh, which finds the lease lost.
 
-Leases written without a token (by earlier versions) are read and judged by staleness.
+Leases written without a token, seq or boot (by earlier versions) are judged the same way:
+their content changes at each refresh too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -37,6 +49,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from .. import clock
 from ..durations import format_duration
@@ -49,6 +62,7 @@ from ..errors import (
     StorageError,
     UsageError,
 )
+from ..fsutil import write_atomic
 from ..storage.base import Storage
 from .layout import LOCKS
 
@@ -73,11 +87,10 @@ class LeaseInfo:
     started: datetime
     refreshed: datetime
     token: str | None = None  # None: written by an earlier version
-
-    def is_stale(self, now: datetime) -> bool:
-        if now - self.refreshed > STALE_AFTER:
-            return True
-        return self.host == socket.gethostname() and not pid_alive(self.pid)
+    seq: int | None = None  # the holder's count of its writes of this lease
+    boot: str | None = None  # the holder host's boot id (Linux), when it knew it
+    process_start: int | None = None  # the holder's start, in ticks since boot (Linux)
+    digest: str = ""  # SHA-256 of the lease's bytes: what a judge watches change
 
     def describe(self) -> str:
         return f"{self.kind} by pid {self.pid} on {self.host} since {clock.iso(self.started)}"
@@ -94,11 +107,121 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def boot_id() -> str | None:
+    """This boot of this host (Linux), or None where the system does not say."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: count after the last ')'.
+    fields = stat.rpartition(")")[2].split()
+    try:
+        return int(fields[19])  # field 22, starttime; fields[0] is field 3
+    except (IndexError, ValueError):
+        return None
+
+
+def holder_runs_here(lease: LeaseInfo) -> bool:
+    """Whether the process holding ``lease``, which names this host, still runs."""
+    here = boot_id()
+    if lease.boot and here and lease.boot != here:
+        return False  # this host was restarted since: the holder is gone
+    if not pid_alive(lease.pid):
+        return False
+    if lease.process_start is not None:
+        started = process_start(lease.pid)
+        if started is not None and started != lease.process_start:
+            return False  # the pid was reused by another process
+    return True
+
+
 def _ticks() -> float:
     """Seconds on a clock that never goes back and, where it can (Linux), counts the time
-    the host was suspended: a lease goes stale for others while its host sleeps too."""
+    the host was suspended: a lease goes stale for others while its host sleeps too. Within
+    one boot it is the same clock in every process of the host."""
     boottime = getattr(time, "CLOCK_BOOTTIME", None)
     return time.monotonic() if boottime is None else time.clock_gettime(boottime)
+
+
+class LeaseWatch:
+    """How long this host has seen each lease of other hosts unchanged (module docstring).
+
+    ``path`` (in the state dir) keeps what was seen across runs; it counts only within one
+    boot, since the clock of elapsed time starts again at boot. A file that is missing or
+    unreadable starts the watch afresh, which can only make leases look younger: safe.
+    ``host`` is the judge's own host name (the tests judge as another host).
+    """
+
+    def __init__(self, path: Path | None = None, *, host: str | None = None) -> None:
+        self.path = path
+        self.host = host or socket.gethostname()
+        self._boot = boot_id()
+        self._seen: dict[str, tuple[str, float]] = {}  # "label name" -> (digest, first seen)
+        self._lock = threading.Lock()
+        self._changed = False
+        if path is not None:
+            self._load(path)
+
+    def _load(self, path: Path) -> None:
+        try:
+            raw = json.loads(path.read_text())
+            if self._boot is None or raw.get("boot") != self._boot:
+                return
+            self._seen = {
+                str(key): (str(digest), float(since))
+                for key, (digest, since) in raw["seen"].items()
+            }
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            self._seen = {}
+
+    def unchanged_for(self, label: str, lease: LeaseInfo) -> float:
+        """Seconds this host has seen ``lease`` with its present content (0 when new)."""
+        now = _ticks()
+        key = f"{label} {lease.name}"
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is None or seen[0] != lease.digest or now < seen[1]:
+                self._seen[key] = (lease.digest, now)
+                self._changed = True
+                return 0.0
+            return now - seen[1]
+
+    def is_stale(self, label: str, lease: LeaseInfo) -> bool:
+        if lease.host == self.host:
+            return not holder_runs_here(lease)
+        return self.unchanged_for(label, lease) > STALE_AFTER.total_seconds()
+
+    def forget_others(self, label: str, present: set[str]) -> None:
+        """Drop what was seen of leases of ``label`` that are no longer there."""
+        prefix = f"{label} "
+        with self._lock:
+            gone = [
+                k for k in self._seen if k.startswith(prefix) and k[len(prefix) :] not in present
+            ]
+            for key in gone:
+                del self._seen[key]
+            self._changed = self._changed or bool(gone)
+
+    def save(self) -> None:
+        """Keep what was seen, if this watch has a file and a boot to tie it to."""
+        if self.path is None or self._boot is None or not self._changed:
+            return
+        with self._lock:
+            data = {"boot": self._boot, "seen": {k: list(v) for k, v in self._seen.items()}}
+            self._changed = False
+        with contextlib.suppress(StorageError):  # a hint only: a later run starts afresh
+            write_atomic(self.path, json.dumps(data).encode(), mode=0o600)
+
+
+DEFAULT_WATCH = LeaseWatch()  # what this process has seen, when no state dir is given
 
 
 def read_lease(storage: Storage, name: str) -> LeaseInfo | None:
@@ -121,6 +244,10 @@ def read_lease(storage: Storage, name: str) -> LeaseInfo | None:
             clock.parse_time(raw["started"]),
             clock.parse_time(raw["refreshed"]),
             raw.get("token"),
+            _optional_int(raw.get("seq")),
+            raw.get("boot") if isinstance(raw.get("boot"), str) else None,
+            _optional_int(raw.get("process")),
+            hashlib.sha256(data).hexdigest(),
         )
     except (ValueError, KeyError, TypeError, AttributeError, UsageError) as exc:
         raise RepositoryError(
@@ -130,32 +257,48 @@ def read_lease(storage: Storage, name: str) -> LeaseInfo | None:
         ) from exc
 
 
+def _optional_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def read_leases(storage: Storage) -> list[LeaseInfo]:
     """Every lease; one deleted while listing is left out, an unreadable one raises."""
     found = (read_lease(storage, info.name) for info in storage.list(f"{LOCKS}/"))
     return [lease for lease in found if lease is not None]
 
 
-def live_backups(storage: Storage, now: datetime) -> list[LeaseInfo]:
-    return [ls for ls in read_leases(storage) if ls.kind == "backup" and not ls.is_stale(now)]
+def live_backups(storage: Storage, watch: LeaseWatch | None = None) -> list[LeaseInfo]:
+    """The backup leases that are live as ``watch`` judges them (module docstring)."""
+    watch = watch or DEFAULT_WATCH
+    leases = read_leases(storage)
+    live = [ls for ls in leases if ls.kind == "backup" and not watch.is_stale(storage.label, ls)]
+    watch.forget_others(storage.label, {ls.name for ls in leases})
+    watch.save()
+    return live
 
 
 class Lease:
-    """A lease held for the life of a ``with`` block, refreshed by a daemon thread."""
+    """A lease held for the life of a ``with`` block, refreshed by a daemon thread.
 
-    def __init__(self, storage: Storage, kind: str) -> None:
+    ``watch`` judges the exclusive lease found in the way (default: what this process saw).
+    """
+
+    def __init__(self, storage: Storage, kind: str, watch: LeaseWatch | None = None) -> None:
         self.storage = storage
         self.kind = kind
         self.name = EXCLUSIVE if kind == "exclusive" else f"{LOCKS}/{kind}-{secrets.token_hex(8)}"
         self.token = secrets.token_hex(16)
         self.started = clock.now()
+        self.watch = watch or DEFAULT_WATCH
         self.broken: list[LeaseInfo] = []
+        self._seq = 0  # writes of the lease so far: what others watch change
         self._renewed = 0.0  # _ticks() before the last write of the lease that succeeded
         self._lost: str | None = None  # how the lease stopped being ours
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _body(self) -> bytes:
+        self._seq += 1
         return json.dumps(
             {
                 "kind": self.kind,
@@ -164,6 +307,9 @@ class Lease:
                 "started": self.started.isoformat(),
                 "refreshed": clock.now().isoformat(),
                 "token": self.token,
+                "seq": self._seq,
+                "boot": boot_id(),
+                "process": process_start(os.getpid()),
             }
         ).encode()
 
@@ -207,14 +353,27 @@ class Lease:
             ) from exc
         if holder is None:
             return  # released meanwhile
-        if not holder.is_stale(clock.now()):
-            raise LockedError(
-                f"target {self.storage.label} is locked ({holder.describe()}); wait for "
-                "it to finish. If that process is gone, the lease goes stale "
-                f"{int(STALE_AFTER.total_seconds() // 60)} minutes after its last refresh"
-            )
+        stale = self.watch.is_stale(self.storage.label, holder)
+        self.watch.save()
+        if not stale:
+            raise LockedError(self._locked(holder))
         self.broken.append(holder)
         self.storage.delete(EXCLUSIVE)
+
+    def _locked(self, holder: LeaseInfo) -> str:
+        """Why the live ``holder`` keeps this taker out, and what to do."""
+        locked = f"target {self.storage.label} is locked ({holder.describe()})"
+        if holder.host == self.watch.host:
+            return f"{locked}; that process runs on this host: wait for it to finish"
+        minutes = int(STALE_AFTER.total_seconds() // 60)
+        seen = format_duration(
+            timedelta(seconds=round(self.watch.unchanged_for(self.storage.label, holder)))
+        )
+        return (
+            f"{locked}; wait for it to finish. If that process is gone, its lease counts as "
+            f"stale once this host has seen it unchanged for {minutes} minutes (unchanged for "
+            f"{seen} so far): run this again then"
+        )
 
     def _confirm(self) -> None:
         """Read the lease just taken back: another taker may have replaced it (see above)."""

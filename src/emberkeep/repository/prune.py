@@ -10,15 +10,23 @@ Runs under the exclusive lease, in two phases so a concurrent backup never loses
 2. *Delete.* A condemned pack is deleted once its mark is older than the grace period
    and no live backup may still use it.
 
-Why that is safe. Each marked pack has a time by which its marker was certainly
-visible: for markers of earlier runs, the start of this run (only prune writes markers,
-under the exclusive lease); for markers written now, a clock reading taken after writing
-them. A backup whose lease began after that time read the markers and left the pack
-alone. A backup whose lease began at or before it may have deduplicated against the
-pack: if it still runs, its lease is live and the pack waits; if it has finished, its
-snapshot exists, so snapshots are listed again after the leases and any snapshot that
-appeared meanwhile pardons the packs it uses. (Leases and markers use one clock, so
-hosts writing one repository need synchronised clocks, as NTP gives.)
+Why that is safe. Each marked pack has a moment by which its marker was certainly
+visible: for markers of earlier runs, when this run listed them (only prune writes markers,
+under the exclusive lease); for markers written now, when they were written. Right after
+each of those moments prune lists the live backup leases. A backup whose lease is not in
+that list took it later, then read the markers, and left the pack alone. A backup whose
+lease is in it may have deduplicated against the pack: if it still runs, its lease is live
+and the pack waits; if it has finished, its snapshot exists, so snapshots are listed again
+after the leases and any snapshot that appeared meanwhile pardons the packs it uses. No
+clock of one host is compared with another's: leases are judged as repository/lease.py
+says, and a lease is known by its name.
+
+Only packs that exist count. An index entry naming a pack that is not in the target (a
+deleted pack, or an index file listing packs never written) holds nothing: a blob is kept
+by a copy in an existing pack, and the entries of absent packs are condemned like unused
+packs, so a later prune rewrites the index without them. While a kept snapshot references
+a blob that lies in no existing pack (its pack or index file deleted or damaged), prune
+deletes nothing at all: the packs that blob may still lie in would look unused.
 
 A blob stored twice (a backup re-stores blobs of condemned packs) is counted once, in a
 pack that is not condemned where one exists, so the fresh copy is kept.
@@ -31,8 +39,10 @@ are encrypted to the recipients), and the bytes they hold are reported.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,12 +53,15 @@ from ..errors import EmberkeepError
 from ..storage.base import ObjectLocked, locked_until, until_text
 from . import layout
 from .index import PackRecord
-from .lease import Lease, live_backups, read_leases
+from .lease import Lease, LeaseWatch, live_backups, read_leases
 from .repo import Repository
-from .snapshot import Snapshot, by_id_prefix
+from .snapshot import FUTURE_TOLERANCE, Snapshot, by_id_prefix, is_future
 
 # Decides which snapshots go: (snapshots of the target, now) -> {snapshot id: reason kept}
 RetentionFn = Callable[[list[Snapshot], datetime], dict[str, str]]
+# Around the deletion of snapshots: (snapshots listed, those to delete) -> a context held
+# while they are deleted, giving notes for the result (the host's memory, runner/seen.py)
+SnapshotGuard = Callable[[list[Snapshot], list[Snapshot]], AbstractContextManager[list[str]]]
 
 
 @dataclass
@@ -99,9 +112,15 @@ def prune(
     retention: RetentionFn | None = None,
     grace: timedelta = timedelta(hours=1),
     dry_run: bool = False,
+    watch: LeaseWatch | None = None,
+    guard: SnapshotGuard | None = None,
 ) -> PruneResult:
+    """Remove what ``retention`` does not keep (and ``forget``), then free unused packs.
+
+    ``watch`` judges other processes' leases (repository/lease.py); the runner gives one
+    kept in the state dir, and a ``guard`` for the deletion of snapshots."""
     result = PruneResult(dry_run=dry_run)
-    with Lease(repo.storage, "exclusive") as lease:
+    with Lease(repo.storage, "exclusive", watch) as lease:
         for broken in lease.broken:
             result.messages.append(f"broke a stale lease: {broken.describe()}")
         repo.damage.clear()
@@ -127,17 +146,25 @@ def prune(
             if keep:
                 kept.append(snapshot)
             result.decisions.append(_decision(snapshot, keep, kept_by, drop))
+        _note_future(snapshots, now, result)
+        holders = _holders(repo)
+        _refuse_if_unrestorable(repo, kept, holders, _stored_packs(repo))
         if dry_run:
             return result
         kept_ids = {s.id for s in kept}
         lease.ensure_live(STOPPED)
-        for snapshot, decision in zip(snapshots, result.decisions, strict=True):
-            name = f"{layout.SNAPSHOTS}/{snapshot.id}"
-            if snapshot.id not in kept_ids and not _delete_unless_locked(repo, name, result):
-                kept.append(snapshot)  # still there: what it references stays too
-                decision["action"] = "keep"
-                decision["reason"] = f"locked by S3 Object Lock {until_text(result.locked[name])}"
-        _collect(repo, kept, {s.id for s in snapshots}, grace, result, lease)
+        doomed = [s for s in snapshots if s.id not in kept_ids]
+        with guard(snapshots, doomed) if guard else contextlib.nullcontext([]) as notes:
+            result.messages.extend(notes)
+            for snapshot, decision in zip(snapshots, result.decisions, strict=True):
+                name = f"{layout.SNAPSHOTS}/{snapshot.id}"
+                if snapshot.id not in kept_ids and not _delete_unless_locked(repo, name, result):
+                    kept.append(snapshot)  # still there: what it references stays too
+                    decision["action"] = "keep"
+                    decision["reason"] = (
+                        f"locked by S3 Object Lock {until_text(result.locked[name])}"
+                    )
+        _collect(repo, kept, holders, {s.id for s in snapshots}, grace, result, lease)
         if result.locked:
             ends = [until for until in result.locked.values() if until is not None]
             result.messages.append(
@@ -159,15 +186,61 @@ def _decision(
     return {
         "id": snapshot.id,
         "time": clock.iso(snapshot.time),
+        "seq": snapshot.seq,
         "source": snapshot.source,
         "action": "keep" if keep else "remove",
         "reason": reason,
     }
 
 
+def _note_future(snapshots: list[Snapshot], now: datetime, result: PruneResult) -> None:
+    """Say so when snapshots are dated in the future: retention counts them for nothing."""
+    future = [s for s in snapshots if is_future(s, now)]
+    if future:
+        result.messages.append(
+            f"{len(future)} snapshots are dated more than {format_duration(FUTURE_TOLERANCE)} "
+            f"after now (the first {future[0].short_id}, {clock.iso(future[0].time)}): they "
+            "are kept and count for no retention rule until then; check the clock of the host "
+            f"that wrote them ({future[0].host}) and of this one"
+        )
+
+
+def _stored_packs(repo: Repository) -> dict[str, int]:
+    """Every data and meta pack in the target: name -> size."""
+    return {
+        info.name: info.size
+        for folder in (layout.DATA, layout.META)
+        for info in repo.storage.list(f"{folder}/")
+    }
+
+
+def _refuse_if_unrestorable(
+    repo: Repository, kept: list[Snapshot], holders: dict[bytes, set[str]], stored: dict[str, int]
+) -> None:
+    """Raise while a kept snapshot references a blob in no existing pack (module docstring)."""
+    broken = []
+    for snapshot in kept:
+        lost = sum(1 for b in snapshot.blob_ids() if not holders.get(b, set()) & stored.keys())
+        if lost:
+            broken.append((snapshot, lost))
+    if not broken:
+        return
+    snapshot, lost = broken[0]
+    others = f" (and {len(broken) - 1} more snapshots)" if len(broken) > 1 else ""
+    raise EmberkeepError(
+        f"target {repo.storage.label}: prune deletes nothing: snapshot {snapshot.short_id} "
+        f"(source {snapshot.source}, {clock.iso(snapshot.time)}){others} references {lost} "
+        "blobs that lie in no pack in the target (a pack or an index file was deleted or "
+        "damaged), and packs holding them could look unused. Run `emberkeep check` to see what "
+        "is lost; put the missing objects back if a copy exists, or remove the snapshot with "
+        f"`emberkeep prune --forget {snapshot.short_id}`"
+    )
+
+
 def _collect(
     repo: Repository,
     kept: list[Snapshot],
+    holders: dict[bytes, set[str]],
     seen: set[str],
     grace: timedelta,
     result: PruneResult,
@@ -175,47 +248,43 @@ def _collect(
 ) -> None:
     """Condemn what ``kept`` does not need and delete what is safe to delete (see above).
 
-    Before deleting, the exclusive lease must still be live: a prune whose lease others may
-    have seen stale could be racing another prune (repository/lease.py)."""
+    ``holders``: every pack each blob is indexed in. Before deleting, the exclusive lease
+    must still be live: a prune whose lease others may have seen stale could be racing
+    another prune (repository/lease.py)."""
     run_start = clock.now()
     marks = _read_marks(repo)
-    holders = _holders(repo)
+    # Leases live once the old marks were visible: a backup not among them read the marks.
+    before = {b.name for b in live_backups(repo.storage, lease.watch)}
+    stored = _stored_packs(repo)
+    present = {blob: packs & stored.keys() for blob, packs in holders.items()}
     referenced = {blob_id for snapshot in kept for blob_id in snapshot.blob_ids()}
-    needed = _needed_packs(holders, referenced, avoid=set(marks))
-    stored = {
-        info.name: info.size
-        for folder in (layout.DATA, layout.META)
-        for info in repo.storage.list(f"{folder}/")
-    }
-    packs = _pack_contents(holders)
+    needed = _needed_packs(present, referenced, avoid=set(marks))
+    packs = _pack_contents(holders)  # absent packs too: their entries go with the index
     unused = (set(stored) | set(packs)) - needed
     for pack in needed:
         spare = [b for b in packs.get(pack, ()) if b not in referenced]
         result.bytes_in_partly_used_packs += _blob_bytes(repo, pack, spare)
 
-    visible_since: dict[str, datetime] = {}
     for pack in sorted(set(marks) - unused):
         _pardon(repo, pack, marks, result)
-    for pack in marks:
-        visible_since[pack] = run_start
+    old_marks = set(marks)
     fresh = sorted(unused - set(marks))
     for pack in fresh:
         marker = json.dumps({"time": run_start.isoformat()}).encode()
         repo.storage.put(f"{layout.TRASH}/{pack}", marker, overwrite=True)
         marks[pack] = run_start
         result.packs_condemned += 1
-    marked_at = clock.now()
-    visible_since.update({pack: marked_at for pack in fresh})
 
     now = clock.now()
-    backups = live_backups(repo.storage, now)
+    backups = live_backups(repo.storage, lease.watch)  # listed after the fresh marks
     for pack in sorted(_needed_by_late_snapshots(repo, seen, set(marks))):
         _pardon(repo, pack, marks, result)
 
+    early = [b for b in backups if b.name in before]
     deletable = []
     for pack, marked in sorted(marks.items()):
         waiting_for_grace = now - marked < grace
-        may_be_in_use = any(b.started <= visible_since[pack] for b in backups)
+        may_be_in_use = bool(early) if pack in old_marks else bool(backups)
         if waiting_for_grace or may_be_in_use:
             result.packs_deferred += 1
         else:
@@ -234,7 +303,7 @@ def _collect(
     if deletable:
         _delete_packs(repo, set(deletable), stored, result)
     if not backups:
-        _remove_leftovers(repo, now, result)
+        _remove_leftovers(repo, lease.watch, result)
 
 
 def _holders(repo: Repository) -> dict[bytes, set[str]]:
@@ -298,7 +367,7 @@ def _pardon(repo: Repository, pack: str, marks: dict[str, datetime], result: Pru
     result.packs_pardoned += 1
 
 
-def _remove_leftovers(repo: Repository, now: datetime, result: PruneResult) -> None:
+def _remove_leftovers(repo: Repository, watch: LeaseWatch, result: PruneResult) -> None:
     """With no backup running: interrupted writes' temp files and stale leases go.
 
     The temp files are listed before the leases are looked at again: a backup's lease is
@@ -307,15 +376,16 @@ def _remove_leftovers(repo: Repository, now: datetime, result: PruneResult) -> N
     the lease a backup is writing this very moment, not yet visible.
     """
     unfinished = [n for n in repo.storage.incomplete() if not n.startswith(f"{layout.LOCKS}/")]
-    if live_backups(repo.storage, now):
+    if live_backups(repo.storage, watch):
         return
     for name in unfinished:
         repo.storage.delete(name)
         result.incomplete_removed += 1
     for lease in read_leases(repo.storage):
-        if lease.kind == "backup" and lease.is_stale(now):
+        if lease.kind == "backup" and watch.is_stale(repo.storage.label, lease):
             repo.storage.delete(lease.name)
             result.messages.append(f"removed a stale lease: {lease.describe()}")
+    watch.save()
 
 
 def _read_marks(repo: Repository) -> dict[str, datetime]:

@@ -33,11 +33,10 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from .. import clock
 from ..errors import AlreadyExists, IntegrityError, LockedError, NotFound
 from . import layout
 from .index import BlobIndex, PackRecord
-from .lease import EXCLUSIVE, Lease, read_leases
+from .lease import DEFAULT_WATCH, EXCLUSIVE, Lease, read_leases
 from .pack import verify_pack_hash
 from .repo import Repository
 from .snapshot import Snapshot
@@ -138,14 +137,14 @@ def _read_verified(src: Repository, name: str) -> bytes:
 
 
 def _prune_running(dst: Repository) -> str | None:
-    """Who holds ``dst``'s exclusive lease, if it is live.
+    """Who holds ``dst``'s exclusive lease, if it may be live.
 
     Read after this copy's lease is visible. A prune that took its lease later would see
-    this copy's and wait, but no clock is compared here: any live prune counts.
+    this copy's and wait, but no clock is compared here: any prune not known to be gone
+    counts (repository/lease.py).
     """
-    now = clock.now()
     for lease in read_leases(dst.storage):
-        if lease.name == EXCLUSIVE and not lease.is_stale(now):
+        if lease.name == EXCLUSIVE and not DEFAULT_WATCH.is_stale(dst.storage.label, lease):
             return lease.describe()
     return None
 

@@ -6,7 +6,7 @@ import contextlib
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from . import keyfiles, layout
 from . import recipients as recipient_set
 from .index import BlobIndex, Location, PackRecord, decode_index, encode_index
 from .pack import TRAILER, blob_aad
-from .snapshot import Snapshot, decode_snapshot, encode_snapshot
+from .snapshot import SeenBefore, Snapshot, decode_snapshot, encode_snapshot, written_order
 
 RUN_SPAN = 8 << 20  # the most one ranged read of adjacent blobs fetches
 
@@ -74,6 +74,7 @@ class Repository:
         default_factory=lambda: keyfiles.ConfigState(sealed=True)
     )
     writer_key_held: bool = False  # the key is the host's own, not read from keys/writer.age
+    seen_before: SeenBefore = field(default_factory=SeenBefore)  # set by the runner
 
     # -- creating and opening ------------------------------------------------------------
 
@@ -147,9 +148,19 @@ class Repository:
         return list(decode_index(name, self.storage.get(name), self.writer_key.index_key))
 
     def load_index(self, avoid: frozenset[str] = frozenset()) -> BlobIndex:
-        """Load every index file; a damaged one is recorded in ``damage`` and skipped."""
+        """Load every index file; a damaged one is recorded in ``damage`` and skipped.
+
+        Of a blob several packs hold, a copy in a pack that is in the target is used (one
+        lookup per pack, only for such blobs): an index file may list packs that were
+        deleted, or never written (DESIGN.md, Check)."""
 
         self.index_names = set()
+        present: dict[str, bool] = {}
+
+        def exists(pack: str) -> bool:
+            if pack not in present:
+                present[pack] = self.storage.stat(pack) is not None
+            return present[pack]
 
         def records() -> Iterable[tuple[str, PackRecord]]:
             sizes = {info.name: info.size for info in self.storage.list(f"{layout.INDEX}/")}
@@ -163,7 +174,7 @@ class Repository:
                 for pack in packs:
                     yield name, pack
 
-        return BlobIndex.build(records(), avoid)
+        return BlobIndex.build(records(), avoid, exists)
 
     def save_index(self, packs: list[PackRecord]) -> str:
         name, sealed = encode_index(packs, self.writer_key.index_key)
@@ -186,15 +197,19 @@ class Repository:
     def load_snapshot(self, name: str) -> Snapshot:
         return decode_snapshot(name, self.storage.get(name), self.writer_key.index_key)
 
-    def snapshots(self) -> list[Snapshot]:
-        """Every readable snapshot, oldest first; damaged ones are recorded in ``damage``."""
+    def snapshots(self, skip: Collection[str] = ()) -> list[Snapshot]:
+        """Every readable snapshot but those whose ids are in ``skip``, in the order they were
+        written (``written_order``: by ``seq``, then time), the last written last; damaged
+        ones are recorded in ``damage``."""
         found = []
         for name in self.snapshot_names():
+            if skip and layout.leaf(name) in skip:
+                continue
             try:
                 found.append(self.load_snapshot(name))
             except (IntegrityError, NotFound) as exc:
                 self.damage.append(Damage(name, str(exc)))
-        return sorted(found, key=lambda s: (s.time, s.id))
+        return sorted(found, key=written_order)
 
     def save_snapshot(self, snapshot: Snapshot) -> str:
         """The commit point of a backup."""

@@ -3,6 +3,15 @@
 The header holds enough for listing, retention, prune and status on a write-only host
 (source, time, host, tags, sizes, every blob id referenced). The snapshot's body, the
 tree of names and metadata, lives in tree blobs that only an identity can read.
+
+Order. A header's ``time`` is the clock of the host that wrote it, which may be wrong
+(stepped back, or a day ahead). Its ``seq`` is the repository's count of snapshots written:
+one more than the highest the writer saw in the target or remembers from any target
+(README, How it keeps data safe). Snapshots are ordered by ``seq`` (``written_order``), so
+``latest`` is the snapshot written last whatever the clocks said; snapshots of earlier
+versions, without one, come first, by time. Headers are sealed with the index key, so only
+a writer can choose a ``seq``. A snapshot dated more than ``FUTURE_TOLERANCE`` after now
+(``is_future``) counts for no RPO and no retention rule until then.
 """
 
 from __future__ import annotations
@@ -10,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import zstandard
@@ -23,6 +32,7 @@ from .layout import snapshot_object
 SNAPSHOT_AAD = b"emberkeep snapshot"
 ID = 32
 MIN_ID_PREFIX = 4  # a shorter prefix is more likely a typo than a choice
+FUTURE_TOLERANCE = timedelta(days=1)  # clocks further apart than this are wrong
 
 
 @dataclass
@@ -37,6 +47,7 @@ class Snapshot:
     paths: list[str] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # source-specific (e.g. oplog point)
+    seq: int | None = None  # the order it was written in (module docstring); None: older
     id: str = ""  # SHA-256 of the sealed object; set when saved or loaded
 
     @property
@@ -51,6 +62,7 @@ class Snapshot:
             "id": self.id,
             "short_id": self.short_id,
             "time": iso(self.time),
+            "seq": self.seq,
             "source": self.source,
             "source_type": self.source_type,
             "host": self.host,
@@ -63,6 +75,45 @@ class Snapshot:
         if self.extra:
             data["extra"] = self.extra
         return data
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What the order of a snapshot depends on (``written_order`` takes either)."""
+
+    id: str
+    time: datetime
+    seq: int | None
+
+    @classmethod
+    def of(cls, snapshot: Snapshot) -> Stamp:
+        return cls(snapshot.id, snapshot.time, snapshot.seq)
+
+
+@dataclass
+class SeenBefore:
+    """What a writing host already knows of a target's snapshots (runner/seen.py): a backup
+    reads only the headers of the others. ``floor`` is the highest seq it saw in any
+    target, ``newest`` the newest snapshot of each source it saw in this one."""
+
+    ids: frozenset[str] = frozenset()
+    floor: int = 0
+    newest: dict[str, Stamp] = field(default_factory=dict)
+
+
+def written_order(snapshot: Snapshot | Stamp) -> tuple[bool, int, datetime, str]:
+    """Sort key: the order snapshots were written in (module docstring)."""
+    return (snapshot.seq is not None, snapshot.seq or 0, snapshot.time, snapshot.id)
+
+
+def is_future(snapshot: Snapshot, now: datetime) -> bool:
+    """Whether ``snapshot`` is dated more than ``FUTURE_TOLERANCE`` after ``now``."""
+    return snapshot.time > now + FUTURE_TOLERANCE
+
+
+def next_sequence(snapshots: list[Snapshot], floor: int = 0) -> int:
+    """The ``seq`` of a snapshot written now: one more than any seen (``floor`` included)."""
+    return max([floor, *(s.seq for s in snapshots if s.seq is not None)]) + 1
 
 
 def encode_snapshot(snapshot: Snapshot, index_key: bytes) -> tuple[str, bytes]:
@@ -90,6 +141,8 @@ def decode_snapshot(name: str, sealed: bytes, index_key: bytes) -> Snapshot:
     body["time"] = parse_time(body["time"])
     body["tree"] = bytes.fromhex(body["tree"])
     body["blobs"] = bytes.fromhex(body["blobs"])
+    if not isinstance(body.get("seq"), int) or isinstance(body.get("seq"), bool):
+        body["seq"] = None
     return Snapshot(**body, id=digest)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +13,10 @@ from ..engine.backup import BackupResult, Progress, backup
 from ..engine.filescache import FilesCache
 from ..errors import UsageError, is_disk_full, state_dir_full
 from ..fsutil import write_atomic
+from ..repository.repo import Repository
 from ..sources.files import FilesWalker
 from ..sources.git import GitRepo, push_mirror, redact
-from . import hooks
+from . import hooks, seen
 from .site import Site
 
 
@@ -24,6 +25,7 @@ class SourceOutcome:
     source: str
     target: str
     result: BackupResult
+    repo: Repository | None = field(default=None, repr=False)  # the target written to
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, **self.result.to_json(self.target)}
@@ -59,7 +61,17 @@ def run_backup(
     outcome.result.warnings.extend(site.repairs)  # what opening the repository repaired
     site.repairs.clear()
     _store_site_config(site, outcome)
+    _compare_with_seen(site, outcome)
     return outcome
+
+
+def _compare_with_seen(site: Site, outcome: SourceOutcome) -> None:
+    """Warn of snapshots gone from the target since this host saw it (runner/seen.py)."""
+    result = outcome.result
+    if outcome.repo is None:
+        return
+    found = seen.look(site, outcome.target, outcome.repo, result.previous, result.snapshot).all()
+    result.warnings.extend({"path": f"target {outcome.target}", "message": t} for t in found)
 
 
 def _store_site_config(site: Site, outcome: SourceOutcome) -> None:
@@ -160,7 +172,7 @@ def _backup_files(
             )
     finally:
         cache.close()
-    return SourceOutcome(source.name, target.name, result)
+    return SourceOutcome(source.name, target.name, result, repo)
 
 
 def _backup_git(
@@ -185,7 +197,7 @@ def _backup_git(
         problem = push_mirror(source.path, source.mirror)
         if problem:
             result.warnings.append({"path": redact(source.mirror), "message": problem})
-    return SourceOutcome(source.name, target.name, result)
+    return SourceOutcome(source.name, target.name, result, repo)
 
 
 def _backup_mongodb(
@@ -211,7 +223,7 @@ def _backup_mongodb(
             streams=source.parallel,
             extra=dump.extra,
         )
-    return SourceOutcome(source.name, target.name, result)
+    return SourceOutcome(source.name, target.name, result, repo)
 
 
 def dump_paths(source: MongoSource) -> list[str]:

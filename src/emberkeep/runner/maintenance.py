@@ -8,7 +8,9 @@ from .. import clock
 from ..durations import parse_duration
 from ..policy import retention as retention_policy
 from ..repository.check import CheckResult, Subset, VerifiedLog, check
+from ..repository.lease import LeaseWatch
 from ..repository.prune import PruneResult, prune
+from . import seen
 from .site import Site
 
 
@@ -24,7 +26,7 @@ def run_check(
     reading = read_data or subset is not None
     repo = site.repository(target, read=reading)
     log = VerifiedLog(site.state_dir / f"verified-{repo.writer_key.repo_id}-{target}.json")
-    return check(
+    result = check(
         repo,
         read_data=reading,
         subset=Subset.parse(subset) if subset else None,
@@ -33,6 +35,8 @@ def run_check(
         on_pack=on_pack,
         on_total=on_total,
     )
+    result.warnings.extend(seen.look(site, target, repo).all())
+    return result
 
 
 def run_prune(
@@ -47,4 +51,11 @@ def run_prune(
         retention=lambda snapshots, now: retention_policy.keep(snapshots, now, policies),
         grace=parse_duration(grace or site.config.prune.grace),
         dry_run=dry_run,
+        watch=lease_watch(site),
+        guard=seen.prune_guard(site, target, repo),
     )
+
+
+def lease_watch(site: Site) -> LeaseWatch:
+    """This host's watch over other hosts' leases, kept in the state dir (repository/lease.py)."""
+    return LeaseWatch(site.state_dir / "leases-seen.json")

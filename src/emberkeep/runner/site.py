@@ -102,6 +102,9 @@ class Site:
             self.repairs.append(
                 {"path": f"{repo.storage.label}/{done.obj}", "message": done.message}
             )
+        from .seen import seen_before  # seen imports this module
+
+        repo.seen_before = seen_before(self, self.config.target(target).name, repo)
         return repo
 
     def find_snapshot(self, repo: Repository, spec: str, source: str | None = None) -> Snapshot:
