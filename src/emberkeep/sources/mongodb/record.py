@@ -50,6 +50,20 @@ class DocDigest:
         return self._sum.to_bytes(16, "little").hex()
 
 
+def whole_documents_length(data: bytes | memoryview) -> int:
+    """How many bytes at the start of ``data`` are whole BSON documents (none copied)."""
+    view = memoryview(data)
+    pos, end = 0, len(view)
+    while end - pos >= 4:
+        (size,) = _LEN.unpack_from(view, pos)
+        if size < 5:
+            raise ValueError(f"a BSON document of length {size} at byte {pos}")
+        if end - pos < size:
+            break
+        pos += size
+    return pos
+
+
 def split_documents(data: bytes | memoryview) -> tuple[list[bytes], int]:
     """Whole BSON documents at the start of ``data``, and where the incomplete rest begins."""
     view = memoryview(data)
@@ -93,6 +107,7 @@ class DumpRecord(msgspec.Struct, kw_only=True):
     users_and_roles: str = "not dumped"  # "dumped", or why not (see ``users``)
     users: int = 0
     roles: int = 0
+    imported_from: dict[str, str] | None = None  # {path, format} of an `emberkeep import`
 
     def to_bytes(self) -> bytes:
         return msgspec.json.format(msgspec.json.encode(self), indent=1) + b"\n"
