@@ -44,10 +44,10 @@ from .users import ROLES_FILE, USERS_FILE, AuthRestored, restore_auth
 BATCH_DOCS = 1000
 BATCH_BYTES = 8 << 20
 INSERT_WORKERS = 4
-# Collections whose indexes are built at once, as mongorestore's --numParallelCollections
-# (4): a server that builds each in a background job (DocumentDB polls its queue every
-# couple of seconds) then takes one wait for them all, not one per collection.
-INDEX_WORKERS = 4
+# Collections whose indexes are built at once (mongorestore: its 4 parallel collections):
+# mongod runs 3 builds at once and queues the others; DocumentDB builds each in a background
+# job it polls every second or two, so sending them together costs one wait, not one each.
+INDEX_WORKERS = 8
 DUPLICATE_KEY = 11000
 NAMESPACE_EXISTS = 48
 
