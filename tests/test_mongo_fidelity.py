@@ -161,7 +161,7 @@ def test_a_stock_dump_imported_restores_as_the_stock_mongorestore_restores_it(
 
     mine, stock = f"{DB}_imported", f"{DB}_stockimp"
     site.run("restore", snaps[1]["id"], "--to-uri", uri, "--ns-from", DB, "--ns-to", mine)
-    routes = [(uri, [])]
+    routes: list[tuple[str, list[str]]] = [(uri, [])]
     if shop.server.name == "documentdb":  # the 16 MiB document: see the export test
         largest = f"{DB}.{shopdb.LARGEST}"
         other = request.getfixturevalue("documentdb_ferretdb").uri
@@ -240,7 +240,7 @@ def test_the_stock_mongorestore_restores_both_export_formats(
     copy = f"{DB}_stock"
     where = [f"--archive={out}"] if fmt == "mongodump-archive" else [str(out)]
     rename = [f"--nsFrom={DB}.*", f"--nsTo={copy}.*"]
-    routes = [(shop.server.uri, [])]
+    routes: list[tuple[str, list[str]]] = [(shop.server.uri, [])]
     if shop.server.name == "documentdb":
         other = request.getfixturevalue("documentdb_ferretdb").uri
         largest = f"{DB}.{shopdb.LARGEST}"

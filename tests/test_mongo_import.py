@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,16 @@ def _metadata(name: str) -> str:
     return CollectionInfo("shop", name, "collection", indexes=[]).metadata_json().decode()
 
 
+def _batches(docs: list[bytes]) -> Callable[[], list[bytes]]:
+    return lambda: [b"".join(docs)]
+
+
 def _archive(collections: dict[str, list[bytes]]) -> bytes:
     out = io.BytesIO()
     write_archive(
         out,
         [
-            ArchiveCollection("shop", name, _metadata(name), lambda d=docs: [b"".join(d)])
+            ArchiveCollection("shop", name, _metadata(name), _batches(docs))
             for name, docs in collections.items()
         ],
         server_version="7.0.0",
@@ -83,7 +88,7 @@ def _tree(dump: ImportedDump) -> dict[str, bytes]:
         elif isinstance(event, Stream):
             with event.open() as handle:
                 chunks, buf = [], bytearray(1 << 16)
-                while n := handle.readinto(buf):
+                while n := handle.readinto(buf):  # type: ignore[attr-defined]
                     chunks.append(bytes(buf[:n]))
             files["/".join([*where, event.node["name"]])] = b"".join(chunks)
     return files

@@ -187,7 +187,7 @@ def test_each_extra_is_in_the_documents_exactly_where_the_server_stores_it(
     """An extra the server took appears in the documents; one it refused appears nowhere,
     and the summary holds the server's own words for the refusal."""
     db = mongo_client[shop["database"]]
-    where = {
+    where: dict[str, tuple[str, dict[str, Any]]] = {
         "bson:date_before_1970": ("customers", {"birth_date": {"$lt": datetime(1970, 1, 1)}}),
         "bson:binary_subtypes": ("customers", {"legacy_id": {"$exists": True}}),
         "bson:regex_flags": ("promotions", {"applies_to_name": {"$exists": True}}),

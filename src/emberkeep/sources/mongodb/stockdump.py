@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 from urllib.parse import unquote_plus
 
 import bson
@@ -104,7 +104,7 @@ def _is_gzip(path: Path) -> bool:
 def _open(path: Path) -> IO[bytes]:
     """``path`` for reading, decompressed when it is gzip (by its first bytes, not its name)."""
     if _is_gzip(path):
-        return gzip.open(path, "rb")
+        return cast(IO[bytes], gzip.open(path, "rb"))
     return path.open("rb")
 
 
@@ -210,12 +210,12 @@ def _database_folder(contents: DumpContents, db: str, folder: Path) -> None:
             continue
         files.setdefault(found[0], {})[found[1]] = path
     parts = []
-    for escaped, found in sorted(files.items()):
-        info = _collection_info(db, escaped, found.get("metadata"), contents.origin)
+    for escaped, pair in sorted(files.items()):
+        info = _collection_info(db, escaped, pair.get("metadata"), contents.origin)
         if info.name.startswith("system."):
             contents.left_out.append(f"{db}.{info.name}")
             continue
-        data = found.get("bson")
+        data = pair.get("bson")
         if info.kind == "timeseries":
             raise DumpError(
                 f"{contents.origin}: {db}.{info.name} is a timeseries collection, which "
