@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from bson import ObjectId
 from conftest import Site
+from mongo_helpers import mongo_site, raw_by_id
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure
 from servers_mongo import MongoTestServer, client_of, module_server
@@ -46,49 +47,6 @@ def db_name(client: MongoClient[Any]) -> Iterator[str]:
     for db in client.list_database_names():
         if db.startswith(name):
             client.drop_database(db)
-
-
-def mongo_site(site: Site, uri: str, databases: list[str], extra: str = "") -> None:
-    source = (
-        "[[sources]]\n"
-        'name = "db"\n'
-        'type = "mongodb"\n'
-        f"uri = {json.dumps(uri)}\n"
-        f"databases = {json.dumps(databases)}\n"
-        f"{extra}\n"
-    )
-    site.write_config(extra_sources=source)
-    site.run("init")
-
-
-def raw_by_id(client: MongoClient[Any], db: str) -> dict[str, dict[Any, bytes]]:
-    """Every collection's documents as raw BSON keyed by ``_id``."""
-    from bson.raw_bson import RawBSONDocument
-
-    out: dict[str, dict[Any, bytes]] = {}
-    for name in client[db].list_collection_names():
-        spec = client[db].command("listCollections", filter={"name": name})["cursor"]
-        if spec["firstBatch"][0].get("type") == "view":
-            continue
-        coll = client[db].get_collection(
-            name,
-            codec_options=client[db].codec_options.with_options(document_class=RawBSONDocument),
-        )
-        out[name] = {repr(doc["_id"]): doc.raw for doc in coll.find()}
-    return out
-
-
-def catalog(client: MongoClient[Any], db: str) -> dict[str, Any]:
-    """Options, type and indexes of every collection and view (uuid aside: it is new)."""
-    result = {}
-    for spec in client[db].list_collections():
-        indexes = []
-        if spec.get("type") != "view":
-            indexes = sorted(
-                (dict(i) for i in client[db][spec["name"]].list_indexes()), key=lambda i: i["name"]
-            )
-        result[spec["name"]] = (spec.get("type"), spec.get("options"), indexes)
-    return result
 
 
 def test_snapshot_is_mongodump_layout(

@@ -42,10 +42,9 @@ from urllib.parse import quote
 
 import bson
 from pymongo import MongoClient
-from pymongo.errors import PyMongoError
 
 from . import tools
-from .mongoserver import START_TIMEOUT, START_TRIES, ServerStartError, free_port
+from .mongoserver import START_TIMEOUT, START_TRIES, ServerStartError, answers_ping, free_port
 
 FRONTENDS = ("gateway", "ferretdb")
 CREDENTIALS = ("admin", "admin-pass")  # the bootstrap user: a PostgreSQL superuser
@@ -196,16 +195,7 @@ class Frontend:
         return MongoClient(self.uri, **options)
 
     def answers(self) -> bool:
-        client: MongoClient[dict[str, Any]] = MongoClient(
-            self.uri, serverSelectionTimeoutMS=500, connectTimeoutMS=500
-        )
-        try:
-            client.admin.command("ping")
-            return True
-        except PyMongoError:
-            return False
-        finally:
-            client.close()
+        return answers_ping(self.uri, 500)
 
 
 class DocumentDBServer:

@@ -498,16 +498,7 @@ class ImportedDump:
                 "imported from a mongodump made without --oplog: documents are as each "
                 "collection was read"
             )
-        self.extra["mongodb"] = {
-            "point_in_time": record.point_in_time,
-            "consistent_at": record.consistent_at,
-            "oplog_end": record.oplog.end,
-            "databases": record.databases,
-            "collections": sum(1 for c in record.collections if c.type != "view"),
-            "documents": sum(c.count for c in record.collections),
-            "bytes": sum(c.bytes for c in record.collections),
-            "imported_from": record.imported_from,
-        }
+        self.extra["mongodb"] = record.header_extra()
 
 
 def _ts(raw: bytes) -> Timestamp | None:
