@@ -1,37 +1,40 @@
-"""Time emberkeep's MongoDB backup and restore against dump-to-a-file baselines.
+"""Time emberkeep's MongoDB backup and restore against the stock mongodump and mongorestore.
 
 Usage::
 
-    .venv/bin/python bench/mongo.py [--sizes 128,512] [--work DIR] [--uri URI]
+    .venv/bin/python bench/mongo.py [--sizes 64,1024] [--servers ferretdb,documentdb]
+                                    [--work DIR] [--uri URI]
 
-For each size the shop database (``emberkeep.demo.shopdb``, ``candle-ecommerce``) is generated
-on a FerretDB started in the work dir (or on ``--uri``), then every tool is run as a child
-process, timed, with its peak RSS and CPU from ``os.wait4`` (as ``bench/run.py`` does):
+For each server and size the shop database (``emberkeep.demo.shopdb``, ``candle-ecommerce``)
+is generated on a server started in the work dir (FerretDB 1.24 with its SQLite backend and an
+oplog; PostgreSQL + DocumentDB behind its gateway, no oplog), or on ``--uri``; then every tool
+runs as a child process, timed, with its peak RSS and CPU from ``os.wait4`` (as
+``bench/run.py`` does) and the server's CPU over the same interval. The stock tools are the
+ones ``scripts/setup --test`` builds (mongo-tools at ``tools.MONGO_TOOLS_VERSION``).
 
-backup (ratio vs the stand-in dump):
-  - ``mongodump --archive | gzip > file`` when ``mongodump`` is on the PATH;
-  - stand-in "pymongo dump | gzip": every collection read with ``find_raw_batches`` (4 at a
-    time, mongodump's default) into mongodump's archive multiplexing (a namespace header, the
-    batch, a terminator) piped into a ``gzip`` process writing a file: mongodump --archive |
-    gzip minus the archive's CRCs;
-  - stand-in "pymongo dump --oplog | gzip": the same plus what ``mongodump --oplog`` does
-    for a point-in-time dump (the newest oplog entry before and after, then the window),
-    the like-for-like baseline of
-  - ``emberkeep backup`` of a ``type = "mongodb"`` source (point-in-time too);
-  - the files engine over a mongodump output: ``mongodump --out DIR`` (or the stand-in dumper
-    writing ``<db>/<coll>.bson`` + ``.metadata.json``), then ``emberkeep backup`` of a files
-    source over DIR, and the sum of the two: what the strategy's current approach (dump to
-    disk, then back the dump up) costs.
+backup:
+  - ``mongodump --db DB --archive --gzip``: a dump that is not point-in-time;
+  - ``mongodump --oplog --archive --gzip`` (a whole-server dump, as ``--oplog`` requires),
+    where the server has an oplog: the point-in-time baseline emberkeep's backup is compared
+    with (the goal: at most 1.0x its time);
+  - ``emberkeep backup`` of a ``type = "mongodb"`` source (point-in-time where there is an
+    oplog), compared with the row above, else with the plain dump;
+  - the strategy's current approach: ``mongodump --out DIR``, then ``emberkeep backup`` of a
+    files source over DIR, and the two together;
+  - on FerretDB, ``emberkeep backup`` again with the oplog emptied first (FerretDB reads its
+    whole oplog for the window's range, which the seeding filled).
 
-restore (ratio vs the stand-in restore), each into ``bench_restore`` with ``--drop``:
-  - ``gunzip -c file | mongorestore --archive`` when ``mongorestore`` is on the PATH;
-  - stand-in "pymongo restore": ``gzip -dc file`` piped into insert_many of RawBSONDocuments
-    in batches (1000 docs / 8 MiB) on 4 threads, then indexes, then views (mongorestore's order);
-  - ``emberkeep restore latest --to-uri URI --ns-from candle-ecommerce --ns-to bench_restore``.
+restore, each into ``bench_restore`` with ``--drop``:
+  - ``mongorestore --archive --gzip`` of the plain dump (``--noIndexRestore`` on FerretDB 1.24,
+    which refuses the legacy ``ns`` index option mongorestore sends): the baseline (the goal:
+    emberkeep at most 0.7x its time);
+  - ``emberkeep restore latest --to-uri URI --ns-from DB --ns-to bench_restore``.
 
 Every restore is checked: each collection's document count equals the source's.
-``--steps backup`` runs the backup rows alone; ``--pairs N`` instead alternates the stand-in
-dump and emberkeep's backup N times with the oplog emptied (the noise between like runs).
+``--steps backup`` runs the backup rows alone; ``--pairs N`` instead alternates the plain
+mongodump and emberkeep's backup N times with the oplog emptied (the noise between like runs).
+DocumentDB's gateway is reached through ``docdbserver.SerialProxy`` (the gateway takes one
+new connection at a time), in this process: its CPU is in neither column.
 """
 
 from __future__ import annotations
@@ -39,24 +42,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
-import bson
 import run as harness  # bench/run.py: the child-process runner (wait4, logs, errors)
-from bson import json_util
-from bson.raw_bson import RawBSONDocument
-from bson.son import SON
 
 MiB = 1024 * 1024
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,188 +59,109 @@ DEFAULT_WORK = Path("/tmp/emberkeep-mongo-bench")
 WORK_MARKER = ".emberkeep-mongo-bench"
 DB = "candle-ecommerce"
 RESTORE_DB = "bench_restore"
-TERMINATOR = b"\xff\xff\xff\xff"  # mongodump's archive: end of a namespace block
-DUMP_PARALLEL = 4  # mongodump --numParallelCollections default
-INSERT_WORKERS = 4  # the stand-in restore's insert threads
-BATCH_DOCS = 1000
-BATCH_BYTES = 8 * MiB
+SERVERS = ("ferretdb", "documentdb")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
+PLAIN = "mongodump --archive --gzip"
+POINT_IN_TIME = "mongodump --oplog --archive --gzip"
+MONGORESTORE = "mongorestore --archive --gzip"
 
 BenchError = harness.BenchError  # a fatal benchmark problem: printed, and the run aborts
 
 
-# --------------------------------------------------------------------------- stand-ins
+def stock(name: str) -> str:
+    from emberkeep.demo import tools
+
+    path = tools.built("mongo-tools", tools.MONGO_TOOLS_VERSION, name)
+    if not path.exists():
+        raise BenchError(f"the stock {name} is not built ({path}): run `scripts/setup --test`")
+    return str(path)
 
 
-def _catalog(db: Any) -> list[dict[str, Any]]:
-    """Collections and views of ``db`` with options and indexes (mongodump's metadata)."""
-    out = []
-    for spec in db.list_collections():
-        name = spec["name"]
-        if name.startswith("system."):
-            continue
-        entry = {"name": name, "type": spec.get("type", "collection")}
-        entry["options"] = spec.get("options", {})
-        entry["indexes"] = [] if entry["type"] == "view" else list(db[name].list_indexes())
-        out.append(entry)
-    return out
+# --------------------------------------------------------------------------- servers
 
 
-def _newest_oplog_ts(client: Any) -> Any:
-    """mongodump --oplog's way to the newest entry: one document in reverse natural order."""
-    entry = client.local["oplog.rs"].find_one({}, sort=[("$natural", -1)])
-    return None if entry is None else entry["ts"]
+class Server:
+    """A started server: its URI, its kind, and the CPU its processes used so far."""
 
+    def __init__(self, kind: str, work: Path, uri: str = "") -> None:
+        self.kind = kind
+        self.work = work
+        self.uri = uri
+        self.handle: Any = None
 
-def standin_dump(
-    uri: str, db_name: str, archive: Path | None, out_dir: Path | None, oplog: bool = False
-) -> None:
-    """Read every collection as raw batches into a gzipped archive, or into a dump dir.
+    @property
+    def has_oplog(self) -> bool:
+        return self.kind == "ferretdb"
 
-    ``oplog``: what ``mongodump --oplog`` adds for a point-in-time dump (its queries, from
-    mongo-tools' ``mongodump/oplog_dump.go``): the newest oplog entry before and after the
-    collections (``$natural: -1``, limit 1), then the entries with ``ts`` between the two,
-    written after the collections."""
-    from pymongo import MongoClient
+    @property
+    def restore_flags(self) -> list[str]:
+        return ["--noIndexRestore"] if self.kind == "ferretdb" else []
 
-    client: Any = MongoClient(uri)
-    db = client[db_name]
-    start = _newest_oplog_ts(client) if oplog else None
-    catalog = _catalog(db)
-    lock = threading.Lock()
-    gzip: subprocess.Popen[bytes] | None = None
-    sink: IO[bytes] | None = None
-    if archive is not None:
-        with archive.open("wb") as out:
-            gzip = subprocess.Popen(["gzip", "-c"], stdin=subprocess.PIPE, stdout=out)
-        sink = gzip.stdin
-        assert sink is not None
-        prelude = {"db": db_name, "collections": catalog}  # mongodump writes one too
-        sink.write(bson.encode(prelude))
+    def start(self) -> None:
+        if self.uri:
+            return
+        if self.kind == "ferretdb":
+            from emberkeep.demo.mongoserver import MongoServer
 
-    def read(entry: dict[str, Any]) -> int:
-        name = entry["name"]
-        if out_dir is not None:
-            where = out_dir / db_name
-            meta = {k: entry[k] for k in ("options", "indexes")}
-            meta |= {"collectionName": name, "type": entry["type"]}
-            text = json_util.dumps(meta, json_options=json_util.CANONICAL_JSON_OPTIONS)
-            (where / f"{name}.metadata.json").write_text(text)
-        if entry["type"] == "view":
-            return 0
+            self.handle = MongoServer(self.work / "ferretdb").start()
+        else:
+            from emberkeep.demo.docdbserver import DocumentDBServer
+
+            self.handle = DocumentDBServer("gateway").start()
+        self.uri = self.handle.uri
+        log(f"{self.kind} at 127.0.0.1:{self.handle.port}")
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.stop()
+
+    def pids(self) -> list[int]:
+        if self.handle is None:
+            return []
+        if self.kind == "ferretdb":
+            return [self.handle.proc.pid]
+        datadir = self.handle.datadir
+        return [int((datadir / f"{n}.pid").read_text()) for n in ("postgres", "ferretdb")]
+
+    def cpu(self) -> float | None:
+        """utime + stime of the server's processes and their waited-for children (the
+        PostgreSQL backends that ended), plus the live children's."""
+        pids = self.pids()
+        if not pids:
+            return None
         total = 0
-        header = bson.encode({"db": db_name, "collection": name})
-        if out_dir is not None:
-            with (out_dir / db_name / f"{name}.bson").open("wb") as f:
-                for batch in db[name].find_raw_batches():
-                    f.write(batch)
-                    total += len(batch)
-            return total
-        assert sink is not None
-        for batch in db[name].find_raw_batches():
-            with lock:
-                sink.write(header)
-                sink.write(batch)
-                sink.write(TERMINATOR)
-            total += len(batch)
-        return total
+        for pid in pids:
+            fields = _stat(pid)
+            if fields is None:
+                return None
+            total += sum(int(f) for f in fields[11:15])
+        for child in _children(pids[0]) if self.kind == "documentdb" else []:
+            fields = _stat(child)
+            total += sum(int(f) for f in fields[11:13]) if fields else 0
+        return total / CLK_TCK
 
-    if out_dir is not None:
-        (out_dir / db_name).mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(DUMP_PARALLEL) as pool:
-        total = sum(pool.map(read, catalog))
-    if oplog and sink is not None:
-        end = _newest_oplog_ts(client)
-        window = {"ts": {"$gte": start, "$lte": end}}
-        header = bson.encode({"db": "local", "collection": "oplog.rs"})
-        for batch in client.local["oplog.rs"].find_raw_batches(window):
-            sink.write(header)
-            sink.write(batch)
-            sink.write(TERMINATOR)
-    if gzip is not None:
-        assert sink is not None
-        sink.close()
-        if gzip.wait() != 0:
-            raise BenchError(f"gzip exited {gzip.returncode}")
-    print(json.dumps({"bytes": total, "collections": len(catalog)}))
+    def reset_oplog(self, client: Any) -> None:
+        from emberkeep.demo.mongoserver import _create_ferretdb_oplog
+
+        client.local.drop_collection("oplog.rs")
+        _create_ferretdb_oplog(client, self.handle.oplog_bytes)
 
 
-def _read_doc(f: IO[bytes]) -> bytes | None:
-    head = f.read(4)
-    if not head:
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
         return None
-    if head == TERMINATOR:
-        return TERMINATOR
-    size = int.from_bytes(head, "little")
-    body = f.read(size - 4)
-    if len(body) != size - 4:
-        raise BenchError("archive truncated")
-    return head + body
 
 
-def standin_restore(uri: str, archive: Path, to_db: str, drop: bool) -> None:
-    """gzip -dc ARCHIVE | insert_many(RawBSONDocument batches) on 4 threads; indexes; views."""
-    from pymongo import MongoClient
-
-    client: Any = MongoClient(uri)
-    db = client[to_db]
-    gunzip = subprocess.Popen(["gzip", "-dc", str(archive)], stdout=subprocess.PIPE)
-    f = gunzip.stdout
-    assert f is not None
-    first = _read_doc(f)
-    if first is None or first == TERMINATOR:
-        raise BenchError("no prelude in the archive")
-    catalog = bson.decode(first)["collections"]
-    for entry in catalog:
-        if drop:
-            db.drop_collection(entry["name"])
-        if entry["type"] != "view":
-            db.command(SON([("create", entry["name"]), *entry["options"].items()]))
-
-    counts = {e["name"]: 0 for e in catalog if e["type"] != "view"}
-    batches: dict[str, tuple[list[RawBSONDocument], int]] = {}
-    pending: deque[Future[None]] = deque()
-
-    def insert(name: str, docs: list[RawBSONDocument]) -> None:
-        db[name].insert_many(docs, ordered=False, bypass_document_validation=True)
-
-    with ThreadPoolExecutor(INSERT_WORKERS) as pool:
-
-        def submit(name: str) -> None:
-            docs, _ = batches.pop(name)
-            counts[name] += len(docs)
-            while len(pending) >= INSERT_WORKERS * 2:
-                pending.popleft().result()
-            pending.append(pool.submit(insert, name, docs))
-
-        while (header := _read_doc(f)) is not None:
-            name = bson.decode(header)["collection"]
-            while (doc := _read_doc(f)) not in (None, TERMINATOR):
-                assert doc is not None
-                docs, size = batches.setdefault(name, ([], 0))
-                docs.append(RawBSONDocument(doc))
-                batches[name] = (docs, size + len(doc))
-                if len(docs) >= BATCH_DOCS or size + len(doc) >= BATCH_BYTES:
-                    submit(name)
-        for name in list(batches):
-            submit(name)
-        for fut in pending:
-            fut.result()
-    if gunzip.wait() != 0:
-        raise BenchError(f"gzip -dc exited {gunzip.returncode}")
-    for entry in catalog:
-        specs = [
-            {k: v for k, v in i.items() if k not in ("v", "ns")}
-            for i in entry["indexes"]
-            if i.get("name") != "_id_"
-        ]
-        if specs:
-            db.command(SON([("createIndexes", entry["name"]), ("indexes", specs)]))
-    for entry in catalog:
-        if entry["type"] == "view":
-            db.command(SON([("create", entry["name"]), *entry["options"].items()]))
-    print(json.dumps({"counts": counts}))
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields is not None and int(fields[1]) == parent:
+                found.append(int(entry.name))
+    return found
 
 
 # --------------------------------------------------------------------------- harness
@@ -253,17 +169,17 @@ def standin_restore(uri: str, archive: Path, to_db: str, drop: bool) -> None:
 
 @dataclass
 class Row:
+    server: str
     group: str  # "backup" or "restore"
     tool: str
     size_mb: int  # the size asked of the generator
-    db_bytes: int  # raw BSON bytes the stand-in dump read
+    db_bytes: int  # the database's BSON bytes
     wall_s: float
     cpu_s: float  # the tool's processes, user+sys
     server_cpu_s: float | None  # the server's, over the same interval
     maxrss_kib: int
     output_bytes: int | None = None
-    baseline: bool = False
-    ratio_to: str = ""  # the tool this row is compared with, when not the group's baseline
+    ratio_to: str = ""  # the tool this row is compared with
 
     @property
     def mb_s(self) -> float:
@@ -286,53 +202,36 @@ class Bench:
         self.work: Path = args.work
         self.logs = self.work / "logs"
         self.rows: list[Row] = []
-        self.server: Any = None
-        self.server_pid: int | None = None
-        self.uri: str = args.uri or ""
         self.emberkeep = [str(args.emberkeep)]
         self.env = dict(os.environ)
-        self.mongodump = shutil.which("mongodump")
-        self.mongorestore = shutil.which("mongorestore")
-
-    # -- processes ---------------------------------------------------------------------
-
-    def _server_cpu(self) -> float | None:
-        if self.server_pid is None:
-            return None
-        try:
-            fields = Path(f"/proc/{self.server_pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-    def run(self, name: str, argv: list[str]) -> tuple[float, float, float | None, int, str]:
-        """Run one child (``bench/run.py``'s runner: wait4, logs, the error on failure);
-        wall, cpu, the server's cpu meanwhile, peak RSS (KiB), and its stdout."""
-        server0 = self._server_cpu()
-        done = harness.Runner(self.logs).run(name, argv, env=self.env)
-        server1 = self._server_cpu()
-        server = None if server0 is None or server1 is None else server1 - server0
-        stdout = Path(done.stdout_log).read_text()
-        return done.wall_s, done.user_s + done.sys_s, server, done.maxrss_kib, stdout
+        self.mongodump, self.mongorestore = stock("mongodump"), stock("mongorestore")
 
     def measure(
-        self, group: str, tool: str, name: str, argv: list[str], *, output: Path | None = None
-    ) -> tuple[Row, str]:
-        wall, cpu, server, rss, stdout = self.run(name, argv)
+        self,
+        group: str,
+        tool: str,
+        name: str,
+        argv: list[str],
+        *,
+        output: Path | None = None,
+        ratio_to: str = "",
+    ) -> Row:
+        server0 = self.server.cpu()
+        done = harness.Runner(self.logs).run(f"{self.server.kind}-{name}", argv, env=self.env)
+        server1 = self.server.cpu()
+        server = None if server0 is None or server1 is None else server1 - server0
         row = Row(
-            group, tool, self.size, self.db_bytes, wall, cpu, server, rss,
-            None if output is None else _du(output),
+            self.server.kind, group, tool, self.size, self.db_bytes, done.wall_s,
+            done.user_s + done.sys_s, server, done.maxrss_kib,
+            None if output is None else _du(output), ratio_to,
         )  # fmt: skip
         self.rows.append(row)
         srv = "" if server is None else f", server CPU {server:.1f}s"
         log(
-            f"{tool} @ {self.size} MB: {wall:.1f}s, CPU {cpu:.1f}s{srv}, "
-            f"peak RSS {rss / 1024:.0f} MiB"
+            f"{self.server.kind}: {tool} @ {self.size} MB: {done.wall_s:.1f}s, CPU "
+            f"{row.cpu_s:.1f}s{srv}, peak RSS {done.maxrss_kib / 1024:.0f} MiB"
         )
-        return row, stdout
-
-    def me(self) -> list[str]:
-        return [sys.executable, str(Path(__file__).resolve())]
+        return row
 
     # -- setup -------------------------------------------------------------------------
 
@@ -345,16 +244,6 @@ class Bench:
         self.logs.mkdir(parents=True)
         (work / WORK_MARKER).touch()
 
-    def start_server(self) -> None:
-        if self.uri:
-            return
-        from emberkeep.demo.mongoserver import MongoServer
-
-        self.server = MongoServer(self.work / "server").start()
-        self.uri = self.server.uri
-        self.server_pid = self.server.proc.pid
-        log(f"FerretDB at {self.uri} (data {self.work / 'server'})")
-
     def keygen(self) -> None:
         self.identity = self.work / "identity.txt"
         proc = subprocess.run(
@@ -364,7 +253,7 @@ class Bench:
         self.recipient = proc.stdout.strip().splitlines()[-1]
 
     def config(self, name: str, source: str) -> Path:
-        root = self.work / f"{self.size}mb" / name
+        root = self.here / name
         root.mkdir(parents=True)
         path = root / "emberkeep.toml"
         path.write_text(
@@ -407,196 +296,154 @@ class Bench:
             raise BenchError(f"{tool}: restored {sorted(got)} != {sorted(self.source_counts)}")
         self.client.drop_database(RESTORE_DB)
 
-    # -- one size ----------------------------------------------------------------------
+    # -- one size on one server --------------------------------------------------------
 
     def one_size(self, size: int) -> None:
         from emberkeep.demo import shopdb
 
         self.size = size
-        here = self.work / f"{size}mb"
-        here.mkdir(parents=True)
-        log(f"generating {DB} at {size} MB ...")
-        summary = shopdb.generate(self.client, DB, size_mb=size, drop=True)
+        self.here = self.work / self.server.kind / f"{size}mb"
+        self.here.mkdir(parents=True)
+        log(f"{self.server.kind}: generating {DB} at {size} MB ...")
+        summary = shopdb.generate(self.client, DB, size_mb=size, drop=True, users=False)
         log(f"generated in {summary['seconds']:.0f}s ({summary['mb_per_s']:.2f} MB/s)")
+        self.db_bytes = summary["total_bytes"]
         self.client.drop_database(RESTORE_DB)
         self.source_counts = self.counts(DB)
-        self.db_bytes = 0
         mongo_src = (
             '[[sources]]\nname = "db"\ntype = "mongodb"\n'
-            f"uri = {json.dumps(self.uri)}\ndatabases = [{json.dumps(DB)}]\n"
+            f"uri = {json.dumps(self.server.uri)}\ndatabases = [{json.dumps(DB)}]\n"
             + (f"parallel = {self.args.parallel}\n" if self.args.parallel else "")
         )
-        dump_dir = here / "dump"
-        files_src = (
-            f'[[sources]]\nname = "dump"\ntype = "files"\npaths = [{json.dumps(str(dump_dir))}]\n'
-        )
-        db_cfg = self.config("emberkeep-db", mongo_src)
-        files_cfg = self.config("emberkeep-files", files_src)
-        ek = self.emberkeep
         if self.args.pairs:
-            self.alternate(size, mongo_src, here)
+            self.alternate(mongo_src)
             return
-
-        # backups ------------------------------------------------------------------
-        archive = here / "standin.archive.gz"
-        base, out = self.measure(
-            "backup", "stand-in: pymongo dump | gzip", f"{size}-standin-dump",
-            [*self.me(), "dump", "--uri", self.uri, "--db", DB, "--archive", str(archive)],
-            output=archive,
-        )  # fmt: skip
-        base.baseline = True
-        self.db_bytes = base.db_bytes = json.loads(out.strip().splitlines()[-1])["bytes"]
-        pit = "stand-in: pymongo dump --oplog | gzip"
-        pit_archive = here / "standin-oplog.archive.gz"
-        self.measure(
-            "backup", pit, f"{size}-standin-dump-oplog",
-            [*self.me(), "dump", "--uri", self.uri, "--db", DB, "--archive", str(pit_archive),
-             "--oplog"],
-            output=pit_archive,
-        )  # fmt: skip
-        pit_archive.unlink()
-        if self.mongodump:
-            mongo_archive = here / "mongodump.archive.gz"
-            sh = (
-                f"{shlex.quote(self.mongodump)} --quiet --uri={shlex.quote(self.uri)} "
-                f"--db={shlex.quote(DB)} --archive | gzip > {shlex.quote(str(mongo_archive))}"
-            )
-            self.measure(
-                "backup", "mongodump --archive | gzip", f"{size}-mongodump",
-                ["bash", "-o", "pipefail", "-c", sh], output=mongo_archive,
-            )  # fmt: skip
-        ek_backup, _ = self.measure(
-            "backup", "emberkeep backup (mongodb source)", f"{size}-emberkeep-backup",
-            [*ek, "-c", str(db_cfg), "-q", "--json", "backup"],
-            output=db_cfg.parent / "repo",
-        )  # fmt: skip
-        ek_backup.ratio_to = pit  # both point-in-time: the like-for-like pair
-        if "restore" not in self.args.steps:
-            self.empty_oplog_backup(size, mongo_src)
-            archive.unlink()
-            return
-        if self.mongodump:
-            dump_tool = "mongodump --out DIR"
-            argv = [self.mongodump, "--quiet", f"--uri={self.uri}", f"--db={DB}"]
-            argv.append(f"--out={dump_dir}")
-        else:
-            dump_tool = "stand-in: pymongo dump to DIR"
-            argv = [*self.me(), "dump", "--uri", self.uri, "--db", DB, "--dir", str(dump_dir)]
-        dump, _ = self.measure("backup", dump_tool, f"{size}-dump-dir", argv, output=dump_dir)
-        files, _ = self.measure(
-            "backup", "emberkeep backup (files source over DIR)", f"{size}-emberkeep-files",
-            [*ek, "-c", str(files_cfg), "-q", "--json", "backup"],
-            output=files_cfg.parent / "repo",
-        )  # fmt: skip
-        self.rows.append(
-            Row(
-                "backup", f"{dump_tool} + files backup", size, self.db_bytes,
-                dump.wall_s + files.wall_s, dump.cpu_s + files.cpu_s,
-                None if dump.server_cpu_s is None or files.server_cpu_s is None
-                else dump.server_cpu_s + files.server_cpu_s,
-                max(dump.maxrss_kib, files.maxrss_kib), files.output_bytes,
-            )
-        )  # fmt: skip
-        shutil.rmtree(dump_dir)
-
-        # restores -----------------------------------------------------------------
-        base, _ = self.measure(
-            "restore", "stand-in: gzip -dc | pymongo restore (4 threads)",
-            f"{size}-standin-restore",
-            [*self.me(), "restore", "--uri", self.uri, "--archive", str(archive),
-             "--to-db", RESTORE_DB, "--drop"],
-        )  # fmt: skip
-        base.baseline = True
-        self.check_restore("stand-in restore")
-        if self.mongorestore and self.mongodump:  # it reads mongodump's archive only
-            sh = (
-                f"gzip -dc {shlex.quote(str(mongo_archive))} | "
-                f"{shlex.quote(self.mongorestore)} --quiet --uri={shlex.quote(self.uri)} "
-                f"--archive --drop --nsFrom={shlex.quote(DB + '.*')} "
-                f"--nsTo={shlex.quote(RESTORE_DB + '.*')}"
-            )
-            self.measure(
-                "restore", "gzip -dc | mongorestore --archive", f"{size}-mongorestore",
-                ["bash", "-o", "pipefail", "-c", sh],
-            )  # fmt: skip
-            self.check_restore("mongorestore")
-            mongo_archive.unlink()
-        self.measure(
-            "restore", "emberkeep restore --to-uri", f"{size}-emberkeep-restore",
-            [*ek, "-c", str(db_cfg), "-q", "--json", "restore", "latest", "--to-uri",
-             self.uri, "--ns-from", DB, "--ns-to", RESTORE_DB, "--drop"],
-        )  # fmt: skip
-        self.check_restore("emberkeep restore")
+        archive = self.backups(mongo_src)
+        if "restore" in self.args.steps:
+            self.restores(archive)
         archive.unlink()
-        self.empty_oplog_backup(size, mongo_src)
-
-    def alternate(self, size: int, mongo_src: str, here: Path) -> None:
-        """``--pairs N``: with the oplog emptied, the stand-in dump and emberkeep's backup
-        one after the other, N times: a ratio per adjacent pair, the noise between them."""
-        from emberkeep.demo.mongoserver import _create_ferretdb_oplog
-
-        if self.server is not None and self.server.kind == "ferretdb":
-            self.client.local.drop_collection("oplog.rs")
-            _create_ferretdb_oplog(self.client, self.server.oplog_bytes)
-        archive = here / "standin.archive.gz"
-        for n in range(1, self.args.pairs + 1):
-            tool = f"stand-in: pymongo dump | gzip #{n}"
-            base, out = self.measure(
-                "backup", tool, f"{size}-standin-dump-{n}",
-                [*self.me(), "dump", "--uri", self.uri, "--db", DB, "--archive", str(archive)],
-                output=archive,
-            )  # fmt: skip
-            self.db_bytes = base.db_bytes = json.loads(out.strip().splitlines()[-1])["bytes"]
-            archive.unlink()
-            cfg = self.config(f"emberkeep-db-{n}", mongo_src)
-            row, _ = self.measure(
-                "backup", f"emberkeep backup (mongodb source) #{n}",
-                f"{size}-emberkeep-backup-{n}",
-                [*self.emberkeep, "-c", str(cfg), "-q", "--json", "backup"],
-                output=cfg.parent / "repo",
-            )  # fmt: skip
-            row.ratio_to = tool
-
-    def empty_oplog_backup(self, size: int, mongo_src: str) -> None:
-        ek = self.emberkeep
-        if self.server is not None and self.server.kind == "ferretdb":
-            # FerretDB filters the oplog window's `ts` range by reading its whole oplog,
-            # which the seeding filled with the database once more; a second backup after
-            # the oplog is recreated empty shows what that scan costs.
-            from emberkeep.demo.mongoserver import _create_ferretdb_oplog
-
-            self.client.local.drop_collection("oplog.rs")
-            _create_ferretdb_oplog(self.client, self.server.oplog_bytes)
+        if self.server.has_oplog and self.server.handle is not None:
+            self.server.reset_oplog(self.client)
             cfg = self.config("emberkeep-db-empty-oplog", mongo_src)
             self.measure(
                 "backup", "emberkeep backup (mongodb source), oplog emptied first",
                 f"{size}-emberkeep-backup-empty-oplog",
-                [*ek, "-c", str(cfg), "-q", "--json", "backup"], output=cfg.parent / "repo",
+                [*self.emberkeep, "-c", str(cfg), "-q", "--json", "backup"],
+                output=cfg.parent / "repo", ratio_to=PLAIN,
+            )  # fmt: skip
+
+    def dump_argv(self, *args: str) -> list[str]:
+        return [self.mongodump, "--quiet", f"--uri={self.server.uri}", *args]
+
+    def backups(self, mongo_src: str) -> Path:
+        size, here = self.size, self.here
+        archive = here / "mongodump.archive.gz"
+        self.measure(
+            "backup", PLAIN, f"{size}-mongodump",
+            self.dump_argv(f"--db={DB}", f"--archive={archive}", "--gzip"), output=archive,
+        )  # fmt: skip
+        baseline = PLAIN
+        if self.server.has_oplog:
+            pit = here / "mongodump-oplog.archive.gz"
+            self.measure(
+                "backup", POINT_IN_TIME, f"{size}-mongodump-oplog",
+                self.dump_argv("--oplog", f"--archive={pit}", "--gzip"), output=pit,
+            )  # fmt: skip
+            pit.unlink()
+            baseline = POINT_IN_TIME
+        cfg = self.config("emberkeep-db", mongo_src)
+        self.db_cfg = cfg
+        self.measure(
+            "backup", "emberkeep backup (mongodb source)", f"{size}-emberkeep-backup",
+            [*self.emberkeep, "-c", str(cfg), "-q", "--json", "backup"],
+            output=cfg.parent / "repo", ratio_to=baseline,
+        )  # fmt: skip
+        dump_dir = here / "dump"
+        dump = self.measure(
+            "backup", "mongodump --out DIR", f"{size}-dump-dir",
+            self.dump_argv(f"--db={DB}", f"--out={dump_dir}"), output=dump_dir, ratio_to=PLAIN,
+        )  # fmt: skip
+        files_cfg = self.config(
+            "emberkeep-files",
+            f'[[sources]]\nname = "dump"\ntype = "files"\npaths = [{json.dumps(str(dump_dir))}]\n',
+        )
+        files = self.measure(
+            "backup", "emberkeep backup (files source over DIR)", f"{size}-emberkeep-files",
+            [*self.emberkeep, "-c", str(files_cfg), "-q", "--json", "backup"],
+            output=files_cfg.parent / "repo",
+        )  # fmt: skip
+        self.rows.append(
+            Row(
+                self.server.kind, "backup", "mongodump --out DIR + files backup", size,
+                self.db_bytes, dump.wall_s + files.wall_s, dump.cpu_s + files.cpu_s,
+                None if dump.server_cpu_s is None or files.server_cpu_s is None
+                else dump.server_cpu_s + files.server_cpu_s,
+                max(dump.maxrss_kib, files.maxrss_kib), files.output_bytes, ratio_to=baseline,
+            )
+        )  # fmt: skip
+        shutil.rmtree(dump_dir)
+        return archive
+
+    def restores(self, archive: Path) -> None:
+        size = self.size
+        self.measure(
+            "restore", MONGORESTORE, f"{size}-mongorestore",
+            [self.mongorestore, "--quiet", f"--uri={self.server.uri}", *self.server.restore_flags,
+             f"--archive={archive}", "--gzip", "--drop", f"--nsFrom={DB}.*",
+             f"--nsTo={RESTORE_DB}.*"],
+        )  # fmt: skip
+        self.check_restore("mongorestore")
+        self.measure(
+            "restore", "emberkeep restore --to-uri", f"{size}-emberkeep-restore",
+            [*self.emberkeep, "-c", str(self.db_cfg), "-q", "--json", "restore", "latest",
+             "--to-uri", self.server.uri, "--ns-from", DB, "--ns-to", RESTORE_DB, "--drop"],
+            ratio_to=MONGORESTORE,
+        )  # fmt: skip
+        self.check_restore("emberkeep restore")
+
+    def alternate(self, mongo_src: str) -> None:
+        """``--pairs N``: with the oplog emptied, the plain mongodump and emberkeep's backup
+        one after the other, N times: a ratio per adjacent pair, the noise between them."""
+        if self.server.has_oplog and self.server.handle is not None:
+            self.server.reset_oplog(self.client)
+        archive = self.here / "mongodump.archive.gz"
+        for n in range(1, self.args.pairs + 1):
+            tool = f"{PLAIN} #{n}"
+            self.measure(
+                "backup", tool, f"{self.size}-mongodump-{n}",
+                self.dump_argv(f"--db={DB}", f"--archive={archive}", "--gzip"), output=archive,
+            )  # fmt: skip
+            archive.unlink()
+            cfg = self.config(f"emberkeep-db-{n}", mongo_src)
+            self.measure(
+                "backup", f"emberkeep backup (mongodb source) #{n}",
+                f"{self.size}-emberkeep-backup-{n}",
+                [*self.emberkeep, "-c", str(cfg), "-q", "--json", "backup"],
+                output=cfg.parent / "repo", ratio_to=tool,
             )  # fmt: skip
 
     # -- report ------------------------------------------------------------------------
 
     def table(self) -> str:
         lines = [
-            "| step | tool | size | seconds | MB/s | ratio vs stand-in | peak RSS MB "
+            "| server | step | tool | size | seconds | MB/s | ratio | vs | peak RSS MB "
             "| CPU s | server CPU s | output MB |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
         ]
         for row in self.rows:
             base = next(
-                (r for r in self.rows if r.size_mb == row.size_mb and (
-                    r.tool == row.ratio_to if row.ratio_to
-                    else r.baseline and r.group == row.group)),
+                (r for r in self.rows if (r.server, r.size_mb, r.tool) ==
+                 (row.server, row.size_mb, row.ratio_to)),
                 None,
             )  # fmt: skip
             ratio = "" if base is None else f"{row.wall_s / base.wall_s:.2f}"
+            vs = "" if base is None else base.tool
             server = "" if row.server_cpu_s is None else f"{row.server_cpu_s:.0f}"
             output = "" if row.output_bytes is None else f"{row.output_bytes / MiB:.0f}"
-            tool = row.tool.replace("|", "\\|")  # markdown
             lines.append(
-                f"| {row.group} | {tool} | {row.db_bytes / MiB:.0f} MB | {row.wall_s:.1f} "
-                f"| {row.mb_s:.2f} | {ratio} | {row.maxrss_kib / 1024:.0f} | {row.cpu_s:.0f} "
-                f"| {server} | {output} |"
+                f"| {row.server} | {row.group} | {row.tool} | {row.db_bytes / MiB:.0f} MB "
+                f"| {row.wall_s:.1f} | {row.mb_s:.2f} | {ratio} | {vs} "
+                f"| {row.maxrss_kib / 1024:.0f} | {row.cpu_s:.0f} | {server} | {output} |"
             )
         return "\n".join(lines)
 
@@ -604,22 +451,18 @@ class Bench:
         self.prepare_work()
         from pymongo import MongoClient
 
-        try:
-            self.start_server()
-            self.client: Any = MongoClient(self.uri, serverSelectionTimeoutMS=10_000)
-            self.keygen()
-            for tool, path in (("mongodump", self.mongodump), ("mongorestore", self.mongorestore)):
-                log(
-                    f"{tool}: {path}"
-                    if path
-                    else f"{tool}: not on the PATH; its rows are skipped and the stand-in "
-                    "is the baseline"
-                )
-            for size in self.args.sizes:
-                self.one_size(size)
-                self.report()
-        finally:
-            if self.server is not None:
+        self.keygen()
+        log(f"stock tools: {self.mongodump}, {self.mongorestore}")
+        for kind in self.args.servers:
+            self.server = Server(kind, self.work, self.args.uri or "")
+            try:
+                self.server.start()
+                self.client: Any = MongoClient(self.server.uri, serverSelectionTimeoutMS=10_000)
+                for size in self.args.sizes:
+                    self.one_size(size)
+                    self.report()
+                self.client.close()
+            finally:
                 self.server.stop()
 
     def report(self) -> None:
@@ -639,52 +482,38 @@ def find_emberkeep(override: str | None) -> Path:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="cmd")
-    run = sub.add_parser("run", help="the benchmark (default)")
-    run.add_argument("--sizes", default="128,512", help="database sizes in MiB (comma list)")
-    run.add_argument("--work", type=Path, default=DEFAULT_WORK, help="work dir (wiped)")
-    run.add_argument("--uri", help="use this server instead of starting FerretDB")
-    run.add_argument("--parallel", type=int, help="the mongodb source's `parallel`")
-    run.add_argument("--steps", default="backup,restore", help="backup,restore (default) or backup")
-    run.add_argument(
+    parser.add_argument("--sizes", default="64,1024", help="database sizes in MiB (comma list)")
+    parser.add_argument(
+        "--servers", default=",".join(SERVERS), help=f"comma list of {', '.join(SERVERS)}"
+    )
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="work dir (wiped)")
+    parser.add_argument("--uri", help="use this server (of the one kind --servers names)")
+    parser.add_argument("--parallel", type=int, help="the mongodb source's `parallel`")
+    parser.add_argument("--steps", default="backup,restore", help="backup,restore or backup")
+    parser.add_argument(
         "--pairs", type=int, default=0,
-        help="instead of the steps: N alternating stand-in / emberkeep backups, oplog emptied",
+        help="instead of the steps: N alternating mongodump / emberkeep backups, oplog emptied",
     )  # fmt: skip
-    run.add_argument("--emberkeep", help="emberkeep executable")
-    dump = sub.add_parser("dump", help="(internal) the stand-in dumper")
-    dump.add_argument("--uri", required=True)
-    dump.add_argument("--db", required=True)
-    where = dump.add_mutually_exclusive_group(required=True)
-    where.add_argument("--archive", type=Path)
-    where.add_argument("--dir", type=Path)
-    restore = sub.add_parser("restore", help="(internal) the stand-in restorer")
-    dump.add_argument("--oplog", action="store_true", help="as mongodump --oplog")
-    restore.add_argument("--uri", required=True)
-    restore.add_argument("--archive", type=Path, required=True)
-    restore.add_argument("--to-db", required=True)
-    restore.add_argument("--drop", action="store_true")
-    if not argv or argv[0].startswith("-"):
-        argv = ["run", *argv]
+    parser.add_argument("--emberkeep", help="emberkeep executable")
     args = parser.parse_args(argv)
-    if args.cmd == "run":
-        args.sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip())
-        args.steps = {s.strip() for s in args.steps.split(",") if s.strip()}
-        if not args.steps <= {"backup", "restore"} or "backup" not in args.steps:
-            parser.error("--steps: backup, or backup,restore")
-        args.emberkeep = find_emberkeep(args.emberkeep)
-        args.work = args.work.resolve()
+    args.sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip())
+    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if not args.servers or not set(args.servers) <= set(SERVERS):
+        parser.error(f"--servers: a comma list of {', '.join(SERVERS)}")
+    if args.uri and len(args.servers) != 1:
+        parser.error("--uri needs --servers naming the one kind of server it is")
+    args.steps = {s.strip() for s in args.steps.split(",") if s.strip()}
+    if not args.steps <= {"backup", "restore"} or "backup" not in args.steps:
+        parser.error("--steps: backup, or backup,restore")
+    args.emberkeep = find_emberkeep(args.emberkeep)
+    args.work = args.work.resolve()
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        if args.cmd == "dump":
-            standin_dump(args.uri, args.db, args.archive, args.dir, args.oplog)
-        elif args.cmd == "restore":
-            standin_restore(args.uri, args.archive, args.to_db, args.drop)
-        else:
-            Bench(args).main()
+        Bench(args).main()
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -213,6 +213,31 @@ def mongo_db_name(mongo_client: Any, request: pytest.FixtureRequest) -> Iterator
     mongo_client.drop_database(name)
 
 
+# ---- DocumentDB (PostgreSQL + DocumentDB, the gateway in front): the faithful server ----
+# One per test session (its first start takes seconds): every test that uses it takes a
+# database of its own (``mongo_db_name``-style names, dropped after). A second front end,
+# FerretDB v2.5 on the same PostgreSQL, is the server that silently drops views.
+
+
+@pytest.fixture(scope="session")
+def documentdb() -> Iterator[Any]:
+    """The started ``emberkeep.demo.docdbserver.DocumentDBServer`` (gateway front end)."""
+    from emberkeep.demo.docdbserver import DocumentDBServer
+
+    server = DocumentDBServer("gateway")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def documentdb_ferretdb(documentdb: Any) -> Any:
+    """FerretDB v2.5 in front of the session's DocumentDB (same data): ``.uri``, ``.client()``."""
+    return documentdb.frontend("ferretdb")
+
+
 # -- real servers for sftp:// and s3:// targets (tests/servers.py) --------------------------
 
 

@@ -49,7 +49,9 @@ __all__ = [
     "free_port",
     "module_server",
     "mongod_binary",
+    "run_stock",
     "server_kind",
+    "stock_tool",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,3 +100,28 @@ def client_of(server: MongoServer) -> Iterator[MongoClient[Any]]:
         yield client
     finally:
         client.close()
+
+
+# -- the stock mongo-tools (mongodump, mongorestore), the reference for our formats --------
+
+
+def stock_tool(name: str) -> Path:
+    """The stock ``mongodump``/``mongorestore``/``bsondump`` that ``scripts/setup --test``
+    built into the tool cache; an error naming the fix when it is not there."""
+    from emberkeep.demo import tools
+
+    path = tools.built("mongo-tools", tools.MONGO_TOOLS_VERSION, name)
+    if not path.exists():
+        raise ServerStartError(f"the stock {name} is not built ({path}): run `{SETUP_HINT}`")
+    return path
+
+
+def run_stock(name: str, *args: str | os.PathLike[str]) -> str:
+    """Run a stock tool; its stderr (where the tools report) is returned, failure raises."""
+    import subprocess
+
+    done = subprocess.run(
+        [str(stock_tool(name)), *map(str, args)], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, f"{name} {' '.join(map(str, args))} failed:\n{done.stderr}"
+    return done.stderr

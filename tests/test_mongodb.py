@@ -1,7 +1,8 @@
 """The mongodb source against a real server (FerretDB; mongod with EMBERKEEP_TEST_MONGO=mongod).
 
-Round trip byte for byte, consistency under concurrent writes, restore selection and
-refusal, and every bad input the issue names. Each test gets its own database; servers
+Consistency under concurrent writes, restore selection and refusal, users, and every bad
+input the issue names (the shop's byte-for-byte round trip, on FerretDB 1.24 and
+DocumentDB, is test_mongo_fidelity's). Each test gets its own database; servers
 with special settings (no oplog, a tiny oplog, authentication) are started by the tests
 that need them.
 """
@@ -20,13 +21,10 @@ from typing import Any
 import pytest
 from bson import ObjectId
 from conftest import Site
+from mongo_helpers import mongo_site, raw_by_id
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure
 from servers_mongo import MongoTestServer, client_of, module_server
-
-from emberkeep.demo import shopdb
-
-SHOP_MB = 3
 
 
 @pytest.fixture(scope="module")
@@ -51,74 +49,6 @@ def db_name(client: MongoClient[Any]) -> Iterator[str]:
             client.drop_database(db)
 
 
-def mongo_site(site: Site, uri: str, databases: list[str], extra: str = "") -> None:
-    source = (
-        "[[sources]]\n"
-        'name = "db"\n'
-        'type = "mongodb"\n'
-        f"uri = {json.dumps(uri)}\n"
-        f"databases = {json.dumps(databases)}\n"
-        f"{extra}\n"
-    )
-    site.write_config(extra_sources=source)
-    site.run("init")
-
-
-def raw_by_id(client: MongoClient[Any], db: str) -> dict[str, dict[Any, bytes]]:
-    """Every collection's documents as raw BSON keyed by ``_id``."""
-    from bson.raw_bson import RawBSONDocument
-
-    out: dict[str, dict[Any, bytes]] = {}
-    for name in client[db].list_collection_names():
-        spec = client[db].command("listCollections", filter={"name": name})["cursor"]
-        if spec["firstBatch"][0].get("type") == "view":
-            continue
-        coll = client[db].get_collection(
-            name,
-            codec_options=client[db].codec_options.with_options(document_class=RawBSONDocument),
-        )
-        out[name] = {repr(doc["_id"]): doc.raw for doc in coll.find()}
-    return out
-
-
-def catalog(client: MongoClient[Any], db: str) -> dict[str, Any]:
-    """Options, type and indexes of every collection and view (uuid aside: it is new)."""
-    result = {}
-    for spec in client[db].list_collections():
-        indexes = []
-        if spec.get("type") != "view":
-            indexes = sorted(
-                (dict(i) for i in client[db][spec["name"]].list_indexes()), key=lambda i: i["name"]
-            )
-        result[spec["name"]] = (spec.get("type"), spec.get("options"), indexes)
-    return result
-
-
-def test_round_trip_is_byte_identical(
-    site: Site, server: MongoTestServer, client: MongoClient[Any], db_name: str
-) -> None:
-    summary = shopdb.generate(client, db_name, size_mb=SHOP_MB, drop=True)
-    before, shape = raw_by_id(client, db_name), catalog(client, db_name)
-    assert sum(len(v) for v in before.values()) > 1000
-    mongo_site(site, server.uri, [db_name])
-    [out] = site.json("backup")
-    header = out["snapshot"]["extra"]["mongodb"]
-    assert header["point_in_time"] is True and header["databases"] == [db_name]
-    assert header["documents"] == sum(summary["counts"].values())
-
-    client.drop_database(db_name)
-    result = site.json("restore", "latest", "--to-uri", server.uri)
-    by_ns = {c["target"]: c for c in result["collections"]}
-    for name, count in summary["counts"].items():
-        assert by_ns[f"{db_name}.{name}"]["documents"] == count
-
-    assert raw_by_id(client, db_name) == before  # every document, byte for byte
-    assert catalog(client, db_name) == shape  # every option, index and view
-    if "view" in summary["created"]:
-        view, _pipeline = shopdb.VIEW
-        assert list(client[db_name][view].find(limit=1))
-
-
 def test_snapshot_is_mongodump_layout(
     site: Site, server: MongoTestServer, client: MongoClient[Any], db_name: str
 ) -> None:
@@ -130,7 +60,8 @@ def test_snapshot_is_mongodump_layout(
     site.run("restore", "latest", "/", "--to", out)
     assert (out / db_name / "items.bson").stat().st_size > 0
     meta = json.loads((out / db_name / "items.metadata.json").read_text())
-    assert list(meta) == ["options", "indexes", "uuid", "collectionName", "type"]
+    # mongodump's order; no options, so no "options" (omitempty; see test_mongo_fidelity)
+    assert list(meta) == ["indexes", "uuid", "collectionName", "type"]
     assert meta["collectionName"] == "items" and meta["type"] == "collection"
     index = next(i for i in meta["indexes"] if i["name"] == "n_1")
     assert index["key"] == {"n": {"$numberInt": "1"}} and index["unique"] is True
@@ -407,7 +338,7 @@ def test_users_come_back_with_their_passwords_into_their_own_database(
         assert not _logs_in(secured, "app", "app-pass", "shop")
         restored = site.json("restore", "latest", "--to-uri", secured.uri, "--drop")
         assert restored["users_and_roles"] == [
-            {"db": "shop", "users": ["shop.app"], "roles": [], "kept": []}
+            {"db": "shop", "users": ["shop.app"], "roles": [], "kept": [], "refused": {}}
         ]
         assert _logs_in(secured, "app", "app-pass", "shop")  # the same salted hashes
         assert not _logs_in(secured, "app", "not-the-password", "shop")
@@ -422,6 +353,46 @@ def test_users_come_back_with_their_passwords_into_their_own_database(
         assert again["users_and_roles"] == []
         assert c.shop_copy.items.count_documents({}) == 3
         assert not _logs_in(secured, "app", "app-pass", "shop_copy")
+
+
+def test_a_user_granted_roles_beyond_its_database_is_refused_by_name(
+    site: Site, tmp_path: Path
+) -> None:
+    """A snapshot's user records are not trusted: one granting root@admin or a role on
+    another database is refused and named, exit 1; the database's own user is restored."""
+    with MongoTestServer(tmp_path / "srv", credentials=("admin", "admin-pass")) as secured:
+        c = secured.client()
+        c.shop.items.insert_many([{"_id": i} for i in range(3)])
+        c.shop.command({"createUser": "app", "pwd": "app-pass", "roles": []})
+        users = c.admin["system.users"]
+        app = users.find_one({"_id": "shop.app"})
+        assert app is not None
+        forged = [  # what a hostile snapshot could carry for database shop
+            {**app, "_id": "shop.evil", "user": "evil", "roles": [{"role": "root", "db": "admin"}]},
+            {
+                **app,
+                "_id": "shop.peek",
+                "user": "peek",
+                "roles": [{"role": "read", "db": "billing"}],
+            },
+            {**app, "_id": "admin.boss", "user": "boss"},  # another database's record
+        ]
+        users.insert_many(forged)
+        mongo_site(site, secured.uri, ["shop"])
+        site.run("backup")
+        users.delete_many({"db": "shop"})
+
+        proc = site.run("restore", "latest", "--to-uri", secured.uri, "--drop", ok=False)
+        assert proc.returncode == 1, proc.stderr
+        assert "shop.evil: not restored: it grants role root@admin, outside database 'shop'" in (
+            proc.stderr
+        )
+        assert "shop.peek: not restored: it grants role read@billing" in proc.stderr
+        assert "admin.boss: not restored: its _id 'admin.boss' is not shop.boss" in proc.stderr
+        assert "shop: user shop.app restored" in proc.stdout
+        assert sorted(u["_id"] for u in users.find({"db": "shop"})) == ["shop.app"]
+        assert _logs_in(secured, "app", "app-pass", "shop")
+        assert c.shop.items.count_documents({}) == 3  # the data is restored all the same
 
 
 def test_database_that_does_not_exist(
@@ -521,8 +492,8 @@ def test_export_formats_match_the_snapshot(
     site: Site, server: MongoTestServer, client: MongoClient[Any], db_name: str
 ) -> None:
     """mongodump-dir holds the dump layout; the archive parses (by its spec) to the same
-    documents and metadata; tar holds the same files. The stock mongorestore cannot be
-    installed here (the Go proxy refuses mongo-tools), so the formats are checked by spec."""
+    documents and metadata; tar holds the same files. (The stock mongorestore restoring both
+    formats, on FerretDB 1.24 and DocumentDB: test_mongo_fidelity.)"""
     import tarfile
 
     from emberkeep.sources.mongodb.archive import read_archive
@@ -540,6 +511,8 @@ def test_export_formats_match_the_snapshot(
         "empty.bson", "empty.metadata.json", "items.bson", "items.metadata.json",
     ]  # fmt: skip
     assert (out / "oplog.bson").exists() and not (out / "emberkeep-mongodb.json").exists()
+    prelude = json.loads((out / "prelude.json").read_text())  # as mongodump writes it
+    assert set(prelude) == {"ServerVersion", "ToolVersion"} and prelude["ServerVersion"]
     from emberkeep.sources.mongodb.record import split_documents
 
     docs, _used = split_documents((out / db_name / "items.bson").read_bytes())

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +31,24 @@ COLLECTIONS = {
 TYPE_NAMES = {
     0x01: "double", 0x02: "string", 0x03: "document", 0x04: "array", 0x05: "binary",
     0x07: "objectid", 0x08: "bool", 0x09: "datetime", 0x0A: "null", 0x0B: "regex",
-    0x10: "int32", 0x11: "timestamp", 0x12: "int64", 0x13: "decimal128",
+    0x0D: "code", 0x10: "int32", 0x11: "timestamp", 0x12: "int64", 0x13: "decimal128",
+    0x7F: "maxkey", 0xFF: "minkey",
 }  # fmt: skip
-FIXED_SIZES = {0x01: 8, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 8, 0x12: 8, 0x13: 16}
+FIXED_SIZES = {
+    0x01: 8, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 8, 0x12: 8, 0x13: 16,
+    0x7F: 0, 0xFF: 0,
+}  # fmt: skip
+# The element types each extra brings (shopdb.EXTRAS), where the server stores it
+EXTRA_TYPES = {
+    "bson:code": {"code"}, "bson:minkey_maxkey": {"minkey", "maxkey"},
+    "bson:binary_subtypes": {"binary:3", "binary:5", "binary:128"},
+}  # fmt: skip
 # What FerretDB v1.24.2 (SQLite backend) refuses or silently drops; mongod takes all of it.
 FERRETDB_1_24_GAPS = {
-    "bson:decimal128", "collection:validator", "view", "index:ttl", "index:partial",
+    "bson:decimal128", "bson:minkey_maxkey", "bson:code", "bson:dbref", "bson:nested_array",
+    "field:dollar_dot", "collection:validator", "view", "index:ttl", "index:partial",
     "index:sparse", "index:text", "index:hashed", "index:2dsphere", "index:wildcard",
-    "index:collation",
+    "index:collation", "users",
 }  # fmt: skip
 
 
@@ -76,7 +88,7 @@ def walk_types(raw: bytes, found: set[str], at: int = 4) -> int:
             found.add(name)
             at = walk_types(raw, found, at + 4) if raw[at + 4] else at + 5
             continue
-        if kind == 0x02:
+        if kind in (0x02, 0x0D):
             at += 4 + int.from_bytes(raw[at : at + 4], "little")
         elif kind == 0x05:
             name = f"binary:{raw[at + 4]}"
@@ -161,12 +173,45 @@ def test_every_bson_type_occurs(mongo_client: MongoClient[Any], shop: dict[str, 
         assert "decimal128" in found
     else:  # the server refused Decimal128: prices are doubles
         assert "decimal128" not in found and "bson:decimal128" in shop["unsupported"]
+    for feature, types in EXTRA_TYPES.items():
+        if feature in shop["created"]:
+            assert types <= found, (feature, types - found)
+        else:
+            assert not types & found, feature
     assert not {t for t in found if t.startswith("unknown")}
 
 
+def test_each_extra_is_in_the_documents_exactly_where_the_server_stores_it(
+    mongo_client: MongoClient[Any], shop: dict[str, Any]
+) -> None:
+    """An extra the server took appears in the documents; one it refused appears nowhere,
+    and the summary holds the server's own words for the refusal."""
+    db = mongo_client[shop["database"]]
+    where: dict[str, tuple[str, dict[str, Any]]] = {
+        "bson:date_before_1970": ("customers", {"birth_date": {"$lt": datetime(1970, 1, 1)}}),
+        "bson:binary_subtypes": ("customers", {"legacy_id": {"$exists": True}}),
+        "bson:regex_flags": ("promotions", {"applies_to_name": {"$exists": True}}),
+        "bson:minkey_maxkey": ("promotions", {"tiers": {"$exists": True}}),
+        "bson:code": ("promotions", {"eligible": {"$exists": True}}),
+        "bson:dbref": ("reviews", {"product_ref": {"$exists": True}}),
+        "bson:nested_array": ("products", {"box_cm": {"$exists": True}}),
+        "field:dollar_dot": ("products", {"labels": {"$exists": True}}),
+    }
+    assert set(where) == set(shopdb.EXTRAS)
+    for feature, (collection, query) in where.items():
+        if feature in shop["created"]:
+            assert db[collection].count_documents(query) > 0, feature
+        else:
+            assert db[collection].count_documents(query) == 0, feature
+            assert shop["unsupported"][feature], feature
+    if "bson:regex_flags" in shop["created"]:
+        promotion = db.promotions.find_one({"applies_to_name": {"$exists": True}}) or {}
+        assert promotion["applies_to_name"].flags == re.I | re.M | re.S | re.X
+
+
 def test_features_created_or_refused_by_the_server(shop: dict[str, Any]) -> None:
-    features = {f for f, _c, _i in shopdb.INDEXES} | {
-        "bson:decimal128", "collection:capped", "collection:validator", "view",
+    features = {f for f, _c, _i in shopdb.INDEXES} | set(shopdb.EXTRAS) | {
+        "bson:decimal128", "collection:capped", "collection:validator", "view", "users",
     }  # fmt: skip
     assert set(shop["created"]) | set(shop["unsupported"]) == features
     assert not set(shop["created"]) & set(shop["unsupported"])

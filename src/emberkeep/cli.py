@@ -112,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target")
     p.add_argument("--source", help="with 'latest': the latest of this source")
 
+    p = sub.add_parser(
+        "import", parents=[common], help="make a stock mongodump into a snapshot of a source"
+    )
+    p.add_argument("dump", type=Path, help="a mongodump --archive file (gzipped or not) or --out")
+    p.add_argument("--source", help="the mongodb source it belongs to (default: the only one)")
+    p.add_argument("--time", metavar="TIME", help="the snapshot's time (default: the dump's)")
+    p.add_argument("--tag", action="append", default=[], dest="tags")
+
     p = sub.add_parser("drill", parents=[common], help="restore into scratch, verify, time it")
     p.add_argument("sources", nargs="*", metavar="SOURCE", help="default: every source")
     p.add_argument("--target", help="default: [drill] target, else the first target")
@@ -542,14 +550,17 @@ def _restore_mongodb(site: Site, args: argparse.Namespace) -> int:
                 on_total=bar.set_total,
             )
         )
+    failed = 1 if result.problems else 0
     if args.json:
         ui.print_json({"snapshot": snapshot.id, **result.to_json()})
-        return 0
+        return failed
     for coll in result.collections:
         what = "view" if coll.type == "view" else f"{coll.documents} documents"
         ui.line(f"  {coll.source} -> {coll.target}: {what}, {coll.indexes} indexes")
     for auth in result.auth:
-        ui.line(f"  {auth.db}: {len(auth.users)} users, {len(auth.roles)} roles restored")
+        for kind, names in (("user", auth.users), ("role", auth.roles)):
+            for name in names:
+                ui.line(f"  {auth.db}: {kind} {name} restored")
     when = f" at {result.consistent_at}" if result.consistent_at else ""
     ui.line(
         f"restored snapshot {snapshot.short_id}: {len(result.collections)} collections, "
@@ -559,7 +570,9 @@ def _restore_mongodb(site: Site, args: argparse.Namespace) -> int:
     )
     for warning in result.warnings:
         ui.warning(f"{warning['path']}: {warning['message']}")
-    return 0
+    for problem in result.problems:
+        ui.error(f"{problem['path']}: {problem['message']}")
+    return failed
 
 
 def cmd_export(site: Site, args: argparse.Namespace) -> int:
@@ -586,6 +599,50 @@ def cmd_export(site: Site, args: argparse.Namespace) -> int:
         )
         _print_refused(result.refused, "exported")
     return 1 if result.refused else 0
+
+
+def cmd_import(site: Site, args: argparse.Namespace) -> int:
+    from .clock import parse_time
+    from .engine.backup import Progress
+    from .monitor.jobs import watch
+    from .runner.import_dump import import_source, run_import
+    from .runner.replicate import replicate_after_backup
+    from .sources.mongodb.stockdump import file_size
+
+    when = parse_time(args.time) if args.time else None
+    name = import_source(site, args.source).name
+    bar = ui.ByteProgress(f"import {name}", enabled=not (args.json or args.quiet))
+    target = site.config.targets[0].name
+    with watch(site, "import", source=name, target=target, warn=ui.warning) as job:
+        if bar.enabled:
+            bar.set_total(file_size(args.dump))
+        with bar.shown():
+            outcome = job.took(
+                run_import(
+                    site,
+                    args.dump,
+                    source=name,
+                    time=when,
+                    tags=args.tags,
+                    progress=Progress(on_file=bar.advance),
+                )
+            )
+        copy_bar, add_total = _copy_progress(f"copy {name}", site, args)
+        with copy_bar.shown():
+            copies = job.took(
+                replicate_after_backup(site, outcome, on_pack=copy_bar.advance, on_total=add_total)
+            )
+    if args.json:
+        ui.print_json({**outcome.to_json(), "copies": [c.to_json() for c in copies]})
+    else:
+        _print_backup(outcome, copies)
+    failed = [c for c in copies if c.failed]
+    for copy in failed:
+        ui.error(
+            f"copying the imported snapshot to target {copy.target} failed: {copy.reason}; "
+            f"run `emberkeep replicate` when {copy.target} is reachable"
+        )
+    return 1 if failed else 0
 
 
 def cmd_drill(site: Site, args: argparse.Namespace) -> int:

@@ -85,6 +85,20 @@ def ferretdb_binary(checkout_bin: Path | None = None, *, setup_hint: str = SETUP
     )
 
 
+def answers_ping(uri: str, timeout_ms: int = 300) -> bool:
+    """Whether the server at ``uri`` answers ``ping`` within about ``timeout_ms``."""
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms
+    )
+    try:
+        client.admin.command("ping")
+        return True
+    except PyMongoError:
+        return False
+    finally:
+        client.close()
+
+
 def mongod_binary() -> Path:
     found = shutil.which("mongod")
     if not found:
@@ -264,16 +278,7 @@ class MongoServer:
         raise ServerStartError(self._failure(f"{self.kind} did not answer ping in time"))
 
     def _answers_ping(self) -> bool:
-        client: MongoClient[dict[str, Any]] = MongoClient(
-            self.uri, serverSelectionTimeoutMS=300, connectTimeoutMS=300
-        )
-        try:
-            client.admin.command("ping")
-            return True
-        except PyMongoError:
-            return False
-        finally:
-            client.close()
+        return answers_ping(self.uri)
 
     def _failure(self, what: str) -> str:
         return f"{what}: {' '.join(self.command())}\n--- {self.log_path} ---\n{self.log_tail()}"

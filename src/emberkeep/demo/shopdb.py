@@ -2,12 +2,15 @@
 
 Collections: products (variants, scents), inventory, promotions, customers, orders (line
 items), carts, reviews (with a validator), sessions (TTL index), events (capped), and the view
-``paid_orders``. Indexes: unique, compound, unique compound, multikey, TTL, partial, sparse,
-text, hashed, 2dsphere, wildcard, collation. Each server feature is tried; what the server
-refuses (or accepts and silently drops) is recorded in the summary instead of failing, so the
-same generator seeds FerretDB and a real mongod. Documents are made in a deterministic order
-from ``seed`` and inserted as raw BSON in batches by worker threads while the next batch is
-being made.
+``paid_orders``; with ``largest_document``, ``media`` holding one document of nearly 16 MiB
+(MongoDB's limit). Indexes: unique, compound, unique compound, multikey, TTL, partial, sparse,
+text, hashed, 2dsphere, wildcard, collation. The application's user (``APP_USER``, password
+``app_password(seed)``, readWrite on the database). Each server feature is tried, BSON types
+beyond the basic ones (``EXTRAS``) by a probe document read back byte for byte; what the server
+refuses (or accepts and silently drops or alters) is recorded in the summary instead of
+failing, and documents hold only what the server stores, so the same generator seeds FerretDB
+1.24, DocumentDB and a real mongod. Documents are made in a deterministic order from ``seed``
+and inserted as raw BSON in batches by worker threads while the next batch is being made.
 
     python -m emberkeep.demo.shopdb --uri mongodb://127.0.0.1:27017 --size-mb 50 [--drop]
 """
@@ -25,14 +28,15 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import bson
-from bson import Decimal128
+from bson import Binary, Code, DBRef, Decimal128, MaxKey, MinKey, ObjectId, Regex
 from bson.raw_bson import RawBSONDocument
 from pymongo import TEXT, IndexModel, MongoClient
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import PyMongoError, WriteError
 
 from . import shopdocs
 from .shopdocs import Doc, Shop
@@ -67,17 +71,41 @@ VIEW_PIPELINE: list[Doc] = [
     {"$project": {"order_number": 1, "customer_id": 1, "total": 1, "created_at": 1}},
 ]
 VALIDATED = "reviews"
+# The required fields as query conditions next to the schema: DocumentDB's $jsonSchema
+# lacks "required" (it fails every insert with "Unknown $jsonSchema keyword").
 VALIDATOR: Doc = {
     "$jsonSchema": {
         "bsonType": "object",
-        "required": ["product_id", "customer_id", "rating", "created_at"],
         "properties": {
             "rating": {"bsonType": "int", "minimum": 1, "maximum": 5},
             "title": {"bsonType": "string", "maxLength": 200},
             "verified_purchase": {"bsonType": "bool"},
         },
-    }
+    },
+    **{name: {"$exists": True} for name in ("product_id", "customer_id", "rating", "created_at")},
 }
+
+
+# BSON shapes beyond the basic types (see shopdocs): each is probed with this value and kept
+# in the documents only when the server gives the probe back byte for byte.
+EXTRAS: dict[str, Any] = {
+    "bson:date_before_1970": datetime(1961, 4, 12, 6, 7, tzinfo=UTC),
+    "bson:binary_subtypes": [Binary(b"\x01" * 16, 3), Binary(b"\x02" * 16, 5), Binary(b"t", 0x80)],
+    "bson:regex_flags": Regex("^soy .*candle$", "imsx"),
+    "bson:minkey_maxkey": [MinKey(), MaxKey()],
+    "bson:code": Code("function () { return this.total >= 50; }"),
+    "bson:dbref": DBRef("products", ObjectId(b"candle-probe")),
+    "bson:nested_array": [[1, 2], [[3], [4, [5]]]],
+    "field:dollar_dot": {"$locale": "en-US", "burn.time": "40h"},
+}
+LARGEST = "media"  # the collection of the nearly-16-MiB document
+LARGEST_BYTES = 16 * MIB - 4096  # BSON size of that document, under MongoDB's 16 MiB limit
+APP_USER = "candle-app"
+
+
+def app_password(seed: int) -> str:
+    """The generated application user's password (demo data, derived from the seed)."""
+    return f"candle-app-{seed}"
 
 
 def _ix(name: str, *keys: tuple[str, Any], **options: Any) -> IndexModel:
@@ -239,26 +267,35 @@ def generate(
     *,
     drop: bool = False,
     workers: int = 2,
+    largest_document: bool = False,
+    users: bool = True,
 ) -> dict[str, Any]:
     """Generate the shop's database of about ``size_mb`` MiB of BSON; return a summary.
 
     The summary has ``counts`` and ``bytes`` per collection, ``created`` (features the server
     took) and ``unsupported`` (feature -> the server's refusal), ``money`` (the BSON type of
-    prices), ``oplog`` (whether the server keeps one), ``seconds`` and ``mb_per_s``.
+    prices), ``oplog`` (whether the server keeps one), ``users`` (name -> password of the
+    users it made), ``seconds`` and ``mb_per_s``. ``largest_document`` adds the nearly
+    16 MiB document (``LARGEST``; feature ``document:16mib``), beyond ``size_mb``.
     """
     start = time.perf_counter()
     db = client[db_name]
     _prepare(client, db, drop)
     features = Features()
     money = _money_type(db, features)
-    run = _Run(db, seed, Shop(_salt(seed), money), _Writer(db, workers), features)
+    extras = _probe_extras(db, features)
+    shop = Shop(_salt(seed), money, extras)
+    run = _Run(db, seed, shop, _Writer(db, workers), features)
     try:
         _create_collections(run, int(size_mb * MIB))
         _fill(run, int(size_mb * MIB))
     finally:
         run.writer.close()
+    if largest_document:
+        _largest_document(run)
     _create_indexes(run)
     _create_view(run)
+    made_users = _create_users(run) if users else {}
     seconds = time.perf_counter() - start
     total = sum(run.sizes.values())
     return {
@@ -275,6 +312,7 @@ def generate(
         "mb_per_s": round(total / MIB / seconds, 2) if seconds else 0.0,
         "created": features.created,
         "unsupported": features.unsupported,
+        "users": made_users,
     }
 
 
@@ -282,6 +320,9 @@ def generate(
 
 
 def _prepare(client: MongoClient[Any], db: Database[Any], drop: bool) -> None:
+    if drop:  # a database's users outlive dropDatabase
+        with contextlib.suppress(PyMongoError):
+            db.command("dropAllUsersFromDatabase")
     if not db.list_collection_names():
         return
     if not drop:
@@ -291,12 +332,74 @@ def _prepare(client: MongoClient[Any], db: Database[Any], drop: bool) -> None:
     client.drop_database(db.name)
 
 
+def _probe_extras(db: Database[Any], features: Features) -> frozenset[str]:
+    """The ``EXTRAS`` the server stores byte for byte; the others refused with what it did."""
+    probe = db["_shopdb_probe"]
+    raw = probe.with_options(
+        codec_options=probe.codec_options.with_options(document_class=RawBSONDocument)
+    )
+    kept = []
+    try:
+        for n, (feature, value) in enumerate(EXTRAS.items()):
+            sent = bson.encode({"_id": n, "v": value})
+            try:
+                _insert(db, probe.name, [RawBSONDocument(sent)])
+                back = raw.find_one({"_id": n})
+            except PyMongoError as exc:
+                features.refuse(feature, f"{type(exc).__name__}: {_first_line(exc)}")
+                continue
+            if back is None or back.raw != sent:
+                got = "nothing" if back is None else repr(bson.decode(back.raw).get("v"))
+                features.refuse(feature, f"stored, but read back as {got[:120]}")
+                continue
+            features.created.append(feature)
+            kept.append(feature)
+    finally:
+        with contextlib.suppress(PyMongoError):
+            db.drop_collection(probe.name)
+    return frozenset(kept)
+
+
+def _largest_document(run: _Run) -> None:
+    """One product video of nearly 16 MiB: the largest document MongoDB takes."""
+    rng = run.rng(LARGEST)
+    head = {"_id": ObjectId(b"candle-video"), "kind": "hero_video", "sku": "CND-ALL", "data": b""}
+    padding = LARGEST_BYTES - len(bson.encode(head))
+    doc = {**head, "data": Binary(rng.randbytes(padding))}
+    raw = bson.encode(doc)
+
+    def insert() -> None:
+        _insert(run.db, LARGEST, [RawBSONDocument(raw)])
+
+    if run.features.attempt("document:16mib", insert):
+        run.counts[LARGEST], run.sizes[LARGEST] = 1, len(raw)
+
+
+def _create_users(run: _Run) -> dict[str, str]:
+    """The application's user with readWrite on the shop's database; the roles it ends up
+    with are checked (a server may replace them)."""
+    password = app_password(run.seed)
+    wanted = [{"role": "readWrite", "db": run.db.name}]
+    create = functools.partial(run.db.command, "createUser", APP_USER, pwd=password, roles=wanted)
+    if not run.features.attempt("users", create):
+        return {}
+    try:
+        info = run.db.command("usersInfo", APP_USER).get("users") or [{}]
+    except PyMongoError as exc:
+        run.features.refuse("users", f"created, but usersInfo failed: {_first_line(exc)}")
+        return {APP_USER: password}
+    roles = [{"role": r.get("role"), "db": r.get("db")} for r in info[0].get("roles", [])]
+    if roles != wanted:
+        run.features.refuse("users", f"created, but with the roles {roles} instead of {wanted}")
+    return {APP_USER: password}
+
+
 def _money_type(db: Database[Any], features: Features) -> shopdocs.Money:
     """Decimal128 where the server stores it; FerretDB 1.x drops the connection instead."""
     probe = db["_shopdb_probe"]
     try:
         # a plain command: a retried insert would wait out a second dropped connection
-        db.command("insert", probe.name, documents=[{"_id": 0, "price": Decimal128("19.99")}])
+        _insert(db, probe.name, [{"_id": 0, "price": Decimal128("19.99")}])
         back = probe.find_one({"_id": 0}) or {}
         if not isinstance(back.get("price"), Decimal128):
             features.refuse("bson:decimal128", f"read back as {type(back.get('price')).__name__}")
@@ -325,8 +428,18 @@ def _create_collections(run: _Run, size: int) -> None:
             VALIDATED, validator=VALIDATOR, validationLevel="strict", validationAction="error"
         ),
     )
+    if created and not run.features.attempt("collection:validator", lambda: _validates(run)):
+        run.db.drop_collection(VALIDATED)  # it would fail every insert
+        created = False
     if not created:
         run.db.create_collection(VALIDATED)
+
+
+def _validates(run: _Run) -> None:
+    """A valid review goes in (a server may take a validator it cannot apply)."""
+    good = {"_id": 0, "product_id": 0, "customer_id": 0, "rating": 5, "created_at": 0}
+    _insert(run.db, VALIDATED, [good])
+    run.db[VALIDATED].delete_one({"_id": 0})
 
 
 def _fill(run: _Run, size: int) -> None:
@@ -363,14 +476,51 @@ def _inventory(run: _Run) -> Iterator[Doc]:
 
 
 def _create_indexes(run: _Run) -> None:
+    """Each collection's indexes in one command, the collections at once (DocumentDB builds
+    every index in a background job it polls every second or two); where a collection's
+    command fails, its indexes are tried one by one (at once too), so each refusal is told
+    to its own feature."""
+    by_collection: dict[str, list[IndexModel]] = {}
+    for _feature, collection, model in INDEXES:
+        by_collection.setdefault(collection, []).append(model)
+    together = _all_at_once(
+        [functools.partial(run.db[c].create_indexes, models) for c, models in by_collection.items()]
+    )
+    failed_collections = {c for c, exc in zip(by_collection, together, strict=True) if exc}
+    alone = [(f, c, m) for f, c, m in INDEXES if c in failed_collections]
+    refusals = _all_at_once(
+        [functools.partial(run.db[c].create_indexes, [m]) for _f, c, m in alone]
+    )
+    refused = {
+        (f, m.document["name"]): exc for (f, _c, m), exc in zip(alone, refusals, strict=True)
+    }
     failed: set[str] = set()
-    for feature, collection, model in INDEXES:
-        create = functools.partial(run.db[collection].create_indexes, [model])
-        if not run.features.attempt(feature, create):
+    for feature, _collection, model in INDEXES:
+        exc = refused.get((feature, model.document["name"]))
+        if exc is not None:
+            run.features.refuse(feature, f"{type(exc).__name__}: {_first_line(exc)}")
             failed.add(feature)
+        elif feature not in run.features.unsupported and feature not in run.features.created:
+            run.features.created.append(feature)
     for feature, collection, model in INDEXES:
         if feature not in failed:
             _check_kept(run, feature, collection, model)
+
+
+def _all_at_once(calls: list[Callable[[], object]]) -> list[PyMongoError | None]:
+    """Run ``calls`` in parallel; each one's driver error, or None."""
+
+    def call(fn: Callable[[], object]) -> PyMongoError | None:
+        try:
+            fn()
+        except PyMongoError as exc:
+            return exc
+        return None
+
+    if not calls:
+        return []
+    with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="shopdb-index") as pool:
+        return list(pool.map(call, calls))
 
 
 def _check_kept(run: _Run, feature: str, collection: str, model: IndexModel) -> None:
@@ -395,6 +545,15 @@ def _create_view(run: _Run) -> None:
 
 
 # -- small helpers -------------------------------------------------------------------------
+
+
+def _insert(db: Database[Any], collection: str, documents: list[Any]) -> None:
+    """An ``insert`` command, which is never retried (a probe that makes FerretDB drop the
+    connection must not wait out a second one); a write error raises."""
+    reply = db.command("insert", collection, documents=documents)
+    errors = reply.get("writeErrors") or []
+    if errors:
+        raise WriteError(errors[0].get("errmsg", "write error"), errors[0].get("code"), errors[0])
 
 
 def _salt(seed: int) -> int:

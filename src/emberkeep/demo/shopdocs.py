@@ -5,7 +5,10 @@ returns one document; the same seed makes the same documents (ObjectIds and time
 nothing reads the clock). Between them the documents hold every BSON type a web shop stores:
 ObjectId, datetime, Decimal128 money (a double where the server lacks Decimal128), int32,
 int64, double, strings, nested documents and arrays, binary (generic and UUID), booleans,
-nulls, regular expressions and timestamps.
+nulls, regular expressions and timestamps. Where the server stores them (``Shop.extras``,
+probed by ``shopdb``), also: dates before 1970, binary subtypes 3, 5 and 0x80, a regex with
+every flag, MinKey/MaxKey, JavaScript code, DBRefs, arrays of arrays, and field names
+holding ``$`` and ``.``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bson import Binary, Decimal128, Int64, ObjectId, Regex, Timestamp
+from bson import Binary, Code, DBRef, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
 
 ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)  # "now" for the generated shop: no clock is read
 HISTORY = timedelta(days=3 * 365)  # how far back the shop's records go
@@ -91,6 +94,7 @@ class Shop:
 
     salt: int
     money: Money
+    extras: frozenset[str] = frozenset()  # the shopdb.EXTRAS features the server stores
     products: list[Product] = field(default_factory=list)
     customer_ids: bytearray = field(default_factory=bytearray)  # 12 bytes per customer
 
@@ -179,6 +183,11 @@ def product(rng: random.Random, n: int, shop: Shop) -> Doc:
         "updated_at": when(rng, created),
         "discontinued_at": None,
     }
+    if "bson:nested_array" in shop.extras:  # per variant: [width, height], [[lid], [base]]
+        doc["box_cm"] = [[v["size_oz"] + 4, v["size_oz"] * 2] for v in variants]
+        doc["box_cm"].append([[rng.randint(6, 12)], [rng.randint(6, 12)]])
+    if "field:dollar_dot" in shop.extras:  # keys as a storefront's i18n export writes them
+        doc["labels"] = {"$locale": "en-US", "burn.time": f"{rng.randint(20, 90)}h"}
     shop.products.append(Product(doc["_id"], name, [v["sku"] for v in variants], cents))
     return doc
 
@@ -237,7 +246,7 @@ def promotion(rng: random.Random, n: int, shop: Shop) -> Doc:
     starts = when(rng, ANCHOR - timedelta(days=400))
     scents = "|".join(s[:3].upper() for s in rng.sample(SCENTS, rng.randint(1, 3)))
     percent = rng.choice([None, 10, 15, 20, 25])
-    return {
+    doc: Doc = {
         "_id": object_id(starts, KIND_PROMOTION, shop.salt, n),
         "code": f"CANDLE{n:03d}{rng.choice(['SPRING', 'HOLIDAY', 'WELCOME'])}",
         "description": words(rng, 5, 15),
@@ -250,6 +259,17 @@ def promotion(rng: random.Random, n: int, shop: Shop) -> Doc:
         "max_uses": Int64(rng.choice([100, 1000, 5_000_000_000])),
         "uses": rng.randint(0, 100),
     }
+    if "bson:regex_flags" in shop.extras:
+        doc["applies_to_name"] = Regex(r"^(soy|beeswax) .*candle$", "imsx")
+    if "bson:minkey_maxkey" in shop.extras:  # order-total tiers, open at both ends
+        doc["tiers"] = [
+            {"from": MinKey(), "to": 2000, "percent": 0},
+            {"from": 2000, "to": 5000, "percent": 5},
+            {"from": 5000, "to": MaxKey(), "percent": 10},
+        ]
+    if "bson:code" in shop.extras:  # a legacy eligibility check, kept as stored
+        doc["eligible"] = Code(f"function () {{ return this.total >= {rng.randint(20, 80)}; }}")
+    return doc
 
 
 # -- customers, orders, carts, reviews, sessions, events ---------------------------------
@@ -260,7 +280,7 @@ def customer(rng: random.Random, n: int, shop: Shop) -> Doc:
     first, last = rng.choice(FIRST), rng.choice(LAST)
     oid = object_id(created, KIND_CUSTOMER, shop.salt, n)
     shop.customer_ids += oid.binary
-    return {
+    doc: Doc = {
         "_id": oid,
         "uuid": Binary(uuid.UUID(bytes=rng.randbytes(16), version=4).bytes, 4),
         "email": f"{first}.{last}.{n}@example.com",
@@ -284,6 +304,14 @@ def customer(rng: random.Random, n: int, shop: Shop) -> Doc:
         "created_at": created,
         "last_login_at": rng.choice([None, when(rng, created)]),
     }
+    if "bson:date_before_1970" in shop.extras:
+        doc["birth_date"] = when(
+            rng, datetime(1935, 1, 1, tzinfo=UTC), datetime(2006, 1, 1, tzinfo=UTC)
+        )
+    if "bson:binary_subtypes" in shop.extras:  # a legacy UUID (3) and a user-defined token
+        doc["legacy_id"] = Binary(rng.randbytes(16), 3)
+        doc["device_token"] = Binary(rng.randbytes(rng.randint(8, 40)), 0x80)
+    return doc
 
 
 def line_item(rng: random.Random, shop: Shop) -> tuple[Doc, int]:
@@ -380,7 +408,7 @@ def cart(rng: random.Random, n: int, shop: Shop) -> Doc:
 
 def review(rng: random.Random, n: int, shop: Shop) -> Doc:
     created = when(rng)
-    return {
+    doc: Doc = {
         "_id": object_id(created, KIND_REVIEW, shop.salt, n),
         "product_id": shop.product(rng).id,
         "customer_id": shop.customer(rng),
@@ -395,6 +423,11 @@ def review(rng: random.Random, n: int, shop: Shop) -> Doc:
         "response": rng.choice([None, None, {"body": words(rng, 5, 25), "at": when(rng, created)}]),
         "created_at": created,
     }
+    if "bson:dbref" in shop.extras:  # as an ODM stores a reference
+        doc["product_ref"] = DBRef("products", doc["product_id"])
+    if "bson:binary_subtypes" in shop.extras:  # the photos' digests, as MD5
+        doc["photo_md5"] = [Binary(rng.randbytes(16), 5) for _ in doc["photos"]]
+    return doc
 
 
 def session(rng: random.Random, n: int, shop: Shop) -> Doc:

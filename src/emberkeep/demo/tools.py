@@ -17,6 +17,11 @@ ENV_TOOLS = "EMBERKEEP_TOOLS"
 
 FERRETDB_VERSION = "v1.24.2"
 VERSITYGW_VERSION = "v1.8.0"
+# The stock mongodump/mongorestore/bsondump, from ../shared/vendor (mongo-tools at 8fa3cfc8).
+MONGO_TOOLS_VERSION = "8fa3cfc8"
+# PostgreSQL 15 + DocumentDB, fronted by FerretDB v2.5 (``ferretdb``) or DocumentDB's gateway
+# (``documentdb_gateway``); the folder also holds the vendor's ``start`` and ``stop`` scripts.
+DOCUMENTDB_VERSION = "v0.106.0-ferretdb-2.5.0"
 
 
 def tools_dir() -> Path:

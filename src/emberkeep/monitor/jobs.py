@@ -105,6 +105,9 @@ class Job:
                 files = len(outcome.collections)
                 entry.details["documents"] = sum(c.documents for c in outcome.collections)
             entry.files = files
+            problems = getattr(outcome, "problems", None)
+            if problems:  # a database restore that lost an option or refused a user
+                self.fail("; ".join(f"{p['path']}: {p['message']}" for p in problems[:3]))
         return result
 
     def fail(self, error: str) -> None:

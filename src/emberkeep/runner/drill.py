@@ -228,8 +228,11 @@ def _drill_mongodb(
         )  # fmt: skip
         record = job.record()
         started = time.monotonic()
-        job.run()
+        restored = job.run()
         result.phases["restore"] = result.rto_seconds = time.monotonic() - started
+        if restored.problems:
+            first = restored.problems[0]
+            result.first_difference = f"{first['path']}: {first['message']}"
         started = time.monotonic()
         for item in job.planned:
             check = verify_collection(client, item.info, item.to_db, item.to_name, record)

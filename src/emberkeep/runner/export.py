@@ -1,7 +1,8 @@
 """The export job: a snapshot written out in a format another tool reads.
 
 - ``mongodump-dir``: a mongodb snapshot as the directory ``mongodump --out`` makes
-  (``<db>/<coll>.bson``, ``<db>/<coll>.metadata.json``, ``oplog.bson``), for
+  (``<db>/<coll>.bson``, ``<db>/<coll>.metadata.json``, ``oplog.bson``, and
+  ``prelude.json`` with the server's version, as mongo-tools 100.12+ writes it), for
   ``mongorestore --oplogReplay DIR``.
 - ``mongodump-archive``: the same as one ``mongodump --archive`` file, for
   ``mongorestore --archive=FILE --oplogReplay``.
@@ -12,20 +13,23 @@ Files appear under their final name only when complete (temp name, fsync, rename
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import __version__
 from ..engine.restore import Restorer, walk_tree
 from ..engine.tarball import write_tar
 from ..engine.tree import Node
 from ..errors import IntegrityError, UsageError
-from ..fsutil import atomic_output
+from ..fsutil import atomic_output, write_atomic
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
 from ..sources.mongodb import snapshotfiles
 from ..sources.mongodb.archive import ArchiveCollection, write_archive
+from ..sources.mongodb.catalog import PRELUDE
 from ..sources.mongodb.record import OPLOG, RECORD, DumpRecord
 from .site import Site
 
@@ -89,9 +93,24 @@ def _mongodump_dir(
 ) -> ExportResult:
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise UsageError(f"--to {dest} exists and is not an empty directory")
-    tops = [path for path, _ in walk_tree_top(repo, snapshot) if path != f"/{RECORD}"]
+    top = dict(walk_tree_top(repo, snapshot))
+    record = DumpRecord.from_bytes(snapshotfiles.content(repo, top[f"/{RECORD}"]))
+    # no oplog.bson from a server without an oplog: mongodump writes it only with --oplog
+    left_out = {f"/{RECORD}"} | ({f"/{OPLOG}"} if not record.point_in_time else set())
+    tops = [path for path in top if path not in left_out]
     result = Restorer(repo, dest, on_file=on_file).restore(snapshot, tops)
-    return ExportResult("mongodump-dir", str(dest), result.files, result.bytes, result.refused)
+    write_atomic(dest / PRELUDE, _prelude(record), mode=0o600)
+    return ExportResult("mongodump-dir", str(dest), result.files + 1, result.bytes, result.refused)
+
+
+def _prelude(record: DumpRecord) -> bytes:
+    """``prelude.json`` as mongodump writes it (``mongodump.go`` ``DumpPreludeMetadata``:
+    Go's ``json.Marshal`` of ``{ServerVersion, ToolVersion}``)."""
+    data = {
+        "ServerVersion": record.server_version or "0.0.0",
+        "ToolVersion": f"emberkeep {__version__}",
+    }
+    return json.dumps(data, separators=(",", ":")).encode()
 
 
 def walk_tree_top(repo: Repository, snapshot: Snapshot) -> list[tuple[str, Node]]:

@@ -63,7 +63,7 @@ import functools
 import re
 import struct
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -458,127 +458,171 @@ def _is_int64(v: Any) -> bool:
     return type(v) is Int64
 
 
+@dataclass
+class ArchiveItem:
+    """One step of an archive's body, as ``ArchiveReader.items`` reads it: a document of a
+    namespace (``document``), the start of one of its segments (``segment``), or its EOF
+    (``eof``, its CRC checked: ``crc``)."""
+
+    kind: str  # "segment", "document" or "eof"
+    db: str
+    collection: str  # the data namespace
+    document: bytes = b""
+    crc: int = 0
+
+
+class ArchiveReader:
+    """A ``mongodump --archive`` stream read once, front to back, checking as it goes.
+
+    The prelude (magic, header, every namespace's metadata) is read when it is made;
+    ``items()`` then streams the body. Nothing is held but the current document, so an
+    archive of any size (and a gzip stream) can be read. Any problem raises
+    ``ArchiveError`` naming it; a CRC is checked when its namespace's EOF comes.
+    """
+
+    def __init__(self, inp: BinaryIO) -> None:
+        self._r = r = _Reader(inp)
+        magic = r.read_up_to(4)
+        if magic != MAGIC_BYTES:
+            raise ArchiveError("not a mongodump archive: the magic number 0x8199e26d is missing")
+        at = r.offset
+        raw = r.document_or_terminator("the archive header")
+        if not raw:
+            raise ArchiveError("corrupt archive: a terminator where the archive header should be")
+        self.header = header = _decode(raw, "the archive header", at)
+        _fields(
+            header,
+            {
+                "concurrent_collections": _is_int32,
+                "version": lambda v: v == FORMAT_VERSION,
+                "server_version": _is_str,
+                "tool_version": _is_str,
+            },
+            "the archive header",
+        )
+        try:
+            self.version = parse_server_version(header["server_version"])
+        except ValueError as exc:
+            raise ArchiveError(f"corrupt archive: {exc}") from exc
+        self.metadata: dict[tuple[str, str], dict[str, Any]] = {}  # (db, collection) -> entry
+        self.expected: dict[tuple[str, str], tuple[str, str]] = {}  # data ns -> prelude key
+        self._read_prelude()
+
+    def _read_prelude(self) -> None:
+        r = self._r
+        while True:
+            at = r.offset
+            raw = r.document_or_terminator("collection metadata")
+            if raw is None:
+                return
+            entry = _decode(raw, "collection metadata", at)
+            _fields(
+                entry,
+                {
+                    "db": _is_str,
+                    "collection": lambda v: isinstance(v, str) and v != "",
+                    "metadata": _is_str,
+                    "size": _is_int,
+                    "type": _is_str,
+                },
+                "a collection metadata entry",
+            )
+            key = (entry["db"], entry["collection"])
+            if key in self.metadata:
+                raise ArchiveError(f"corrupt archive: {key[0]}.{key[1]} is listed twice")
+            self.metadata[key] = entry
+            self.expected[(key[0], data_collection(key[1], entry["type"], self.version))] = key
+
+    def items(self) -> Iterator[ArchiveItem]:
+        """The body in archive order; ends after checking that every namespace had its EOF."""
+        r = self._r
+        open_: set[tuple[str, str]] = set()
+        closed: set[tuple[str, str]] = set()
+        crcs: dict[tuple[str, str], int] = {}
+        oplog_seen = False
+        while True:
+            at = r.offset
+            raw = r.document_or_terminator("a namespace header", eof_ok=True)
+            if raw == b"":
+                break
+            if raw is None:
+                raise ArchiveError(
+                    f"corrupt archive at byte {at}: consecutive terminators / a headerless block"
+                )
+            head = _decode(raw, "a namespace header", at)
+            _fields(
+                head,
+                {
+                    "db": _is_str,
+                    "collection": lambda v: isinstance(v, str) and v != "",
+                    "EOF": _is_bool,
+                    "CRC": _is_int64,
+                },
+                f"the namespace header at byte {at}",
+            )
+            key = (head["db"], head["collection"])
+            name = f"{key[0]}.{key[1]}"
+            if key not in self.expected:
+                raise ArchiveError(f"corrupt archive: namespace {name} is not in the prelude")
+            if key in closed:
+                raise ArchiveError(f"corrupt archive at byte {at}: {name} continues after its EOF")
+            if oplog_seen and key != (OPLOG_DB, OPLOG_COLLECTION):
+                raise ArchiveError(
+                    f"corrupt archive at byte {at}: {name} comes after the oplog (mongorestore "
+                    "stops restoring collections at the oplog)"
+                )
+            oplog_seen = key == (OPLOG_DB, OPLOG_COLLECTION)
+            if key not in open_:
+                open_.add(key)
+                crcs[key] = 0
+            if head["EOF"]:
+                want = head["CRC"] & _U64
+                if crcs[key] != want:
+                    raise ArchiveError(
+                        f"corrupt archive: CRC mismatch for namespace {name}: the documents "
+                        f"give {_signed64(crcs[key])}, its EOF header says {_signed64(want)}"
+                    )
+                open_.discard(key)
+                closed.add(key)
+                at = r.offset
+                if r.document_or_terminator(f"the terminator after {name}'s EOF") is not None:
+                    raise ArchiveError(
+                        f"corrupt archive at byte {at}: data after {name}'s EOF header"
+                    )
+                yield ArchiveItem("eof", key[0], key[1], crc=want)
+                continue
+            yield ArchiveItem("segment", key[0], key[1])
+            while True:
+                raw = r.document_or_terminator(f"a document of {name}")
+                if raw is None:
+                    break
+                crcs[key] = crc64_update(crcs[key], raw)
+                yield ArchiveItem("document", key[0], key[1], raw)
+        if open_:
+            names = ", ".join(f"{db}.{c}" for db, c in open_)
+            raise ArchiveError(f"corrupt archive: it ends before the EOF of {names}")
+        missing = [f"{db}.{c}" for db, c in self.expected if (db, c) not in closed]
+        if missing:
+            raise ArchiveError(f"corrupt archive: it ends before {', '.join(missing)} appeared")
+
+
 def read_archive(inp: BinaryIO) -> ParsedArchive:
     """Read and check a whole archive: magic, prelude, framing, every CRC, every EOF.
 
     Raises ``ArchiveError`` naming the first problem. Documents are kept in memory (for
-    tests and verification of small archives).
+    tests and verification of small archives); ``ArchiveReader`` streams instead.
     """
-    r = _Reader(inp)
-    magic = r.read_up_to(4)
-    if magic != MAGIC_BYTES:
-        raise ArchiveError("not a mongodump archive: the magic number 0x8199e26d is missing")
-
-    at = r.offset
-    raw = r.document_or_terminator("the archive header")
-    if not raw:
-        raise ArchiveError("corrupt archive: a terminator where the archive header should be")
-    header = _decode(raw, "the archive header", at)
-    _fields(
-        header,
-        {
-            "concurrent_collections": _is_int32,
-            "version": lambda v: v == FORMAT_VERSION,
-            "server_version": _is_str,
-            "tool_version": _is_str,
-        },
-        "the archive header",
-    )
-    try:
-        version = parse_server_version(header["server_version"])
-    except ValueError as exc:
-        raise ArchiveError(f"corrupt archive: {exc}") from exc
-
-    metadata: dict[tuple[str, str], dict[str, Any]] = {}
-    expected: dict[tuple[str, str], tuple[str, str]] = {}  # data namespace -> prelude key
-    while True:
-        at = r.offset
-        raw = r.document_or_terminator("collection metadata")
-        if raw is None:
-            break
-        entry = _decode(raw, "collection metadata", at)
-        _fields(
-            entry,
-            {
-                "db": _is_str,
-                "collection": lambda v: isinstance(v, str) and v != "",
-                "metadata": _is_str,
-                "size": _is_int,
-                "type": _is_str,
-            },
-            "a collection metadata entry",
-        )
-        key = (entry["db"], entry["collection"])
-        if key in metadata:
-            raise ArchiveError(f"corrupt archive: {key[0]}.{key[1]} is listed twice")
-        metadata[key] = entry
-        expected[(key[0], data_collection(key[1], entry["type"], version))] = key
-
-    open_: dict[tuple[str, str], ParsedNamespace] = {}
+    reader = ArchiveReader(inp)
+    namespaces: dict[tuple[str, str], ParsedNamespace] = {}
     closed: dict[tuple[str, str], ParsedNamespace] = {}
-    crcs: dict[tuple[str, str], int] = {}
-    oplog_seen = False
-    while True:
-        at = r.offset
-        raw = r.document_or_terminator("a namespace header", eof_ok=True)
-        if raw == b"":
-            break
-        if raw is None:
-            raise ArchiveError(
-                f"corrupt archive at byte {at}: consecutive terminators / a headerless block"
-            )
-        head = _decode(raw, "a namespace header", at)
-        _fields(
-            head,
-            {
-                "db": _is_str,
-                "collection": lambda v: isinstance(v, str) and v != "",
-                "EOF": _is_bool,
-                "CRC": _is_int64,
-            },
-            f"the namespace header at byte {at}",
-        )
-        key = (head["db"], head["collection"])
-        name = f"{key[0]}.{key[1]}"
-        if key not in expected:
-            raise ArchiveError(f"corrupt archive: namespace {name} is not in the prelude")
-        if key in closed:
-            raise ArchiveError(f"corrupt archive at byte {at}: {name} continues after its EOF")
-        if oplog_seen and key != (OPLOG_DB, OPLOG_COLLECTION):
-            raise ArchiveError(
-                f"corrupt archive at byte {at}: {name} comes after the oplog (mongorestore "
-                "stops restoring collections at the oplog)"
-            )
-        oplog_seen = key == (OPLOG_DB, OPLOG_COLLECTION)
-        ns = open_.get(key)
-        if ns is None:
-            ns = open_[key] = ParsedNamespace(key[0], key[1])
-            crcs[key] = 0
-        if head["EOF"]:
-            want = head["CRC"] & _U64
-            if crcs[key] != want:
-                raise ArchiveError(
-                    f"corrupt archive: CRC mismatch for namespace {name}: the documents give "
-                    f"{_signed64(crcs[key])}, its EOF header says {_signed64(want)}"
-                )
-            ns.crc = want
-            closed[key] = open_.pop(key)
-            at = r.offset
-            if r.document_or_terminator(f"the terminator after {name}'s EOF") is not None:
-                raise ArchiveError(f"corrupt archive at byte {at}: data after {name}'s EOF header")
-            continue
-        ns.segments += 1
-        while True:
-            raw = r.document_or_terminator(f"a document of {name}")
-            if raw is None:
-                break
-            ns.documents.append(raw)
-            crcs[key] = crc64_update(crcs[key], raw)
-
-    if open_:
-        names = ", ".join(f"{db}.{c}" for db, c in open_)
-        raise ArchiveError(f"corrupt archive: it ends before the EOF of {names}")
-    missing = [f"{db}.{c}" for db, c in expected if (db, c) not in closed]
-    if missing:
-        raise ArchiveError(f"corrupt archive: it ends before {', '.join(missing)} appeared")
-    return ParsedArchive(header=header, metadata=metadata, namespaces=closed)
+    for item in reader.items():
+        key = (item.db, item.collection)
+        ns = namespaces.setdefault(key, ParsedNamespace(item.db, item.collection))
+        if item.kind == "segment":
+            ns.segments += 1
+        elif item.kind == "document":
+            ns.documents.append(item.document)
+        else:
+            ns.crc = item.crc
+            closed[key] = ns
+    return ParsedArchive(header=reader.header, metadata=reader.metadata, namespaces=closed)

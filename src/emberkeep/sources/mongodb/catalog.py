@@ -1,9 +1,10 @@
 """What a dump covers: databases, collections and views, with mongodump's metadata files.
 
 ``<db>/<coll>.metadata.json`` is written as mongodump writes it (mongo-tools
-``dump/metadata_dump.go``): one canonical Extended JSON object with ``options``,
-``indexes``, ``uuid`` (hex, no dashes; absent for views), ``collectionName`` and ``type``,
-so the stock ``mongorestore`` reads an exported snapshot unchanged.
+``mongodump/metadata_dump.go``): one canonical Extended JSON object with ``options``
+(left out when there are none: ``omitempty``), ``indexes``, ``uuid`` (hex, no dashes;
+absent for views), ``collectionName`` and ``type``, compact and not ASCII-escaped, so the
+stock ``mongorestore`` reads an exported snapshot unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ...errors import EmberkeepError
 from .connection import Client
 
 SYSTEM_DATABASES = frozenset({"admin", "local", "config"})
+PRELUDE = "prelude.json"  # mongodump --out's {ServerVersion, ToolVersion}, mongo-tools 100.12+
 
 
 @dataclass
@@ -40,7 +42,8 @@ class CollectionInfo:
         return self.kind != "view"
 
     def metadata(self) -> dict[str, Any]:
-        meta: dict[str, Any] = {"options": self.options, "indexes": self.indexes}
+        meta: dict[str, Any] = {"options": self.options} if self.options else {}
+        meta["indexes"] = self.indexes
         if self.uuid:
             meta["uuid"] = self.uuid
         meta["collectionName"] = self.name
@@ -49,7 +52,10 @@ class CollectionInfo:
 
     def metadata_json(self) -> bytes:
         text = json_util.dumps(
-            self.metadata(), json_options=CANONICAL_JSON_OPTIONS, separators=(",", ":")
+            self.metadata(),
+            json_options=CANONICAL_JSON_OPTIONS,
+            separators=(",", ":"),
+            ensure_ascii=False,
         )
         return text.encode()
 

@@ -248,15 +248,7 @@ class MongoDump:
         else:
             record.point_in_time = True
             record.consistent_at = iso(end.as_datetime())
-        self.extra["mongodb"] = {
-            "point_in_time": record.point_in_time,
-            "consistent_at": record.consistent_at,
-            "oplog_end": record.oplog.end,
-            "databases": record.databases,
-            "collections": sum(1 for c in record.collections if c.type != "view"),
-            "documents": sum(c.count for c in record.collections),
-            "bytes": sum(c.bytes for c in record.collections),  # the documents' BSON, no oplog
-        }
+        self.extra["mongodb"] = record.header_extra()
 
 
 def _take(it: Iterator[CollectionReader], n: int) -> list[CollectionReader]:

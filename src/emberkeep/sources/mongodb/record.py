@@ -14,6 +14,8 @@ Plus the oplog window (start, end, entries), whether the snapshot is point-in-ti
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
+from typing import Any
 
 import blake3
 import msgspec
@@ -50,19 +52,35 @@ class DocDigest:
         return self._sum.to_bytes(16, "little").hex()
 
 
-def split_documents(data: bytes | memoryview) -> tuple[list[bytes], int]:
-    """Whole BSON documents at the start of ``data``, and where the incomplete rest begins."""
-    view = memoryview(data)
-    docs, pos, end = [], 0, len(view)
+def _document_ends(view: memoryview) -> Iterator[int]:
+    """Where each whole BSON document at the start of ``view`` ends."""
+    pos, end = 0, len(view)
     while end - pos >= 4:
         (size,) = _LEN.unpack_from(view, pos)
         if size < 5:
             raise ValueError(f"a BSON document of length {size} at byte {pos}")
         if end - pos < size:
-            break
-        docs.append(bytes(view[pos : pos + size]))
+            return
         pos += size
-    return docs, pos
+        yield pos
+
+
+def whole_documents_length(data: bytes | memoryview) -> int:
+    """How many bytes at the start of ``data`` are whole BSON documents (none copied)."""
+    pos = 0
+    for pos in _document_ends(memoryview(data)):  # noqa: B007 - the last one is the answer
+        pass
+    return pos
+
+
+def split_documents(data: bytes | memoryview) -> tuple[list[bytes], int]:
+    """Whole BSON documents at the start of ``data``, and where the incomplete rest begins."""
+    view = memoryview(data)
+    docs, start = [], 0
+    for end in _document_ends(view):
+        docs.append(bytes(view[start:end]))
+        start = end
+    return docs, start
 
 
 class CollectionRecord(msgspec.Struct, kw_only=True):
@@ -93,6 +111,7 @@ class DumpRecord(msgspec.Struct, kw_only=True):
     users_and_roles: str = "not dumped"  # "dumped", or why not (see ``users``)
     users: int = 0
     roles: int = 0
+    imported_from: dict[str, str] | None = None  # {path, format} of an `emberkeep import`
 
     def to_bytes(self) -> bytes:
         return msgspec.json.format(msgspec.json.encode(self), indent=1) + b"\n"
@@ -100,6 +119,19 @@ class DumpRecord(msgspec.Struct, kw_only=True):
     @classmethod
     def from_bytes(cls, data: bytes) -> DumpRecord:
         return msgspec.json.decode(data, type=cls)
+
+    def header_extra(self) -> dict[str, Any]:
+        """What the snapshot header shows of the dump (``extra.mongodb``)."""
+        return {
+            "point_in_time": self.point_in_time,
+            "consistent_at": self.consistent_at,
+            "oplog_end": self.oplog.end,
+            "databases": self.databases,
+            "collections": sum(1 for c in self.collections if c.type != "view"),
+            "documents": sum(c.count for c in self.collections),
+            "bytes": sum(c.bytes for c in self.collections),  # the documents' BSON, no oplog
+            **({"imported_from": self.imported_from} if self.imported_from else {}),
+        }
 
     def collection(self, db: str, name: str) -> CollectionRecord | None:
         return next((c for c in self.collections if (c.db, c.name) == (db, name)), None)

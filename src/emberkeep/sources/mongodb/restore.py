@@ -8,6 +8,12 @@ then indexes are built (last: building them once over the loaded data is faster 
 maintaining them per insert), views are created, and the databases' users and roles are
 written back (``users``).
 
+A server may answer ``ok`` to a ``create`` and drop what it did not understand (FerretDB v2
+makes a plain collection of a view, and drops validators and capped options), so every
+collection's options are read back after it is created: a lost or changed option, a view
+that did not become one, a refused user, is a problem named in the result, the rest is
+restored, and the restore fails (exit 1).
+
 A document can be read twice by a dump whose collection changed under it (it moved);
 the second copy's duplicate-key error is ignored and the oplog replay sets it right.
 """
@@ -38,6 +44,10 @@ from .users import ROLES_FILE, USERS_FILE, AuthRestored, restore_auth
 BATCH_DOCS = 1000
 BATCH_BYTES = 8 << 20
 INSERT_WORKERS = 4
+# Collections whose indexes are built at once (mongorestore: its 4 parallel collections):
+# mongod runs 3 builds at once and queues the others; DocumentDB builds each in a background
+# job it polls every second or two, so sending them together costs one wait, not one each.
+INDEX_WORKERS = 8
 DUPLICATE_KEY = 11000
 NAMESPACE_EXISTS = 48
 
@@ -109,6 +119,7 @@ class MongoRestoreResult:
     bytes: int = 0
     auth: list[AuthRestored] = field(default_factory=list)
     warnings: list[dict[str, str]] = field(default_factory=list)
+    problems: list[dict[str, str]] = field(default_factory=list)  # each fails the restore
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -119,7 +130,11 @@ class MongoRestoreResult:
             "consistent_at": self.consistent_at,
             "bytes": self.bytes,
             "warnings": self.warnings,
+            "problems": self.problems,
         }
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append({"path": path, "message": message})
 
 
 @dataclass
@@ -223,18 +238,20 @@ class MongoRestore:
         for item in collections:
             outcome = CollectionOutcome(item.source_ns, item.target_ns, item.info.kind)
             self._create(item)
+            self._check_options(item, result)
             outcome.documents = self._insert(item)
             result.bytes += int(item.node["size"]) if item.node else 0
             outcomes[item.source_ns] = outcome
         self.planned = planned
         if self.replay:
             result.oplog = self._replay(collections)
-        for item in collections:
-            outcomes[item.source_ns].indexes = self._build_indexes(item)
+        with ThreadPoolExecutor(INDEX_WORKERS, thread_name_prefix="mongo-index") as pool:
+            built = list(pool.map(self._build_indexes, collections))
+        for item, count in zip(collections, built, strict=True):
+            outcomes[item.source_ns].indexes = count
             result.collections.append(outcomes[item.source_ns])
         for item in planned:
-            if not item.info.has_documents:
-                self._create(item)
+            if not item.info.has_documents and self._create_view(item, result):
                 result.collections.append(
                     CollectionOutcome(item.source_ns, item.target_ns, item.info.kind)
                 )
@@ -248,6 +265,8 @@ class MongoRestore:
                         f"{', '.join(done.kept)} (restore with --drop to replace them)",
                     }
                 )
+            for name, why in done.refused.items():
+                result.problem(name, f"not restored: {why}")
         if not record.point_in_time:
             reason = record.not_point_in_time_because or "no oplog window"
             result.warnings.append(
@@ -302,6 +321,45 @@ class MongoRestore:
         except OperationFailure as exc:
             if exc.code != NAMESPACE_EXISTS:
                 raise
+
+    def _create_view(self, item: _Planned, result: MongoRestoreResult) -> bool:
+        """Create a view; False (and a problem) when the server refused it or made
+        something else of it (that impostor, empty and just made, is dropped again)."""
+        try:
+            self._create(item)
+        except OperationFailure as exc:
+            result.problem(item.target_ns, f"view not created: the server refused it ({exc})")
+            return False
+        if self._check_options(item, result):
+            return True
+        self.client[item.to_db].drop_collection(item.to_name)
+        return False
+
+    def _check_options(self, item: _Planned, result: MongoRestoreResult) -> bool:
+        """Whether the collection as created has the type and options of the dump's;
+        each difference is a problem of the result."""
+        specs = list(self.client[item.to_db].list_collections(filter={"name": item.to_name}))
+        kind = specs[0].get("type", "collection") if specs else None
+        if kind != item.info.kind:
+            what = f"a {kind}" if kind else "nothing"
+            result.problem(
+                item.target_ns,
+                f"{item.info.kind} not kept: the server made {what} of it (it ignores "
+                f"{_option_names(item.info.options)}); restore onto a server that keeps them",
+            )
+            return False
+        have = dict(specs[0].get("options") or {})
+        lost = [k for k in item.info.options if k not in have]
+        changed = [k for k in item.info.options if k in have and have[k] != item.info.options[k]]
+        for names, how in ((lost, "lost"), (changed, "changed")):
+            if names:
+                result.problem(
+                    item.target_ns,
+                    f"collection option{'s' if len(names) > 1 else ''} {', '.join(names)} "
+                    f"{how} by the server on create (it answered ok); restore onto a server "
+                    "that keeps them",
+                )
+        return not (lost or changed)
 
     def _insert(self, item: _Planned) -> int:
         """Raw documents in batches, ``INSERT_WORKERS`` batches in flight at once."""
@@ -369,6 +427,10 @@ def _insert_batch(coll: Any, batch: list[RawBSONDocument]) -> int:
             raise
         return len(batch) - len(errors)
     return len(batch)
+
+
+def _option_names(options: dict[str, Any]) -> str:
+    return ", ".join(options) or "its type"
 
 
 def _index_spec(index: dict[str, Any]) -> dict[str, Any]:
