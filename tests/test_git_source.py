@@ -108,10 +108,14 @@ def test_git_round_trip_with_dedup(site: Site, tmp_path: Path) -> None:
     git(src, "branch", "-D", "feature")
     second_state = state(src)
     second = site.json("backup", "code")[0]["snapshot"]
-    assert second["summary"]["bytes_stored"] < first["summary"]["bytes_stored"] / 4, (
+    # Only the chunks at the bundle's edges change: the ref list and pack header before the
+    # big blob, the new and reordered small objects after it. Chunk sizes are random (the blob
+    # is), so the bound counts chunks, with bytes only as a loose second check.
+    assert second["summary"]["blobs_new"] <= 8 < first["summary"]["blobs_new"], (
         first["summary"],
         second["summary"],
     )
+    assert second["summary"]["bytes_stored"] < first["summary"]["bytes_stored"] / 2
 
     assert_restores(site, first["id"], tmp_path / "out1", first_state)
     assert_restores(site, second["id"], tmp_path / "out2" / "nested", second_state)
