@@ -1,23 +1,30 @@
-"""A hostile repository cannot harm the host that restores from it (README, "How it keeps
-data safe": what a restore refuses and reports).
+"""A hostile repository, storage side or config cannot harm the host that restores from it
+(README, "How it keeps data safe": the threat model S, W, R and what each can do).
 
-Each attack is built as a compromised backup host would build it: with the writer key
-only (no identity), through the project's own modules, a snapshot whose root holds the
-genuine snapshot's tree (its id is in the genuine header, which the writer key reads)
-next to the hostile entries. Then, through the CLI, ``restore`` and ``drill`` of it must:
-write nothing outside the destination (every path of the tmp tree around it is compared,
-and no file anywhere holds the attack's marker), name each refusal, exit 1, and restore
-every genuine file byte for byte.
+Every attack is built as the attacker would build it: as a compromised backup host (the
+writer key only, no identity) through the project's own modules, or as the storage side
+(adding, replacing and deleting objects, knowing only the public recipients). Each is then
+shown to fail through the real CLI: nothing written outside the destination, no planted
+hook run, no data deleted by prune, memory bounded, the refusal named, and every genuine
+snapshot still restoring. The one race (a prune during a backup) is held at a fixed point
+by a hook in the backup's storage, never by a sleep.
+
+Sections: restore confinement and bounded reads; what recover and readers trust (site
+config, config, keys/recipients, keys/writer.age); prune, `latest`, the RPO and the record
+of what a target held.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
+import shutil
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -25,22 +32,39 @@ from pathlib import Path
 from typing import Any
 
 import blake3
+import pyrage
 import pytest
 import zstandard
-from conftest import Site, tree_listing
+from conftest import Site, restored, tree_listing
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from robustness_helpers import check_json, objects, packs, write_random
 
+from emberkeep import clock, keys
 from emberkeep import config as ek_config
 from emberkeep.engine import crypto
+from emberkeep.engine.backup import backup as engine_backup
 from emberkeep.engine.restore import Restorer
 from emberkeep.engine.tree import content_digest, decode_listing
 from emberkeep.engine.writer import BlobWriter
-from emberkeep.repository import layout
-from emberkeep.repository.index import PackRecord, decode_index
-from emberkeep.repository.pack import PackWriter, blob_aad
+from emberkeep.errors import EmberkeepError, IntegrityError, WrongIdentity
+from emberkeep.repository import layout, sealing
+from emberkeep.repository.index import PackRecord, decode_index, encode_index
+from emberkeep.repository.keyfiles import read_writer_key
+from emberkeep.repository.pack import BlobEntry, PackWriter, blob_aad
 from emberkeep.repository.repo import Repository
 from emberkeep.repository.snapshot import Snapshot
+from emberkeep.runner import maintenance
+from emberkeep.runner.backup import run_backup
+from emberkeep.runner.recover import plan_recover
+from emberkeep.runner.site import Site as ApiSite
 from emberkeep.runner.site import Site as RunSite
+from emberkeep.sources.files import FilesWalker
+from emberkeep.storage import open_storage
+from emberkeep.storage.base import Payload, Storage
+
+# ------------------------------------------------------------------------------------------
+# Restore confinement and bounded reads
+# ------------------------------------------------------------------------------------------
 
 MARKER = b"HOSTILE-REPOSITORY-MARKER"
 BOMB = 2 << 30  # what each bomb inflates to
@@ -731,3 +755,742 @@ def test_a_backup_never_stores_a_listing_larger_than_a_restore_takes(
         backup(repo, walker.walk(), source="files", source_type="files",
                paths=walker.roots, now=repo.snapshots()[0].time)  # fmt: skip
     assert {s.id for s in repo.snapshots()} == before
+
+
+# ------------------------------------------------------------------------------------------
+# What recover and readers trust: the site config, config, keys/recipients, keys/writer.age
+# ------------------------------------------------------------------------------------------
+
+
+def cli(site: Site, *args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
+    """The CLI with stdin not a terminal (whatever runs the tests): nobody is asked."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "emberkeep", "-c", str(site.config_path), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **site.env},
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def recover(site: Site, *args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
+    url = f"file://{site.repo}"
+    return cli(site, "recover", "--from", url, "--identity", site.identities[0], *args)
+
+
+def backed_up(site: Site, tmp_path: Path, *, source_extra: str = "") -> Path:
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    (src / "a.txt").write_text("the shop's settings\n")
+    (src / "b.bin").write_bytes(os.urandom(50_000))
+    site.write_config([src], source_extra=source_extra)
+    site.run("init")
+    site.run("backup")
+    return src
+
+
+def destroy(site: Site, src: Path) -> None:
+    """The host is gone: its files, config and state dir."""
+    shutil.rmtree(src)
+    site.config_path.unlink()
+    shutil.rmtree(site.state_dir)
+
+
+def plant_site_config(
+    site: Site, toml: str, name: str, *, seal: str | None = None, time: str = "2099-01-01T00:00:00Z"
+) -> str:
+    """What anyone who knows a recipient can put under siteconfig/: a config encrypted to
+    it, dated after every real one."""
+    payload: dict[str, object] = {
+        "format": 2, "path": str(site.config_path), "time": time, "toml": toml,
+    }  # fmt: skip
+    if seal is not None:
+        payload["seal"] = seal
+    recipient = pyrage.x25519.Recipient.from_str(site.recipients[0])
+    obj = f"{layout.SITE_CONFIG}/{name}"
+    (site.repo / obj).write_bytes(pyrage.encrypt(json.dumps(payload).encode(), [recipient]))
+    return obj
+
+
+def with_hook(toml: str, hook: str) -> str:
+    changed = toml.replace("exclude = []", f"exclude = []\nhooks = {{ before_restore = {hook!r} }}")
+    assert changed != toml
+    return changed
+
+
+def test_a_planted_site_config_is_refused_by_name_and_its_hook_never_runs(
+    site: Site, tmp_path: Path
+) -> None:
+    src = backed_up(site, tmp_path)
+    before = tree_listing(src)
+    genuine = site.config_path.read_text()
+    marker = tmp_path / "PWNED"
+    evil = with_hook(genuine, f"id > {marker}; env >> {marker}")
+    planted = plant_site_config(site, evil, "planted")
+    forged = plant_site_config(site, evil, "forged-seal", seal="0" * 64)
+    destroy(site, src)
+
+    plan = recover(site, "--dry-run")
+    shown = plan.stdout + plan.stderr
+    assert plan.returncode == 1, shown  # the repository holds forged objects: a failure
+    assert f"refused: {planted}: not sealed" in shown, shown
+    assert f"refused: {forged}: its seal does not verify" in shown, shown
+    assert "hooks: none" in plan.stdout  # the genuine config, shown: it has no hook
+    assert not site.config_path.exists() and not marker.exists()
+
+    done = recover(site, "--yes")  # even with every hook approved
+    assert done.returncode == 1, done.stderr
+    assert planted in done.stderr and "refused" in done.stderr
+    assert not marker.exists()
+    assert site.config_path.read_text() == genuine
+    assert tree_listing(src) == before
+
+
+def test_restore_hooks_run_only_when_approved(site: Site, tmp_path: Path) -> None:
+    marker = tmp_path / "hook-ran"
+    src = backed_up(site, tmp_path)
+    genuine = with_hook(site.config_path.read_text(), f"echo ran >> {marker}")
+    site.config_path.write_text(genuine)  # the site adds a hook; the next backup stores it
+    site.env["EMBERKEEP_NOW"] = "2099-01-01T00:00:00Z"  # stored after the first, surely
+    site.run("backup")
+    del site.env["EMBERKEEP_NOW"]
+    before = tree_listing(src)
+    destroy(site, src)
+
+    asked = recover(site)  # not on a terminal, no --yes: nothing is done
+    assert asked.returncode == 2, asked.stderr
+    assert "--yes" in asked.stderr and "--no-hooks" in asked.stderr
+    assert f"hook files.before_restore: echo ran >> {marker}" in asked.stdout
+    assert "hook files.before_restore added" in asked.stdout  # since the config before it
+    assert not marker.exists() and not site.config_path.exists() and not src.exists()
+
+    plan = json.loads(recover(site, "--dry-run", "--json").stdout)
+    assert plan["restore_hooks"] == {"files.before_restore": f"echo ran >> {marker}"}
+    assert plan["hooks_run"] is False and not marker.exists()
+
+    recover(site, "--yes").check_returncode()
+    assert marker.read_text() == "ran\n"
+    assert tree_listing(src) == before
+
+    marker.unlink()
+    destroy(site, src)
+    without = recover(site, "--no-hooks", "--json")
+    assert without.returncode == 0, without.stderr
+    assert json.loads(without.stdout)["hooks_run"] is False
+    assert not marker.exists()
+    assert tree_listing(src) == before
+    assert site.config_path.read_text() == genuine  # the site's config, hooks and all
+
+
+def test_a_fabricated_repository_is_caught_by_its_id(site: Site, tmp_path: Path) -> None:
+    """Someone who can write to the target makes a whole repository of their own (a new
+    writer key, encrypted to the public recipient): everything in it verifies, except the
+    id the site's runbook gave."""
+    backed_up(site, tmp_path)
+    genuine_id = keys.WriterKey.load(site.state_dir / "writer.key").repo_id
+    runbook = site.run("runbook").stdout
+    assert f"--expect-repository {genuine_id}" in runbook
+
+    impostor = Site(tmp_path / "impostor", recipients=list(site.recipients))
+    impostor.identities.append(site.identities[0])
+    impostor.root.mkdir()
+    backed_up(impostor, impostor.root)
+    url = f"file://{impostor.repo}"
+    args = ["recover", "--from", url, "--identity", site.identities[0], "--dry-run"]
+    trusting = cli(site, *args)
+    assert trusting.returncode == 0  # it decrypts, it verifies: only the id differs
+    assert genuine_id not in trusting.stdout
+    refused = cli(site, *args, "--expect-repository", genuine_id)
+    assert refused.returncode == 1
+    assert f"not the expected {genuine_id}" in refused.stderr
+
+
+def test_a_recipients_record_replaced_by_the_storage_side_is_refused_and_reported(
+    site: Site, tmp_path: Path
+) -> None:
+    backed_up(site, tmp_path)
+    record = site.repo / layout.RECIPIENTS
+    original = record.read_bytes()
+    _, attacker = site.keygen("attacker.txt")
+    for forgery in (
+        sealing.seal_secret(keys.WriterKey.generate(), "recipients", {"recipients": [attacker]}),
+        sealing.seal(keys.WriterKey.generate(), "recipients", {"recipients": [attacker]}),
+        b'{"format": 2, "recipients": ["' + attacker.encode() + b'"]}',
+    ):
+        record.write_bytes(forgery)
+        snapshots = len(site.snapshots())
+        backup = cli(site, "backup")
+        assert backup.returncode == 1 and "keys/recipients" in backup.stderr, backup.stderr
+        assert len(site.snapshots()) == snapshots
+        check = cli(site, "check", "--json")
+        assert check.returncode == 1
+        errors = json.loads(check.stdout)["local"]["errors"]
+        assert [e["object"] for e in errors] == [layout.RECIPIENTS], errors
+    record.write_bytes(original)
+    site.run("backup")
+
+
+# -- bit flips: check reports every one, a backup host repairs what it can ---------------
+
+
+def _flip(path: Path, rng: random.Random) -> int:
+    data = bytearray(path.read_bytes())
+    bit = rng.randrange(len(data) * 8)
+    data[bit // 8] ^= 1 << (bit % 8)
+    path.write_bytes(bytes(data))
+    return bit
+
+
+@pytest.mark.parametrize("host", ["write-only", "with-identity", "new-host"])
+def test_every_bit_flip_in_the_key_objects_is_reported_by_check(
+    site: Site, tmp_path: Path, host: str
+) -> None:
+    """20 random bit flips in each object, each checked as a write-only backup host does
+    (structural), as a host with an identity does (``--read-data``), and as a new host
+    does that has only the identity (its writer key comes from the damaged copy)."""
+    reader = host != "write-only"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a\n")
+    site.write_config([src], identity=True if reader else None)
+    site.run("init")
+    site.run("backup")
+    api = ApiSite(ek_config.load(str(site.config_path)))
+    pristine = {name: (site.repo / name).read_bytes() for name in _KEY_OBJECTS}
+    rng = random.Random(f"flips-{host}")
+    for name in _KEY_OBJECTS:
+        for trial in range(20):
+            for other, data in pristine.items():
+                (site.repo / other).write_bytes(data)
+            if host == "new-host":
+                (site.state_dir / "writer.key").unlink(missing_ok=True)
+            bit = _flip(site.repo / name, rng)
+            try:
+                result = maintenance.run_check(api, "local", read_data=reader, subset=None)
+            except EmberkeepError as exc:  # the one object a new host cannot do without
+                assert host == "new-host" and name == layout.WRITER_KEY, (name, bit, exc)
+                assert f"{layout.WRITER_KEY}: damaged" in str(exc), (bit, exc)
+                continue
+            named = [e for e in result.errors if e["object"] == name]
+            assert named and not result.ok, (name, trial, bit, result.errors)
+            assert all(e["object"] == name for e in result.errors), (name, bit, result.errors)
+            assert result.packs_read == (result.packs if reader else 0)
+            if host == "new-host":
+                continue
+            again = maintenance.run_check(api, "local", read_data=False, subset=None)
+            if name == layout.RECIPIENTS:  # never written over: it guards the recipient set
+                assert [e["object"] for e in again.errors] == [name]
+            else:  # the host holds the writer key: the check wrote it again
+                assert again.ok, (name, bit, again.errors)
+
+
+_KEY_OBJECTS = (layout.WRITER_KEY, layout.RECIPIENTS, layout.CONFIG)
+
+
+def test_a_backup_host_writes_a_damaged_writer_key_copy_again(site: Site, tmp_path: Path) -> None:
+    src = backed_up(site, tmp_path)
+    copy = site.repo / layout.WRITER_KEY
+    _flip(copy, random.Random(3))
+    out = site.json("backup")[0]
+    said = [w for w in out["warnings"] if w["path"].endswith(layout.WRITER_KEY)]
+    assert said and "written again" in said[0]["message"], out["warnings"]
+    assert site.json("check", "--read-data")["local"]["ok"] is True
+    destroy(site, src)
+    recover(site).check_returncode()  # a new host rebuilds the writer key from the copy
+    assert (src / "a.txt").read_text() == "the shop's settings\n"
+
+
+def test_recover_tells_a_damaged_writer_key_copy_from_a_wrong_identity(
+    site: Site, tmp_path: Path
+) -> None:
+    backed_up(site, tmp_path)
+    url = f"file://{site.repo}"
+    identities = keys.load_identities(site.identities[0])
+    storage = open_storage(url, name="local")
+    copy = site.repo / layout.WRITER_KEY
+    original = copy.read_bytes()
+    flips = [_flipped(original, at) for at in (0, len(original) // 2, len(original) - 1)]
+    for damaged in [*flips, _wrong_stanza(original, identities)]:
+        copy.write_bytes(damaged)
+        with pytest.raises(IntegrityError) as caught:
+            read_writer_key(storage, identities)
+        assert f"{layout.WRITER_KEY}: damaged" in str(caught.value), caught.value
+    proc = recover(site, "--dry-run")
+    assert proc.returncode == 1 and f"{layout.WRITER_KEY}: damaged" in proc.stderr, proc.stderr
+    assert "not one of the recipients" not in proc.stderr
+
+    copy.write_bytes(original)
+    stranger, _ = site.keygen("stranger.txt")
+    with pytest.raises(WrongIdentity):
+        plan_recover(url, stranger, dry_run=True)
+    proc = cli(site, "recover", "--from", url, "--identity", stranger, "--dry-run")
+    assert proc.returncode == 1 and "not one of the recipients" in proc.stderr
+    assert f"{layout.WRITER_KEY}: damaged" not in proc.stderr
+
+
+def _flipped(data: bytes, position: int) -> bytes:
+    damaged = bytearray(data)
+    damaged[position] ^= 0x04
+    return bytes(damaged)
+
+
+def _wrong_stanza(data: bytes, identities: list[pyrage.x25519.Identity]) -> bytes:
+    """The copy with one character of its recipient stanza's wrapped file key changed for
+    another valid one: age then finds no stanza it can open, exactly as for an identity
+    that is not a recipient; only the site config beside it tells the two apart."""
+    start = data.index(b"-> X25519 ")
+    body = data.index(b"\n", start) + 1 + 10
+    swapped = b"B" if data[body : body + 1] != b"B" else b"C"
+    damaged = data[:body] + swapped + data[body + 1 :]
+    with pytest.raises(pyrage.DecryptError, match=keys.NO_MATCHING_KEY):
+        pyrage.decrypt(damaged, identities)
+    return damaged
+
+
+def test_a_damaged_host_writer_key_says_how_it_is_rebuilt(site: Site, tmp_path: Path) -> None:
+    backed_up(site, tmp_path)
+    path = site.state_dir / "writer.key"
+    original = path.read_bytes()
+    raw = json.loads(original)
+    raw["index_key"] = (
+        raw["index_key"][:5] + ("A" if raw["index_key"][5] != "A" else "B") + (raw["index_key"][6:])
+    )  # still a key, no longer this one: its fingerprint tells
+    for damaged in (b"{not json", json.dumps(raw).encode()):
+        path.write_bytes(damaged)
+        proc = cli(site, "snapshots")
+        assert proc.returncode == 2, proc.stderr
+        assert f"delete {path}" in proc.stderr and "identity" in proc.stderr
+    path.unlink()
+    assert len(site.snapshots()) == 1  # rebuilt from keys/writer.age with the identity
+    assert path.read_bytes() == original
+
+
+# -- repositories from before sealing ---------------------------------------------------
+
+
+def _as_before_sealing(site: Site) -> None:
+    """Rewrite config, keys/recipients and the site config as the format before sealing
+    wrote them (no seal, no recorded digest, the site config's payload unsealed)."""
+    from emberkeep.engine import crypto
+
+    writer_key = keys.WriterKey.load(site.state_dir / "writer.key")
+    config = json.loads((site.repo / layout.CONFIG).read_text())
+    del config["seal"]
+    (site.repo / layout.CONFIG).write_text(json.dumps(config, indent=1))
+    plain = json.dumps({"format": 1, "recipients": sorted(site.recipients)}).encode()
+    sealed = crypto.encrypt(writer_key.index_key, b"emberkeep recipients v1", plain)
+    (site.repo / layout.RECIPIENTS).write_bytes(sealed)
+    identities = keys.load_identities(site.identities[0])
+    recipients = keys.parse_recipients(site.recipients)
+    for path in (site.repo / layout.SITE_CONFIG).iterdir():
+        payload = json.loads(pyrage.decrypt(path.read_bytes(), identities))
+        payload = {k: v for k, v in payload.items() if k != "seal"} | {"format": 1}
+        path.unlink()
+        old = site.repo / layout.SITE_CONFIG / f"old{path.name[:8]}"
+        old.write_bytes(keys.wrap(json.dumps(payload).encode(), recipients))
+
+
+def test_a_repository_from_before_sealing_is_read_then_sealed_by_the_next_backup(
+    site: Site, tmp_path: Path
+) -> None:
+    src = backed_up(site, tmp_path)
+    _as_before_sealing(site)
+    check = site.json("check")["local"]
+    assert check["ok"] is True, check["errors"]
+    assert {n["object"] for n in check["notes"]} >= {layout.CONFIG, layout.WRITER_KEY}
+
+    saved = site.config_path.read_text()
+    state = tmp_path / "state-aside"
+    shutil.copytree(site.state_dir, state)
+    destroy(site, src)
+    refused = recover(site)
+    assert refused.returncode == 1 and "--allow-unverified" in refused.stderr
+    plan = recover(site, "--dry-run")
+    assert plan.returncode == 0 and "UNVERIFIED" in plan.stdout
+    assert not site.config_path.exists()
+
+    site.config_path.write_text(saved)  # the host is back: its next backup seals
+    shutil.copytree(state, site.state_dir)
+    src.mkdir()
+    (src / "a.txt").write_text("the shop's settings\n")
+    out = site.json("backup")[0]
+    assert any(w["path"].endswith(layout.CONFIG) for w in out["warnings"]), out["warnings"]
+    assert "seal" in json.loads((site.repo / layout.CONFIG).read_text())
+    check = site.json("check")["local"]
+    assert check["ok"] is True and check["notes"] == [], check
+    sealed = recover(site, "--dry-run")
+    assert sealed.returncode == 0, sealed.stderr
+    assert "sealed by the repository's writer key" in sealed.stdout
+    assert "1 older unsealed site configs (from before sealing) not used" in sealed.stdout
+
+
+def test_a_site_config_of_other_recipients_or_damaged_is_refused_not_fatal(
+    site: Site, tmp_path: Path
+) -> None:
+    """Objects the identity cannot read do not stop a recovery: each is named."""
+    src = backed_up(site, tmp_path)
+    stranger = pyrage.x25519.Identity.generate().to_public()
+    junk = site.repo / layout.SITE_CONFIG / "junk"
+    junk.write_bytes(pyrage.encrypt(b"{}", [stranger]))
+    broken = site.repo / layout.SITE_CONFIG / "broken"
+    broken.write_bytes(b"age-encryption.org/v1\n-> nonsense\n")
+    destroy(site, src)
+    proc = recover(site, "--json")
+    assert proc.returncode == 1
+    refused = {r["object"]: r["reason"] for r in json.loads(proc.stdout)["refused"]}
+    assert set(refused) == {"siteconfig/junk", "siteconfig/broken"}
+    assert "other recipients" in refused["siteconfig/junk"]
+    assert (src / "a.txt").exists()
+
+
+def test_a_world_readable_identity_file_is_refused(site: Site, tmp_path: Path) -> None:
+    identity, _ = site.keygen()
+    identity.chmod(0o644)
+    with pytest.raises(EmberkeepError) as caught:
+        keys.load_identities(identity)
+    message = str(caught.value)
+    assert str(identity) in message and "0644" in message and f"chmod 600 {identity}" in message
+    identity.chmod(0o600)
+    assert keys.load_identities(identity)
+
+
+def test_a_damaged_config_without_a_recipient_record_is_still_repaired(
+    site: Site, tmp_path: Path
+) -> None:
+    """The snapshot headers show whose repository it is, so the backup host repairs all."""
+    backed_up(site, tmp_path)
+    (site.repo / layout.RECIPIENTS).unlink()
+    (site.repo / layout.CONFIG).write_text("{damaged")
+    out = site.json("backup")[0]
+    repaired = {w["path"].split("/", 1)[1] for w in out["warnings"]}
+    assert repaired >= {layout.CONFIG, layout.WRITER_KEY}, out["warnings"]
+    check = site.json("check", "--read-data")["local"]
+    assert check["ok"] is True and check["notes"] == [], check
+
+
+# ------------------------------------------------------------------------------------------
+# Prune, `latest`, the RPO and the record of what a target held; wrong clocks
+# ------------------------------------------------------------------------------------------
+
+MB = 1024 * 1024
+
+
+def _repo(site: Site) -> Repository:
+    return ApiSite(ek_config.load(str(site.config_path))).repository("local")
+
+
+def _files(root: Path, tag: str, count: int = 2, size: int = MB) -> Path:
+    for i in range(count):
+        write_random(root / f"{tag}-{i}.bin", size + i * 4099)
+    return root
+
+
+def _assert_restores(site: Site, snapshot: str, source: Path, listing: Any, dest: Path) -> None:
+    site.run("restore", snapshot, "--to", dest)
+    assert tree_listing(restored(dest, source)) == listing, f"snapshot {snapshot[:12]}"
+
+
+def _status(site: Site) -> tuple[int, dict[str, Any]]:
+    proc = site.run("status", "--json", ok=None)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+# -- a shadow index: every blob listed again, in packs that do not exist ------------------
+
+
+def _plant_shadow_index(repo: Repository) -> str:
+    """An index file, sealed with the writer key's index key, that lists every blob again
+    in a data and a meta pack that do not exist, named to sort before every real pack and
+    the file itself before every real index file. Returns its name."""
+    entries: dict[int, list[BlobEntry]] = {}
+    for name in repo.index_files():
+        for record in repo.read_index_file(name):
+            entries.setdefault(record.kind, []).extend(record.entries)
+    fake = [
+        PackRecord(layout.pack_object(kind, "00" * 32), kind, 1 << 20, tuple(listed))
+        for kind, listed in sorted(entries.items())
+    ]
+    first = min(repo.index_files())
+    while True:  # the name is the SHA-256 of the sealed bytes (random nonce): draw again
+        name, sealed = encode_index(fake, repo.writer_key.index_key)
+        if name < first:
+            break
+    repo.storage.put(name, sealed)
+    return name
+
+
+def test_a_shadow_index_makes_prune_delete_no_live_pack(site: Site, tmp_path: Path) -> None:
+    src = _files(tmp_path / "src", "one")
+    site.write_config(paths=[src])
+    site.run("init")
+    site.run("backup")
+    first_listing = tree_listing(src)
+    _files(src, "two")
+    site.run("backup")
+    second_listing = tree_listing(src)
+    first, second = (s["id"] for s in site.snapshots())
+    live = packs(objects(site.repo))
+
+    shadow = _plant_shadow_index(_repo(site))
+    result = check_json(site, rc=1)
+    assert [e["object"] for e in result["errors"]] == [shadow], result["errors"]
+    assert "not in the target" in result["errors"][0]["error"]
+    assert "ignored" in result["errors"][0]["error"]
+
+    site.run("prune", "--grace", "0s")  # an ordinary prune, as the scheduler runs it
+    assert live <= objects(site.repo), f"live packs deleted: {sorted(live - objects(site.repo))}"
+    _assert_restores(site, first, src, first_listing, tmp_path / "r1")
+    _assert_restores(site, second, src, second_listing, tmp_path / "r2")
+    after = check_json(site, "--read-data", rc=0)  # prune dropped the shadow entries
+    assert after["errors"] == [] and after["snapshots"] == 2
+
+
+def test_prune_deletes_nothing_while_a_kept_snapshot_has_blobs_in_no_pack(
+    site: Site, tmp_path: Path
+) -> None:
+    """The storage side deletes the index file: the packs look like a crash's leftovers."""
+    src = _files(tmp_path / "src", "one")
+    site.write_config(paths=[src])
+    site.run("init")
+    site.run("backup")
+    [snapshot] = site.snapshots()
+    for index_file in (site.repo / "index").iterdir():
+        index_file.unlink()
+    before = objects(site.repo)
+
+    proc = site.run("prune", "--grace", "0s", ok=False)
+    assert proc.returncode == 1
+    message = proc.stderr
+    assert snapshot["short_id"] in message and "blobs" in message, message
+    assert f"prune --forget {snapshot['short_id']}" in message, message
+    assert objects(site.repo) == before, "prune deleted objects"
+
+
+# -- clocks ----------------------------------------------------------------------------
+
+
+def _forge_future(repo: Repository, snapshot_id: str, days: int) -> str:
+    """A copy of a snapshot's header dated ``days`` later, sealed with the index key."""
+    [real] = [s for s in repo.snapshots() if s.id == snapshot_id]
+    real.time += timedelta(days=days)
+    real.seq = (real.seq or 0) + days
+    return repo.save_snapshot(real)
+
+
+def test_future_dated_snapshots_take_no_retention_slot_and_fake_no_rpo(
+    site: Site, tmp_path: Path
+) -> None:
+    src = _files(tmp_path / "src", "one")
+    site.write_config(
+        paths=[src], source_extra='retention = { daily = 2 }\nobjectives = { rpo = "1h" }'
+    )
+    site.env["EMBERKEEP_NOW"] = "2026-03-10T02:00:00Z"
+    site.run("init")
+    site.run("backup")
+    listing = tree_listing(src)
+    [real] = site.snapshots()
+    repo = _repo(site)
+    forged = [_forge_future(repo, real["id"], days) for days in (365, 366)]
+
+    site.env["EMBERKEEP_NOW"] = "2026-03-10T04:00:00Z"  # two hours later: past the RPO
+    code, report = _status(site)
+    [source] = report["sources"]
+    assert source["rpo_state"] == "breached" and code == 1, source
+    assert source["last_backup"]["snapshot"] == real["id"]
+    assert report["targets"][0]["future_snapshots"] == 2
+    assert any(forged[0][:12] in w or forged[1][:12] in w for w in report["warnings"])
+
+    checked = check_json(site, rc=0)
+    future = [w for w in checked["warnings"] if "after now" in w]
+    assert len(future) == 2 and all(any(f[:12] in w for w in future) for f in forged), future
+
+    pruned = site.json("prune", "--grace", "0s")["local"]
+    decided = {d["id"]: (d["action"], d["reason"]) for d in pruned["snapshots"]}
+    assert decided[real["id"]] == ("keep", "daily 1/2"), decided
+    assert all(decided[f][0] == "keep" and "future" in decided[f][1] for f in forged)
+    _assert_restores(site, real["id"], src, listing, tmp_path / "restore")
+
+
+def test_after_a_clock_step_back_latest_is_the_snapshot_written_last(
+    site: Site, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    version = src / "version.txt"
+    site.write_config(paths=[src], source_extra="retention = { daily = 1 }")
+    site.run("init")
+    written = []
+    clocks = ("2026-03-10T02:00:00Z", "2026-03-10T20:00:00Z", "2026-03-10T10:00:00Z")
+    for now, text in zip(clocks, ("one", "two", "three"), strict=True):
+        version.write_text(text)
+        site.env["EMBERKEEP_NOW"] = now  # the third backup's clock stepped back 10 hours
+        [entry] = site.json("backup")
+        written.append(entry)
+    warned = [[w["message"] for w in e["warnings"] if w["path"] == "clock"] for e in written]
+    assert warned[:2] == [[], []] and len(warned[2]) == 1, warned
+    assert "behind the newest snapshot" in warned[2][0]
+
+    ids = [e["snapshot"]["id"] for e in written]
+    listed = site.snapshots()  # by time, as the contract says; seq tells the order written
+    assert [s["id"] for s in listed] == [ids[0], ids[2], ids[1]]
+    assert [s["seq"] for s in listed] == [1, 3, 2]
+    assert "seq" in site.run("snapshots").stdout
+    out = tmp_path / "latest"
+    site.run("restore", "latest", "--to", out)
+    assert (restored(out, src) / "version.txt").read_text() == "three"
+
+    pruned = site.json("prune", "--grace", "0s")["local"]
+    kept = [d["id"] for d in pruned["snapshots"] if d["action"] == "keep"]
+    assert kept == [ids[2]], pruned["snapshots"]
+
+
+class _StallBeforeIndex:
+    """A storage that calls ``hook`` before it writes an index file (the backup's packs
+    are uploaded by then, and no index lists them yet)."""
+
+    def __init__(self, inner: Storage, hook: Callable[[], None]) -> None:
+        self._inner = inner
+        self._hook = hook
+        self.label = inner.label
+
+    def put(self, name: str, data: Payload, *, overwrite: bool = False) -> None:
+        if name.startswith(f"{layout.INDEX}/"):
+            self._hook()
+        self._inner.put(name, data, overwrite=overwrite)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_a_prune_a_day_ahead_leaves_a_running_backups_packs_alone(
+    site: Site, tmp_path: Path
+) -> None:
+    src = _files(tmp_path / "src", "d", count=3, size=3 * MB)
+    site.write_config(paths=[src])
+    site.run("init")
+    listing = tree_listing(src)
+    stalled, resume = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        stalled.set()
+        assert resume.wait(120), "the test never let the backup go on"
+
+    repo = _repo(site)
+    repo.storage = _StallBeforeIndex(repo.storage, hold)  # type: ignore[assignment]
+    outcome: dict[str, Any] = {}
+
+    def run_backup() -> None:
+        walker = FilesWalker([src], [])
+        try:
+            outcome["result"] = engine_backup(
+                repo,
+                walker.walk(),
+                source="files",
+                source_type="files",
+                paths=walker.roots,
+                now=clock.now(),
+            )
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run_backup, name="running-backup")
+    thread.start()
+    try:
+        assert stalled.wait(120), "the backup never came to its index"
+        uploaded = packs(objects(site.repo))
+        assert uploaded, "the backup uploaded no pack before its index"
+        site.env["EMBERKEEP_NOW"] = clock.iso(clock.now() + timedelta(days=1))
+        pruned = site.json("prune", "--grace", "0s")["local"]
+        del site.env["EMBERKEEP_NOW"]
+        assert uploaded <= objects(site.repo), "prune deleted the running backup's packs"
+        assert pruned["packs_deleted"] == 0 and pruned["packs_deferred"] == len(uploaded)
+    finally:
+        resume.set()
+        thread.join(120)
+    assert "error" not in outcome, outcome.get("error")
+    snapshot = outcome["result"].snapshot
+    check_json(site, "--read-data", rc=0)
+    _assert_restores(site, snapshot.id, src, listing, tmp_path / "restore")
+
+
+# -- deletion and rollback noticed -------------------------------------------------------
+
+
+def _two_backups(site: Site, tmp_path: Path) -> str:
+    """Two snapshots of a small source; returns the newest's id."""
+    src = _files(tmp_path / "src", "one", count=1)
+    site.write_config(paths=[src])
+    site.run("init")
+    site.run("backup")
+    _files(src, "two", count=1)
+    site.run("backup")
+    return str(site.snapshots()[-1]["id"])
+
+
+def test_the_newest_snapshot_deleted_by_the_storage_side_is_noticed(
+    site: Site, tmp_path: Path
+) -> None:
+    newest = _two_backups(site, tmp_path)
+    code, report = _status(site)
+    assert code == 0 and report["snapshots_gone"] == [], report
+
+    (site.repo / layout.SNAPSHOTS / newest).unlink()  # or the whole target rolled back
+    checked = check_json(site, rc=0)
+    assert any(newest[:12] in w and "is gone" in w for w in checked["warnings"]), checked
+    code, report = _status(site)
+    assert code == 1 and report["state"] == "breach"
+    assert any(newest[:12] in g for g in report["snapshots_gone"]), report
+    assert "gone: " in site.run("status", ok=False).stdout
+    [entry] = site.json("backup")
+    assert any(newest[:12] in w["message"] for w in entry["warnings"]), entry["warnings"]
+
+    code, report = _status(site)  # a newer backup does not make the deletion go away
+    assert code == 1 and any(newest[:12] in g for g in report["snapshots_gone"]), report
+    (site.state_dir / "snapshots-seen.json").unlink()  # the operator accepts the target
+    code, report = _status(site)
+    assert code == 0 and report["snapshots_gone"] == [], report
+
+
+def test_this_hosts_own_prune_is_no_deletion_and_a_damaged_memory_is_rebuilt(
+    site: Site, tmp_path: Path
+) -> None:
+    newest = _two_backups(site, tmp_path)
+    site.run("prune", "--forget", newest, "--grace", "0s")
+    code, report = _status(site)
+    assert code == 0 and report["snapshots_gone"] == [], report
+
+    memory = site.state_dir / "snapshots-seen.json"
+    assert stat.S_IMODE(memory.stat().st_mode) == 0o600
+    for damage in ('{"format": 1, "targets": {"local": {"snapshots": "many"}}}', "{not json"):
+        memory.write_text(damage)
+        code, report = _status(site)
+        assert code == 0 and report["snapshots_gone"] == [], report
+        assert any("damaged" in w and "rebuilt" in w for w in report["warnings"]), report
+        assert len(json.loads(memory.read_text())["targets"]["local"]["snapshots"]) == 1
+
+
+def test_a_backup_reads_only_the_snapshot_headers_its_host_has_not_seen(
+    site: Site, tmp_path: Path
+) -> None:
+    """The seq goes on from what the host remembers; what it does not know it reads."""
+    src = _files(tmp_path / "src", "one", count=1, size=1024)
+    site.write_config(paths=[src])
+    site.run("init")
+    api = ApiSite(ek_config.load(str(site.config_path)))
+    first = run_backup(api, "files").result
+    second = run_backup(api, "files").result
+    assert [s.id for s in second.previous] == [], "read headers the host had seen"
+    assert (first.snapshot.seq, second.snapshot.seq) == (1, 2)
+    (site.state_dir / "snapshots-seen.json").unlink()  # a new host, say
+    third = run_backup(api, "files").result
+    assert {s.id for s in third.previous} == {first.snapshot.id, second.snapshot.id}
+    assert third.snapshot.seq == 3
+    other = third.snapshot  # another writer host's snapshot, further on
+    other.seq, other.host = 50, "other-host"
+    _repo(site).save_snapshot(other)
+    site.run("check")  # sees it by name only: the next backup must still read its header
+    fourth = run_backup(api, "files").result
+    assert [s.id for s in fourth.previous] == [other.id] and fourth.snapshot.seq == 51
