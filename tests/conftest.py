@@ -118,6 +118,22 @@ class Site:
         return self.json("snapshots")
 
 
+@pytest.fixture(autouse=True)
+def no_emberkeep_env_leak() -> Iterator[None]:
+    """A test must leave the process's EMBERKEEP_* variables as it found them: every CLI
+    subprocess of later tests inherits os.environ, and a leaked EMBERKEEP_NOW pins their
+    clock (the scheduler once left one behind)."""
+    before = {k: v for k, v in os.environ.items() if k.startswith("EMBERKEEP_")}
+    yield
+    after = {k: v for k, v in os.environ.items() if k.startswith("EMBERKEEP_")}
+    for key in set(before) | set(after):  # put back first, so one leak fails one test
+        if key in before:
+            os.environ[key] = before[key]
+        else:
+            os.environ.pop(key, None)
+    assert after == before, f"the test changed the environment: {before} -> {after}"
+
+
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
     yield Site(tmp_path)

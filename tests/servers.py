@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import selectors
 import shutil
 import signal
 import socket
@@ -336,22 +337,45 @@ class FlakyProxy:
             server = socket.create_connection(("127.0.0.1", self.upstream))
             with self._lock:
                 self._sockets += [client, server]
-            threading.Thread(target=self._pump, args=(client, server, "up"), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, "down"), daemon=True).start()
+            threading.Thread(target=self._relay, args=(client, server), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, direction: str) -> None:
-        carried = 0
-        try:
-            while data := src.recv(65536):
-                carried += len(data)
-                if carried > self.after_bytes and self._take_drop(direction):
-                    self._cut(src, dst)
-                    return
-                dst.sendall(data)
-        except OSError:
-            pass
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
+    def _relay(self, client: socket.socket, server: socket.socket) -> None:
+        """Both directions of one connection in one thread. A cut closes both sockets here:
+        a socket closed while another thread is blocked in its ``recv`` is not released, so
+        the reset would not be sent until that thread woke (the cut would be a stall)."""
+        peer = {client: (server, "up"), server: (client, "down")}
+        carried = {"up": 0, "down": 0}
+        open_ends = {client, server}
+        with selectors.DefaultSelector() as selector:
+            for sock in open_ends:
+                selector.register(sock, selectors.EVENT_READ)
+            while open_ends:
+                for key, _ in selector.select():
+                    src = key.fileobj
+                    assert isinstance(src, socket.socket)
+                    dst, direction = peer[src]
+                    try:
+                        data = src.recv(65536)
+                    except OSError:
+                        data = b""
+                    if not data:  # that side finished: pass the end on, keep the other way
+                        selector.unregister(src)
+                        open_ends.discard(src)
+                        with contextlib.suppress(OSError):
+                            dst.shutdown(socket.SHUT_WR)
+                        continue
+                    carried[direction] += len(data)
+                    if carried[direction] > self.after_bytes and self._take_drop(direction):
+                        self._cut(client, server)
+                        return
+                    try:
+                        dst.sendall(data)
+                    except OSError:
+                        self._cut(client, server)
+                        return
+        for sock in (client, server):
+            with contextlib.suppress(OSError):
+                sock.close()
 
     def _cut(self, *socks: socket.socket) -> None:
         for sock in socks:

@@ -136,7 +136,13 @@ def choose(
     if sealed:
         chosen = sealed[-1]
         newer = [c for c in candidates if not c.sealed and c.time >= chosen.time]
-        refused += [Refused(c.name, _UNSEALED) for c in newer]
+        refused += [
+            Refused(
+                c.name,
+                f"{_UNSEALED} (it says {iso(c.time)}; the newest sealed one {iso(chosen.time)})",
+            )
+            for c in newer
+        ]
         ignored = [c.name for c in candidates if not c.sealed and c.time < chosen.time]
         previous = sealed[-2] if len(sealed) > 1 else None
         return Choice(chosen, previous, refused, ignored)

@@ -447,12 +447,11 @@ class Scheduler:
 
     def _run_one(self, job: Job, state: SchedulerState) -> None:
         started = self.clock.now()
-        if self.pin_time:
-            os.environ[clock.ENV_VAR] = clock.iso(started)
         self.on_event(Event("start", job.name, started))
         t0 = time.monotonic()
         try:
-            detail, error = run_job(self.site, job), None
+            with _time_pinned(started if self.pin_time else None):
+                detail, error = run_job(self.site, job), None
         except Exception as exc:  # the loop survives any job's failure
             detail, error = None, _error_text(exc)
         seconds = round(time.monotonic() - t0, 3)
@@ -465,3 +464,21 @@ class Scheduler:
         self.failures += bool(error)
         event = Event("end", job.name, started, record.outcome, detail, error, seconds)
         self.on_event(event)
+
+
+@contextlib.contextmanager
+def _time_pinned(moment: datetime | None) -> Iterator[None]:
+    """``EMBERKEEP_NOW`` set to ``moment`` while a job runs (its hooks and children read the
+    same time), and put back as it was after: the pin is the job's, not the process's."""
+    if moment is None:
+        yield
+        return
+    before = os.environ.get(clock.ENV_VAR)
+    os.environ[clock.ENV_VAR] = clock.iso(moment)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(clock.ENV_VAR, None)
+        else:
+            os.environ[clock.ENV_VAR] = before

@@ -596,6 +596,12 @@ class SftpStorage:
             try:
                 result = op(sftp)
             except TimeoutError as exc:
+                if not sftp.usable():
+                    # The connection died while we waited (paramiko's transport thread saw
+                    # the reset and the channel's wait ran out): a drop, not a silent server.
+                    drops.append(_transport_error(sftp) or exc)
+                    self._discard(sftp, dropped=True)
+                    continue
                 self._discard(sftp)
                 raise self._timed_out(what) from exc
             except EmberkeepError:
