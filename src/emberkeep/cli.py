@@ -237,6 +237,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser(
+        "web", parents=[common], help="the dashboard: status, history charts, back up now"
+    )
+    p.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="where to listen (default [web] listen, else 127.0.0.1:8470); any address but "
+        "loopback needs a token",
+    )
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="the token every request must carry (default [web] token_file); mode 0600",
+    )
+
+    p = sub.add_parser(
         "schedule", parents=[common], help="print a crontab or systemd units for the schedules"
     )
     p.add_argument("--print", choices=["cron", "systemd"], required=True, dest="format")
@@ -1077,6 +1093,18 @@ def cmd_metrics(site: Site, args: argparse.Namespace) -> int:
     else:
         print(metrics.collect_text(site), end="")
     return 0
+
+
+def cmd_web(site: Site, args: argparse.Namespace) -> int:
+    from .web.server import serve
+
+    def ready(text: str) -> None:
+        print(text, flush=True)  # a line to wait for: a test or a script reads the URL here
+
+    config_file = str(site.config.path) if site.config.path else args.config
+    return serve(
+        config_file, args.identity, listen=args.listen, token_file=args.token_file, ready=ready
+    )
 
 
 def cmd_schedule(site: Site, args: argparse.Namespace) -> int:

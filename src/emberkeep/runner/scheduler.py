@@ -181,8 +181,13 @@ class Event:
 # -- the jobs ---------------------------------------------------------------------------
 
 
-def run_job(site: Site, job: Job, read_data_subset: str | None = None) -> str:
-    """Run one job, journaled with its alerts (monitor.jobs); a one-line summary, or raises."""
+def run_job(
+    site: Site, job: Job, read_data_subset: str | None = None, *, progress: Any = None
+) -> str:
+    """Run one job, journaled with its alerts (monitor.jobs); a one-line summary, or raises.
+
+    ``progress`` (an ``engine.backup.Progress``) watches a backup: the dashboard's "back up
+    now" runs this same function and shows it (web/server.py)."""
     from ..monitor.jobs import watch
 
     if job.name.startswith("backup:"):
@@ -191,7 +196,7 @@ def run_job(site: Site, job: Job, read_data_subset: str | None = None) -> str:
 
         name = job.name.removeprefix("backup:")
         with watch(site, "backup", source=name) as watched:
-            outcome = watched.took(run_backup(site, name))
+            outcome = watched.took(run_backup(site, name, progress=progress))
             # every target tried, whatever fails
             copies = watched.took(replicate_after_backup(site, outcome))
         snap = outcome.result.snapshot

@@ -1,0 +1,564 @@
+"""`emberkeep web`: the dashboard's HTTP server (standard library only, see web/__init__.py).
+
+What it serves (README, "The dashboard"):
+
+- ``GET /`` the page (web/page.py), ``?range=7d|30d|1y`` for its charts (default 30d);
+  ``/static/…`` its CSS and script (from the package: no CDN, nothing fetched);
+- ``GET /api/status`` the same JSON as ``emberkeep status --json``; ``/api/history?source=S
+  &range=R`` the journaled backups and drills the charts are drawn from; ``/api/job`` the
+  job the dashboard runs (or ran last);
+- ``POST /backup/SOURCE`` runs the backup job of SOURCE through ``scheduler.run_job``, the
+  function the scheduler runs (journal row, alerts, copies to the other targets), in a thread:
+  one job at a time (409 while one runs). A form post is answered 303 to ``/``, a post
+  asking for JSON 202 with the job.
+
+Security:
+
+- Loopback by default (``[web] listen``, ``--listen``). Any other address needs a token
+  (``[web] token_file``, ``--token-file``: one line of at least 16 characters, a file only
+  its owner can read); without one the server refuses to start (exit 2), before binding.
+- With a token every request must carry it: ``Authorization: Bearer TOKEN``, or the cookie
+  ``emberkeep_token`` that opening any page once with ``?token=TOKEN`` sets (HttpOnly,
+  SameSite=Strict), answered with a redirect that drops the token from the address. Without
+  it: 401. The token never appears in the log (the query string is not logged) or a page.
+- Without a token the ``Host`` header must name a loopback host (403 otherwise): a web page
+  elsewhere cannot read the dashboard by pointing its own name at 127.0.0.1.
+- Every POST needs the CSRF token the page carries (form field ``csrf`` or header
+  ``X-CSRF-Token``), new each time the server starts: 403 without it.
+- Every response is ``Cache-Control: no-store`` with a Content-Security-Policy that allows
+  only the dashboard's own script and style, no framing and no outside requests.
+
+It speaks plain HTTP: for an address other hosts reach, put it behind a TLS proxy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import ipaddress
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import stat
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from http.cookies import CookieError, SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from .. import clock
+from ..errors import EmberkeepError, UsageError
+from ..journal import Entry, Journal, error_text
+from ..runner.site import Site
+
+DEFAULT_LISTEN = "127.0.0.1:8470"
+COOKIE = "emberkeep_token"
+MIN_TOKEN = 16
+MAX_BODY = 4096  # a form post carries the CSRF token and nothing else
+RANGES = {"7d": timedelta(days=7), "30d": timedelta(days=30), "1y": timedelta(days=365)}
+DEFAULT_RANGE = "30d"
+GROWTH_WINDOW = timedelta(days=30)  # the estimated-full date extrapolates this much growth
+STATIC = {"dashboard.css": "text/css; charset=utf-8", "dashboard.js": "text/javascript"}
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+# -- where to listen, and the token -----------------------------------------------------
+
+
+def parse_listen(text: str, where: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8470`` for IPv6; port 0 picks a free one)."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"{where} {text!r}: give HOST:PORT, like {DEFAULT_LISTEN}")
+    return host, int(port)
+
+
+def is_loopback(host: str, where: str) -> bool:
+    """Whether every address ``host`` names is a loopback one."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host, None)
+    except OSError as exc:
+        raise UsageError(f"{where}: cannot resolve {host!r} ({exc}); give an IP address") from exc
+    return all(ipaddress.ip_address(info[4][0]).is_loopback for info in found)
+
+
+def read_token(path: Path) -> str:
+    """The token in ``path``: its first line, refused when short or readable by others."""
+    try:
+        st = os.stat(path)
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UsageError(f"the token file {path} cannot be read ({reason})") from exc
+    if st.st_mode & 0o077:
+        raise UsageError(
+            f"the token file {path} can be read by others (mode {stat.S_IMODE(st.st_mode):o}): "
+            f"run `chmod 600 {path}`"
+        )
+    lines = text.splitlines()
+    token = lines[0].strip() if lines else ""
+    if len(token) < MIN_TOKEN or any(ch.isspace() or ord(ch) < 33 for ch in token):
+        raise UsageError(
+            f"the token file {path} must hold one line of at least {MIN_TOKEN} printable "
+            "characters without spaces (e.g. from `openssl rand -hex 32`)"
+        )
+    return token
+
+
+# -- the job the dashboard runs ---------------------------------------------------------
+
+
+@dataclass
+class JobState:
+    """The dashboard's current (or last) job, as ``/api/job`` and the page show it."""
+
+    id: int
+    kind: str
+    source: str
+    state: str  # running | ok | failed
+    started: str
+    files: int = 0
+    bytes: int = 0
+    summary: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Jobs:
+    """One job at a time, each in its own thread, through the scheduler's ``run_job``."""
+
+    def __init__(self, make_site: Callable[[], Site]) -> None:
+        self.make_site = make_site
+        self.lock = threading.Lock()
+        self.current: JobState | None = None
+        self.thread: threading.Thread | None = None
+        self.count = 0
+
+    def state(self) -> JobState | None:
+        with self.lock:
+            return None if self.current is None else JobState(**asdict(self.current))
+
+    def start_backup(self, source: str) -> JobState | None:
+        """Start backing up ``source``; None while another job runs."""
+        with self.lock:
+            if self.current is not None and self.current.state == "running":
+                return None
+            self.count += 1
+            job = JobState(self.count, "backup", source, "running", clock.iso(clock.now()))
+            self.current = job
+            self.thread = threading.Thread(
+                target=self._backup, args=(job,), name=f"backup {source}"
+            )
+            self.thread.start()
+            return JobState(**asdict(job))
+
+    def _backup(self, job: JobState) -> None:
+        from ..engine.backup import Progress
+        from ..policy.schedule import Job
+        from ..runner.scheduler import run_job
+
+        def on_file(path: str, size: int) -> None:
+            with self.lock:
+                job.files += 1
+                job.bytes += size
+
+        try:
+            site = self.make_site()
+            schedule = site.config.source(job.source).schedule or ""
+            summary = run_job(
+                site, Job(f"backup:{job.source}", schedule), progress=Progress(on_file)
+            )
+        except BaseException as exc:  # the journal has it too; the page shows it
+            with self.lock:
+                job.state, job.error = "failed", error_text(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            with self.lock:
+                job.state, job.summary = "ok", summary
+
+    def join(self) -> None:
+        thread = self.thread
+        if thread is not None:
+            thread.join()
+
+
+# -- the server ---------------------------------------------------------------------------
+
+
+class Dashboard:
+    """What every request needs: the site, the token, the CSRF token, the jobs."""
+
+    def __init__(
+        self,
+        config_file: str | None,
+        identity_file: Path | None,
+        *,
+        token: str | None,
+        host: str,
+        loopback: bool,
+    ) -> None:
+        self.config_file = config_file
+        self.identity_file = identity_file
+        self.token = token
+        self.host = host
+        self.loopback = loopback
+        self.csrf = secrets.token_urlsafe(32)
+        self.jobs = Jobs(self.site)
+
+    def site(self) -> Site:
+        """A site loaded afresh: each request and job sees the config as it is now."""
+        from .. import config
+
+        return Site(config.load(self.config_file), identity_file=self.identity_file)
+
+    def redact(self, text: str) -> str:
+        text = re.sub(r"token=[^&\s'\"]*", "token=***", text)
+        return text.replace(self.token, "***") if self.token else text
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "emberkeep"
+    sys_version = ""
+    timeout = 30  # a client that stops mid-request frees its thread
+    protocol_version = "HTTP/1.1"
+
+    @property
+    def dash(self) -> Dashboard:
+        return self.server.dashboard
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _send(
+        self,
+        code: int,
+        body: bytes | str,
+        content_type: str = "text/html; charset=utf-8",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        data = body.encode() if isinstance(body, str) else body
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Content-Security-Policy", CSP)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("X-Frame-Options", "DENY")
+        self.send_header("Referrer-Policy", "no-referrer")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def _json(self, code: int, data: Any) -> None:
+        self._send(code, json.dumps(data, indent=1), "application/json")
+
+    def _text(self, code: int, text: str, headers: dict[str, str] | None = None) -> None:
+        self._send(code, text + "\n", "text/plain; charset=utf-8", headers)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        path = urlsplit(self.path).path if hasattr(self, "path") else "-"
+        self.log_message('"%s %s" %s', self.command, path, code)  # never the query
+
+    def log_message(self, format: str, *args: Any) -> None:
+        text = self.dash.redact(format % args)
+        sys.stderr.write(f"{self.address_string()} {clock.iso(clock.now())} {text}\n")
+
+    # -- checks --------------------------------------------------------------------------
+
+    def _host_ok(self) -> bool:
+        """Without a token, only a loopback Host (module docstring: DNS rebinding)."""
+        if self.dash.token is not None:
+            return True
+        host = self.headers.get("Host", "")
+        if host.startswith("["):
+            name = host[1:].partition("]")[0]
+        else:
+            name = host.rpartition(":")[0] if ":" in host else host
+        return name.lower() in LOOPBACK_NAMES | {self.dash.host.lower()}
+
+    def _given_token(self) -> str | None:
+        auth = self.headers.get("Authorization", "")
+        if auth.lower().startswith("bearer "):
+            return auth[7:].strip()
+        with contextlib.suppress(CookieError):
+            cookie = SimpleCookie(self.headers.get("Cookie", ""))
+            if COOKIE in cookie:
+                return cookie[COOKIE].value
+        return None
+
+    def _token_ok(self, given: str | None) -> bool:
+        token = self.dash.token
+        if token is None:
+            return True
+        return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+    def _refuse_token(self) -> None:
+        self._text(
+            401,
+            "this dashboard needs its token: open any page once with ?token=TOKEN (a cookie "
+            "keeps it), or send the header Authorization: Bearer TOKEN",
+            {"WWW-Authenticate": 'Bearer realm="emberkeep"'},
+        )
+
+    def _allowed(self, query: dict[str, list[str]]) -> bool:
+        """Host and token checked (and answered when refused); a ``?token=`` login done."""
+        if not self._host_ok():
+            self._text(403, "this dashboard answers only to a loopback Host name")
+            return False
+        if "token" in query and self.dash.token is not None and self.command == "GET":
+            if not self._token_ok(query["token"][0]):
+                self._refuse_token()
+                return False
+            rest = {k: v for k, v in query.items() if k != "token"}
+            location = urlsplit(self.path).path + (
+                f"?{urlencode(rest, doseq=True)}" if rest else ""
+            )
+            cookie = f"{COOKIE}={self.dash.token}; HttpOnly; SameSite=Strict; Path=/"
+            self._send(303, "", headers={"Location": location, "Set-Cookie": cookie})
+            return False
+        if not self._token_ok(self._given_token()):
+            self._refuse_token()
+            return False
+        return True
+
+    # -- GET -------------------------------------------------------------------------------
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        if not self._allowed(query):
+            return
+        try:
+            self._get(url.path, query)
+        except EmberkeepError as exc:
+            self._text(500, self.dash.redact(str(exc)))
+
+    def _get(self, path: str, query: dict[str, list[str]]) -> None:
+        from ..monitor import status
+
+        if path == "/favicon.ico":
+            self._send(204, "", "image/x-icon")
+            return
+        if path.startswith("/static/"):
+            name = path.removeprefix("/static/")
+            if name not in STATIC:
+                self._text(404, f"no {path} here")
+                return
+            data = resources.files(__package__).joinpath("static", name).read_bytes()
+            self._send(200, data, STATIC[name])
+            return
+        range_key = query.get("range", [DEFAULT_RANGE])[0]
+        if range_key not in RANGES:
+            self._text(400, f"range {range_key!r}: give one of {', '.join(RANGES)}")
+            return
+        if path == "/api/job":
+            job = self.dash.jobs.state()
+            self._json(200, job.to_json() if job else None)
+            return
+        site = self.dash.site()
+        if path == "/":
+            from . import page
+
+            report = status.collect(site)
+            now = report.time
+            backups, drills, growth = _history(site, now - RANGES[range_key], now)
+            body = page.render(
+                report,
+                page.History(range_key, now - RANGES[range_key], now, backups, drills, growth),
+                job=self.dash.jobs.state(),
+                csrf=self.dash.csrf,
+            )
+            self._send(200, body)
+        elif path == "/api/status":
+            self._json(200, status.collect(site).to_json())
+        elif path == "/api/history":
+            name = query.get("source", [""])[0]
+            if name not in {s.name for s in site.config.sources}:
+                self._text(404, f"no source named {name!r}; give ?source=NAME")
+                return
+            now = clock.now()
+            since = now - RANGES[range_key]
+            backups, drills, _ = _history(site, since, now)
+            self._json(
+                200,
+                {
+                    "source": name,
+                    "range": range_key,
+                    "since": clock.iso(since),
+                    "until": clock.iso(now),
+                    "backups": [e.to_json() for e in backups.get(name, [])],
+                    "drills": [e.to_json() for e in drills.get(name, [])],
+                },
+            )
+        else:
+            self._text(404, f"no {path} here")
+
+    # -- POST ------------------------------------------------------------------------------
+
+    def do_POST(self) -> None:
+        url = urlsplit(self.path)
+        if not self._allowed({}):
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self._text(413, f"a post here carries at most {MAX_BODY} bytes")
+            return
+        form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
+        given = self.headers.get("X-CSRF-Token") or form.get("csrf", [""])[0]
+        if not hmac.compare_digest(given.encode(), self.dash.csrf.encode()):
+            self._text(403, "missing or wrong CSRF token: reload the dashboard and try again")
+            return
+        if not url.path.startswith("/backup/"):
+            self._text(404, f"no action {url.path} here")
+            return
+        name = url.path.removeprefix("/backup/")
+        try:
+            known = {s.name for s in self.dash.site().config.sources}
+        except EmberkeepError as exc:
+            self._text(500, self.dash.redact(str(exc)))
+            return
+        if name not in known:
+            self._text(404, f"no source named {name!r}")
+            return
+        job = self.dash.jobs.start_backup(name)
+        wants_json = "application/json" in self.headers.get("Accept", "")
+        if job is None:
+            busy = self.dash.jobs.state()
+            what = f"{busy.kind} of {busy.source}" if busy else "a job"
+            self._text(409, f"the {what} is still running: one job at a time")
+        elif wants_json:
+            self._json(202, job.to_json())
+        else:
+            self._send(303, "", headers={"Location": "/"})
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    dashboard: Dashboard
+
+
+def _history(
+    site: Site, since: datetime, now: datetime
+) -> tuple[dict[str, list[Entry]], dict[str, list[Entry]], dict[str, list[Entry]]]:
+    """Finished backups and drills per source since ``since``; per target, what changed
+    its size in the growth window (backups, copies, prunes) for the estimated-full date."""
+    backups: dict[str, list[Entry]] = {}
+    drills: dict[str, list[Entry]] = {}
+    growth: dict[str, list[Entry]] = {}
+    first = min(since, now - GROWTH_WINDOW)
+    with Journal.open(site) as journal:
+        for entry in journal.entries(since=first):
+            if entry.outcome == "running" or entry.started is None:
+                continue
+            recent = entry.started >= now - GROWTH_WINDOW
+            if entry.kind in ("backup", "replicate", "prune") and entry.target and recent:
+                growth.setdefault(entry.target, []).append(entry)
+            if entry.started < since or entry.source is None:
+                continue
+            if entry.kind == "backup":
+                backups.setdefault(entry.source, []).append(entry)
+            elif entry.kind == "drill":
+                drills.setdefault(entry.source, []).append(entry)
+    return backups, drills, growth
+
+
+def serve(
+    config_file: str | None,
+    identity_file: Path | None,
+    *,
+    listen: str | None,
+    token_file: Path | None,
+    ready: Callable[[str], None] = print,
+) -> int:
+    """Run the dashboard until interrupted (Ctrl-C or SIGTERM); the URL goes to ``ready``."""
+    from .. import config
+
+    loaded = config.load(config_file)
+    where = "--listen" if listen else f"[web] listen in {loaded.path}"
+    host, port = parse_listen(listen or loaded.web.listen, where)
+    loopback = is_loopback(host, where)
+    token_path = token_file or loaded.web.token_file
+    token = read_token(token_path) if token_path else None
+    if not loopback and token is None:
+        raise UsageError(
+            f"refusing to listen on {host} without a token: it is not a loopback address, so "
+            "other hosts could read the dashboard and start backups; set [web] token_file "
+            "(or --token-file) to a file holding a token, or listen on 127.0.0.1"
+        )
+    dashboard = Dashboard(config_file, identity_file, token=token, host=host, loopback=loopback)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    _Server.address_family = family
+    try:
+        server = _Server((host, port), _Handler)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another address "
+            "(--listen or [web] listen)"
+        ) from exc
+    server.dashboard = dashboard
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{server.server_address[1]}/"
+    note = f" (give the token from {token_path}: open {url}?token=… once)" if token else ""
+    if not loopback:
+        note += "; plain HTTP: put it behind a TLS proxy for other hosts"
+    ready(f"dashboard of site {loaded.site.name} at {url}{note}")
+    with _stopped_by_sigterm():
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+            if (job := dashboard.jobs.state()) and job.state == "running":
+                print(f"waiting for the backup of {job.source} to finish", file=sys.stderr)
+            dashboard.jobs.join()
+    return 0
+
+
+@contextlib.contextmanager
+def _stopped_by_sigterm() -> Iterator[None]:
+    """SIGTERM stops the server as Ctrl-C does (a running backup finishes first)."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (a test serving in a thread)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
