@@ -1,0 +1,526 @@
+"""The dashboard (`emberkeep web`) driven in a real browser: Debian's chromium, headless,
+through chromium-driver (Selenium), against the real server on a demo site with a month of
+simulated history (EMBERKEEP_NOW), and a year of it for four sources for the load time.
+
+The history is built quickly: a few real backups (the scheduler's ``run_job``, so real
+snapshots and journal rows) at simulated times, and daily journal rows around them
+(journal.record), some failed. The tests of one server run in file order: the overview
+is looked at before "back up now" changes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from emberkeep import clock
+from emberkeep.journal import Journal, record
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+NOW = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
+SCREENSHOTS = os.environ.get("EMBERKEEP_SCREENSHOTS")  # a folder: also save them there
+
+
+# -- the browser -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless chromium; missing, the test fails (scripts/setup --test installs it)."""
+    for binary in (CHROMIUM, CHROMEDRIVER):
+        if not binary.exists():
+            pytest.fail(f"{binary} is missing: run scripts/setup --test (chromium, chromium-driver)")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.fail("selenium is missing: pip install -e '.[test]' (scripts/setup --test)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--window-size=1280,1000", "--disable-gpu"):  # fmt: skip
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _css(driver: Any, selector: str) -> list[Any]:
+    from selenium.webdriver.common.by import By
+
+    return list(driver.find_elements(By.CSS_SELECTOR, selector))
+
+
+def _wait(driver: Any, condition: Any, timeout: float = 120) -> Any:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, timeout, ignored_exceptions=ignored).until(condition)
+
+
+# -- a demo site with simulated history --------------------------------------------------------
+
+
+@dataclass
+class DemoSite:
+    root: Path
+    config: Path
+    sources: list[str]
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    def cli(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "emberkeep", "-c", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, clock.ENV_VAR: clock.iso(NOW)},
+            timeout=300,
+        )
+        if ok:
+            assert proc.returncode == 0, proc.stderr + proc.stdout
+        return proc
+
+    def snapshots(self, source: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = json.loads(
+            self.cli("snapshots", "--source", source, "--json").stdout
+        )
+        return found
+
+    def backups(self, source: str, since: datetime | None = None) -> int:
+        """Finished backup rows of ``source`` in the journal since ``since``."""
+        with Journal.open(self.state_dir) as journal:
+            rows = journal.entries(kind="backup", source=source, since=since)
+        return sum(1 for e in rows if e.outcome != "running")
+
+
+def _make_site(root: Path, sources: dict[str, dict[str, str]]) -> DemoSite:
+    """A demo shop's files (demo/sitegen.py) as files and git sources, one local target."""
+    from emberkeep.demo.sitegen import generate
+    from emberkeep.runner.setup import keygen
+
+    shop = generate(root / "site", media_files=12)
+    recipient = keygen(root / "identity.txt")
+    paths = {
+        "media": f'paths = ["{shop.media}"]',
+        "config": f"paths = {json.dumps([str(p) for p in shop.config_files])}",
+        "nginx": f'paths = ["{shop.nginx_enabled}"]',
+    }
+    text = [
+        f'[site]\nname = "candle-demo"\nstate_dir = "{root / "state"}"\n',
+        f'[keys]\nrecipients = ["{recipient}"]\nidentity_file = "{root / "identity.txt"}"\n',
+    ]
+    for name, extra in sources.items():
+        where = f'type = "git"\npath = "{shop.app}"' if name == "code" else (
+            f'type = "files"\n{paths[name]}'
+        )  # fmt: skip
+        lines = [f'[[sources]]\nname = "{name}"\n{where}']
+        lines += [f'{key} = {value}' for key, value in extra.items()]  # fmt: skip
+        text.append("\n".join(lines) + "\n")
+    text.append(f'[[targets]]\nname = "local"\nurl = "file://{root / "backups"}"\n')
+    config = root / "emberkeep.toml"
+    config.write_text("\n".join(text))
+    site = DemoSite(root, config, list(sources))
+    site.cli("init")
+    return site
+
+
+def _real_backup(site: DemoSite, source: str, at: datetime) -> None:
+    """The scheduler's backup job at simulated time ``at``: a snapshot and a journal row."""
+    from emberkeep import config
+    from emberkeep.policy.schedule import Job
+    from emberkeep.runner.scheduler import run_job
+    from emberkeep.runner.site import Site
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(clock.ENV_VAR, clock.iso(at))
+        run_job(Site(config.load(str(site.config))), Job(f"backup:{source}", ""))
+
+
+def _simulated_backups(site: DemoSite, source: str, days: range, *, hour: int = 2) -> int:
+    """One journal row a day (``days`` back from NOW), every ninth failed; how many."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(clock.ENV_VAR, clock.iso(NOW))  # rows are kept by the simulated clock
+        with Journal.open(site.state_dir) as journal:
+            from emberkeep.journal import Entry
+
+            for day in days:
+                started = NOW.replace(hour=hour, minute=0) - timedelta(days=day)
+                failed = day % 9 == 4
+                size = 2_000_000 + 15_000 * (30 - day % 30)
+                anomalies = [{"text": f"{source}: 40% fewer files"}] if day == 11 else []
+                journal.add(
+                    Entry(
+                        kind="backup",
+                        source=source,
+                        target="local",
+                        started=started,
+                        seconds=30.0 + (day * 7) % 23,
+                        outcome="failed" if failed else "ok",
+                        error="the source cannot be read (simulated)" if failed else None,
+                        bytes=None if failed else size,
+                        bytes_new=None if failed else 40_000 + (day * 131) % 90_000,
+                        bytes_written=None if failed else 20_000 + (day * 97) % 50_000,
+                        files=None if failed else 12,
+                        details={"anomalies": anomalies} if anomalies else {},
+                    )
+                )
+    return len(days)
+
+
+def _drill(site: DemoSite, source: str, at: datetime, seconds: float) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(clock.ENV_VAR, clock.iso(NOW))
+        record(site.state_dir, kind="drill", source=source, target="local", started=at,
+               seconds=seconds, details={"rto_seconds": seconds, "rto_ok": True})  # fmt: skip
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[str]
+    url: str
+    log: list[str]
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+        return "".join(self.log)
+
+
+@contextlib.contextmanager
+def _serving(site: DemoSite, *args: str) -> Iterator[Server]:
+    """`emberkeep web` on a free loopback port, at the simulated NOW; its URL from stdout."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emberkeep", "-c", str(site.config), "web",
+         "--listen", "127.0.0.1:0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, clock.ENV_VAR: clock.iso(NOW)},
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    line = proc.stdout.readline()  # the server prints its URL once it listens
+    log: list[str] = []
+    reader = threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    if "http://" not in line:
+        proc.kill()
+        proc.wait()
+        reader.join(5)
+        pytest.fail(f"emberkeep web did not start: {line}{''.join(log)}")
+    url = line.split(" at ", 1)[1].split()[0]
+    server = Server(proc, url, log)
+    try:
+        yield server
+    finally:
+        if proc.poll() is None:
+            server.stop()
+        reader.join(5)
+
+
+def _request(
+    url: str, method: str = "GET", *, headers: dict[str, str] | None = None, body: str = ""
+) -> http.client.HTTPResponse:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    conn.request(method, path or "/", body=body or None, headers=headers or {})
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response
+
+
+# -- the month-long demo site ---------------------------------------------------------------
+
+
+SOURCES = {
+    "media": {"schedule": '"0 2 * * *"', "objectives": '{ rpo = "24h", rto = "4h" }'},
+    "config": {"schedule": '"0 3 * * 0"', "objectives": '{ rpo = "7d", rto = "15m" }'},
+    "code": {"objectives": '{ rpo = "24h", rto = "30m" }'},  # last backup 3 days ago: breached
+}
+
+
+@pytest.fixture(scope="module")
+def month(tmp_path_factory: pytest.TempPathFactory) -> DemoSite:
+    site = _make_site(tmp_path_factory.mktemp("web-month"), SOURCES)
+    _simulated_backups(site, "media", range(1, 31))
+    _simulated_backups(site, "config", range(1, 31, 7), hour=3)
+    _simulated_backups(site, "code", range(4, 31))
+    _real_backup(site, "code", NOW - timedelta(days=3))
+    _real_backup(site, "media", NOW - timedelta(hours=1))
+    _real_backup(site, "config", NOW - timedelta(hours=1))
+    for source, seconds in (("media", 95.0), ("config", 4.0), ("code", 40.0)):
+        _drill(site, source, NOW - timedelta(days=2), seconds)
+    return site
+
+
+@pytest.fixture(scope="module")
+def dashboard(month: DemoSite) -> Iterator[Server]:
+    with _serving(month) as server:
+        yield server
+
+
+def test_the_overview_shows_each_source_status_in_words_and_colour(
+    browser: Any, dashboard: Server, month: DemoSite, tmp_path: Path
+) -> None:
+    browser.get(dashboard.url)
+    cards = {c.get_attribute("data-source"): c for c in _css(browser, "article.source")}
+    assert set(cards) == set(SOURCES)
+    status = json.loads(month.cli("status", "--json", ok=False).stdout)
+    for source in status["sources"]:
+        card = cards[source["name"]]
+        state = source["rpo_state"]
+        expected = {"ok": "ok", "late": "warning", "breached": "breached"}[state]
+        assert expected in card.get_attribute("class").split()
+        assert f"RPO {source['rpo']} {state}" in card.text
+    assert "breached" in cards["code"].get_attribute("class").split()
+    assert "RPO 24h breached" in cards["code"].text
+    assert "ok" in cards["media"].get_attribute("class").split()
+    assert "RPO 24h ok" in cards["media"].text and "RTO 4h ok" in cards["media"].text
+    colour = browser.execute_script(
+        "return getComputedStyle(arguments[0]).borderLeftColor", cards["code"]
+    )
+    assert colour == "rgb(207, 34, 46)"  # the breached red of dashboard.css
+    _screenshot(browser, tmp_path, "dashboard-overview.png")
+
+
+def test_a_breached_rpo_turns_the_top_line_red(browser: Any, dashboard: Server) -> None:
+    browser.get(dashboard.url)
+    verdict = _css(browser, "#verdict")[0]
+    assert "breached" in verdict.get_attribute("class").split()
+    assert "NOT PROTECTED" in verdict.text
+    background = browser.execute_script(
+        "return getComputedStyle(arguments[0]).backgroundColor", verdict
+    )
+    assert background == "rgb(207, 34, 46)"
+    assert "source code: RPO 24h breached" in _css(browser, "#findings")[0].text
+
+
+@pytest.mark.parametrize("range_key,days", [("30d", 30), ("7d", 7)])
+def test_the_charts_have_one_point_per_journaled_backup_in_range(
+    browser: Any, dashboard: Server, month: DemoSite, range_key: str, days: int, tmp_path: Path
+) -> None:
+    browser.get(f"{dashboard.url}?range={range_key}")
+    since = NOW - timedelta(days=days)
+    for source in SOURCES:
+        expected = month.backups(source, since)
+        assert expected > 0
+        points = _css(browser, f"#chart-duration-{source} circle.point")
+        assert len(points) == expected, (source, range_key)
+        with Journal.open(month.state_dir) as journal:
+            rows = journal.entries(kind="backup", source=source, since=since)
+        ok = [e for e in rows if e.outcome == "ok" and e.bytes is not None]
+        assert len(_css(browser, f"#chart-size-{source} circle.series-read")) == len(ok)
+        failed = [e for e in rows if e.outcome == "failed"]
+        assert len(_css(browser, f"#chart-duration-{source} circle.failed")) == len(failed)
+        times = sorted(p.get_attribute("data-time") for p in points)
+        assert times == sorted(clock.iso(e.started) for e in rows if e.started)
+    if range_key == "30d":
+        assert _css(browser, "#chart-duration-media circle.anomaly")  # day 11's anomaly
+        assert len(_css(browser, "#chart-drills-media rect.bar")) == 1
+        history = _css(browser, "#history-media")[0]
+        _screenshot(browser, tmp_path, "dashboard-history.png", history)
+
+
+def test_back_up_now_adds_a_journal_row_and_a_snapshot(
+    browser: Any, dashboard: Server, month: DemoSite
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    rows, snapshots = month.backups("code"), len(month.snapshots("code"))
+    browser.get(dashboard.url)
+    old = _css(browser, "#job")[0].get_attribute("data-id")
+    browser.find_element(By.CSS_SELECTOR, "#source-code button.backup-now").click()
+
+    def finished(driver: Any) -> bool:
+        job = driver.find_element(By.ID, "job")
+        return job.get_attribute("data-id") != old and job.get_attribute("data-state") in (
+            "ok",
+            "failed",
+        )
+
+    _wait(browser, finished)
+    job = _css(browser, "#job")[0]
+    assert job.get_attribute("data-state") == "ok", job.text
+    assert month.backups("code") == rows + 1
+    after = month.snapshots("code")
+    assert len(after) == snapshots + 1
+    assert after[-1]["id"][:12] in job.text
+    assert after[-1]["time"] == clock.iso(NOW)  # the job ran at the server's (simulated) time
+    card = _css(browser, "#source-code")[0]  # reloaded: now within its RPO
+    assert "ok" in card.get_attribute("class").split() and "RPO 24h ok" in card.text
+    assert "breached" not in _css(browser, "#verdict")[0].get_attribute("class").split()
+    api = json.loads(_get_body(f"{dashboard.url}api/job"))
+    assert api["source"] == "code" and api["state"] == "ok"
+
+
+def _get_body(url: str) -> str:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    conn.request("GET", parts.path)
+    body = conn.getresponse().read().decode()
+    conn.close()
+    return body
+
+
+def test_every_response_is_no_store_with_a_content_security_policy(dashboard: Server) -> None:
+    for path in ("", "api/status", "static/dashboard.css", "nothing-here"):
+        response = _request(dashboard.url + path)
+        assert response.getheader("Cache-Control") == "no-store"
+        assert "default-src 'none'" in (response.getheader("Content-Security-Policy") or "")
+        assert response.getheader("X-Frame-Options") == "DENY"
+
+
+def test_a_post_without_the_csrf_token_is_refused(dashboard: Server, month: DemoSite) -> None:
+    rows = month.backups("media")
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert _request(f"{dashboard.url}backup/media", "POST", headers=form).status == 403
+    wrong = _request(f"{dashboard.url}backup/media", "POST", headers=form, body="csrf=guess")
+    assert wrong.status == 403
+    assert month.backups("media") == rows  # nothing ran
+
+
+def test_a_host_header_not_naming_loopback_is_refused(dashboard: Server) -> None:
+    assert _request(dashboard.url, headers={"Host": "rebound.example:8470"}).status == 403
+    assert _request(dashboard.url, headers={"Host": "localhost"}).status == 200
+
+
+# -- the token ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def token_file(month: DemoSite) -> Path:
+    path = month.root / "web-token"
+    path.write_text("Zr8c0Jm1tq4V0dYkLw3pQ9sXo2nHfE7a\n")
+    path.chmod(0o600)
+    return path
+
+
+def test_with_a_token_a_request_without_it_gets_401(
+    browser: Any, month: DemoSite, token_file: Path
+) -> None:
+    token = token_file.read_text().strip()
+    with _serving(month, "--token-file", str(token_file)) as server:
+        for path in ("", "api/status", "api/job", "static/dashboard.js"):
+            assert _request(server.url + path).status == 401
+        assert _request(server.url, headers={"Authorization": "Bearer wrong-token"}).status == 401
+        assert _request(f"{server.url}?token=wrong-token-0000").status == 401
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert _request(f"{server.url}api/status", headers=bearer).status == 200
+        # a POST with the token but no CSRF token: 403, not 401
+        assert _request(f"{server.url}backup/media", "POST", headers=bearer).status == 403
+        # once with ?token=: a cookie, and the address no longer shows the token
+        login = _request(f"{server.url}?range=7d&token={token}")
+        assert login.status == 303 and login.getheader("Location") == "/?range=7d"
+        assert "HttpOnly" in (login.getheader("Set-Cookie") or "")
+        browser.delete_all_cookies()
+        browser.get(f"{server.url}?token={token}")
+        assert token not in browser.current_url
+        assert _css(browser, "#verdict"), browser.page_source[:300]
+        browser.get(f"{server.url}?range=1y")  # the cookie carries on
+        assert _css(browser, "#verdict")
+        log = server.stop()
+    assert '"GET /" 303' in log and '"GET /" 401' in log
+    assert token not in log
+
+
+def test_a_token_file_others_can_read_is_refused(month: DemoSite, tmp_path: Path) -> None:
+    loose = tmp_path / "token"
+    loose.write_text("Zr8c0Jm1tq4V0dYkLw3pQ9sXo2nHfE7a\n")
+    loose.chmod(0o644)
+    proc = month.cli("web", "--token-file", str(loose), ok=False)
+    assert proc.returncode == 2 and "chmod 600" in proc.stderr
+    assert "Zr8c0Jm1" not in proc.stderr + proc.stdout
+
+
+def test_a_non_loopback_listen_without_a_token_is_refused_at_start(
+    month: DemoSite, tmp_path: Path
+) -> None:
+    proc = month.cli("web", "--listen", "0.0.0.0:0", ok=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "refusing to listen on 0.0.0.0 without a token" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # the same from the config's [web] table
+    config = tmp_path / "emberkeep.toml"
+    config.write_text(month.config.read_text() + '\n[web]\nlisten = "0.0.0.0:8470"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "emberkeep", "-c", str(config), "web"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "refusing to listen on 0.0.0.0" in proc.stderr
+
+
+# -- a year of daily history for four sources ---------------------------------------------------
+
+
+def test_the_page_loads_fast_with_a_year_of_daily_history_for_four_sources(
+    browser: Any, tmp_path: Path
+) -> None:
+    daily = {"schedule": '"0 2 * * *"', "objectives": '{ rpo = "24h", rto = "1h" }'}
+    site = _make_site(tmp_path, {name: daily for name in ("media", "config", "nginx", "code")})
+    for source in site.sources:
+        _simulated_backups(site, source, range(1, 365))
+        _real_backup(site, source, NOW - timedelta(hours=2))
+        for week in range(52):
+            _drill(site, source, NOW - timedelta(days=7 * week + 3), 20.0 + week % 5)
+    with _serving(site) as server:
+        browser.get(f"{server.url}?range=1y")  # warm: the first collection opens the repository
+        timings = []
+        for _ in range(3):
+            started = time.monotonic()
+            browser.get(f"{server.url}?range=1y")
+            took = time.monotonic() - started
+            navigation = browser.execute_script(
+                "return performance.getEntriesByType('navigation')[0].duration"
+            )
+            timings.append((took, navigation / 1000))
+        for source in site.sources:
+            points = _css(browser, f"#chart-duration-{source} circle.point")
+            assert len(points) == site.backups(source, NOW - timedelta(days=365)) == 365
+    best = min(t for t, _ in timings)
+    print(
+        f"\ndashboard page load, 4 sources x 1 year of daily backups (1460 rows, 208 drills): "
+        + ", ".join(f"{t * 1000:.0f} ms (navigation {n * 1000:.0f} ms)" for t, n in timings)
+        + f"; best {best * 1000:.0f} ms"
+    )
+    assert best < 3.0  # loose: the target is 300 ms; a loaded CI machine must not fail it
+
+
+def _screenshot(browser: Any, tmp_path: Path, name: str, element: Any = None) -> None:
+    """A PNG of the page (or one element), kept in EMBERKEEP_SCREENSHOTS when set (docs/)."""
+    path = tmp_path / name
+    if element is None:
+        height = browser.execute_script("return document.body.scrollHeight")
+        browser.set_window_size(1280, min(max(height, 800), 1400))
+        browser.save_screenshot(str(path))
+        browser.set_window_size(1280, 1000)
+    else:
+        element.screenshot(str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if SCREENSHOTS:
+        shutil.copy(path, Path(SCREENSHOTS) / name)
