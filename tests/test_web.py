@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,7 +28,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from emberkeep import clock
-from emberkeep.journal import Journal, record
+from emberkeep.journal import Entry, Journal, record
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -45,7 +44,9 @@ def browser() -> Iterator[Any]:
     """Headless chromium; missing, the test fails (scripts/setup --test installs it)."""
     for binary in (CHROMIUM, CHROMEDRIVER):
         if not binary.exists():
-            pytest.fail(f"{binary} is missing: run scripts/setup --test (chromium, chromium-driver)")
+            pytest.fail(
+                f"{binary} is missing: run scripts/setup --test (chromium, chromium-driver)"
+            )
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -126,7 +127,7 @@ def _make_site(root: Path, sources: dict[str, dict[str, str]]) -> DemoSite:
     paths = {
         "media": f'paths = ["{shop.media}"]',
         "config": f"paths = {json.dumps([str(p) for p in shop.config_files])}",
-        "nginx": f'paths = ["{shop.nginx_enabled}"]',
+        "nginx": f'paths = ["{shop.nginx_enabled.parent}"]',
     }
     text = [
         f'[site]\nname = "candle-demo"\nstate_dir = "{root / "state"}"\n',
@@ -159,32 +160,40 @@ def _real_backup(site: DemoSite, source: str, at: datetime) -> None:
         run_job(Site(config.load(str(site.config))), Job(f"backup:{source}", ""))
 
 
-def _simulated_backups(site: DemoSite, source: str, days: range, *, hour: int = 2) -> int:
-    """One journal row a day (``days`` back from NOW), every ninth failed; how many."""
+def _first_backup(site: DemoSite, source: str, at: datetime) -> Entry:
+    """A real backup at ``at``, and its journal row: what the simulated days look like."""
+    _real_backup(site, source, at)
+    with Journal.open(site.state_dir) as journal:
+        first = journal.last("backup", source=source, outcome="ok")
+    assert first is not None and first.bytes
+    return first
+
+
+def _simulated_backups(site: DemoSite, like: Entry, days: range, *, hour: int = 2) -> int:
+    """A journal row a day (``days`` back from NOW), sized like ``like``, every ninth
+    failed, an anomaly on day 11; how many."""
+    assert like.source and like.bytes
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(clock.ENV_VAR, clock.iso(NOW))  # rows are kept by the simulated clock
         with Journal.open(site.state_dir) as journal:
-            from emberkeep.journal import Entry
-
             for day in days:
-                started = NOW.replace(hour=hour, minute=0) - timedelta(days=day)
                 failed = day % 9 == 4
-                size = 2_000_000 + 15_000 * (30 - day % 30)
-                anomalies = [{"text": f"{source}: 40% fewer files"}] if day == 11 else []
+                grown = 1 - (day % 30) / 300  # a little smaller further back
+                anomaly = [{"text": f"source {like.source}: 40% fewer files"}] if day == 11 else []
                 journal.add(
                     Entry(
                         kind="backup",
-                        source=source,
+                        source=like.source,
                         target="local",
-                        started=started,
-                        seconds=30.0 + (day * 7) % 23,
+                        started=NOW.replace(hour=hour, minute=0) - timedelta(days=day),
+                        seconds=round(max(like.seconds or 0, 0.2) * (1 + (day * 7) % 23 / 23), 3),
                         outcome="failed" if failed else "ok",
                         error="the source cannot be read (simulated)" if failed else None,
-                        bytes=None if failed else size,
-                        bytes_new=None if failed else 40_000 + (day * 131) % 90_000,
-                        bytes_written=None if failed else 20_000 + (day * 97) % 50_000,
-                        files=None if failed else 12,
-                        details={"anomalies": anomalies} if anomalies else {},
+                        bytes=None if failed else int(like.bytes * grown),
+                        bytes_new=None if failed else int(like.bytes * (0.01 + day % 5 / 100)),
+                        bytes_written=None if failed else int(like.bytes * 0.01),
+                        files=None if failed else like.files,
+                        details={"anomalies": anomaly} if anomaly else {},
                     )
                 )
     return len(days)
@@ -266,9 +275,10 @@ SOURCES = {
 @pytest.fixture(scope="module")
 def month(tmp_path_factory: pytest.TempPathFactory) -> DemoSite:
     site = _make_site(tmp_path_factory.mktemp("web-month"), SOURCES)
-    _simulated_backups(site, "media", range(1, 31))
-    _simulated_backups(site, "config", range(1, 31, 7), hour=3)
-    _simulated_backups(site, "code", range(4, 31))
+    first = {name: _first_backup(site, name, NOW - timedelta(days=40)) for name in SOURCES}
+    _simulated_backups(site, first["media"], range(1, 31))
+    _simulated_backups(site, first["config"], range(1, 31, 7), hour=3)
+    _simulated_backups(site, first["code"], range(4, 31))
     _real_backup(site, "code", NOW - timedelta(days=3))
     _real_backup(site, "media", NOW - timedelta(hours=1))
     _real_backup(site, "config", NOW - timedelta(hours=1))
@@ -484,31 +494,36 @@ def test_the_page_loads_fast_with_a_year_of_daily_history_for_four_sources(
     daily = {"schedule": '"0 2 * * *"', "objectives": '{ rpo = "24h", rto = "1h" }'}
     site = _make_site(tmp_path, {name: daily for name in ("media", "config", "nginx", "code")})
     for source in site.sources:
-        _simulated_backups(site, source, range(1, 365))
+        _simulated_backups(site, _first_backup(site, source, NOW - timedelta(days=400)),
+                           range(1, 365))  # fmt: skip
         _real_backup(site, source, NOW - timedelta(hours=2))
         for week in range(52):
             _drill(site, source, NOW - timedelta(days=7 * week + 3), 20.0 + week % 5)
     with _serving(site) as server:
-        browser.get(f"{server.url}?range=1y")  # warm: the first collection opens the repository
-        timings = []
-        for _ in range(3):
-            started = time.monotonic()
-            browser.get(f"{server.url}?range=1y")
-            took = time.monotonic() - started
-            navigation = browser.execute_script(
-                "return performance.getEntriesByType('navigation')[0].duration"
-            )
-            timings.append((took, navigation / 1000))
-        for source in site.sources:
+        browser.get(server.url)  # warm: the first collection opens the repository
+        loads = {key: [_load(browser, f"{server.url}?range={key}") for _ in range(5)]
+                 for key in ("30d", "1y")}  # fmt: skip
+        for source in site.sources:  # the 1y page, loaded last: every backup of the year
             points = _css(browser, f"#chart-duration-{source} circle.point")
             assert len(points) == site.backups(source, NOW - timedelta(days=365)) == 365
-    best = min(t for t, _ in timings)
-    print(
-        f"\ndashboard page load, 4 sources x 1 year of daily backups (1460 rows, 208 drills): "
-        + ", ".join(f"{t * 1000:.0f} ms (navigation {n * 1000:.0f} ms)" for t, n in timings)
-        + f"; best {best * 1000:.0f} ms"
+    shown = "; ".join(
+        f"range {key}: median {sorted(times)[2] * 1000:.0f} ms, best {min(times) * 1000:.0f} ms"
+        for key, times in loads.items()
     )
-    assert best < 3.0  # loose: the target is 300 ms; a loaded CI machine must not fail it
+    print(
+        "\ndashboard page load, 4 sources x 1 year of daily backups (1460 rows, 208 drills): "
+        + shown
+    )
+    assert min(loads["30d"]) < 3.0 and min(loads["1y"]) < 3.0  # loose: the target is 300 ms
+
+
+def _load(browser: Any, url: str) -> float:
+    """Seconds from the request to the load event (Navigation Timing), in the browser."""
+    browser.get(url)
+    duration: float = browser.execute_script(
+        "return performance.getEntriesByType('navigation')[0].duration"
+    )
+    return duration / 1000
 
 
 def _screenshot(browser: Any, tmp_path: Path, name: str, element: Any = None) -> None:

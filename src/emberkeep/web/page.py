@@ -255,7 +255,7 @@ def line_chart(
             svg.append(f'<polyline class="line series-{name}" points="{coords}"/>')
         for p in points:
             svg.append(
-                f'<circle class="point series-{name} {p.css}" data-series="{name}" '
+                f'<circle class="point series-{name} {p.css}" '
                 f'data-time="{clock.iso(p.time)}" cx="{_x(p.time, history):.1f}" '
                 f'cy="{_y(p.value, top):.1f}" r="3"><title>{escape(p.title)}</title></circle>'
             )
@@ -271,7 +271,7 @@ def bar_chart(
     top = max(values, default=0.0) * 1.1 or 1.0
     svg = _frame(chart_id, label, history, top, _seconds)
     for b in bars:
-        x, y = _x(b.time, history), _y(b.value, top)
+        x, y = _x(b.time, history), min(_y(b.value, top), H - BOTTOM - 2)  # seen when tiny
         svg.append(
             f'<rect class="bar {b.css}" data-time="{clock.iso(b.time)}" x="{x - 3:.1f}" '
             f'y="{y:.1f}" width="6" height="{H - BOTTOM - y:.1f}"><title>{escape(b.title)}'
