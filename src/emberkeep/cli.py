@@ -262,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--dir", type=Path, default=Path("demo"), help="folder for the demo (default ./demo)"
     )
     p.add_argument("--media-files", type=int, default=300)
+    p.add_argument(
+        "--web",
+        nargs="?",
+        const="127.0.0.1:8470",
+        metavar="HOST:PORT",
+        help="at the end, leave the dashboard running in the background (default "
+        "127.0.0.1:8470; its pid in DIR/web.pid)",
+    )
 
     return parser
 
@@ -362,7 +370,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo.run import run_demo
 
-        return run_demo(args.dir, media_files=args.media_files)
+        return run_demo(args.dir, media_files=args.media_files, web=args.web)
     if args.command == "recover":
         return cmd_recover(args)  # it has no config yet: it fetches it from the target
     site = Site(config.load(args.config), identity_file=args.identity)
