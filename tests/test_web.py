@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import threading
@@ -234,7 +235,7 @@ def _serving(site: DemoSite, *args: str) -> Iterator[Server]:
     log: list[str] = []
     reader = threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
     reader.start()
-    if "http://" not in line:
+    if "://" not in line:
         proc.kill()
         proc.wait()
         reader.join(5)
@@ -250,14 +251,24 @@ def _serving(site: DemoSite, *args: str) -> Iterator[Server]:
 
 
 def _request(
-    url: str, method: str = "GET", *, headers: dict[str, str] | None = None, body: str = ""
+    url: str,
+    method: str = "GET",
+    *,
+    headers: dict[str, str] | None = None,
+    body: str = "",
+    tls: ssl.SSLContext | None = None,
 ) -> http.client.HTTPResponse:
+    """One request; the body is read into ``response.text``."""
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    conn: http.client.HTTPConnection
+    if tls is not None:
+        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=60, context=tls)
+    else:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     conn.request(method, path or "/", body=body or None, headers=headers or {})
     response = conn.getresponse()
-    response.read()
+    response.text = response.read().decode()  # type: ignore[attr-defined]
     conn.close()
     return response
 
@@ -466,6 +477,88 @@ def test_a_token_file_others_can_read_is_refused(month: DemoSite, tmp_path: Path
     assert "Zr8c0Jm1" not in proc.stderr + proc.stdout
 
 
+def test_a_token_that_does_not_fit_a_url_and_a_cookie_is_refused(
+    month: DemoSite, tmp_path: Path
+) -> None:
+    bad = tmp_path / "token"
+    bad.write_text("sixteen;chars;or=more\n")
+    bad.chmod(0o600)
+    proc = month.cli("web", "--token-file", str(bad), ok=False)
+    assert proc.returncode == 2 and "letters, digits" in proc.stderr
+
+
+def test_https_with_a_token(month: DemoSite, token_file: Path, tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    token = token_file.read_text().strip()
+    with _serving(month, "--token-file", str(token_file), "--tls-cert", str(cert),
+                  "--tls-key", str(key)) as server:  # fmt: skip
+        assert server.url.startswith("https://127.0.0.1:")
+        trust = ssl.create_default_context(cafile=str(cert))
+        assert _request(server.url, tls=trust).status == 401
+        bearer = {"Authorization": f"Bearer {token}"}
+        status = _request(f"{server.url}api/status", headers=bearer, tls=trust)
+        assert status.status == 200 and json.loads(status.text)["site"] == "candle-demo"
+        login = _request(f"{server.url}?token={token}", tls=trust)
+        assert "Secure" in (login.getheader("Set-Cookie") or "")
+        with pytest.raises(ssl.SSLError):  # a client that does not trust it gets nothing
+            _request(server.url, tls=ssl.create_default_context())
+        assert _request(server.url, headers=bearer, tls=trust).status == 200  # still serving
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    import ipaddress
+
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(datetime.now(UTC) - timedelta(days=1))
+        .not_valid_after(datetime.now(UTC) + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def test_read_only_has_no_button_and_refuses_every_post(
+    browser: Any, month: DemoSite, tmp_path: Path
+) -> None:
+    config = tmp_path / "emberkeep.toml"
+    config.write_text(month.config.read_text() + "\n[web]\nactions = false\n")
+    site = DemoSite(month.root, config, month.sources)
+    rows = month.backups("media")
+    with _serving(site) as server:
+        browser.get(server.url)
+        assert len(_css(browser, "article.source")) == len(SOURCES)
+        assert not _css(browser, "button.backup-now")
+        refused = _request(f"{server.url}backup/media", "POST")
+        assert refused.status == 403 and "read-only" in refused.text
+    assert month.backups("media") == rows
+
+
 def test_a_non_loopback_listen_without_a_token_is_refused_at_start(
     month: DemoSite, tmp_path: Path
 ) -> None:
@@ -483,6 +576,13 @@ def test_a_non_loopback_listen_without_a_token_is_refused_at_start(
         timeout=120,
     )
     assert proc.returncode == 2 and "refusing to listen on 0.0.0.0" in proc.stderr
+    # with a token, but plain HTTP: refused too unless --insecure-http says a proxy does TLS
+    token = tmp_path / "token"
+    token.write_text("Zr8c0Jm1tq4V0dYkLw3pQ9sXo2nHfE7a\n")
+    token.chmod(0o600)
+    proc = month.cli("web", "--listen", "0.0.0.0:0", "--token-file", str(token), ok=False)
+    assert proc.returncode == 2 and "over plain HTTP" in proc.stderr
+    assert "--insecure-http" in proc.stderr
 
 
 # -- a year of daily history for four sources ---------------------------------------------------

@@ -251,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="the token every request must carry (default [web] token_file); mode 0600",
     )
+    p.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS ([web] tls_cert)")
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="its key ([web] tls_key)")
+    p.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="allow plain HTTP on a non-loopback address (a TLS proxy in front)",
+    )
 
     p = sub.add_parser(
         "schedule", parents=[common], help="print a crontab or systemd units for the schedules"
@@ -1111,7 +1118,15 @@ def cmd_web(site: Site, args: argparse.Namespace) -> int:
 
     config_file = str(site.config.path) if site.config.path else args.config
     return serve(
-        config_file, args.identity, listen=args.listen, token_file=args.token_file, ready=ready
+        config_file,
+        args.identity,
+        listen=args.listen,
+        token_file=args.token_file,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        insecure_http=args.insecure_http,
+        ready=ready,
+        warn=ui.warning,
     )
 
 

@@ -201,10 +201,14 @@ class Runbook(_Strict):
 class Web(_Strict):
     """The dashboard, `emberkeep web` (web/): where it listens and the token it asks for.
 
-    Any address but loopback needs ``token_file`` (web/server.py)."""
+    Any address but loopback needs ``token_file``, and TLS (``tls_cert`` and ``tls_key``)
+    or `--insecure-http` (web/server.py)."""
 
     listen: str = "127.0.0.1:8470"
     token_file: Path | None = None  # one line, mode 0600: the bearer token
+    tls_cert: Path | None = None  # PEM certificate (chain) to serve HTTPS with
+    tls_key: Path | None = None  # its PEM private key, mode 0600
+    actions: bool = True  # false: read-only, no "back up now"
 
 
 class Config(_Strict):
@@ -310,7 +314,12 @@ def _resolve_paths(config: Config, path: Path) -> Config:
     monitor = msgspec.structs.replace(
         config.monitor, metrics_textfile=absolute(config.monitor.metrics_textfile)
     )
-    web = msgspec.structs.replace(config.web, token_file=absolute(config.web.token_file))
+    web = msgspec.structs.replace(
+        config.web,
+        token_file=absolute(config.web.token_file),
+        tls_cert=absolute(config.web.tls_cert),
+        tls_key=absolute(config.web.tls_key),
+    )
     return msgspec.structs.replace(
         config, site=site, keys=keys, monitor=monitor, web=web, path=path
     )

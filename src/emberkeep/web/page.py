@@ -41,7 +41,9 @@ class History:
     growth: dict[str, list[Entry]] = field(default_factory=dict)  # per target, 30 days
 
 
-def render(report: Report, history: History, *, job: JobState | None, csrf: str) -> str:
+def render(
+    report: Report, history: History, *, job: JobState | None, csrf: str, actions: bool = True
+) -> str:
     state = report.state
     running = job is not None and job.state == "running"
     refresh = '<noscript><meta http-equiv="refresh" content="2"></noscript>' if running else ""
@@ -58,7 +60,7 @@ def render(report: Report, history: History, *, job: JobState | None, csrf: str)
         _findings(report),
         _job(job),
         '<main><h2>Sources</h2><section class="cards">',
-        *(_source_card(s, report.time, csrf, running) for s in report.sources),
+        *(_source_card(s, report.time, csrf if actions else None, running) for s in report.sources),
         '</section><h2>Targets</h2><section class="cards">',
         *(_target_card(t, history, report.time) for t in report.targets),
         "</section>",
@@ -110,7 +112,8 @@ def _when(moment: datetime | None, now: datetime) -> str:
     return f"{clock.iso(moment)} ({ago(now - moment)} ago)" if moment else "never"
 
 
-def _source_card(s: SourceStatus, now: datetime, csrf: str, running: bool) -> str:
+def _source_card(s: SourceStatus, now: datetime, csrf: str | None, running: bool) -> str:
+    """A source's card; ``csrf`` None: read-only, no button."""
     cls = CLASS[s.rpo.state]
     rpo = f"RPO {escape(s.objective_rpo)}" if s.objective_rpo else "no RPO"
     last = f"last good backup {_when(s.last_backup, now)}" if s.last_backup else "no backup yet"
@@ -137,11 +140,12 @@ def _source_card(s: SourceStatus, now: datetime, csrf: str, running: bool) -> st
         )
     disabled = " disabled" if running else ""
     name = escape(s.name)
-    lines.append(
-        f'<form method="post" action="/backup/{name}">'
-        f'<input type="hidden" name="csrf" value="{csrf}">'
-        f'<button type="submit" class="backup-now"{disabled}>Back up now</button></form>'
-    )
+    if csrf is not None:
+        lines.append(
+            f'<form method="post" action="/backup/{name}">'
+            f'<input type="hidden" name="csrf" value="{csrf}">'
+            f'<button type="submit" class="backup-now"{disabled}>Back up now</button></form>'
+        )
     return (
         f'<article class="card source {cls}" id="source-{name}" data-source="{name}" '
         f'data-state="{s.rpo.state}"><h3>{name} <small>{escape(s.type)}</small></h3>'

@@ -15,20 +15,22 @@ What it serves (README, "The dashboard"):
 Security:
 
 - Loopback by default (``[web] listen``, ``--listen``). Any other address needs a token
-  (``[web] token_file``, ``--token-file``: one line of at least 16 characters, a file only
-  its owner can read); without one the server refuses to start (exit 2), before binding.
+  (``[web] token_file``, ``--token-file``: one line of at least 16 letters, digits or
+  ``-._~``, a file only its owner can read), and HTTPS (``[web] tls_cert`` and ``tls_key``)
+  or an explicit ``--insecure-http`` (warned about); without them the server refuses to
+  start (exit 2), before binding.
 - With a token every request must carry it: ``Authorization: Bearer TOKEN``, or the cookie
   ``emberkeep_token`` that opening any page once with ``?token=TOKEN`` sets (HttpOnly,
-  SameSite=Strict), answered with a redirect that drops the token from the address. Without
-  it: 401. The token never appears in the log (the query string is not logged) or a page.
+  SameSite=Strict, Secure over HTTPS), answered with a redirect that drops the token from
+  the address. Without it: 401. The token never appears in the log (the query string is
+  not logged) or a page.
 - Without a token the ``Host`` header must name a loopback host (403 otherwise): a web page
   elsewhere cannot read the dashboard by pointing its own name at 127.0.0.1.
 - Every POST needs the CSRF token the page carries (form field ``csrf`` or header
   ``X-CSRF-Token``), new each time the server starts: 403 without it.
 - Every response is ``Cache-Control: no-store`` with a Content-Security-Policy that allows
   only the dashboard's own script and style, no framing and no outside requests.
-
-It speaks plain HTTP: for an address other hosts reach, put it behind a TLS proxy.
+- ``[web] actions = false``: read-only, no button, every POST 403.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import re
 import secrets
 import signal
 import socket
+import ssl
 import stat
 import sys
 import threading
@@ -117,12 +120,36 @@ def read_token(path: Path) -> str:
         )
     lines = text.splitlines()
     token = lines[0].strip() if lines else ""
-    if len(token) < MIN_TOKEN or any(ch.isspace() or ord(ch) < 33 for ch in token):
+    if not re.fullmatch(rf"[A-Za-z0-9._~-]{{{MIN_TOKEN},}}", token):  # safe in a URL and a cookie
         raise UsageError(
-            f"the token file {path} must hold one line of at least {MIN_TOKEN} printable "
-            "characters without spaces (e.g. from `openssl rand -hex 32`)"
+            f"the token file {path} must hold one line of at least {MIN_TOKEN} letters, digits "
+            "or -._~ (e.g. from `openssl rand -hex 32`)"
         )
     return token
+
+
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """The server's TLS context; the key refused when others can read it."""
+    try:
+        mode = os.stat(key).st_mode
+    except OSError as exc:
+        raise UsageError(f"the TLS key {key} cannot be read ({exc.strerror})") from exc
+    if mode & 0o077:
+        raise UsageError(
+            f"the TLS key {key} can be read by others (mode {stat.S_IMODE(mode):o}): "
+            f"run `chmod 600 {key}`"
+        )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        raise UsageError(
+            f"the TLS certificate {cert} and key {key} cannot be loaded ({reason}); give a "
+            "PEM certificate and its PEM private key"
+        ) from exc
+    return context
 
 
 # -- the job the dashboard runs ---------------------------------------------------------
@@ -219,12 +246,16 @@ class Dashboard:
         token: str | None,
         host: str,
         loopback: bool,
+        tls: bool = False,
+        actions: bool = True,
     ) -> None:
         self.config_file = config_file
         self.identity_file = identity_file
         self.token = token
         self.host = host
         self.loopback = loopback
+        self.tls = tls
+        self.actions = actions
         self.csrf = secrets.token_urlsafe(32)
         self.jobs = Jobs(self.site)
 
@@ -249,6 +280,14 @@ class _Handler(BaseHTTPRequestHandler):
     @property
     def dash(self) -> Dashboard:
         return self.server.dashboard
+
+    def setup(self) -> None:
+        """The TLS handshake here, in the connection's thread, under its timeout."""
+        context = self.server.tls
+        if context is not None:
+            self.request.settimeout(self.timeout)
+            self.request = context.wrap_socket(self.request, server_side=True)
+        super().setup()
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -339,6 +378,7 @@ class _Handler(BaseHTTPRequestHandler):
                 f"?{urlencode(rest, doseq=True)}" if rest else ""
             )
             cookie = f"{COOKIE}={self.dash.token}; HttpOnly; SameSite=Strict; Path=/"
+            cookie += "; Secure" if self.dash.tls else ""
             self._send(303, "", headers={"Location": location, "Set-Cookie": cookie})
             return False
         if not self._token_ok(self._given_token()):
@@ -360,6 +400,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._get(url.path, query)
         except EmberkeepError as exc:
             self._text(500, self.dash.redact(str(exc)))
+        except Exception as exc:  # a bug: said, not a dropped connection
+            self.log_message("unexpected %s: %s", type(exc).__name__, exc)
+            self._text(500, f"unexpected {type(exc).__name__} (please report it); see the log")
 
     def _get(self, path: str, query: dict[str, list[str]]) -> None:
         from ..monitor import status
@@ -395,6 +438,7 @@ class _Handler(BaseHTTPRequestHandler):
                 page.History(range_key, now - RANGES[range_key], now, backups, drills, growth),
                 job=self.dash.jobs.state(),
                 csrf=self.dash.csrf,
+                actions=self.dash.actions,
             )
             self._send(200, body)
         elif path == "/api/status":
@@ -435,6 +479,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._text(413, f"a post here carries at most {MAX_BODY} bytes")
             return
         form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
+        if not self.dash.actions:
+            self._text(403, "this dashboard is read-only ([web] actions = false)")
+            return
         given = self.headers.get("X-CSRF-Token") or form.get("csrf", [""])[0]
         if not hmac.compare_digest(given.encode(), self.dash.csrf.encode()):
             self._text(403, "missing or wrong CSRF token: reload the dashboard and try again")
@@ -466,6 +513,13 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     dashboard: Dashboard
+    tls: ssl.SSLContext | None = None
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A failed TLS handshake or a dropped client: one line, no traceback."""
+        exc = sys.exc_info()[1]
+        text = self.dashboard.redact(f"{type(exc).__name__}: {exc}")
+        sys.stderr.write(f"{client_address[0]} {clock.iso(clock.now())} connection: {text}\n")
 
 
 def _history(
@@ -499,24 +553,49 @@ def serve(
     *,
     listen: str | None,
     token_file: Path | None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    insecure_http: bool = False,
     ready: Callable[[str], None] = print,
+    warn: Callable[[str], None] = lambda text: print(f"warning: {text}", file=sys.stderr),
 ) -> int:
     """Run the dashboard until interrupted (Ctrl-C or SIGTERM); the URL goes to ``ready``."""
     from .. import config
 
     loaded = config.load(config_file)
+    web = loaded.web
     where = "--listen" if listen else f"[web] listen in {loaded.path}"
-    host, port = parse_listen(listen or loaded.web.listen, where)
+    host, port = parse_listen(listen or web.listen, where)
     loopback = is_loopback(host, where)
-    token_path = token_file or loaded.web.token_file
+    token_path = token_file or web.token_file
     token = read_token(token_path) if token_path else None
+    cert, key = tls_cert or web.tls_cert, tls_key or web.tls_key
+    if (cert is None) != (key is None):
+        raise UsageError("HTTPS needs both a certificate and its key ([web] tls_cert, tls_key)")
+    context = tls_context(cert, key) if cert and key else None
     if not loopback and token is None:
         raise UsageError(
             f"refusing to listen on {host} without a token: it is not a loopback address, so "
             "other hosts could read the dashboard and start backups; set [web] token_file "
             "(or --token-file) to a file holding a token, or listen on 127.0.0.1"
         )
-    dashboard = Dashboard(config_file, identity_file, token=token, host=host, loopback=loopback)
+    if not loopback and context is None and not insecure_http:
+        raise UsageError(
+            f"refusing to listen on {host} over plain HTTP: the token would cross the network "
+            "readable; set [web] tls_cert and tls_key (or --tls-cert, --tls-key), or pass "
+            "--insecure-http when a TLS proxy in front does it"
+        )
+    if not loopback and context is None:
+        warn(f"serving plain HTTP on {host}: the token crosses the network readable")
+    dashboard = Dashboard(
+        config_file,
+        identity_file,
+        token=token,
+        host=host,
+        loopback=loopback,
+        tls=context is not None,
+        actions=web.actions,
+    )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     _Server.address_family = family
     try:
@@ -526,12 +605,12 @@ def serve(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another address "
             "(--listen or [web] listen)"
         ) from exc
-    server.dashboard = dashboard
+    server.dashboard, server.tls = dashboard, context
     shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{server.server_address[1]}/"
+    scheme = "https" if context else "http"
+    url = f"{scheme}://{shown}:{server.server_address[1]}/"
     note = f" (give the token from {token_path}: open {url}?token=… once)" if token else ""
-    if not loopback:
-        note += "; plain HTTP: put it behind a TLS proxy for other hosts"
+    note += "" if web.actions else " (read-only)"
     ready(f"dashboard of site {loaded.site.name} at {url}{note}")
     with _stopped_by_sigterm():
         try:
