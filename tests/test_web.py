@@ -14,11 +14,14 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -220,11 +223,12 @@ class Server:
 
 
 @contextlib.contextmanager
-def _serving(site: DemoSite, *args: str) -> Iterator[Server]:
-    """`emberkeep web` on a free loopback port, at the simulated NOW; its URL from stdout."""
+def _serving(site: DemoSite, *args: str, command: tuple[str, ...] = ()) -> Iterator[Server]:
+    """`emberkeep web` (or ``command``) on a free loopback port, at the simulated NOW; its
+    URL from stdout."""
+    command = command or ("web", "--listen", "127.0.0.1:0")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "emberkeep", "-c", str(site.config), "web",
-         "--listen", "127.0.0.1:0", *args],
+        [sys.executable, "-m", "emberkeep", "-c", str(site.config), *command, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -583,6 +587,28 @@ def test_a_non_loopback_listen_without_a_token_is_refused_at_start(
     proc = month.cli("web", "--listen", "0.0.0.0:0", "--token-file", str(token), ok=False)
     assert proc.returncode == 2 and "over plain HTTP" in proc.stderr
     assert "--insecure-http" in proc.stderr
+
+
+def test_run_web_serves_the_dashboard_while_the_scheduler_waits(month: DemoSite) -> None:
+    """`emberkeep run --web`: the same dashboard; its backup runs beside the scheduler."""
+    rows = month.backups("media")
+    with _serving(month, command=("run", "--web", "127.0.0.1:0")) as server:
+        page = _request(server.url)
+        assert page.status == 200 and 'id="source-media"' in page.text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf, page.text[:500]
+        headers = {"X-CSRF-Token": csrf[1], "Accept": "application/json"}
+        started = _request(f"{server.url}backup/media", "POST", headers=headers)
+        assert started.status == 202, started.text
+        job = json.loads(started.text)
+        deadline = time.monotonic() + 120
+        while job["state"] == "running" and time.monotonic() < deadline:
+            time.sleep(0.1)  # polls a condition, bounded: the backup ends when it ends
+            job = json.loads(_request(f"{server.url}api/job").text)
+        assert job["state"] == "ok", job
+        server.proc.send_signal(signal.SIGTERM)  # the scheduler stops, then the dashboard
+        assert server.proc.wait(timeout=120) == 0, "".join(server.log)
+    assert month.backups("media") == rows + 1
 
 
 # -- a year of daily history for four sources ---------------------------------------------------

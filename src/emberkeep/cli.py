@@ -235,6 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write the metrics to FILE after each batch of jobs, for node_exporter",
     )
+    p.add_argument(
+        "--web",
+        nargs="?",
+        const="",
+        metavar="HOST:PORT",
+        help="serve the dashboard meanwhile (default [web] listen; token and TLS from [web])",
+    )
 
     p = sub.add_parser(
         "web", parents=[common], help="the dashboard: status, history charts, back up now"
@@ -1007,6 +1014,9 @@ def _print_copy(copy: TargetCopy, indent: str = "") -> None:
 
 
 def cmd_run(site: Site, args: argparse.Namespace) -> int:
+    import contextlib
+    import threading
+
     memory.return_large_buffers_promptly()
     from . import clock
     from .errors import UsageError
@@ -1032,9 +1042,29 @@ def cmd_run(site: Site, args: argparse.Namespace) -> int:
         textfile=args.metrics_textfile or monitor.metrics_textfile,
         warn=ui.warning,
     )
-    with exporter.serving():
+    web: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    job_lock = threading.Lock()  # the dashboard's jobs and the scheduler's, one at a time
+    if args.web is not None:
+        from .web.server import in_background
+
+        web = in_background(
+            str(site.config.path) if site.config.path else args.config,
+            args.identity,
+            listen=args.web or None,
+            job_lock=job_lock,
+            ready=lambda text: print(
+                text, file=sys.stderr if args.json else sys.stdout, flush=True
+            ),
+            warn=ui.warning,
+        )
+    with exporter.serving(), web:
         return scheduler.Scheduler(
-            site, options, on_event=show, after_jobs=exporter.refresh, warn=ui.warning
+            site,
+            options,
+            on_event=show,
+            after_jobs=exporter.refresh,
+            warn=ui.warning,
+            job_lock=job_lock,
         ).run()
 
 

@@ -386,8 +386,11 @@ class Scheduler:
         rng: random.Random | None = None,
         after_jobs: Callable[[], None] = lambda: None,
         warn: Callable[[str], None] = lambda text: None,
+        job_lock: contextlib.AbstractContextManager[Any] | None = None,
     ) -> None:
         self.site = site
+        # held around each job: `run --web` shares it with the dashboard's, one at a time
+        self.job_lock = job_lock or contextlib.nullcontext()
         self.warn = warn
         self.after_jobs = after_jobs  # at the start and after each batch: status, metrics
         self.options = options
@@ -457,7 +460,8 @@ class Scheduler:
         self.on_event(Event("start", job.name, started))
         t0 = time.monotonic()
         try:
-            detail, error = run_job(self.site, job), None
+            with self.job_lock:
+                detail, error = run_job(self.site, job), None
         except Exception as exc:  # the loop survives any job's failure
             detail, error = None, _error_text(exc)
         seconds = round(time.monotonic() - t0, 3)

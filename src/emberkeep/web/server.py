@@ -182,6 +182,8 @@ class Jobs:
         self.current: JobState | None = None
         self.thread: threading.Thread | None = None
         self.count = 0
+        # held while a job runs; `run --web` shares it with the scheduler's jobs
+        self.run_lock: contextlib.AbstractContextManager[Any] = threading.Lock()
 
     def state(self) -> JobState | None:
         with self.lock:
@@ -214,9 +216,10 @@ class Jobs:
         try:
             site = self.make_site()
             schedule = site.config.source(job.source).schedule or ""
-            summary = run_job(
-                site, Job(f"backup:{job.source}", schedule), progress=Progress(on_file)
-            )
+            with self.run_lock:
+                summary = run_job(
+                    site, Job(f"backup:{job.source}", schedule), progress=Progress(on_file)
+                )
         except BaseException as exc:  # the journal has it too; the page shows it
             with self.lock:
                 job.state, job.error = "failed", error_text(exc)
@@ -514,6 +517,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     dashboard: Dashboard
     tls: ssl.SSLContext | None = None
+    banner = ""  # the line that says where it listens
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A failed TLS handshake or a dropped client: one line, no traceback."""
@@ -551,15 +555,69 @@ def serve(
     config_file: str | None,
     identity_file: Path | None,
     *,
-    listen: str | None,
-    token_file: Path | None,
+    ready: Callable[[str], None] = print,
+    **options: Any,
+) -> int:
+    """Run the dashboard until interrupted (Ctrl-C or SIGTERM); the URL goes to ``ready``.
+
+    ``options``: those of ``open_server``."""
+    server = open_server(config_file, identity_file, **options)
+    ready(server.banner)
+    with _stopped_by_sigterm():
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            _close(server)
+    return 0
+
+
+@contextlib.contextmanager
+def in_background(
+    config_file: str | None,
+    identity_file: Path | None,
+    *,
+    ready: Callable[[str], None] = print,
+    job_lock: contextlib.AbstractContextManager[Any] | None = None,
+    **options: Any,
+) -> Iterator[_Server]:
+    """The dashboard served from a thread while the block runs (`emberkeep run --web`):
+    its jobs and the block's take ``job_lock`` in turn, one job at a time."""
+    server = open_server(config_file, identity_file, **options)
+    if job_lock is not None:
+        server.dashboard.jobs.run_lock = job_lock
+    thread = threading.Thread(target=server.serve_forever, name="dashboard", daemon=True)
+    thread.start()
+    ready(server.banner)
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        thread.join()
+        _close(server)
+
+
+def _close(server: _Server) -> None:
+    server.server_close()
+    jobs = server.dashboard.jobs
+    if (job := jobs.state()) and job.state == "running":
+        print(f"waiting for the backup of {job.source} to finish", file=sys.stderr)
+    jobs.join()
+
+
+def open_server(
+    config_file: str | None,
+    identity_file: Path | None,
+    *,
+    listen: str | None = None,
+    token_file: Path | None = None,
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
     insecure_http: bool = False,
-    ready: Callable[[str], None] = print,
     warn: Callable[[str], None] = lambda text: print(f"warning: {text}", file=sys.stderr),
-) -> int:
-    """Run the dashboard until interrupted (Ctrl-C or SIGTERM); the URL goes to ``ready``."""
+) -> _Server:
+    """The server bound and ready to serve, or a UsageError (module docstring: security)."""
     from .. import config
 
     loaded = config.load(config_file)
@@ -611,18 +669,8 @@ def serve(
     url = f"{scheme}://{shown}:{server.server_address[1]}/"
     note = f" (give the token from {token_path}: open {url}?token=… once)" if token else ""
     note += "" if web.actions else " (read-only)"
-    ready(f"dashboard of site {loaded.site.name} at {url}{note}")
-    with _stopped_by_sigterm():
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.server_close()
-            if (job := dashboard.jobs.state()) and job.state == "running":
-                print(f"waiting for the backup of {job.source} to finish", file=sys.stderr)
-            dashboard.jobs.join()
-    return 0
+    server.banner = f"dashboard of site {loaded.site.name} at {url}{note}"
+    return server
 
 
 @contextlib.contextmanager
