@@ -283,7 +283,8 @@ def _request(
 SOURCES = {
     "media": {"schedule": '"0 2 * * *"', "objectives": '{ rpo = "24h", rto = "4h" }'},
     "config": {"schedule": '"0 3 * * 0"', "objectives": '{ rpo = "7d", rto = "15m" }'},
-    "code": {"objectives": '{ rpo = "24h", rto = "30m" }'},  # last backup 3 days ago: breached
+    # the last backup 3 days ago: breached; one day kept: prune removes the older ones
+    "code": {"objectives": '{ rpo = "24h", rto = "30m" }', "retention": "{ daily = 1 }"},
 }
 
 
@@ -400,6 +401,56 @@ def test_back_up_now_adds_a_journal_row_and_a_snapshot(
     assert "breached" not in _css(browser, "#verdict")[0].get_attribute("class").split()
     api = json.loads(_get_body(f"{dashboard.url}api/job"))
     assert api["source"] == "code" and api["state"] == "ok"
+
+
+def test_the_snapshots_page_says_what_the_next_prune_keeps(
+    browser: Any, dashboard: Server, month: DemoSite, tmp_path: Path
+) -> None:
+    dry = json.loads(month.cli("prune", "--dry-run", "--json").stdout)["local"]["snapshots"]
+    assert {d["action"] for d in dry} == {"keep", "remove"}  # code's older snapshots go
+    browser.get(f"{dashboard.url}snapshots")
+    rows = {r.get_attribute("data-id"): r for r in _css(browser, "#snapshots-local tbody tr")}
+    assert {i: r.get_attribute("data-action") for i, r in rows.items()} == {
+        d["id"]: d["action"] for d in dry
+    }
+    for d in dry:
+        expected = f"kept: {d['reason']}" if d["action"] == "keep" else "the next prune removes it"
+        assert expected in rows[d["id"]].text
+    browser.get(f"{dashboard.url}snapshots?source=code")
+    assert len(_css(browser, "#snapshots-local tbody tr")) == len(month.snapshots("code"))
+    api = json.loads(_request(f"{dashboard.url}api/snapshots?source=code").text)
+    assert [s["id"] for s in api[0]["snapshots"]] == [s["id"] for s in month.snapshots("code")]
+
+
+def test_the_journal_page_filters_as_emberkeep_log_does(
+    browser: Any, dashboard: Server, month: DemoSite
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(f"{dashboard.url}journal?source=media&kind=backup&since=7d")
+    log = month.cli("log", "--source", "media", "--kind", "backup", "--since", "7d", "--json")
+    expected = json.loads(log.stdout)
+    rows = _css(browser, "#journal tbody tr")
+    assert len(rows) == len(expected) > 0
+    assert [r.find_elements(By.TAG_NAME, "td")[0].text for r in rows] == [
+        e["started"] for e in reversed(expected)
+    ]  # newest first
+    # the form: the failed backups of media in the last 30 days
+    Select(browser.find_element(By.NAME, "outcome")).select_by_value("failed")
+    since = browser.find_element(By.NAME, "since")
+    since.clear()
+    since.send_keys("30d")
+    browser.find_element(By.CSS_SELECTOR, "#filters button").click()
+    _wait(browser, lambda d: "outcome=failed" in d.current_url)
+    failed = _css(browser, "#journal tbody tr")
+    with Journal.open(month.state_dir) as journal:
+        wanted = journal.entries(
+            kind="backup", source="media", outcome="failed", since=NOW - timedelta(days=30)
+        )
+    assert len(failed) == len(wanted) > 0
+    assert all("failed" in r.text for r in failed)
+    assert _request(f"{dashboard.url}journal?since=yesterday").status == 400
 
 
 def _get_body(url: str) -> str:

@@ -19,6 +19,7 @@ from html import escape
 from .. import clock, ui
 from ..journal import Entry
 from ..monitor.status import Report, SourceStatus, TargetStatus, ago
+from ..repository.snapshot import Snapshot
 from .server import JobState
 
 CLASS = {"ok": "ok", "late": "warning", "untested": "warning", "warning": "warning"}
@@ -48,12 +49,8 @@ def render(
     running = job is not None and job.state == "running"
     refresh = '<noscript><meta http-equiv="refresh" content="2"></noscript>' if running else ""
     parts = [
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{escape(report.site)}: {HEADLINE[state]}</title>",
-        '<link rel="stylesheet" href="/static/dashboard.css">',
-        f'<script src="/static/dashboard.js" defer></script>{refresh}</head><body>',
+        _head(f"{report.site}: {HEADLINE[state]}", refresh),
+        _nav("overview"),
         f'<header id="verdict" class="verdict {CLASS[state]}" data-state="{state}">',
         f"<h1>{escape(report.site)}: {HEADLINE[state]}</h1>",
         f"<p>{_counts(report)} · as of {clock.iso(report.time)}</p></header>",
@@ -69,6 +66,24 @@ def render(
         "</main></body></html>",
     ]
     return "\n".join(parts)
+
+
+def _head(title: str, extra: str = "") -> str:
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}</title>"
+        '<link rel="stylesheet" href="/static/dashboard.css">'
+        f'<script src="/static/dashboard.js" defer></script>{extra}</head><body>'
+    )
+
+
+def _nav(current: str) -> str:
+    links = "".join(
+        f'<a href="{href}"{" class=current" if name == current else ""}>{name}</a>'
+        for name, href in (("overview", "/"), ("snapshots", "/snapshots"), ("journal", "/journal"))
+    )
+    return f'<nav class="pages">emberkeep {links}</nav>'
 
 
 def _counts(report: Report) -> str:
@@ -426,5 +441,93 @@ def _recent(history: History, limit: int = 20) -> str:
         '<h2>Journal</h2><table id="journal"><thead><tr><th>started</th><th>kind</th>'
         "<th>source</th><th>target</th><th>outcome</th><th>took</th><th>read</th>"
         f"<th>snapshot</th><th>error</th></tr></thead><tbody>{body}</tbody></table>"
-        "<p>All of it: <code>emberkeep log</code>.</p>"
+        '<p>All of it, with filters: <a href="/journal">the journal</a>.</p>'
     )
+
+
+# -- the journal and the snapshots -----------------------------------------------------------
+
+FILTERS = ("source", "target", "kind", "outcome", "since")
+
+
+def render_journal(
+    site: str, entries: list[Entry], filters: dict[str, str], choices: dict[str, list[str]]
+) -> str:
+    """Every run matching the filters, newest first: the strategy's log of all
+    restorations and issues (`emberkeep log` with the same filters)."""
+    fields = []
+    for name in FILTERS:
+        value = filters.get(name, "")
+        if name in choices:
+            options = "".join(
+                f'<option value="{escape(c)}"{" selected" if c == value else ""}>'
+                f"{escape(c) or 'any'}</option>"
+                for c in ["", *choices[name]]
+            )
+            fields.append(f'<label>{name} <select name="{name}">{options}</select></label>')
+        else:
+            fields.append(
+                f'<label>{name} <input name="{name}" value="{escape(value)}" '
+                'placeholder="7d or 2026-03-01T00:00:00Z" size="22"></label>'
+            )
+    form = f'<form id="filters" method="get" action="/journal">{"".join(fields)}'
+    form += '<button type="submit">filter</button></form>'
+    rows = "".join(
+        f'<tr class="{"ok" if e.outcome == "ok" else CLASS.get(e.outcome, "breached")}">'
+        f"<td>{clock.iso(e.started) if e.started else ''}</td><td>{escape(e.kind)}</td>"
+        f"<td>{escape(e.source or '')}</td><td>{escape(e.target or '')}</td>"
+        f"<td>{escape(e.outcome)}</td><td>{_seconds(e.seconds or 0.0)}</td>"
+        f"<td>{_bytes(e.bytes) if e.bytes is not None else ''}</td>"
+        f"<td>{escape((e.snapshot or '')[:12])}</td><td>{escape(e.error or '')}</td></tr>"
+        for e in entries
+    )
+    return (
+        _head(f"{site}: journal")
+        + _nav("journal")
+        + f"<main><h2>Journal of {escape(site)}: {len(entries)} runs</h2>{form}"
+        '<table id="journal"><thead><tr><th>started</th><th>kind</th><th>source</th>'
+        "<th>target</th><th>outcome</th><th>took</th><th>bytes</th><th>snapshot</th>"
+        f"<th>error</th></tr></thead><tbody>{rows}</tbody></table></main></body></html>"
+    )
+
+
+@dataclass
+class TargetSnapshots:
+    target: str
+    snapshots: list[Snapshot] = field(default_factory=list)
+    kept: dict[str, str] = field(default_factory=dict)  # id -> the rules keeping it
+    error: str | None = None
+
+
+def render_snapshots(site: str, targets: list[TargetSnapshots], source: str | None) -> str:
+    """Per target, every snapshot (of ``source``), newest first, with the rule that keeps
+    it or the verdict of the next prune (``prune --dry-run``)."""
+    parts = [_head(f"{site}: snapshots"), _nav("snapshots"), "<main>"]
+    for t in targets:
+        name = escape(t.target)
+        if t.error is not None:
+            parts.append(f'<h2>Target {name}</h2><p class="breached">{escape(t.error)}</p>')
+            continue
+        shown = [s for s in t.snapshots if source is None or s.source == source]
+        rows = []
+        for snap in sorted(shown, key=lambda s: (s.time, s.seq or 0), reverse=True):
+            kept = t.kept.get(snap.id)
+            verdict = f"kept: {escape(kept)}" if kept else "the next prune removes it"
+            size = snap.summary.get("bytes")
+            rows.append(
+                f'<tr class="{"ok" if kept else "warning"}" data-id="{escape(snap.id)}" '
+                f'data-action="{"keep" if kept else "remove"}">'
+                f"<td>{clock.iso(snap.time)}</td><td>{escape(snap.source)}</td>"
+                f"<td>{escape(snap.short_id)}</td>"
+                f"<td>{_bytes(size) if isinstance(size, int | float) else ''}</td>"
+                f"<td>{escape(', '.join(snap.tags))}</td><td>{escape(snap.host)}</td>"
+                f"<td>{verdict}</td></tr>"
+            )
+        parts.append(
+            f'<h2>Target {name}: {len(shown)} snapshots</h2><table class="snapshots" '
+            f'id="snapshots-{name}"><thead><tr><th>time</th><th>source</th><th>id</th>'
+            "<th>size</th><th>tags</th><th>host</th><th>retention (prune --dry-run)</th></tr>"
+            f"</thead><tbody>{''.join(rows)}</tbody></table>"
+        )
+    parts.append("</main></body></html>")
+    return "".join(parts)

@@ -4,6 +4,10 @@ What it serves (README, "The dashboard"):
 
 - ``GET /`` the page (web/page.py), ``?range=7d|30d|1y`` for its charts (default 30d);
   ``/static/…`` its CSS and script (from the package: no CDN, nothing fetched);
+- ``GET /journal`` (and ``/api/journal``) the journal, newest first, filtered by source,
+  target, kind, outcome and since (as `emberkeep log`); ``/snapshots`` (and
+  ``/api/snapshots``) every snapshot per target with the rule that keeps it or the verdict
+  of the next prune (``?source=``, ``?target=``);
 - ``GET /api/status`` the same JSON as ``emberkeep status --json``; ``/api/history?source=S
   &range=R`` the journaled backups and drills the charts are drawn from; ``/api/job`` the
   job the dashboard runs (or ran last);
@@ -59,8 +63,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from .. import clock
+from ..durations import parse_duration
 from ..errors import EmberkeepError, UsageError
-from ..journal import Entry, Journal, error_text
+from ..journal import KINDS, Entry, Journal, error_text
 from ..runner.site import Site
 
 DEFAULT_LISTEN = "127.0.0.1:8470"
@@ -69,6 +74,7 @@ MIN_TOKEN = 16
 MAX_BODY = 4096  # a form post carries the CSRF token and nothing else
 RANGES = {"7d": timedelta(days=7), "30d": timedelta(days=30), "1y": timedelta(days=365)}
 DEFAULT_RANGE = "30d"
+JOURNAL_LIMIT = 1000  # rows on the journal page; `emberkeep log` has them all
 GROWTH_WINDOW = timedelta(days=30)  # the estimated-full date extrapolates this much growth
 STATIC = {"dashboard.css": "text/css; charset=utf-8", "dashboard.js": "text/javascript"}
 CSP = (
@@ -444,6 +450,10 @@ class _Handler(BaseHTTPRequestHandler):
                 actions=self.dash.actions,
             )
             self._send(200, body)
+        elif path in ("/journal", "/api/journal"):
+            self._journal(site, query, json_wanted=path.startswith("/api/"))
+        elif path in ("/snapshots", "/api/snapshots"):
+            self._snapshots(site, query, json_wanted=path.startswith("/api/"))
         elif path == "/api/status":
             self._json(200, status.collect(site).to_json())
         elif path == "/api/history":
@@ -467,6 +477,69 @@ class _Handler(BaseHTTPRequestHandler):
             )
         else:
             self._text(404, f"no {path} here")
+
+    def _journal(self, site: Site, query: dict[str, list[str]], *, json_wanted: bool) -> None:
+        from . import page
+
+        filters = {k: query[k][0].strip() for k in page.FILTERS if query.get(k, [""])[0].strip()}
+        try:
+            since = _since(filters["since"]) if "since" in filters else None
+        except UsageError as exc:
+            self._text(400, str(exc))
+            return
+        with Journal.open(site) as journal:
+            entries = journal.entries(
+                kind=filters.get("kind"),
+                source=filters.get("source"),
+                target=filters.get("target"),
+                outcome=filters.get("outcome"),
+                since=since,
+                newest_first=True,
+                limit=JOURNAL_LIMIT,
+            )
+            jobs = journal.jobs()
+        if json_wanted:
+            self._json(200, [e.to_json() for e in entries])
+            return
+        config = site.config
+        choices = {
+            "source": sorted({s.name for s in config.sources} | {j[1] for j in jobs if j[1]}),
+            "target": sorted({t.name for t in config.targets} | {j[2] for j in jobs if j[2]}),
+            "kind": sorted(set(KINDS) | {j[0] for j in jobs}),
+            "outcome": ["ok", "failed", "running", "interrupted"],
+        }
+        self._send(200, page.render_journal(config.site.name, entries, filters, choices))
+
+    def _snapshots(self, site: Site, query: dict[str, list[str]], *, json_wanted: bool) -> None:
+        from ..policy import retention
+        from ..runner.replicate import error_text as target_error
+        from . import page
+
+        source = query.get("source", [""])[0] or None
+        wanted = query.get("target", [""])[0] or None
+        now = clock.now()
+        found = []
+        for target in site.config.targets:
+            if wanted is not None and target.name != wanted:
+                continue
+            held = page.TargetSnapshots(target.name)
+            try:
+                repo = site.repository(target.name)
+                try:
+                    held.snapshots = repo.snapshots()
+                finally:
+                    with contextlib.suppress(Exception):
+                        getattr(repo.storage, "close", lambda: None)()
+                # the decision `prune --dry-run` takes (runner/maintenance.py run_prune)
+                policies = site.config.retention(target.name)
+                held.kept = retention.keep(held.snapshots, now, policies)
+            except Exception as exc:
+                held.error = self.dash.redact(target_error(target.name, exc))
+            found.append(held)
+        if json_wanted:
+            self._json(200, [_snapshots_json(t, source) for t in found])
+            return
+        self._send(200, page.render_snapshots(site.config.site.name, found, source))
 
     # -- POST ------------------------------------------------------------------------------
 
@@ -524,6 +597,36 @@ class _Server(ThreadingHTTPServer):
         exc = sys.exc_info()[1]
         text = self.dashboard.redact(f"{type(exc).__name__}: {exc}")
         sys.stderr.write(f"{client_address[0]} {clock.iso(clock.now())} connection: {text}\n")
+
+
+def _since(text: str) -> datetime:
+    """A duration back from now (``7d``) or a time, as `emberkeep log --since` takes."""
+    try:
+        return clock.now() - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        return clock.parse_time(text)
+    except UsageError:
+        raise UsageError(
+            f"since {text!r}: give a duration back from now (like 7d) or an ISO 8601 time"
+        ) from None
+
+
+def _snapshots_json(held: Any, source: str | None) -> dict[str, Any]:
+    return {
+        "target": held.target,
+        "error": held.error,
+        "snapshots": [
+            {
+                **s.to_json(held.target),
+                "action": "keep" if s.id in held.kept else "remove",
+                "kept_by": held.kept.get(s.id),
+            }
+            for s in held.snapshots
+            if source is None or s.source == source
+        ],
+    }
 
 
 def _history(
