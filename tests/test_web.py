@@ -403,6 +403,44 @@ def test_back_up_now_adds_a_journal_row_and_a_snapshot(
     assert api["source"] == "code" and api["state"] == "ok"
 
 
+def _run_from_page(browser: Any, url: str, button: str) -> Any:
+    """Click ``button`` on the overview and wait for that job's outcome; the #job element."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(url)
+    old = _css(browser, "#job")[0].get_attribute("data-id")
+    browser.find_element(By.CSS_SELECTOR, button).click()
+
+    def finished(driver: Any) -> bool:
+        job = driver.find_element(By.ID, "job")
+        state = job.get_attribute("data-state")
+        return job.get_attribute("data-id") != old and state in ("ok", "failed")
+
+    _wait(browser, finished)
+    return _css(browser, "#job")[0]
+
+
+def test_drill_now_and_check_now_run_the_scheduler_jobs(
+    browser: Any, dashboard: Server, month: DemoSite
+) -> None:
+    with Journal.open(month.state_dir) as journal:
+        drills = len(journal.entries(kind="drill", source="media"))
+        checks = len(journal.entries(kind="check", target="local"))
+    job = _run_from_page(browser, dashboard.url, "#source-media button.drill-now")
+    assert job.get_attribute("data-state") == "ok", job.text
+    assert "media ok in" in job.text
+    with Journal.open(month.state_dir) as journal:
+        drill = journal.entries(kind="drill", source="media")
+    assert len(drill) == drills + 1 and drill[-1].outcome == "ok"
+    assert drill[-1].details["rto_ok"] is True
+    assert f"last drill {clock.iso(NOW)}" in _css(browser, "#source-media")[0].text
+    job = _run_from_page(browser, dashboard.url, "#target-local button.check-now")
+    assert job.get_attribute("data-state") == "ok", job.text
+    with Journal.open(month.state_dir) as journal:
+        check = journal.entries(kind="check", target="local")
+    assert len(check) == checks + 1 and check[-1].outcome == "ok"
+
+
 def test_the_snapshots_page_says_what_the_next_prune_keeps(
     browser: Any, dashboard: Server, month: DemoSite, tmp_path: Path
 ) -> None:

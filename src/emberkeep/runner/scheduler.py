@@ -186,8 +186,9 @@ def run_job(
 ) -> str:
     """Run one job, journaled with its alerts (monitor.jobs); a one-line summary, or raises.
 
-    ``progress`` (an ``engine.backup.Progress``) watches a backup: the dashboard's "back up
-    now" runs this same function and shows it (web/server.py)."""
+    Besides the scheduled jobs, ``drill:SOURCE`` drills one source and ``check:TARGET``
+    checks one target: the dashboard's actions run this same function (web/server.py),
+    and ``progress`` (an ``engine.backup.Progress``) watches its backups."""
     from ..monitor.jobs import watch
 
     if job.name.startswith("backup:"):
@@ -224,10 +225,12 @@ def run_job(
             removed = sum(d["action"] == "remove" for d in result.decisions)
             parts.append(f"target {target}: removed {removed} of {len(result.decisions)}")
         return "; ".join(parts)
-    if job.name == "check":
-        return _check_all(site, site.config.check.read_data_subset)
-    if job.name == "drill":
-        return _drill_all(site)
+    if job.name == "check" or job.name.startswith("check:"):
+        only = job.name.removeprefix("check").removeprefix(":") or None
+        return _check_all(site, site.config.check.read_data_subset, only)
+    if job.name == "drill" or job.name.startswith("drill:"):
+        names = [job.name.removeprefix("drill:")] if job.name.startswith("drill:") else []
+        return _drill_all(site, names)
     raise UsageError(f"unknown job {job.name!r}")
 
 
@@ -245,13 +248,14 @@ def _replicate_all(site: Site) -> str:
     return "; ".join(parts) or "one target only: nothing to copy"
 
 
-def _drill_all(site: Site) -> str:
-    """A drill of each of ``[drill] sources`` (all when none); raises when one failed."""
+def _drill_all(site: Site, names: list[str] | None = None) -> str:
+    """A drill of each of ``names``, else of ``[drill] sources`` (all when none); raises
+    when one failed."""
     from ..monitor.jobs import watch
     from .drill import drill_sources, run_drill
 
     failed, passed = [], []
-    for name in drill_sources(site, []):
+    for name in drill_sources(site, names or []):
         with watch(site, "drill", source=name) as watched:
             result = watched.took(run_drill(site, name))
         (passed if result.passed else failed).append(result)
@@ -263,12 +267,12 @@ def _drill_all(site: Site) -> str:
     return ", ".join(f"{r.source} ok in {r.rto_seconds:.1f}s" for r in passed)
 
 
-def _check_all(site: Site, subset: str | None) -> str:
+def _check_all(site: Site, subset: str | None, only: str | None = None) -> str:
     from ..monitor.jobs import watch
     from .maintenance import run_check
 
     parts = []
-    for target in site.target_names(None):
+    for target in site.target_names(only):
         with watch(site, "check", target=target) as watched:
             result = watched.took(run_check(site, target, read_data=False, subset=subset))
         if not result.ok:

@@ -59,7 +59,10 @@ def render(
         '<main><h2>Sources</h2><section class="cards">',
         *(_source_card(s, report.time, csrf if actions else None, running) for s in report.sources),
         '</section><h2>Targets</h2><section class="cards">',
-        *(_target_card(t, history, report.time) for t in report.targets),
+        *(
+            _target_card(t, history, report.time, csrf if actions else None, running)
+            for t in report.targets
+        ),
         "</section>",
         _charts(report, history),
         _recent(history),
@@ -153,13 +156,13 @@ def _source_card(s: SourceStatus, now: datetime, csrf: str | None, running: bool
             f'<p class="breached">last attempt {_when(s.last_run.started, now)} '
             f"{s.last_run.outcome}: {escape(s.last_run.error or '')}</p>"
         )
-    disabled = " disabled" if running else ""
     name = escape(s.name)
     if csrf is not None:
         lines.append(
-            f'<form method="post" action="/backup/{name}">'
-            f'<input type="hidden" name="csrf" value="{csrf}">'
-            f'<button type="submit" class="backup-now"{disabled}>Back up now</button></form>'
+            '<div class="actions">'
+            + _action(f"/backup/{name}", "backup-now", "Back up now", csrf, running)
+            + _action(f"/drill/{name}", "drill-now", "Drill now", csrf, running)
+            + "</div>"
         )
     return (
         f'<article class="card source {cls}" id="source-{name}" data-source="{name}" '
@@ -169,7 +172,18 @@ def _source_card(s: SourceStatus, now: datetime, csrf: str | None, running: bool
     )
 
 
-def _target_card(t: TargetStatus, history: History, now: datetime) -> str:
+def _action(path: str, css: str, label: str, csrf: str, running: bool) -> str:
+    """A POST button (web/server.py: the CSRF token in the form), off while a job runs."""
+    disabled = " disabled" if running else ""
+    return (
+        f'<form method="post" action="{path}"><input type="hidden" name="csrf" value="{csrf}">'
+        f'<button type="submit" class="{css}"{disabled}>{label}</button></form>'
+    )
+
+
+def _target_card(
+    t: TargetStatus, history: History, now: datetime, csrf: str | None, running: bool
+) -> str:
     name = escape(t.name)
     head = f"<h3>{name} <small>{'primary' if t.primary else escape(t.copies)}</small></h3>"
     url = f'<p class="url">{escape(t.url)}</p>'
@@ -193,6 +207,9 @@ def _target_card(t: TargetStatus, history: History, now: datetime) -> str:
     cls = "warning" if t.low_space else "ok"
     if t.low_space:
         lines.append(f"<p>{escape(t.low_space)}</p>")
+    if csrf is not None:
+        check = _action(f"/check/{name}", "check-now", "Check now", csrf, running)
+        lines.append(f'<div class="actions">{check}</div>')
     body = "".join(lines)
     return f'<article class="card target {cls}" id="target-{name}">{head}{url}{body}</article>'
 

@@ -11,10 +11,10 @@ What it serves (README, "The dashboard"):
 - ``GET /api/status`` the same JSON as ``emberkeep status --json``; ``/api/history?source=S
   &range=R`` the journaled backups and drills the charts are drawn from; ``/api/job`` the
   job the dashboard runs (or ran last);
-- ``POST /backup/SOURCE`` runs the backup job of SOURCE through ``scheduler.run_job``, the
-  function the scheduler runs (journal row, alerts, copies to the other targets), in a thread:
-  one job at a time (409 while one runs). A form post is answered 303 to ``/``, a post
-  asking for JSON 202 with the job.
+- ``POST /backup/SOURCE``, ``/drill/SOURCE``, ``/check/TARGET`` run that job through
+  ``scheduler.run_job``, the function the scheduler runs (journal row, alerts; a backup's
+  copies to the other targets), in a thread: one job at a time (409 while one runs). A
+  form post is answered 303 to ``/``, a post asking for JSON 202 with the job.
 
 Security:
 
@@ -74,6 +74,7 @@ MIN_TOKEN = 16
 MAX_BODY = 4096  # a form post carries the CSRF token and nothing else
 RANGES = {"7d": timedelta(days=7), "30d": timedelta(days=30), "1y": timedelta(days=365)}
 DEFAULT_RANGE = "30d"
+ACTIONS = {"backup": "source", "drill": "source", "check": "target"}  # POST /KIND/NAME
 JOURNAL_LIMIT = 1000  # rows on the journal page; `emberkeep log` has them all
 GROWTH_WINDOW = timedelta(days=30)  # the estimated-full date extrapolates this much growth
 STATIC = {"dashboard.css": "text/css; charset=utf-8", "dashboard.js": "text/javascript"}
@@ -195,21 +196,23 @@ class Jobs:
         with self.lock:
             return None if self.current is None else JobState(**asdict(self.current))
 
-    def start_backup(self, source: str) -> JobState | None:
-        """Start backing up ``source``; None while another job runs."""
+    def start(self, kind: str, name: str) -> JobState | None:
+        """Start ``kind`` (backup, drill: a source; check: a target); None while another
+        job runs."""
         with self.lock:
             if self.current is not None and self.current.state == "running":
                 return None
             self.count += 1
-            job = JobState(self.count, "backup", source, "running", clock.iso(clock.now()))
+            job = JobState(self.count, kind, name, "running", clock.iso(clock.now()))
             self.current = job
-            self.thread = threading.Thread(
-                target=self._backup, args=(job,), name=f"backup {source}"
-            )
+            self.thread = threading.Thread(target=self._run, args=(job,), name=f"{kind} {name}")
             self.thread.start()
             return JobState(**asdict(job))
 
-    def _backup(self, job: JobState) -> None:
+    def start_backup(self, source: str) -> JobState | None:
+        return self.start("backup", source)
+
+    def _run(self, job: JobState) -> None:
         from ..engine.backup import Progress
         from ..policy.schedule import Job
         from ..runner.scheduler import run_job
@@ -221,10 +224,12 @@ class Jobs:
 
         try:
             site = self.make_site()
-            schedule = site.config.source(job.source).schedule or ""
+            schedule = ""
+            if job.kind == "backup":
+                schedule = site.config.source(job.source).schedule or ""
             with self.run_lock:
                 summary = run_job(
-                    site, Job(f"backup:{job.source}", schedule), progress=Progress(on_file)
+                    site, Job(f"{job.kind}:{job.source}", schedule), progress=Progress(on_file)
                 )
         except BaseException as exc:  # the journal has it too; the page shows it
             with self.lock:
@@ -562,19 +567,23 @@ class _Handler(BaseHTTPRequestHandler):
         if not hmac.compare_digest(given.encode(), self.dash.csrf.encode()):
             self._text(403, "missing or wrong CSRF token: reload the dashboard and try again")
             return
-        if not url.path.startswith("/backup/"):
+        kind, _, name = url.path.removeprefix("/").partition("/")
+        if kind not in ACTIONS:
             self._text(404, f"no action {url.path} here")
             return
-        name = url.path.removeprefix("/backup/")
         try:
-            known = {s.name for s in self.dash.site().config.sources}
+            config = self.dash.site().config
         except EmberkeepError as exc:
             self._text(500, self.dash.redact(str(exc)))
             return
+        of = ACTIONS[kind]
+        known = (
+            {s.name for s in config.sources} if of == "source" else {t.name for t in config.targets}
+        )
         if name not in known:
-            self._text(404, f"no source named {name!r}")
+            self._text(404, f"no {of} named {name!r}")
             return
-        job = self.dash.jobs.start_backup(name)
+        job = self.dash.jobs.start(kind, name)
         wants_json = "application/json" in self.headers.get("Accept", "")
         if job is None:
             busy = self.dash.jobs.state()
