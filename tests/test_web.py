@@ -550,6 +550,8 @@ def test_with_a_token_a_request_without_it_gets_401(
         login = _request(f"{server.url}?range=7d&token={token}")
         assert login.status == 303 and login.getheader("Location") == "/?range=7d"
         assert "HttpOnly" in (login.getheader("Set-Cookie") or "")
+        away = _request(f"{server.url.rstrip('/')}//elsewhere.example/?token={token}")
+        assert away.getheader("Location") == "/elsewhere.example/"  # stays on this server
         browser.delete_all_cookies()
         browser.get(f"{server.url}?token={token}")
         assert token not in browser.current_url

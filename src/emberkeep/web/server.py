@@ -388,9 +388,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._refuse_token()
                 return False
             rest = {k: v for k, v in query.items() if k != "token"}
-            location = urlsplit(self.path).path + (
-                f"?{urlencode(rest, doseq=True)}" if rest else ""
-            )
+            path = "/" + urlsplit(self.path).path.lstrip("/")  # never //host: a redirect away
+            location = path + (f"?{urlencode(rest, doseq=True)}" if rest else "")
             cookie = f"{COOKIE}={self.dash.token}; HttpOnly; SameSite=Strict; Path=/"
             cookie += "; Secure" if self.dash.tls else ""
             self._send(303, "", headers={"Location": location, "Set-Cookie": cookie})
@@ -549,6 +548,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- POST ------------------------------------------------------------------------------
 
     def do_POST(self) -> None:
+        self.close_connection = True  # a refused post's body is left unread: no keep-alive
         url = urlsplit(self.path)
         if not self._allowed({}):
             return
