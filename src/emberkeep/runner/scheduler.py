@@ -254,7 +254,8 @@ def _drill_all(site: Site, names: list[str] | None = None) -> str:
     from ..monitor.jobs import watch
     from .drill import drill_sources, run_drill
 
-    failed, passed = [], []
+    failed: list[Any] = []
+    passed: list[Any] = []
     for name in drill_sources(site, names or []):
         with watch(site, "drill", source=name) as watched:
             result = watched.took(run_drill(site, name))
