@@ -654,6 +654,31 @@ def test_read_only_has_no_button_and_refuses_every_post(
     assert month.backups("media") == rows
 
 
+def test_no_page_shows_a_secret_from_the_config(
+    browser: Any, month: DemoSite, tmp_path: Path
+) -> None:
+    """A target URL with a password (unreachable here: port 1) is shown redacted, as the
+    CLI shows it, on every page and in every JSON answer."""
+    config = tmp_path / "emberkeep.toml"
+    remote = "s3://shop?endpoint=http://backup:Sup3r-s3cret-pass@127.0.0.1:1&timeout=2"
+    config.write_text(
+        month.config.read_text() + f'\n[[targets]]\nname = "remote"\nurl = "{remote}"\n'
+    )
+    site = DemoSite(month.root, config, month.sources)
+    with _serving(site) as server:
+        browser.get(server.url)
+        card = _css(browser, "#target-remote")[0]
+        assert "breached" in card.get_attribute("class").split()  # unreachable
+        assert "unreachable" in card.text and "s3://shop" in card.text
+        for path in ("", "snapshots", "journal", "api/status", "api/snapshots", "api/journal"):
+            answer = _request(server.url + path)
+            assert answer.status == 200, (path, answer.text[:300])
+            assert "Sup3r-s3cret-pass" not in answer.text, path
+        assert "Sup3r-s3cret-pass" not in browser.page_source
+        log = server.stop()
+    assert "Sup3r-s3cret-pass" not in log
+
+
 def test_a_non_loopback_listen_without_a_token_is_refused_at_start(
     month: DemoSite, tmp_path: Path
 ) -> None:
