@@ -378,7 +378,8 @@ def _charts(report: Report, history: History) -> str:
                 _seconds,
             )
             + "</figure>",
-            "<figure><figcaption>bytes read and new (dedup)</figcaption>"
+            "<figure><figcaption>bytes <span class=key-read>read</span> and "
+            "<span class=key-new>new</span> (the rest deduplicated)</figcaption>"
             + line_chart(
                 f"chart-size-{name}",
                 f"bytes read and new of {name}",
