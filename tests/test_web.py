@@ -441,6 +441,45 @@ def test_drill_now_and_check_now_run_the_scheduler_jobs(
     assert len(check) == checks + 1 and check[-1].outcome == "ok"
 
 
+def test_one_job_at_a_time_and_the_page_follows_it_live(
+    browser: Any, month: DemoSite, tmp_path: Path
+) -> None:
+    """A backup held in its before hook (reading a FIFO the test writes to: no timing)
+    shows as running, refuses a second job with 409, and the page reloads itself with the
+    outcome when it ends."""
+    from selenium.webdriver.common.by import By
+
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    config = tmp_path / "emberkeep.toml"
+    hook = f'hooks = {{ before_backup = "cat {gate} > /dev/null" }}'
+    config.write_text(
+        month.config.read_text().replace('name = "media"\n', f'name = "media"\n{hook}\n')
+    )
+    site = DemoSite(month.root, config, month.sources)
+    rows = month.backups("media")
+    with _serving(site) as server:
+        page = _request(server.url)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf
+        headers = {"X-CSRF-Token": csrf[1], "Accept": "application/json"}
+        started = _request(f"{server.url}backup/media", "POST", headers=headers)
+        assert started.status == 202 and json.loads(started.text)["state"] == "running"
+        browser.get(server.url)
+        job = browser.find_element(By.ID, "job")
+        assert job.get_attribute("data-state") == "running" and "running since" in job.text
+        assert all(not b.is_enabled() for b in _css(browser, ".actions button"))
+        busy = _request(f"{server.url}drill/code", "POST", headers=headers)
+        assert busy.status == 409 and "backup of media is still running" in busy.text
+        opened = threading.Thread(target=lambda: gate.write_text("go\n"), daemon=True)
+        opened.start()  # lets the hook, and so the backup, go on
+        opened.join(120)
+        assert not opened.is_alive(), "the before hook never read the gate"
+        _wait(browser, lambda d: d.find_element(By.ID, "job").get_attribute("data-state") == "ok")
+        assert all(b.is_enabled() for b in _css(browser, ".actions button"))
+    assert month.backups("media") == rows + 1
+
+
 def test_the_snapshots_page_says_what_the_next_prune_keeps(
     browser: Any, dashboard: Server, month: DemoSite, tmp_path: Path
 ) -> None:
