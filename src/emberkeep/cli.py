@@ -235,6 +235,36 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write the metrics to FILE after each batch of jobs, for node_exporter",
     )
+    p.add_argument(
+        "--web",
+        nargs="?",
+        const="",
+        metavar="HOST:PORT",
+        help="serve the dashboard meanwhile (default [web] listen; token and TLS from [web])",
+    )
+
+    p = sub.add_parser(
+        "web", parents=[common], help="the dashboard: status, history charts, back up now"
+    )
+    p.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="where to listen (default [web] listen, else 127.0.0.1:8470); any address but "
+        "loopback needs a token",
+    )
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="the token every request must carry (default [web] token_file); mode 0600",
+    )
+    p.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS ([web] tls_cert)")
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="its key ([web] tls_key)")
+    p.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="allow plain HTTP on a non-loopback address (a TLS proxy in front)",
+    )
 
     p = sub.add_parser(
         "schedule", parents=[common], help="print a crontab or systemd units for the schedules"
@@ -246,6 +276,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--dir", type=Path, default=Path("demo"), help="folder for the demo (default ./demo)"
     )
     p.add_argument("--media-files", type=int, default=300)
+    p.add_argument(
+        "--web",
+        nargs="?",
+        const="127.0.0.1:8470",
+        metavar="HOST:PORT",
+        help="at the end, leave the dashboard running in the background (default "
+        "127.0.0.1:8470; its pid in DIR/web.pid)",
+    )
 
     return parser
 
@@ -346,7 +384,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo.run import run_demo
 
-        return run_demo(args.dir, media_files=args.media_files)
+        return run_demo(args.dir, media_files=args.media_files, web=args.web)
     if args.command == "recover":
         return cmd_recover(args)  # it has no config yet: it fetches it from the target
     site = Site(config.load(args.config), identity_file=args.identity)
@@ -976,6 +1014,9 @@ def _print_copy(copy: TargetCopy, indent: str = "") -> None:
 
 
 def cmd_run(site: Site, args: argparse.Namespace) -> int:
+    import contextlib
+    import threading
+
     memory.return_large_buffers_promptly()
     from . import clock
     from .errors import UsageError
@@ -1001,9 +1042,29 @@ def cmd_run(site: Site, args: argparse.Namespace) -> int:
         textfile=args.metrics_textfile or monitor.metrics_textfile,
         warn=ui.warning,
     )
-    with exporter.serving():
+    web: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    job_lock = threading.Lock()  # the dashboard's jobs and the scheduler's, one at a time
+    if args.web is not None:
+        from .web.server import in_background
+
+        web = in_background(
+            str(site.config.path) if site.config.path else args.config,
+            args.identity,
+            listen=args.web or None,
+            job_lock=job_lock,
+            ready=lambda text: print(
+                text, file=sys.stderr if args.json else sys.stdout, flush=True
+            ),
+            warn=ui.warning,
+        )
+    with exporter.serving(), web:
         return scheduler.Scheduler(
-            site, options, on_event=show, after_jobs=exporter.refresh, warn=ui.warning
+            site,
+            options,
+            on_event=show,
+            after_jobs=exporter.refresh,
+            warn=ui.warning,
+            job_lock=job_lock,
         ).run()
 
 
@@ -1077,6 +1138,26 @@ def cmd_metrics(site: Site, args: argparse.Namespace) -> int:
     else:
         print(metrics.collect_text(site), end="")
     return 0
+
+
+def cmd_web(site: Site, args: argparse.Namespace) -> int:
+    from .web.server import serve
+
+    def ready(text: str) -> None:
+        print(text, flush=True)  # a line to wait for: a test or a script reads the URL here
+
+    config_file = str(site.config.path) if site.config.path else args.config
+    return serve(
+        config_file,
+        args.identity,
+        listen=args.listen,
+        token_file=args.token_file,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        insecure_http=args.insecure_http,
+        ready=ready,
+        warn=ui.warning,
+    )
 
 
 def cmd_schedule(site: Site, args: argparse.Namespace) -> int:

@@ -198,6 +198,19 @@ class Runbook(_Strict):
     roles: dict[str, str] = {}
 
 
+class Web(_Strict):
+    """The dashboard, `emberkeep web` (web/): where it listens and the token it asks for.
+
+    Any address but loopback needs ``token_file``, and TLS (``tls_cert`` and ``tls_key``)
+    or `--insecure-http` (web/server.py)."""
+
+    listen: str = "127.0.0.1:8470"
+    token_file: Path | None = None  # one line, mode 0600: the bearer token
+    tls_cert: Path | None = None  # PEM certificate (chain) to serve HTTPS with
+    tls_key: Path | None = None  # its PEM private key, mode 0600
+    actions: bool = True  # false: read-only, no "back up now"
+
+
 class Config(_Strict):
     site: Site
     keys: Keys
@@ -210,6 +223,7 @@ class Config(_Strict):
     replicate: Replicate = Replicate()
     drill: Drill = Drill()
     runbook: Runbook = Runbook()
+    web: Web = Web()
     path: Path | None = None  # the file it was read from; set by ``parse``, not by the user
 
     def source(self, name: str) -> Source:
@@ -300,7 +314,15 @@ def _resolve_paths(config: Config, path: Path) -> Config:
     monitor = msgspec.structs.replace(
         config.monitor, metrics_textfile=absolute(config.monitor.metrics_textfile)
     )
-    return msgspec.structs.replace(config, site=site, keys=keys, monitor=monitor, path=path)
+    web = msgspec.structs.replace(
+        config.web,
+        token_file=absolute(config.web.token_file),
+        tls_cert=absolute(config.web.tls_cert),
+        tls_key=absolute(config.web.tls_key),
+    )
+    return msgspec.structs.replace(
+        config, site=site, keys=keys, monitor=monitor, web=web, path=path
+    )
 
 
 # -- the shape pass: msgspec's message, said the way the user wrote the file -----------

@@ -4,7 +4,10 @@ Steps: generate the site (files, a git repository, and the shop's MongoDB databa
 FerretDB server the demo starts), keygen, write a config, init, backup (twice: the second
 is nearly free), snapshots, check --read-data, restore, and compare the restore with the
 original: files byte for byte and in metadata, refs for the code, raw BSON documents and
-indexes for the database; then a restore drill of every source, with its report.
+indexes for the database; then a restore drill of every source, with its report. With
+``--web`` the dashboard (`emberkeep web`) is left running in the background on the demo's
+config: its pid in ``demo/web.pid``, its log in ``demo/web.log``; the next demo run stops it
+first (so the demo stays safe to run twice), or ``kill`` it.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,7 @@ from .mongoserver import MongoServer
 from .sitegen import DemoSite, generate
 
 MARKER = ".emberkeep-demo"
+WEB_PID = "web.pid"
 
 
 def prepare_dir(folder: Path) -> None:
@@ -128,15 +134,80 @@ def tree_digest(root: Path) -> dict[str, tuple[object, ...]]:
     return found
 
 
-def run_demo(folder: Path, *, media_files: int = 300, db_mb: float = 4) -> int:
+def run_demo(
+    folder: Path, *, media_files: int = 300, db_mb: float = 4, web: str | None = None
+) -> int:
     folder = folder.resolve()
+    stop_dashboard(folder)  # a dashboard an earlier run left: it holds the port and the folder
     prepare_dir(folder)
     step = _Steps()
     step("start a MongoDB wire-protocol server (FerretDB) for the shop's database")
     with MongoServer(folder / "mongodb", oplog_bytes=64 << 20) as server:
         ui.line(f"  listening at {server.uri}")
         _run_steps(folder, step, server, media_files, db_mb)
+    if web is not None:
+        step("the dashboard: status, history charts, back up now (`emberkeep web`)")
+        start_dashboard(folder, folder / "emberkeep.toml", web)
     return 0
+
+
+def _demo_dashboard(folder: Path) -> int | None:
+    """The pid of the dashboard an earlier demo in ``folder`` started, if it still runs.
+
+    The pid file alone is not trusted: the process must be `emberkeep … web` on this
+    folder's config, or the pid was reused by something else."""
+    try:
+        pid = int((folder / WEB_PID).read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    config = str(folder / "emberkeep.toml").encode()
+    return pid if b"web" in cmdline and config in cmdline else None
+
+
+def stop_dashboard(folder: Path) -> None:
+    pid = _demo_dashboard(folder)
+    if pid is None:
+        return
+    ui.line(f"stopping the dashboard the last demo started (pid {pid})", style="dim")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while _demo_dashboard(folder) == pid and time.monotonic() < deadline:
+        time.sleep(0.1)  # it finishes a running backup first; bounded
+    if _demo_dashboard(folder) == pid:
+        raise EmberkeepError(f"the demo's dashboard (pid {pid}) did not stop; kill {pid}")
+
+
+def start_dashboard(folder: Path, config: Path, listen: str) -> None:
+    """`emberkeep web` in the background, in its own session so it outlives the demo."""
+    log = (folder / "web.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emberkeep", "-c", str(config), "web", "--listen", listen],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        start_new_session=True,
+    )
+    log.close()
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode(errors="replace").strip()  # printed once listening
+    proc.stdout.close()
+    if proc.poll() is not None or " at http" not in line:
+        proc.wait()
+        problem = (folder / "web.log").read_text(errors="replace").strip().splitlines()
+        ui.warning(
+            f"the dashboard did not start: {problem[-1] if problem else line}; start it "
+            f"yourself: emberkeep -c {config} web --listen HOST:PORT"
+        )
+        return
+    (folder / WEB_PID).write_text(f"{proc.pid}\n")
+    url = line.split(" at ", 1)[1].split()[0]
+    ui.line(url, label="  dashboard: ", style="green")
+    ui.line(
+        f"  running in the background (pid {proc.pid}, log {folder / 'web.log'}); stop it with "
+        f"`kill {proc.pid}` (running the demo again stops it too). The shop's MongoDB server "
+        "stopped with the demo, so backing up mongodb from there fails (and is journaled)."
+    )
 
 
 def _run_steps(

@@ -108,7 +108,9 @@ def to_text(moment: datetime) -> str:
 
 
 def from_text(text: str | None) -> datetime | None:
-    return datetime.strptime(text, _TIME).replace(tzinfo=UTC) if text else None
+    # fromisoformat reads the fixed-width _TIME (Z suffix) several times faster than
+    # strptime: the dashboard reads a year of rows per page
+    return datetime.fromisoformat(text).astimezone(UTC) if text else None
 
 
 @dataclass

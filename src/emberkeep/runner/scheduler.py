@@ -181,8 +181,14 @@ class Event:
 # -- the jobs ---------------------------------------------------------------------------
 
 
-def run_job(site: Site, job: Job, read_data_subset: str | None = None) -> str:
-    """Run one job, journaled with its alerts (monitor.jobs); a one-line summary, or raises."""
+def run_job(
+    site: Site, job: Job, read_data_subset: str | None = None, *, progress: Any = None
+) -> str:
+    """Run one job, journaled with its alerts (monitor.jobs); a one-line summary, or raises.
+
+    Besides the scheduled jobs, ``drill:SOURCE`` drills one source and ``check:TARGET``
+    checks one target: the dashboard's actions run this same function (web/server.py),
+    and ``progress`` (an ``engine.backup.Progress``) watches its backups."""
     from ..monitor.jobs import watch
 
     if job.name.startswith("backup:"):
@@ -191,7 +197,7 @@ def run_job(site: Site, job: Job, read_data_subset: str | None = None) -> str:
 
         name = job.name.removeprefix("backup:")
         with watch(site, "backup", source=name) as watched:
-            outcome = watched.took(run_backup(site, name))
+            outcome = watched.took(run_backup(site, name, progress=progress))
             # every target tried, whatever fails
             copies = watched.took(replicate_after_backup(site, outcome))
         snap = outcome.result.snapshot
@@ -219,10 +225,12 @@ def run_job(site: Site, job: Job, read_data_subset: str | None = None) -> str:
             removed = sum(d["action"] == "remove" for d in result.decisions)
             parts.append(f"target {target}: removed {removed} of {len(result.decisions)}")
         return "; ".join(parts)
-    if job.name == "check":
-        return _check_all(site, site.config.check.read_data_subset)
-    if job.name == "drill":
-        return _drill_all(site)
+    if job.name == "check" or job.name.startswith("check:"):
+        only = job.name.removeprefix("check").removeprefix(":") or None
+        return _check_all(site, site.config.check.read_data_subset, only)
+    if job.name == "drill" or job.name.startswith("drill:"):
+        names = [job.name.removeprefix("drill:")] if job.name.startswith("drill:") else []
+        return _drill_all(site, names)
     raise UsageError(f"unknown job {job.name!r}")
 
 
@@ -240,13 +248,15 @@ def _replicate_all(site: Site) -> str:
     return "; ".join(parts) or "one target only: nothing to copy"
 
 
-def _drill_all(site: Site) -> str:
-    """A drill of each of ``[drill] sources`` (all when none); raises when one failed."""
+def _drill_all(site: Site, names: list[str] | None = None) -> str:
+    """A drill of each of ``names``, else of ``[drill] sources`` (all when none); raises
+    when one failed."""
     from ..monitor.jobs import watch
     from .drill import drill_sources, run_drill
 
-    failed, passed = [], []
-    for name in drill_sources(site, []):
+    failed: list[Any] = []
+    passed: list[Any] = []
+    for name in drill_sources(site, names or []):
         with watch(site, "drill", source=name) as watched:
             result = watched.took(run_drill(site, name))
         (passed if result.passed else failed).append(result)
@@ -258,12 +268,12 @@ def _drill_all(site: Site) -> str:
     return ", ".join(f"{r.source} ok in {r.rto_seconds:.1f}s" for r in passed)
 
 
-def _check_all(site: Site, subset: str | None) -> str:
+def _check_all(site: Site, subset: str | None, only: str | None = None) -> str:
     from ..monitor.jobs import watch
     from .maintenance import run_check
 
     parts = []
-    for target in site.target_names(None):
+    for target in site.target_names(only):
         with watch(site, "check", target=target) as watched:
             result = watched.took(run_check(site, target, read_data=False, subset=subset))
         if not result.ok:
@@ -381,8 +391,11 @@ class Scheduler:
         rng: random.Random | None = None,
         after_jobs: Callable[[], None] = lambda: None,
         warn: Callable[[str], None] = lambda text: None,
+        job_lock: contextlib.AbstractContextManager[Any] | None = None,
     ) -> None:
         self.site = site
+        # held around each job: `run --web` shares it with the dashboard's, one at a time
+        self.job_lock = job_lock or contextlib.nullcontext()
         self.warn = warn
         self.after_jobs = after_jobs  # at the start and after each batch: status, metrics
         self.options = options
@@ -450,7 +463,7 @@ class Scheduler:
         self.on_event(Event("start", job.name, started))
         t0 = time.monotonic()
         try:
-            with _time_pinned(started if self.pin_time else None):
+            with self.job_lock, _time_pinned(started if self.pin_time else None):
                 detail, error = run_job(self.site, job), None
         except Exception as exc:  # the loop survives any job's failure
             detail, error = None, _error_text(exc)
