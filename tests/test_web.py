@@ -815,8 +815,15 @@ def _screenshot(browser: Any, tmp_path: Path, name: str, element: Any = None) ->
         browser.set_window_size(1280, min(max(height, 800), 1400))
         browser.save_screenshot(str(path))
         browser.set_window_size(1280, 1000)
-    else:
+    else:  # chromedriver crops the viewport: the element must be all in it
+        height = browser.execute_script(
+            "return arguments[0].getBoundingClientRect().height", element
+        )
+        assert height > 100, f"{name}: the element is {height}px high"
+        browser.set_window_size(1280, min(int(height) + 200, 2000))
+        browser.execute_script("arguments[0].scrollIntoView({block: 'start'})", element)
         element.screenshot(str(path))
+        browser.set_window_size(1280, 1000)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if SCREENSHOTS:
         shutil.copy(path, Path(SCREENSHOTS) / name)
