@@ -431,7 +431,7 @@ class Scheduler:
             state = SchedulerState.load(state_dir / STATE_FILE, self.warn)
             state.adopt(self.jobs, self.clock.now())
             state.save(self.warn)
-            self.after_jobs()
+            self._after_jobs()
             self._loop(state, stopper)
         bounded = self.options.once or self.options.until is not None
         return 1 if self.failures and bounded else 0
@@ -448,7 +448,7 @@ class Scheduler:
                 self._run_one(job, state)
                 ran = True
             if ran:
-                self.after_jobs()
+                self._after_jobs()
             if self.options.once or stopping():
                 return
             upcoming = next_due(self.jobs, state.history(), self.clock.now())
@@ -457,6 +457,11 @@ class Scheduler:
             wake = upcoming + timedelta(seconds=self.rng.uniform(0, self.options.jitter))
             if not self.clock.wait_until(wake, stopping):
                 return
+
+    def _after_jobs(self) -> None:
+        """Status alerts and metrics, at the scheduler's time (a simulated one too)."""
+        with _time_pinned(self.clock.now() if self.pin_time else None):
+            self.after_jobs()
 
     def _run_one(self, job: Job, state: SchedulerState) -> None:
         started = self.clock.now()
