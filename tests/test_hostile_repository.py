@@ -132,7 +132,10 @@ class Forger:
     def dir(self, name: Any, nodes: list[Any], **fields: Any) -> dict[str, Any]:
         return _node(name, "dir", subtree=self.tree(nodes), **{"mode": 0o755, **fields})
 
-    def snapshot(self, nodes: list[Any], minutes: int, source_type: str = "files") -> str:
+    def snapshot(
+        self, nodes: list[Any], minutes: int, source_type: str = "files", seq: int | None = None
+    ) -> str:
+        """``seq``: where it is in the written order (None: before every one that has it)."""
         genuine = _node("genuine", "dir", mode=0o755, subtree=self.genuine.tree.hex())
         tree = bytes.fromhex(self.tree([genuine, *nodes]))
         self.writer.finish()
@@ -141,7 +144,7 @@ class Forger:
             source="files", source_type=source_type,
             time=self.genuine.time + timedelta(minutes=minutes), host="forged",
             tree=tree, blobs=b"".join(sorted(blobs)), paths=self.genuine.paths,
-            summary=dict(self.genuine.summary),
+            summary=dict(self.genuine.summary), seq=seq,
         )  # fmt: skip
         snapshot_id = self.repo.save_snapshot(forged)
         self.writer = BlobWriter(self.repo, workers=1)
@@ -743,8 +746,9 @@ def test_a_forged_git_record_never_reaches_gits_command_line(world: World, tmp_p
 def test_a_restore_that_others_run_fails_when_an_entry_is_refused(
     world: World, tmp_path: Path
 ) -> None:
-    """``recover`` (and any caller but the CLI's restore, which lists them) gets the refusals
-    as an error, after the rest is restored: never a success over missing entries."""
+    """A caller that does not ask for them (``partial``: the CLI's restore and recover,
+    which list them) gets the refusals as an error, after the rest is restored: never a
+    success over missing entries."""
     from emberkeep.engine.restore import RestoreIncomplete
     from emberkeep.runner.restore import run_restore
 
@@ -866,6 +870,38 @@ def test_a_planted_site_config_is_refused_by_name_and_its_hook_never_runs(
     assert not marker.exists()
     assert site.config_path.read_text() == genuine
     assert tree_listing(src) == before
+
+
+def test_recover_over_a_forged_snapshot_fails_naming_each_refused_entry(
+    site: Site, tmp_path: Path
+) -> None:
+    """A restore's refusals are the recovery's failure, by source, in the text and the
+    JSON; the rest is restored, and only the incomplete source is done again."""
+    src = backed_up(site, tmp_path)
+    [genuine] = site.snapshots()
+    forge = Forger(site, genuine["id"])
+    swapped = forge.file("swapped", b"the content of another file\n")
+    swapped["digest"] = content_digest([crypto.blob_id(forge.mac, b"what it claims\n")])
+    forge.snapshot([swapped, forge.file("fine", b"fine\n")], 1, seq=(genuine["seq"] or 0) + 1)
+    destroy(site, src)
+    root = tmp_path / "recovered"
+
+    proc = recover(site, "--yes", "--root", root, "--json")
+    assert proc.returncode == 1, proc.stdout
+    [step] = json.loads(proc.stdout)["steps"]
+    assert step["status"] == "incomplete", step
+    [problem] = step["problems"]
+    assert problem["path"] == "/swapped" and "not restored" in problem["message"], problem
+    assert (root / "fine").read_bytes() == b"fine\n" and not (root / "swapped").exists()
+    report = (site.state_dir / "recover-report.md").read_text()
+    assert "## files: not restored as it was" in report and "`/swapped`" in report
+
+    again = recover(site, "--yes", "--root", root)  # not recorded as done: tried again
+    assert again.returncode == 1
+    assert "files (files) -> " in again.stdout and "INCOMPLETE" in again.stdout, again.stdout
+    assert "files: /swapped: not restored" in again.stderr, again.stderr
+    assert "the recovery is NOT complete: the restore of files" in again.stderr
+    assert "recovered 0 of 1 sources" in again.stdout
 
 
 def test_restore_hooks_run_only_when_approved(site: Site, tmp_path: Path) -> None:

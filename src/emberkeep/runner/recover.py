@@ -62,9 +62,12 @@ class Step:
     type: str
     snapshot: Snapshot
     destination: str
-    status: str = "planned"  # planned, restored, skipped (done before), failed
+    # planned, restored, skipped (done before), incomplete (restored with problems)
+    status: str = "planned"
     seconds: float = 0.0
     rto_objective_seconds: float | None = None
+    # what the restore reports it did not bring back as it was: path, message
+    problems: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +78,7 @@ class Step:
             "destination": self.destination,
             "bytes": int(self.snapshot.summary.get("bytes", 0)),
             "status": self.status,
+            "problems": self.problems,
             "seconds": round(self.seconds, 3),
             "rto_objective_seconds": self.rto_objective_seconds,
             "rto_ok": None
@@ -110,6 +114,11 @@ class Recovery:
     _text: str = field(default="", repr=False)
     _identity_file: Path | None = field(default=None, repr=False)
     _root: Path | None = field(default=None, repr=False)
+
+    @property
+    def incomplete(self) -> list[Step]:
+        """Steps whose restore reported problems: the recovery is not a success."""
+        return [s for s in self.steps if s.problems]
 
     @property
     def restore_hooks(self) -> dict[str, str]:
@@ -208,10 +217,12 @@ def execute(recovery: Recovery, *, run_hooks: bool, on_step: Any = lambda step: 
             on_step(step)
             continue
         began = time.monotonic()
-        _restore_step(site, cfg, step, recovery._root)
-        step.seconds, step.status = time.monotonic() - began, "restored"
-        done[step.source] = step.snapshot.id
-        _save_progress(site, recovery.url, done)
+        step.problems = _restore_step(site, cfg, step, recovery._root)
+        step.seconds = time.monotonic() - began
+        step.status = "incomplete" if step.problems else "restored"
+        if not step.problems:  # an incomplete step is done again by the next recover
+            done[step.source] = step.snapshot.id
+            _save_progress(site, recovery.url, done)
         on_step(step)
     recovery.seconds = time.monotonic() - started
     recovery.report = _write_report(site, recovery)
@@ -350,7 +361,10 @@ def _destination(source: Any, root: Path | None) -> str:
     return str(root or "/")
 
 
-def _restore_step(site: Site, cfg: Config, step: Step, root: Path | None) -> None:
+def _restore_step(site: Site, cfg: Config, step: Step, root: Path | None) -> list[dict[str, str]]:
+    """Restore one source; returns what its restore reports it could not bring back as
+    it was (a view the server lost, an entry refused), each ``{"path", "message"}``: the
+    other sources are restored all the same, and the recovery fails naming them."""
     from .restore import run_restore, run_restore_mongodb
 
     source = cfg.source(step.source)
@@ -358,15 +372,18 @@ def _restore_step(site: Site, cfg: Config, step: Step, root: Path | None) -> Non
     if isinstance(source, MongoSource):
         from ..sources.mongodb.restore import Selection
 
-        run_restore_mongodb(
+        _snapshot, mongo = run_restore_mongodb(
             site, step.snapshot.id, source.uri, drop=True, selection=Selection(), target=target
         )
-        return
+        return list(mongo.problems)
     dest = Path(step.destination)
     if isinstance(source, GitSource) and (dest / ".git").exists():
         # a repository is there (a resumed or repeated recover): keep it aside, never lose it
         (dest / ".git").rename(dest / f".git.before-recover-{int(time.time())}")
-    run_restore(site, step.snapshot.id, dest, paths=[], target=target, git_in_place=True)
+    _snapshot, result = run_restore(
+        site, step.snapshot.id, dest, paths=[], target=target, git_in_place=True, partial=True
+    )
+    return [{"path": r["path"], "message": f"not restored: {r['reason']}"} for r in result.refused]
 
 
 def _write_config(path: Path, text: str) -> None:
@@ -413,6 +430,9 @@ def _write_report(site: Site, recovery: Recovery) -> Path:
             f"{row['snapshot_time']} | `{step.destination}` | {step.status} | "
             f"{step.seconds:.1f} | {rto} |"
         )
+    for step in recovery.incomplete:
+        lines += ["", f"## {step.source}: not restored as it was", ""]
+        lines += [f"- `{p['path']}`: {p['message']}" for p in step.problems]
     path = site.state_dir / REPORT_FILE
     write_atomic(path, ("\n".join(lines) + "\n").encode(), mode=0o600)
     return path
