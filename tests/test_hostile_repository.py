@@ -1527,6 +1527,54 @@ def test_this_hosts_own_prune_is_no_deletion_and_a_damaged_memory_is_rebuilt(
         assert len(json.loads(memory.read_text())["targets"]["local"]["snapshots"]) == 1
 
 
+def test_another_hosts_prune_is_no_deletion_and_a_forged_record_of_it_excuses_nothing(
+    site: Site, tmp_path: Path
+) -> None:
+    """Prune records what it deletes, sealed; this host forgets what a record that
+    verifies names, reports a planted or altered one, and accepts the rest on request."""
+    newest = _two_backups(site, tmp_path)
+    [oldest] = [s["id"] for s in site.snapshots() if s["id"] != newest]
+    memory = site.state_dir / "snapshots-seen.json"
+    assert _status(site)[0] == 0
+    as_another_host_remembers = memory.read_bytes()
+    pruned = site.json("prune", "--forget", newest, "--grace", "0s")["local"]
+    record = pruned["forgotten_record"]
+    assert record and record.startswith("forgotten/") and (site.repo / record).is_file()
+    memory.write_bytes(as_another_host_remembers)  # this host did not see the prune happen
+
+    code, report = _status(site)
+    assert code == 0 and report["snapshots_gone"] == [], report
+    assert not [w for w in report["warnings"] if "forgotten/" in w or "gone" in w], report
+    assert newest not in json.loads(memory.read_text())["targets"]["local"]["snapshots"]
+
+    # the storage side deletes the other snapshot and plants records that would excuse it
+    (site.repo / layout.SNAPSHOTS / oldest).unlink()
+    body = {"repository": _repo(site).writer_key.repo_id, "time": clock.iso(clock.now()),
+            "snapshots": [oldest]}  # fmt: skip
+    planted = "forgotten/20260101T000000Z-0000000000000000"
+    forged = "forgotten/20260101T000000Z-1111111111111111"
+    (site.repo / planted).write_text(json.dumps(body))
+    (site.repo / forged).write_text(json.dumps({**body, "seal": "0" * 64}))
+    code, report = _status(site)
+    assert code == 1 and any(oldest[:12] in g for g in report["snapshots_gone"]), report
+    warned = "\n".join(report["warnings"])
+    assert f"{planted}: not sealed by the repository's writer key" in warned, warned
+    assert f"{forged}: its seal does not verify" in warned, warned
+
+    accepted = site.run("status", "--accept-missing", ok=None)
+    assert "accepted: target local: 1 snapshots this host remembered are gone" in accepted.stdout
+    assert oldest in accepted.stdout and "gone: " not in accepted.stdout, accepted.stdout
+    code, report = _status(site)
+    assert report["snapshots_gone"] == [] and report["snapshots_accepted_as_gone"] == {}, report
+
+    # records are kept 90 days (by the time sealed in them), then a prune deletes them
+    site.env["EMBERKEEP_NOW"] = clock.iso(clock.now() + timedelta(days=91))
+    later = site.json("prune", "--grace", "0s")["local"]
+    assert later["forgotten_records_expired"] == 1 and not (site.repo / record).exists()
+    assert any(planted in m and "excuses no deleted snapshot" in m for m in later["messages"])
+    assert (site.repo / planted).exists()  # never trusted, and never deleted as if it were
+
+
 def test_a_backup_reads_only_the_snapshot_headers_its_host_has_not_seen(
     site: Site, tmp_path: Path
 ) -> None:

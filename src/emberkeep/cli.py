@@ -197,8 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="only this target (default: every target but the first)")
     p.add_argument("--source", help="only snapshots of this source")
 
-    sub.add_parser(
+    p = sub.add_parser(
         "status", parents=[common], help="RPO/RTO compliance, targets, warnings (exit 1: a breach)"
+    )
+    p.add_argument(
+        "--accept-missing",
+        action="store_true",
+        help="accept the snapshots gone from a target (deleted on purpose): list and forget them",
     )
 
     p = sub.add_parser("log", parents=[common], help="the journal: every run of every job")
@@ -1086,7 +1091,7 @@ def cmd_status(site: Site, args: argparse.Namespace) -> int:
     from .monitor import status
     from .monitor.notify import Notifier
 
-    report = status.collect(site)
+    report = status.collect(site, accept_missing=args.accept_missing)
     with Journal.open(site) as journal:
         notifier = Notifier(site.config.site.name, site.config.notify, journal, warn=ui.warning)
         status.send_alerts(report, notifier)

@@ -8,10 +8,12 @@ check, status and prune compares the target with that (README, How it keeps data
 a remembered snapshot that is gone was deleted, and when it is the newest of its source,
 what the target holds now is older than remembered (a rollback, or a deletion).
 
-The memory only grows: a look adds what the target holds, and only this host's own prune
-takes out what it deletes (before deleting). So a snapshot gone otherwise is reported at
-every look until the operator accepts it: snapshots that another host pruned look deleted
-to this one, and deleting the file accepts the targets as they are.
+The memory only grows: a look adds what the target holds, and takes out only what this
+host's own prune deletes (before deleting) and what another host's prune recorded as
+deleted (``repository/forgotten.py``: a record sealed with the writer key, read only when
+something is gone; an unsealed or altered one is reported and excuses nothing). So a
+snapshot gone otherwise is reported at every look until the operator accepts it:
+``emberkeep status --accept-missing`` lists what is gone and forgets it.
 
 Every comparison and update runs under a lock of the host (``snapshots-seen.lock``)
 around a fresh listing of the target's snapshot names, and prune holds it while it
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from .. import clock
 from ..errors import EmberkeepError
 from ..fsutil import write_atomic
-from ..repository import layout
+from ..repository import forgotten, layout
 from ..repository.snapshot import SeenBefore, Snapshot, Stamp, written_order
 
 if TYPE_CHECKING:
@@ -124,9 +126,32 @@ class Memory:
 
     def _advice(self) -> str:
         return (
-            "Check who can write to the target, and back up again; if another host pruned "
-            f"them on purpose, delete {self.path} to accept the targets as they are"
+            "Check who can write to the target, and back up again; if they were deleted on "
+            "purpose, `emberkeep status --accept-missing` accepts the target as it is"
         )
+
+    def missing(self, target: str, repository: str, names: set[str]) -> set[str]:
+        """The remembered snapshots of ``target`` that it does not hold now."""
+        seen = self.entry(target, repository)
+        return seen.ids - names if seen is not None else set()
+
+    def forget(
+        self, target: str, repository: str, ids: set[str], names: set[str], known: list[Snapshot]
+    ) -> None:
+        """Take ``ids`` (gone from ``target``, which holds ``names``) out of its memory; the
+        newest of a source among them gives way to the newest of ``known`` held there."""
+        seen = self.entry(target, repository)
+        if seen is None or not ids:
+            return
+        seen.ids -= ids
+        for source, newest in list(seen.newest.items()):
+            if newest.id not in ids:
+                continue
+            left = _newest(known, names, source)
+            if left is not None:
+                seen.newest[source] = Stamp.of(left)
+            else:
+                del seen.newest[source]
 
     def observe(self, target: str, repository: str, names: set[str], known: list[Snapshot]) -> None:
         """Add the snapshots of ``known`` that ``target`` holds (``names``) to the memory,
@@ -220,10 +245,12 @@ def _newest(known: list[Snapshot], names: set[str], source: str) -> Snapshot | N
 
 @dataclass
 class Findings:
-    """What a look found: snapshots ``gone``, and ``notes`` on the memory itself."""
+    """What a look found: snapshots ``gone``, and ``notes`` on the memory itself (and on
+    the target's records of pruned snapshots); ``accepted``: ids forgotten on request."""
 
     gone: list[str]
     notes: list[str]
+    accepted: list[str] = field(default_factory=list)
 
     def all(self) -> list[str]:
         return [*self.notes, *self.gone]
@@ -266,29 +293,55 @@ def _cannot(target: str, exc: Exception) -> str:
     )
 
 
+def _excuse_pruned(
+    memory: Memory, target: str, repo: Repository, names: set[str], known: list[Snapshot]
+) -> list[str]:
+    """Forget the missing snapshots that a verified prune record names (module docstring);
+    notes on records that do not verify. Reads the records only when something is gone."""
+    repository = repo.writer_key.repo_id
+    missing = memory.missing(target, repository, names)
+    if not missing:
+        return []
+    records = forgotten.load(repo)
+    memory.forget(target, repository, missing & records.ids, names, known)
+    return [
+        f"target {target}: {name}: {why}; the snapshots it names are not taken as pruned"
+        for name, why in records.refused
+    ]
+
+
 def look(
     site: Site,
     target: str,
     repo: Repository,
     known: list[Snapshot] | None = None,
     wrote: Snapshot | None = None,
+    *,
+    accept: bool = False,
 ) -> Findings:
     """Compare ``target`` with the memory, then remember what it holds; the findings.
 
     ``known``: snapshot headers already read there (what "newest" is learnt from), and
-    ``wrote``, one this run just committed. Never raises: a memory that cannot be used is
-    itself a finding."""
+    ``wrote``, one this run just committed. ``accept``: the operator accepts the target as
+    it is: what is gone is listed in ``accepted`` and forgotten. Never raises: a memory
+    that cannot be used is itself a finding."""
     known = [*(known or []), *([wrote] if wrote else [])]
     repository = repo.writer_key.repo_id
+    accepted: list[str] = []
     try:
         with _held(site.state_dir) as memory:
             names = _names(repo)
+            notes = _excuse_pruned(memory, target, repo, names, known)
             found = memory.findings(target, repository, names, known)
+            if accept:
+                gone = memory.missing(target, repository, names)
+                memory.forget(target, repository, gone, names, known)
+                accepted, found = sorted(gone), []
             memory.observe(target, repository, names, known)
             memory.save()
     except (OSError, EmberkeepError) as exc:
         return Findings([], [_cannot(target, exc)])
-    return Findings(found, [memory.problem] if memory.problem else [])
+    return Findings(found, [*([memory.problem] if memory.problem else []), *notes], accepted)
 
 
 def seen_before(site: Site, target: str, repo: Repository) -> SeenBefore:
@@ -312,7 +365,8 @@ def prune_guard(site: Site, target: str, repo: Repository) -> SnapshotGuard:
     def guard(listed: list[Snapshot], doomed: list[Snapshot]) -> Iterator[list[str]]:
         with _held(site.state_dir) as memory:
             names = _names(repo)
-            notes = memory.findings(target, repository, names, listed)
+            notes = _excuse_pruned(memory, target, repo, names, listed)
+            notes += memory.findings(target, repository, names, listed)
             memory.observe(target, repository, names, listed)
             gone = {s.id for s in doomed}
             remaining = [s for s in listed if s.id not in gone]
