@@ -764,7 +764,11 @@ def cmd_recover(args: argparse.Namespace) -> int:
         if args.json:
             ui.print_json(plan.to_json())
         return 1 if plan.refused else 0
+    shown_before = len(plan.warnings)  # the plan's, printed with it
     recovery = execute(plan, run_hooks=_hooks_approved(plan, args), on_step=shown)
+    if not args.json:
+        for warning in recovery.warnings[shown_before:]:
+            ui.warning(warning)
     if args.json:
         ui.print_json(recovery.to_json())
         return 1 if recovery.refused or recovery.incomplete else 0

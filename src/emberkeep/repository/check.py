@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .. import clock
+from .. import clock, statefile
 from ..durations import format_duration
 from ..errors import (
     EmberkeepError,
@@ -105,12 +105,15 @@ class VerifiedLog:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
+        self.problems: list[str] = []  # the file was damaged: reported by the caller
         self.times: dict[str, str] = {}
-        if path is not None and path.is_file():
-            try:
-                self.times = json.loads(path.read_text())
-            except ValueError:
-                self.times = {}
+        if path is not None:
+            self.times = statefile.load(
+                path, statefile.typed(dict[str, str]), dict, self.problems.append,
+                what="a log of verified packs (pack -> time)",
+                then="every pack counts as never verified: the next partial checks read "
+                "them from the start",
+            )  # fmt: skip
 
     def choose(self, packs: list[str], subset: Subset) -> list[str]:
         if subset.slice_t:

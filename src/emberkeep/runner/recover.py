@@ -39,7 +39,7 @@ from typing import Any
 
 import msgspec
 
-from .. import clock, config, keys
+from .. import clock, config, keys, statefile
 from ..config import Config, FilesSource, GitSource, MongoSource, Target
 from ..errors import RepositoryError, UsageError
 from ..fsutil import write_atomic
@@ -114,6 +114,12 @@ class Recovery:
     _text: str = field(default="", repr=False)
     _identity_file: Path | None = field(default=None, repr=False)
     _root: Path | None = field(default=None, repr=False)
+
+    def warn(self, message: str) -> None:
+        """A warning for the operator, once (a damaged state file is read by the plan
+        and again by the execution)."""
+        if message not in self.warnings:
+            self.warnings.append(message)
 
     @property
     def incomplete(self) -> list[Step]:
@@ -209,8 +215,10 @@ def execute(recovery: Recovery, *, run_hooks: bool, on_step: Any = lambda step: 
     recovery.hooks_run = run_hooks and bool(recovery.restore_hooks)
     _write_config(recovery.config_path, recovery._text)
     site = Site(cfg, identity_file=recovery._identity_file)
-    recover_review.remember(site.state_dir, recovery.repository_id, _seen_entry(recovery))
-    done = _load_progress(site, recovery.url)
+    recover_review.remember(
+        site.state_dir, recovery.repository_id, _seen_entry(recovery), recovery.warn
+    )
+    done = _load_progress(site, recovery.url, recovery.warn)
     for step in recovery.steps:
         if done.get(step.source) == step.snapshot.id:
             step.status = "skipped"
@@ -272,11 +280,12 @@ def _compare(recovery: Recovery, choice: siteconfig.Choice, cfg: Config) -> None
                 recover_review.summarize(previous), recovery.summary
             )
     state_dir = cfg.site.state_dir
-    seen = recover_review.last_seen(state_dir, recovery.repository_id)
+    record = recover_review.read_seen(state_dir, recovery.warn)  # reads only: a plan
+    seen = recover_review.last_seen(record, recovery.repository_id)
     if seen is not None:
         recovery.seen_time = str(seen.get("recovered_at"))
         recovery.changes_since_seen = recover_review.changes(seen["summary"], recovery.summary)
-    other = recover_review.other_repository_at(state_dir, recovery.url, recovery.repository_id)
+    other = recover_review.other_repository_at(record, recovery.url, recovery.repository_id)
     if other is not None:
         recovery.warnings.append(
             f"{recovery.url} held repository {other} when this host last recovered from it; "
@@ -394,13 +403,20 @@ def _write_config(path: Path, text: str) -> None:
     write_atomic(path, text.encode(), mode=0o600)
 
 
-def _load_progress(site: Site, url: str) -> dict[str, str]:
-    path = site.state_dir / STATE_FILE
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return dict(saved.get("done", {})) if saved.get("from") == url else {}
+class _Progress(msgspec.Struct):
+    """``recover.json``: the URL recovered from, and source -> snapshot id restored."""
+
+    from_: str = msgspec.field(name="from")
+    done: dict[str, str] = {}
+
+
+def _load_progress(site: Site, url: str, warn: Any) -> dict[str, str]:
+    saved = statefile.load(
+        site.state_dir / STATE_FILE, statefile.typed(_Progress | None), lambda: None, warn,
+        what="a record of the recovery's progress",
+        then="every step is done again",
+    )  # fmt: skip
+    return dict(saved.done) if saved is not None and saved.from_ == url else {}
 
 
 def _save_progress(site: Site, url: str, done: dict[str, str]) -> None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import clock
+from .. import clock, statefile
 from ..errors import EmberkeepError
 from ..fsutil import write_atomic
 from ..repository import forgotten, layout
@@ -70,19 +70,21 @@ class Memory:
         self.problem: str | None = None  # why the file was rebuilt, once
 
     @classmethod
-    def load(cls, path: Path) -> Memory:
+    def load(cls, path: Path, *, move_aside: bool = True) -> Memory:
+        """The memory; a damaged file is reported once (``problem``), moved aside and
+        rebuilt (``statefile``). ``move_aside`` False: a reader before the look that
+        rebuilds it (a backup's ``seen_before``), which leaves it for that look to report."""
         memory = cls(path)
-        try:
-            raw = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            return memory
-        except (OSError, ValueError) as exc:
-            memory.problem = _rebuilt(path, str(exc))
-            return memory
-        try:
-            memory.targets = _parse(raw)
-        except (ValueError, TypeError, KeyError, AttributeError, EmberkeepError) as exc:
-            memory.problem = _rebuilt(path, f"{type(exc).__name__}: {exc}")
+
+        def problem(message: str) -> None:
+            memory.problem = message
+
+        memory.targets = statefile.load(
+            path, lambda data: _parse(json.loads(data)), dict, problem, move_aside=move_aside,
+            what="a record of the snapshots seen in each target",
+            then="rebuilt from what the targets hold now: a snapshot deleted before now "
+            "cannot be noticed",
+        )  # fmt: skip
         return memory
 
     def entry(self, target: str, repository: str) -> TargetMemory | None:
@@ -213,13 +215,6 @@ class Memory:
         write_atomic(self.path, json.dumps(data, indent=1).encode(), mode=0o600)
 
 
-def _rebuilt(path: Path, why: str) -> str:
-    return (
-        f"{path} is damaged ({why}): rebuilt from what the targets hold now; a snapshot "
-        "deleted before now cannot be noticed"
-    )
-
-
 def _parse(raw: Any) -> dict[str, TargetMemory]:
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise ValueError(f"not format {FORMAT}")
@@ -346,7 +341,7 @@ def look(
 
 def seen_before(site: Site, target: str, repo: Repository) -> SeenBefore:
     """What a backup into ``target`` need not read again (repository/snapshot.py)."""
-    memory = Memory.load(site.state_dir / FILE)
+    memory = Memory.load(site.state_dir / FILE, move_aside=False)
     repository = repo.writer_key.repo_id
     seen = memory.entry(target, repository)
     if seen is None:
