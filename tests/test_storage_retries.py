@@ -188,7 +188,7 @@ def test_s3_a_connection_cut_every_time_fails_naming_the_drop(
     assert st.proxy.dropped == s3_backend.ATTEMPTS, message
     doing = "writing" if direction == "up" else "reading"
     assert message.startswith("target t-s3: the connection to "), message
-    assert f"failed {s3_backend.ATTEMPTS} times while {doing} {name}" in message, message
+    assert f"dropped {s3_backend.ATTEMPTS} times while {doing} {name}" in message, message
     assert time.monotonic() - started < 60  # bounded: five tries and four pauses
 
 
