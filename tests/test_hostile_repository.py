@@ -1575,6 +1575,80 @@ def test_another_hosts_prune_is_no_deletion_and_a_forged_record_of_it_excuses_no
     assert (site.repo / planted).exists()  # never trusted, and never deleted as if it were
 
 
+def _store_header(site: Site, body: dict[str, Any]) -> str:
+    """A snapshot header of ``body`` as a writer seals one; its id."""
+    import hashlib
+
+    from emberkeep.repository.snapshot import SNAPSHOT_AAD
+
+    key = _repo(site).writer_key.index_key
+    plain = zstandard.ZstdCompressor().compress(json.dumps(body).encode())
+    sealed = crypto.encrypt(key, SNAPSHOT_AAD, plain)
+    digest = hashlib.sha256(sealed).hexdigest()
+    (site.repo / layout.SNAPSHOTS / digest).write_bytes(sealed)
+    return digest
+
+
+def _header_of(site: Site, snapshot_id: str) -> dict[str, Any]:
+    key = _repo(site).writer_key.index_key
+    from emberkeep.repository.snapshot import SNAPSHOT_AAD
+
+    sealed = (site.repo / layout.SNAPSHOTS / snapshot_id).read_bytes()
+    return json.loads(zstandard.decompress(crypto.decrypt(key, SNAPSHOT_AAD, sealed)))
+
+
+def test_a_newer_writers_snapshot_header_lists_and_restores_and_a_malformed_one_is_damage(
+    site: Site, tmp_path: Path
+) -> None:
+    """Members this version does not know are left out, not fatal; a known member of the
+    wrong type makes the header damaged, named by check, and the others still list."""
+    src = _files(tmp_path / "src", "one", count=1, size=4096)
+    site.write_config(paths=[src])
+    site.run("init")
+    site.run("backup")
+    [genuine] = site.snapshots()
+    body = _header_of(site, genuine["id"])
+    unknown = {"written_by": "emberkeep 9", "provenance": {"x": [1, 2]}}  # a newer writer's
+    newer = _store_header(site, {**body, "seq": body["seq"] + 1, "host": "newer", **unknown})
+    listed = {s["id"]: s for s in site.snapshots()}
+    assert set(listed) == {genuine["id"], newer} and listed[newer]["host"] == "newer"
+    site.run("restore", "latest", "--to", tmp_path / "out")  # `latest` is the newer one
+    assert tree_listing(restored(tmp_path / "out", src)) == tree_listing(src)
+    check_json(site, rc=0)
+
+    for member, wrong in [("tags", "not-a-list"), ("time", 5), ("blobs", "zz"), ("host", None)]:
+        bad = _store_header(site, {**body, "seq": 99, member: wrong})
+        result = check_json(site, rc=1, what=member)
+        assert any(e["object"] == f"snapshots/{bad}" and "malformed field" in e["error"]
+                   for e in result["errors"]), result  # fmt: skip
+        assert {s["id"] for s in site.snapshots()} == {genuine["id"], newer}
+        (site.repo / layout.SNAPSHOTS / bad).unlink()
+
+
+def test_prune_and_replicate_read_index_files_within_the_bound(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every reader of index files refuses one larger than ``layout.INDEX_FILE_MAX`` before
+    reading it, not only the loading of the index (``check``)."""
+    from emberkeep.repository import prune as prune_module
+    from emberkeep.repository import replicate as replicate_module
+
+    src = _files(tmp_path / "src", "one", count=1, size=4096)
+    site.write_config(paths=[src])
+    site.run("init")
+    site.run("backup")
+    repo = _repo(site)
+    packs = sorted(repo.index.packs)  # loaded within the bound
+    monkeypatch.setattr(layout, "INDEX_FILE_MAX", 16)  # every index file is larger now
+    with pytest.raises(IntegrityError, match="more than the 16 an index file may hold"):
+        prune_module._holders(repo)
+    with pytest.raises(IntegrityError, match="more than the 16"):
+        replicate_module._pack_records(repo, packs)
+    fresh = _repo(site)  # nothing listed yet: the size is asked before reading
+    with pytest.raises(IntegrityError, match="more than the 16"):
+        fresh.read_index_file(min(n for n in objects(site.repo) if n.startswith("index/")))
+
+
 def test_a_backup_reads_only_the_snapshot_headers_its_host_has_not_seen(
     site: Site, tmp_path: Path
 ) -> None:
