@@ -190,13 +190,15 @@ def check(
 
     if read_data:
         repo.require_identity("check --read-data")
-        candidates = sorted(p for p in index.packs if p in stored)
+        # a pack whose size is not the index's is damage (above), and is not read: a pack
+        # the storage side grew to any size would else be fetched whole into memory
+        candidates = sorted(p for p, r in index.packs.items() if stored.get(p) == r.size)
         log = verified or VerifiedLog(None)
         chosen = log.choose(candidates, subset) if subset else candidates
         on_total(sum(stored[name] for name in chosen))
         with ThreadPoolExecutor(workers, thread_name_prefix="check") as pool:
             futures = {
-                name: pool.submit(_verify_pack, repo, name, by_pack.get(name, []))
+                name: pool.submit(_verify_pack, repo, name, by_pack.get(name, []), stored[name])
                 for name in chosen
             }
             for name, future in futures.items():
@@ -286,11 +288,17 @@ def _future_dated(snapshots: list[Snapshot], now: datetime, result: CheckResult)
             )
 
 
-def _verify_pack(repo: Repository, name: str, blobs: list[tuple[bytes, Location]]) -> int:
+def _verify_pack(
+    repo: Repository, name: str, blobs: list[tuple[bytes, Location]], size: int
+) -> int:
+    """Read one pack, at most the ``size`` the index gives it (one replaced since the
+    listing by a larger object is read no further), and verify all of it."""
     try:
-        data = repo.storage.get(name)
+        data = repo.storage.get(name, 0, size)
     except NotFound as exc:
         raise IntegrityError(name, "pack is missing from the target") from exc
+    if len(data) != size:
+        raise IntegrityError(name, f"pack holds {len(data)} bytes, the index says {size}")
     verify_pack_hash(name, data)
     table = read_table(name, data, repo.writer_key.index_key)
     listed = {e.id: e for e in table.entries}
