@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 
 from .. import clock
 from ..errors import EmberkeepError, NotFound
-from ..storage.base import Storage
+from ..storage.base import ObjectLocked, Storage
 from . import layout, sealing
 from .repo import Repository
 
@@ -97,8 +97,13 @@ def _read(repo: Repository, storage: Storage, name: str, size: int, found: Recor
 
 
 def expire(repo: Repository, records: Records, now: datetime) -> list[str]:
-    """Delete the records sealed more than ``KEEP`` before ``now``; their names."""
-    old = sorted(name for name, when in records.times.items() if now - when > KEEP)
-    for name in old:
-        repo.storage.delete(name)
-    return old
+    """Delete the records sealed more than ``KEEP`` before ``now``; the names deleted. One
+    under S3 Object Lock stays until a prune after its retention."""
+    deleted = []
+    for name in sorted(n for n, when in records.times.items() if now - when > KEEP):
+        try:
+            repo.storage.delete(name)
+        except ObjectLocked:
+            continue
+        deleted.append(name)
+    return deleted

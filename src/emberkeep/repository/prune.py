@@ -186,8 +186,12 @@ def prune(
 def _expire_records(repo: Repository, now: datetime, result: PruneResult) -> None:
     """Delete the records of deleted snapshots older than ``forgotten.KEEP``; name the
     ones that do not verify (planted by the storage side, or damaged), kept as they are."""
-    records = forgotten.load(repo)
-    result.records_expired = len(forgotten.expire(repo, records, now))
+    try:
+        records = forgotten.load(repo)
+        result.records_expired = len(forgotten.expire(repo, records, now))
+    except EmberkeepError as exc:  # the prune is done; a later one expires them
+        result.messages.append(f"records of pruned snapshots not expired this time: {exc}")
+        return
     for name, why in records.refused:
         result.messages.append(
             f"target {repo.storage.label}: {name}: {why}; it excuses no deleted snapshot"
