@@ -153,3 +153,36 @@ def test_structural_check_reports_truncated_pack(template: Template, tmp_path: P
     assert any("size" in e["error"].lower() for e in named), named
     assert result["packs_read"] == 0
     _assert_snapshot2_restores(site, template, tmp_path)
+
+
+def test_a_pack_grown_past_its_indexed_size_is_named_and_never_read(
+    template: Template, tmp_path: Path
+) -> None:
+    """The storage side can make a pack any size; ``check --read-data`` compares the size
+    with the index's before reading, so it never fetches the object (a pack replaced after
+    the listing is read no further than its indexed size)."""
+    from emberkeep import config as ek_config
+    from emberkeep.repository.check import check
+    from emberkeep.runner.site import Site as ApiSite
+
+    site = _copy(template, tmp_path)
+    victim = sorted(n for n in template.first if n.startswith("data/"))[0]
+    size = (site.repo / victim).stat().st_size
+    with open(site.repo / victim, "r+b") as handle:
+        handle.truncate(size + (1 << 30))  # sparse: a GiB more, costing no disk
+
+    repo = ApiSite(ek_config.load(str(site.config_path))).repository(read=True)
+    real, fetched = repo.storage.get, {}
+
+    def get(name: str, offset: int = 0, length: int | None = None) -> bytes:
+        data = real(name, offset, length)
+        fetched[name] = fetched.get(name, 0) + len(data)
+        return data
+
+    repo.storage.get = get  # type: ignore[method-assign]  # our own seam, counted
+    result = check(repo, read_data=True)
+    assert [e["object"] for e in result.errors] == [victim], result.errors
+    assert f"the index says {size}" in result.errors[0]["error"]
+    assert victim not in fetched
+    packs = {n for n in objects(site.repo) if n.startswith(("data/", "meta/"))} - {victim}
+    assert result.packs_read == len(packs) and set(fetched) >= packs

@@ -132,7 +132,10 @@ class Forger:
     def dir(self, name: Any, nodes: list[Any], **fields: Any) -> dict[str, Any]:
         return _node(name, "dir", subtree=self.tree(nodes), **{"mode": 0o755, **fields})
 
-    def snapshot(self, nodes: list[Any], minutes: int, source_type: str = "files") -> str:
+    def snapshot(
+        self, nodes: list[Any], minutes: int, source_type: str = "files", seq: int | None = None
+    ) -> str:
+        """``seq``: where it is in the written order (None: before every one that has it)."""
         genuine = _node("genuine", "dir", mode=0o755, subtree=self.genuine.tree.hex())
         tree = bytes.fromhex(self.tree([genuine, *nodes]))
         self.writer.finish()
@@ -141,7 +144,7 @@ class Forger:
             source="files", source_type=source_type,
             time=self.genuine.time + timedelta(minutes=minutes), host="forged",
             tree=tree, blobs=b"".join(sorted(blobs)), paths=self.genuine.paths,
-            summary=dict(self.genuine.summary),
+            summary=dict(self.genuine.summary), seq=seq,
         )  # fmt: skip
         snapshot_id = self.repo.save_snapshot(forged)
         self.writer = BlobWriter(self.repo, workers=1)
@@ -743,8 +746,9 @@ def test_a_forged_git_record_never_reaches_gits_command_line(world: World, tmp_p
 def test_a_restore_that_others_run_fails_when_an_entry_is_refused(
     world: World, tmp_path: Path
 ) -> None:
-    """``recover`` (and any caller but the CLI's restore, which lists them) gets the refusals
-    as an error, after the rest is restored: never a success over missing entries."""
+    """A caller that does not ask for them (``partial``: the CLI's restore and recover,
+    which list them) gets the refusals as an error, after the rest is restored: never a
+    success over missing entries."""
     from emberkeep.engine.restore import RestoreIncomplete
     from emberkeep.runner.restore import run_restore
 
@@ -866,6 +870,38 @@ def test_a_planted_site_config_is_refused_by_name_and_its_hook_never_runs(
     assert not marker.exists()
     assert site.config_path.read_text() == genuine
     assert tree_listing(src) == before
+
+
+def test_recover_over_a_forged_snapshot_fails_naming_each_refused_entry(
+    site: Site, tmp_path: Path
+) -> None:
+    """A restore's refusals are the recovery's failure, by source, in the text and the
+    JSON; the rest is restored, and only the incomplete source is done again."""
+    src = backed_up(site, tmp_path)
+    [genuine] = site.snapshots()
+    forge = Forger(site, genuine["id"])
+    swapped = forge.file("swapped", b"the content of another file\n")
+    swapped["digest"] = content_digest([crypto.blob_id(forge.mac, b"what it claims\n")])
+    forge.snapshot([swapped, forge.file("fine", b"fine\n")], 1, seq=(genuine["seq"] or 0) + 1)
+    destroy(site, src)
+    root = tmp_path / "recovered"
+
+    proc = recover(site, "--yes", "--root", root, "--json")
+    assert proc.returncode == 1, proc.stdout
+    [step] = json.loads(proc.stdout)["steps"]
+    assert step["status"] == "incomplete", step
+    [problem] = step["problems"]
+    assert problem["path"] == "/swapped" and "not restored" in problem["message"], problem
+    assert (root / "fine").read_bytes() == b"fine\n" and not (root / "swapped").exists()
+    report = (site.state_dir / "recover-report.md").read_text()
+    assert "## files: not restored as it was" in report and "`/swapped`" in report
+
+    again = recover(site, "--yes", "--root", root)  # not recorded as done: tried again
+    assert again.returncode == 1
+    assert "files (files) -> " in again.stdout and "INCOMPLETE" in again.stdout, again.stdout
+    assert "files: /swapped: not restored" in again.stderr, again.stderr
+    assert "the recovery is NOT complete: the restore of files" in again.stderr
+    assert "recovered 0 of 1 sources" in again.stdout
 
 
 def test_restore_hooks_run_only_when_approved(site: Site, tmp_path: Path) -> None:
@@ -1489,6 +1525,128 @@ def test_this_hosts_own_prune_is_no_deletion_and_a_damaged_memory_is_rebuilt(
         assert code == 0 and report["snapshots_gone"] == [], report
         assert any("damaged" in w and "rebuilt" in w for w in report["warnings"]), report
         assert len(json.loads(memory.read_text())["targets"]["local"]["snapshots"]) == 1
+
+
+def test_another_hosts_prune_is_no_deletion_and_a_forged_record_of_it_excuses_nothing(
+    site: Site, tmp_path: Path
+) -> None:
+    """Prune records what it deletes, sealed; this host forgets what a record that
+    verifies names, reports a planted or altered one, and accepts the rest on request."""
+    newest = _two_backups(site, tmp_path)
+    [oldest] = [s["id"] for s in site.snapshots() if s["id"] != newest]
+    memory = site.state_dir / "snapshots-seen.json"
+    assert _status(site)[0] == 0
+    as_another_host_remembers = memory.read_bytes()
+    pruned = site.json("prune", "--forget", newest, "--grace", "0s")["local"]
+    record = pruned["forgotten_record"]
+    assert record and record.startswith("forgotten/") and (site.repo / record).is_file()
+    memory.write_bytes(as_another_host_remembers)  # this host did not see the prune happen
+
+    code, report = _status(site)
+    assert code == 0 and report["snapshots_gone"] == [], report
+    assert not [w for w in report["warnings"] if "forgotten/" in w or "gone" in w], report
+    assert newest not in json.loads(memory.read_text())["targets"]["local"]["snapshots"]
+
+    # the storage side deletes the other snapshot and plants records that would excuse it
+    (site.repo / layout.SNAPSHOTS / oldest).unlink()
+    body = {"repository": _repo(site).writer_key.repo_id, "time": clock.iso(clock.now()),
+            "snapshots": [oldest]}  # fmt: skip
+    planted = "forgotten/20260101T000000Z-0000000000000000"
+    forged = "forgotten/20260101T000000Z-1111111111111111"
+    (site.repo / planted).write_text(json.dumps(body))
+    (site.repo / forged).write_text(json.dumps({**body, "seal": "0" * 64}))
+    code, report = _status(site)
+    assert code == 1 and any(oldest[:12] in g for g in report["snapshots_gone"]), report
+    warned = "\n".join(report["warnings"])
+    assert f"{planted}: not sealed by the repository's writer key" in warned, warned
+    assert f"{forged}: its seal does not verify" in warned, warned
+
+    accepted = site.run("status", "--accept-missing", ok=None)
+    assert "accepted: target local: 1 snapshots this host remembered are gone" in accepted.stdout
+    assert oldest in accepted.stdout and "gone: " not in accepted.stdout, accepted.stdout
+    code, report = _status(site)
+    assert report["snapshots_gone"] == [] and report["snapshots_accepted_as_gone"] == {}, report
+
+    # records are kept 90 days (by the time sealed in them), then a prune deletes them
+    site.env["EMBERKEEP_NOW"] = clock.iso(clock.now() + timedelta(days=91))
+    later = site.json("prune", "--grace", "0s")["local"]
+    assert later["forgotten_records_expired"] == 1 and not (site.repo / record).exists()
+    assert any(planted in m and "excuses no deleted snapshot" in m for m in later["messages"])
+    assert (site.repo / planted).exists()  # never trusted, and never deleted as if it were
+
+
+def _store_header(site: Site, body: dict[str, Any]) -> str:
+    """A snapshot header of ``body`` as a writer seals one; its id."""
+    import hashlib
+
+    from emberkeep.repository.snapshot import SNAPSHOT_AAD
+
+    key = _repo(site).writer_key.index_key
+    plain = zstandard.ZstdCompressor().compress(json.dumps(body).encode())
+    sealed = crypto.encrypt(key, SNAPSHOT_AAD, plain)
+    digest = hashlib.sha256(sealed).hexdigest()
+    (site.repo / layout.SNAPSHOTS / digest).write_bytes(sealed)
+    return digest
+
+
+def _header_of(site: Site, snapshot_id: str) -> dict[str, Any]:
+    key = _repo(site).writer_key.index_key
+    from emberkeep.repository.snapshot import SNAPSHOT_AAD
+
+    sealed = (site.repo / layout.SNAPSHOTS / snapshot_id).read_bytes()
+    return json.loads(zstandard.decompress(crypto.decrypt(key, SNAPSHOT_AAD, sealed)))
+
+
+def test_a_newer_writers_snapshot_header_lists_and_restores_and_a_malformed_one_is_damage(
+    site: Site, tmp_path: Path
+) -> None:
+    """Members this version does not know are left out, not fatal; a known member of the
+    wrong type makes the header damaged, named by check, and the others still list."""
+    src = _files(tmp_path / "src", "one", count=1, size=4096)
+    site.write_config(paths=[src])
+    site.run("init")
+    site.run("backup")
+    [genuine] = site.snapshots()
+    body = _header_of(site, genuine["id"])
+    unknown = {"written_by": "emberkeep 9", "provenance": {"x": [1, 2]}}  # a newer writer's
+    newer = _store_header(site, {**body, "seq": body["seq"] + 1, "host": "newer", **unknown})
+    listed = {s["id"]: s for s in site.snapshots()}
+    assert set(listed) == {genuine["id"], newer} and listed[newer]["host"] == "newer"
+    site.run("restore", "latest", "--to", tmp_path / "out")  # `latest` is the newer one
+    assert tree_listing(restored(tmp_path / "out", src)) == tree_listing(src)
+    check_json(site, rc=0)
+
+    for member, wrong in [("tags", "not-a-list"), ("time", 5), ("blobs", "zz"), ("host", None)]:
+        bad = _store_header(site, {**body, "seq": 99, member: wrong})
+        result = check_json(site, rc=1, what=member)
+        assert any(e["object"] == f"snapshots/{bad}" and "malformed field" in e["error"]
+                   for e in result["errors"]), result  # fmt: skip
+        assert {s["id"] for s in site.snapshots()} == {genuine["id"], newer}
+        (site.repo / layout.SNAPSHOTS / bad).unlink()
+
+
+def test_prune_and_replicate_read_index_files_within_the_bound(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every reader of index files refuses one larger than ``layout.INDEX_FILE_MAX`` before
+    reading it, not only the loading of the index (``check``)."""
+    from emberkeep.repository import prune as prune_module
+    from emberkeep.repository import replicate as replicate_module
+
+    src = _files(tmp_path / "src", "one", count=1, size=4096)
+    site.write_config(paths=[src])
+    site.run("init")
+    site.run("backup")
+    repo = _repo(site)
+    packs = sorted(repo.index.packs)  # loaded within the bound
+    monkeypatch.setattr(layout, "INDEX_FILE_MAX", 16)  # every index file is larger now
+    with pytest.raises(IntegrityError, match="more than the 16 an index file may hold"):
+        prune_module._holders(repo)
+    with pytest.raises(IntegrityError, match="more than the 16"):
+        replicate_module._pack_records(repo, packs)
+    fresh = _repo(site)  # nothing listed yet: the size is asked before reading
+    with pytest.raises(IntegrityError, match="more than the 16"):
+        fresh.read_index_file(min(n for n in objects(site.repo) if n.startswith("index/")))
 
 
 def test_a_backup_reads_only_the_snapshot_headers_its_host_has_not_seen(

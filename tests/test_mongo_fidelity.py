@@ -105,6 +105,19 @@ def test_the_generator_records_what_the_server_cannot_hold(shop: Shop) -> None:
         assert shopdb.LARGEST not in shop.documents
 
 
+def test_a_backup_says_the_users_were_not_dumped_where_the_server_hides_them(shop: Shop) -> None:
+    """Neither server keeps users in admin.system.users, where a dump reads them: the
+    backup warns that they were not dumped (and why), never "dumped" with 0 users."""
+    [entry] = shop.site.json("backup")
+    [said] = [w["message"] for w in entry["warnings"] if w["path"] == "users and roles"]
+    assert said.startswith("not dumped: the server "), said
+    if shop.server.name == "documentdb":  # users live in PostgreSQL; usersInfo lists them
+        assert "documentdb_bg_worker_role" in said and "none in admin.system.users" in said
+    else:  # FerretDB 1.24 has no usersInfo
+        assert "does not list its users (usersInfo: CommandNotFound)" in said, said
+    assert "create" in said and "again after a restore" in said
+
+
 def test_the_dump_holds_what_the_stock_mongodump_holds(shop: Shop, tmp_path: Path) -> None:
     """Same files (layout), same documents per file, same metadata byte for byte, as the
     stock ``mongodump --out`` of the whole server, taken before any test restores (a

@@ -250,3 +250,58 @@ def test_the_runbook_keeps_a_database_password_out_of_the_command_line(
     assert "read -rs MONGO_URI; export MONGO_URI" in text
     assert "restore latest --source mongodb --to-uri env:MONGO_URI --drop" in text
     assert site.json("runbook") == {"format": "markdown", "text": text}
+
+
+def test_a_recover_whose_restore_lost_a_view_fails_naming_it(
+    site: Site, tmp_path: Path, documentdb: Any, documentdb_ferretdb: Any
+) -> None:
+    """The database moved onto FerretDB v2 (same data, another front end), which answers ok
+    to a view and makes a plain collection of it: the recover restores everything else,
+    names the view by source, exits 1, and does that source again on the next run."""
+    db = "recover_view"
+    client = documentdb.client()
+    try:
+        client.drop_database(db)
+        client[db].orders.insert_many([{"_id": n, "paid": n % 2 == 0} for n in range(20)])
+        client[db].create_collection("paid", viewOn="orders", pipeline=[{"$match": {"paid": True}}])
+        conf = tmp_path / "conf"
+        conf.mkdir()
+        (conf / "app.env").write_text("DB=documentdb\n")
+
+        def write(uri: str) -> None:
+            site.write_config(
+                [conf], extra_sources=f'[[sources]]\nname = "db"\ntype = "mongodb"\n'
+                f'uri = "{uri}"\ndatabases = ["{db}"]\n',
+            )  # fmt: skip
+
+        write(documentdb.uri)
+        site.run("init")
+        site.run("backup")
+        write(documentdb_ferretdb.uri)  # the site now serves through FerretDB v2
+        site.env["EMBERKEEP_NOW"] = "2099-01-01T00:00:00Z"  # stored after the first, surely
+        site.run("backup", "files")  # stores the site config that names it
+        del site.env["EMBERKEEP_NOW"]
+        shutil.rmtree(conf)
+        client.drop_database(db)
+        site.config_path.unlink()
+        shutil.rmtree(site.state_dir)
+
+        url = f"file://{site.repo}"
+        proc = recover(site, url, "--json", ok=False)
+        assert proc.returncode == 1, proc.stderr
+        steps = {s["source"]: s for s in json.loads(proc.stdout)["steps"]}
+        assert steps["files"]["status"] == "restored" and steps["files"]["problems"] == []
+        assert steps["db"]["status"] == "incomplete", steps["db"]
+        [lost] = steps["db"]["problems"]
+        assert lost["path"] == f"{db}.paid" and "view not kept" in lost["message"], lost
+        assert (conf / "app.env").read_text() == "DB=documentdb\n"
+        assert client[db].orders.count_documents({}) == 20  # the data is all there
+
+        again = recover(site, url, ok=False)
+        assert again.returncode == 1
+        assert f"db: {db}.paid: view not kept" in again.stderr, again.stderr
+        assert "files (files) -> /: already restored before" in again.stdout, again.stdout
+        assert "recovered 1 of 2 sources" in again.stdout
+    finally:
+        client.drop_database(db)
+        client.close()

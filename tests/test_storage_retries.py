@@ -12,13 +12,15 @@ is reported dropped, once.
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import botocore.exceptions as boto_errors
 import pytest
-from servers import S3Server, SshServer
+from servers import FlakyProxy, S3Server, SshServer
 
 from emberkeep.errors import AlreadyExists, StorageError
 from emberkeep.storage import open_storage
@@ -132,6 +134,62 @@ def test_s3_lost_reply_of_a_multipart_completion_then_the_object_gone(
     with pytest.raises(StorageError, match="NoSuchUpload") as caught:
         st.put(_content_named(pack, "data/01"), pack)
     assert not isinstance(caught.value, AlreadyExists)
+
+
+# -- s3 through a network that drops: servers.FlakyProxy in front of versitygw ------------
+
+
+@pytest.fixture
+def s3_via_proxy(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An s3 target whose every connection goes through a FlakyProxy (``st.proxy``)."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    bucket = s3_server.make_bucket()
+    with FlakyProxy(s3_server.port) as proxy:
+        url = s3_server.url(bucket, "site", endpoint=f"http://127.0.0.1:{proxy.port}", timeout=10)
+        st = open_storage(url, name="t-s3")
+        st.proxy, st.direct, st.bucket = proxy, s3_server.client(), bucket  # type: ignore[attr-defined]
+        yield st
+        st.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("size", [6 * MiB, 20 * MiB], ids=["single put", "multipart"])
+@pytest.mark.parametrize("cut", ["close", "reset"])
+@pytest.mark.parametrize("direction", ["up", "down"])
+def test_s3_one_cut_during_a_transfer_is_retried_and_succeeds(
+    s3_via_proxy: Any, direction: str, cut: str, size: int
+) -> None:
+    """ "up": the upload is cut mid-body; "down": the download is cut mid-body."""
+    st = s3_via_proxy
+    blob = os.urandom(size)
+    name = _content_named(blob, "data/aa")
+    st.proxy.arm(drops=1, after_bytes=MiB, direction=direction, cut=cut)
+    st.put(name, blob)
+    assert st.get(name) == blob
+    assert st.proxy.dropped == 1, "the proxy did not cut the connection: the test proved nothing"
+    stored = st.direct.get_object(Bucket=st.bucket, Key=f"site/{name}")["Body"].read()
+    assert stored == blob  # what the server holds, read past the proxy
+
+
+@pytest.mark.parametrize("direction", ["up", "down"])
+def test_s3_a_connection_cut_every_time_fails_naming_the_drop(
+    s3_via_proxy: Any, direction: str
+) -> None:
+    st = s3_via_proxy
+    blob = os.urandom(3 * MiB)
+    name = _content_named(blob, "data/bb")
+    if direction == "down":
+        st.put(name, blob)
+    st.proxy.arm(drops=1000, after_bytes=MiB, direction=direction, cut="reset")
+    started = time.monotonic()
+    with pytest.raises(StorageError) as caught:
+        st.put(name, blob) if direction == "up" else st.get(name)
+    message = str(caught.value)
+    assert st.proxy.dropped == s3_backend.ATTEMPTS, message
+    doing = "writing" if direction == "up" else "reading"
+    assert message.startswith("target t-s3: the connection to "), message
+    assert f"dropped {s3_backend.ATTEMPTS} times while {doing} {name}" in message, message
+    assert time.monotonic() - started < 60  # bounded: five tries and four pauses
 
 
 # -- sftp ----------------------------------------------------------------------------------

@@ -197,8 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="only this target (default: every target but the first)")
     p.add_argument("--source", help="only snapshots of this source")
 
-    sub.add_parser(
+    p = sub.add_parser(
         "status", parents=[common], help="RPO/RTO compliance, targets, warnings (exit 1: a breach)"
+    )
+    p.add_argument(
+        "--accept-missing",
+        action="store_true",
+        help="accept the snapshots gone from a target (deleted on purpose): list and forget them",
     )
 
     p = sub.add_parser("log", parents=[common], help="the journal: every run of every job")
@@ -738,6 +743,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
             what = "already restored before" if step.status == "skipped" else (
                 f"restored in {step.seconds:.1f}s"
             )  # fmt: skip
+            if step.problems:
+                what = f"INCOMPLETE after {step.seconds:.1f}s ({len(step.problems)} problems)"
             ui.line(f"{step.source} ({step.type}) -> {step.destination}: {what}")
 
     plan = plan_recover(
@@ -757,10 +764,14 @@ def cmd_recover(args: argparse.Namespace) -> int:
         if args.json:
             ui.print_json(plan.to_json())
         return 1 if plan.refused else 0
+    shown_before = len(plan.warnings)  # the plan's, printed with it
     recovery = execute(plan, run_hooks=_hooks_approved(plan, args), on_step=shown)
+    if not args.json:
+        for warning in recovery.warnings[shown_before:]:
+            ui.warning(warning)
     if args.json:
         ui.print_json(recovery.to_json())
-        return 1 if recovery.refused else 0
+        return 1 if recovery.refused or recovery.incomplete else 0
     for step in recovery.steps:
         row = step.to_json()
         if row["rto_ok"] is False:
@@ -768,18 +779,29 @@ def cmd_recover(args: argparse.Namespace) -> int:
                 f"{step.source}: took {step.seconds:.0f}s, over its RTO of "
                 f"{row['rto_objective_seconds']:.0f}s"
             )
+    whole = len(recovery.steps) - len(recovery.incomplete)
+    counted = f"{whole} of {len(recovery.steps)}" if recovery.incomplete else str(whole)
     ui.line(
-        f"recovered {len(recovery.steps)} sources from {args.from_url} in "
+        f"recovered {counted} sources from {args.from_url} in "
         f"{recovery.seconds:.1f}s; config at {recovery.config_path}; report {recovery.report}"
     )
+    for step in recovery.incomplete:
+        for problem in step.problems:
+            ui.error(f"{step.source}: {problem['path']}: {problem['message']}")
+    if recovery.incomplete:
+        names = ", ".join(s.source for s in recovery.incomplete)
+        ui.error(
+            f"the recovery is NOT complete: the restore of {names} reported the problems "
+            "above (everything else is restored); fix what they name and run recover again: "
+            "it redoes only those sources"
+        )
     if recovery.refused:
         ui.error(
             f"{len(recovery.refused)} objects in the target were refused (listed above) and "
             "not used: someone who can write to the target put them there, or they are "
             "damaged; the recovery used only what the writer key verifies"
         )
-        return 1
-    return 0
+    return 1 if recovery.refused or recovery.incomplete else 0
 
 
 def _print_recovery_plan(plan) -> None:  # type: ignore[no-untyped-def]
@@ -1073,7 +1095,7 @@ def cmd_status(site: Site, args: argparse.Namespace) -> int:
     from .monitor import status
     from .monitor.notify import Notifier
 
-    report = status.collect(site)
+    report = status.collect(site, accept_missing=args.accept_missing)
     with Journal.open(site) as journal:
         notifier = Notifier(site.config.site.name, site.config.notify, journal, warn=ui.warning)
         status.send_alerts(report, notifier)

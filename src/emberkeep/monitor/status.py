@@ -199,6 +199,7 @@ class Report:
     breaches: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     gone: list[str] = field(default_factory=list)  # snapshots deleted or rolled back
+    accepted: dict[str, list[str]] = field(default_factory=dict)  # --accept-missing: target -> ids
 
     @property
     def state(self) -> str:
@@ -218,6 +219,7 @@ class Report:
             "breaches": self.breaches,
             "warnings": self.warnings,
             "snapshots_gone": self.gone,
+            "snapshots_accepted_as_gone": self.accepted,
         }
 
 
@@ -237,10 +239,14 @@ class _Held:
     free: int | None
     gone: list[str] = field(default_factory=list)  # what the host's memory misses there
     notes: list[str] = field(default_factory=list)  # on that memory itself
+    accepted: list[str] = field(default_factory=list)  # gone, and accepted (--accept-missing)
 
 
-def collect(site: Site) -> Report:
-    """The status of every source and target now (module docstring)."""
+def collect(site: Site, *, accept_missing: bool = False) -> Report:
+    """The status of every source and target now (module docstring).
+
+    ``accept_missing``: the snapshots gone from a target are accepted as deleted on
+    purpose: listed in ``accepted`` and forgotten by the host (runner/seen.py)."""
     now = clock.now()
     config = site.config
     report = Report(config.site.name, now)
@@ -255,7 +261,9 @@ def collect(site: Site) -> Report:
             )
             report.targets.append(status)
             try:
-                held[target.name] = _look(site, target.name)
+                held[target.name] = _look(site, target.name, accept_missing)
+                if held[target.name].accepted:
+                    report.accepted[target.name] = held[target.name].accepted
             except Exception as exc:
                 from ..runner.replicate import error_text
 
@@ -272,19 +280,19 @@ def collect(site: Site) -> Report:
     return report
 
 
-def _look(site: Site, target: str) -> _Held:
+def _look(site: Site, target: str, accept_missing: bool = False) -> _Held:
     repo = site.repository(target)
     try:
         snapshots = repo.snapshots()
         size = sum(info.size for info in repo.storage.list(""))
         free = repo.storage.free_bytes()
-        found = seen.look(site, target, repo, snapshots)
+        found = seen.look(site, target, repo, snapshots, accept=accept_missing)
     finally:
         close = getattr(repo.storage, "close", None)
         if close is not None:
             with contextlib.suppress(Exception):
                 close()
-    return _Held(snapshots, size, free, found.gone, found.notes)
+    return _Held(snapshots, size, free, found.gone, found.notes, found.accepted)
 
 
 def _last_finished(journal: Journal, kind: str, **filters: Any) -> Entry | None:
@@ -637,5 +645,12 @@ def show(report: Report) -> None:
         ui.line(text, label="breach: ", style="red")
     for text in report.gone:
         ui.line(text, label="gone: ", style="red")
+    for target, ids in report.accepted.items():
+        ui.line(
+            f"target {target}: {len(ids)} snapshots this host remembered are gone, accepted "
+            f"as deleted on purpose and forgotten: {', '.join(ids)}",
+            label="accepted: ",
+            style="yellow",
+        )
     for text in report.warnings:
         ui.line(text, label="warning: ", style="yellow")

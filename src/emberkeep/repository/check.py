@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .. import clock
+from .. import clock, statefile
 from ..durations import format_duration
 from ..errors import (
     EmberkeepError,
@@ -105,12 +105,15 @@ class VerifiedLog:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
+        self.problems: list[str] = []  # the file was damaged: reported by the caller
         self.times: dict[str, str] = {}
-        if path is not None and path.is_file():
-            try:
-                self.times = json.loads(path.read_text())
-            except ValueError:
-                self.times = {}
+        if path is not None:
+            self.times = statefile.load(
+                path, statefile.typed(dict[str, str]), dict, self.problems.append,
+                what="a log of verified packs (pack -> time)",
+                then="every pack counts as never verified: the next partial checks read "
+                "them from the start",
+            )  # fmt: skip
 
     def choose(self, packs: list[str], subset: Subset) -> list[str]:
         if subset.slice_t:
@@ -187,13 +190,15 @@ def check(
 
     if read_data:
         repo.require_identity("check --read-data")
-        candidates = sorted(p for p in index.packs if p in stored)
+        # a pack whose size is not the index's is damage (above), and is not read: a pack
+        # the storage side grew to any size would else be fetched whole into memory
+        candidates = sorted(p for p, r in index.packs.items() if stored.get(p) == r.size)
         log = verified or VerifiedLog(None)
         chosen = log.choose(candidates, subset) if subset else candidates
         on_total(sum(stored[name] for name in chosen))
         with ThreadPoolExecutor(workers, thread_name_prefix="check") as pool:
             futures = {
-                name: pool.submit(_verify_pack, repo, name, by_pack.get(name, []))
+                name: pool.submit(_verify_pack, repo, name, by_pack.get(name, []), stored[name])
                 for name in chosen
             }
             for name, future in futures.items():
@@ -283,11 +288,17 @@ def _future_dated(snapshots: list[Snapshot], now: datetime, result: CheckResult)
             )
 
 
-def _verify_pack(repo: Repository, name: str, blobs: list[tuple[bytes, Location]]) -> int:
+def _verify_pack(
+    repo: Repository, name: str, blobs: list[tuple[bytes, Location]], size: int
+) -> int:
+    """Read one pack, at most the ``size`` the index gives it (one replaced since the
+    listing by a larger object is read no further), and verify all of it."""
     try:
-        data = repo.storage.get(name)
+        data = repo.storage.get(name, 0, size)
     except NotFound as exc:
         raise IntegrityError(name, "pack is missing from the target") from exc
+    if len(data) != size:
+        raise IntegrityError(name, f"pack holds {len(data)} bytes, the index says {size}")
     verify_pack_hash(name, data)
     table = read_table(name, data, repo.writer_key.index_key)
     listed = {e.id: e for e in table.entries}

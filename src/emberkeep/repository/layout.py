@@ -15,9 +15,12 @@ trash/<pack name>            packs condemned by prune, deleted after the grace p
 siteconfig/<mac>             the site's emberkeep config as of a backup, sealed, then
                              age-encrypted to the recipients (siteconfig.py): what `recover`
                              starts from
+forgotten/<time>-<random>    the snapshot ids a prune deleted, sealed, written before it
+                             deletes them (forgotten.py): other hosts' memories of what the
+                             target held accept these as gone; expired after 90 days
 ```
-Every name but ``config``, ``keys`` and ``locks`` is the SHA-256 of the object's bytes, so
-uploads are idempotent and every object verifies itself.
+Every name but ``config``, ``keys``, ``locks`` and ``forgotten`` is the SHA-256 of the
+object's bytes, so uploads are idempotent and every object verifies itself.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ WRITER_KEY = "keys/writer.age"
 RECIPIENTS = "keys/recipients"
 DATA, META, INDEX, SNAPSHOTS, LOCKS, TRASH = "data", "meta", "index", "snapshots", "locks", "trash"
 SITE_CONFIG = "siteconfig"
+FORGOTTEN = "forgotten"
 
 BLOB_DATA, BLOB_TREE = 0, 1
 PACK_FOLDER = {BLOB_DATA: DATA, BLOB_TREE: META}

@@ -51,7 +51,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from .. import clock
+import msgspec
+
+from .. import clock, statefile
 from ..durations import format_duration
 from ..errors import (
     AlreadyExists,
@@ -167,20 +169,20 @@ class LeaseWatch:
         self._seen: dict[str, tuple[str, float]] = {}  # "label name" -> (digest, first seen)
         self._lock = threading.Lock()
         self._changed = False
+        self.problems: list[str] = []  # the file was damaged: reported by the caller
         if path is not None:
             self._load(path)
 
     def _load(self, path: Path) -> None:
-        try:
-            raw = json.loads(path.read_text())
-            if self._boot is None or raw.get("boot") != self._boot:
-                return
-            self._seen = {
-                str(key): (str(digest), float(since))
-                for key, (digest, since) in raw["seen"].items()
-            }
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            self._seen = {}
+        """What was seen, when the file is of this boot; a damaged file is set aside
+        (``statefile``): leases of other hosts are then judged from now on."""
+        saved = statefile.load(
+            path, statefile.typed(_SeenFile | None), lambda: None, self.problems.append,
+            what="a record of the leases seen",
+            then="other hosts' leases are watched afresh (stale after 5 minutes unchanged)",
+        )  # fmt: skip
+        if saved is not None and self._boot is not None and saved.boot == self._boot:
+            self._seen = dict(saved.seen)
 
     def unchanged_for(self, label: str, lease: LeaseInfo) -> float:
         """Seconds this host has seen ``lease`` with its present content (0 when new)."""
@@ -219,6 +221,13 @@ class LeaseWatch:
             self._changed = False
         with contextlib.suppress(StorageError):  # a hint only: a later run starts afresh
             write_atomic(self.path, json.dumps(data).encode(), mode=0o600)
+
+
+class _SeenFile(msgspec.Struct):
+    """``leases-seen.json``: "label name" -> (digest, first seen in boot-time seconds)."""
+
+    boot: str | None
+    seen: dict[str, tuple[str, float]]
 
 
 DEFAULT_WATCH = LeaseWatch()  # what this process has seen, when no state dir is given

@@ -51,7 +51,7 @@ from .. import clock
 from ..durations import format_duration
 from ..errors import EmberkeepError
 from ..storage.base import ObjectLocked, locked_until, until_text
-from . import layout
+from . import forgotten, layout
 from .index import PackRecord
 from .lease import Lease, LeaseWatch, live_backups, read_leases
 from .repo import Repository
@@ -77,6 +77,8 @@ class PruneResult:
     bytes_in_partly_used_packs: int = 0
     messages: list[str] = field(default_factory=list)
     locked: dict[str, datetime | None] = field(default_factory=dict)  # Object Lock: name -> until
+    forgotten_record: str | None = None  # the record of the snapshots deleted (forgotten.py)
+    records_expired: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -90,6 +92,8 @@ class PruneResult:
             "bytes_in_partly_used_packs": self.bytes_in_partly_used_packs,
             "incomplete_writes_removed": self.incomplete_removed,
             "objects_locked": len(self.locked),
+            "forgotten_record": self.forgotten_record,
+            "forgotten_records_expired": self.records_expired,
             "messages": self.messages,
         }
 
@@ -156,6 +160,8 @@ def prune(
         doomed = [s for s in snapshots if s.id not in kept_ids]
         with guard(snapshots, doomed) if guard else contextlib.nullcontext([]) as notes:
             result.messages.extend(notes)
+            # before any deletion: other hosts then accept these as gone (forgotten.py)
+            result.forgotten_record = forgotten.record(repo, [s.id for s in doomed], now)
             for snapshot, decision in zip(snapshots, result.decisions, strict=True):
                 name = f"{layout.SNAPSHOTS}/{snapshot.id}"
                 if snapshot.id not in kept_ids and not _delete_unless_locked(repo, name, result):
@@ -165,6 +171,7 @@ def prune(
                         f"locked by S3 Object Lock {until_text(result.locked[name])}"
                     )
         _collect(repo, kept, holders, {s.id for s in snapshots}, grace, result, lease)
+        _expire_records(repo, now, result)
         if result.locked:
             ends = [until for until in result.locked.values() if until is not None]
             result.messages.append(
@@ -174,6 +181,21 @@ def prune(
                 "reference) in place; a prune after that date removes what is no longer needed"
             )
     return result
+
+
+def _expire_records(repo: Repository, now: datetime, result: PruneResult) -> None:
+    """Delete the records of deleted snapshots older than ``forgotten.KEEP``; name the
+    ones that do not verify (planted by the storage side, or damaged), kept as they are."""
+    try:
+        records = forgotten.load(repo)
+        result.records_expired = len(forgotten.expire(repo, records, now))
+    except EmberkeepError as exc:  # the prune is done; a later one expires them
+        result.messages.append(f"records of pruned snapshots not expired this time: {exc}")
+        return
+    for name, why in records.refused:
+        result.messages.append(
+            f"target {repo.storage.label}: {name}: {why}; it excuses no deleted snapshot"
+        )
 
 
 def _decision(

@@ -75,6 +75,7 @@ class Repository:
     )
     writer_key_held: bool = False  # the key is the host's own, not read from keys/writer.age
     seen_before: SeenBefore = field(default_factory=SeenBefore)  # set by the runner
+    _index_sizes: dict[str, int] = field(default_factory=dict)  # index file -> size listed
 
     # -- creating and opening ------------------------------------------------------------
 
@@ -135,11 +136,20 @@ class Repository:
         return self._index
 
     def index_files(self) -> list[str]:
-        return sorted(info.name for info in self.storage.list(f"{layout.INDEX}/"))
+        """The index files the target holds now (their sizes kept for ``read_index_file``)."""
+        listed = {info.name: info.size for info in self.storage.list(f"{layout.INDEX}/")}
+        self._index_sizes.update(listed)
+        return sorted(listed)
 
     def read_index_file(self, name: str, size: int | None = None) -> list[PackRecord]:
-        """One index file's pack records. Given its listed ``size``, one larger than
-        ``layout.INDEX_FILE_MAX`` is damage, refused before it is read."""
+        """One index file's pack records. One larger than ``layout.INDEX_FILE_MAX`` is
+        damage, refused before it is read: its size is ``size``, or the one listed when
+        the index files were last listed (``index_files``, ``load_index``), else asked."""
+        if size is None:
+            size = self._index_sizes.get(name)
+        if size is None:
+            info = self.storage.stat(name)
+            size = info.size if info is not None else None
         if size is not None and size > layout.INDEX_FILE_MAX:
             raise IntegrityError(
                 name, f"index file of {size} bytes, more than the {layout.INDEX_FILE_MAX} "
@@ -164,6 +174,7 @@ class Repository:
 
         def records() -> Iterable[tuple[str, PackRecord]]:
             sizes = {info.name: info.size for info in self.storage.list(f"{layout.INDEX}/")}
+            self._index_sizes.update(sizes)
             for name in sorted(sizes):
                 try:
                     packs = self.read_index_file(name, sizes[name])

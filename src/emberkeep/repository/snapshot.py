@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -138,12 +138,43 @@ def decode_snapshot(name: str, sealed: bytes, index_key: bytes) -> Snapshot:
         body = json.loads(zstandard.ZstdDecompressor().decompress(plain))
     except (crypto.InvalidTag, zstandard.ZstdError, ValueError) as exc:
         raise IntegrityError(name, "snapshot fails authentication (damaged or wrong key)") from exc
-    body["time"] = parse_time(body["time"])
-    body["tree"] = bytes.fromhex(body["tree"])
-    body["blobs"] = bytes.fromhex(body["blobs"])
-    if not isinstance(body.get("seq"), int) or isinstance(body.get("seq"), bool):
-        body["seq"] = None
-    return Snapshot(**body, id=digest)
+    try:
+        return Snapshot(**_fields_of(body), id=digest)
+    except (KeyError, TypeError, ValueError, UsageError) as exc:
+        why = f"{type(exc).__name__}: {exc}"[:200]
+        raise IntegrityError(
+            name, f"a snapshot header with a missing or malformed field ({why})"
+        ) from exc
+
+
+def _fields_of(body: Any) -> dict[str, Any]:
+    """The fields of a header, each of the type a reader relies on. Members this version
+    does not know (a newer writer's) are left out: the snapshot lists and restores as this
+    version understands it, and a copy (replicate) keeps the stored bytes as they are."""
+    if not isinstance(body, dict):
+        raise TypeError("not a JSON object")
+    found = {k: v for k, v in body.items() if k in _KNOWN}
+    for key in ("source", "source_type", "host", "time", "tree", "blobs"):
+        if not isinstance(found[key], str):
+            raise TypeError(f"{key} is not a string")
+    for key in ("tags", "paths"):
+        value = found.setdefault(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise TypeError(f"{key} is not a list of strings")
+    for key in ("summary", "extra"):
+        if not isinstance(found.setdefault(key, {}), dict):
+            raise TypeError(f"{key} is not an object")
+    found["time"] = parse_time(found["time"])
+    found["tree"] = bytes.fromhex(found["tree"])
+    found["blobs"] = bytes.fromhex(found["blobs"])
+    if len(found["tree"]) != ID or len(found["blobs"]) % ID:
+        raise ValueError("tree or blobs is not a list of blob ids")
+    if not isinstance(found.get("seq"), int) or isinstance(found.get("seq"), bool):
+        found["seq"] = None
+    return found
+
+
+_KNOWN = {f.name for f in fields(Snapshot)} - {"id"}
 
 
 def by_id_prefix(snapshots: list[Snapshot], prefix: str, where: str, other: str = "") -> Snapshot:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import clock
+from .. import clock, statefile
 from ..config import FilesSource, GitSource, MongoSource
 from ..engine.backup import BackupResult, Progress, backup
 from ..engine.filescache import FilesCache
@@ -88,7 +88,7 @@ def _store_site_config(site: Site, outcome: SourceOutcome) -> None:
     try:
         stored = siteconfig.StoredConfig(str(path), clock.now(), path.read_text())
         tag = siteconfig.tag_of(writer_key, stored)
-        last = _last_stored_configs(site)
+        last = _last_stored_configs(site, outcome.result)
         again = last.get(outcome.target) != tag
         storage = site.storage(outcome.target)
         siteconfig.store(storage, writer_key, site.recipients, stored, again=again)
@@ -128,14 +128,16 @@ def _last_stored_path(site: Site) -> Path:
     return site.state_dir / "siteconfig-stored.json"
 
 
-def _last_stored_configs(site: Site) -> dict[str, str]:
-    """Target name -> tag of the config this host stored there last."""
-    path = _last_stored_path(site)
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, ValueError):  # none yet, or damaged: store again, which is harmless
-        return {}
-    return found if isinstance(found, dict) else {}
+def _last_stored_configs(site: Site, result: BackupResult) -> dict[str, str]:
+    """Target name -> tag of the config this host stored there last; a damaged file is a
+    warning of the backup (``statefile``), and the config is stored again (harmless)."""
+    return statefile.load(
+        _last_stored_path(site), statefile.typed(dict[str, str]), dict,
+        lambda message: result.warnings.append({"path": str(_last_stored_path(site)),
+                                                "message": message}),
+        what="a record of the site configs stored (target -> tag)",
+        then="the site config is stored again in each target",
+    )  # fmt: skip
 
 
 def _backup_files(

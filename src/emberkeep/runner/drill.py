@@ -230,9 +230,10 @@ def _drill_mongodb(
         started = time.monotonic()
         restored = job.run()
         result.phases["restore"] = result.rto_seconds = time.monotonic() - started
-        if restored.problems:
+        if restored.problems:  # each fails the drill; all of them are listed
             first = restored.problems[0]
             result.first_difference = f"{first['path']}: {first['message']}"
+            result.checked.append({"problems": restored.problems})
         started = time.monotonic()
         for item in job.planned:
             check = verify_collection(client, item.info, item.to_db, item.to_name, record)

@@ -35,6 +35,7 @@ def run_check(
         on_pack=on_pack,
         on_total=on_total,
     )
+    result.warnings[:0] = log.problems
     result.warnings.extend(seen.look(site, target, repo).all())
     return result
 
@@ -45,15 +46,18 @@ def run_prune(
     """Apply each source's retention in ``target`` (and remove ``forget``), then free space."""
     policies = site.config.retention(target)
     repo = site.repository(target)
-    return prune(
+    watch = lease_watch(site)
+    result = prune(
         repo,
         forget=forget,
         retention=lambda snapshots, now: retention_policy.keep(snapshots, now, policies),
         grace=parse_duration(grace or site.config.prune.grace),
         dry_run=dry_run,
-        watch=lease_watch(site),
+        watch=watch,
         guard=seen.prune_guard(site, target, repo),
     )
+    result.messages[:0] = watch.problems
+    return result
 
 
 def lease_watch(site: Site) -> LeaseWatch:

@@ -39,7 +39,7 @@ from typing import Any
 
 import msgspec
 
-from .. import clock, config, keys
+from .. import clock, config, keys, statefile
 from ..config import Config, FilesSource, GitSource, MongoSource, Target
 from ..errors import RepositoryError, UsageError
 from ..fsutil import write_atomic
@@ -62,9 +62,12 @@ class Step:
     type: str
     snapshot: Snapshot
     destination: str
-    status: str = "planned"  # planned, restored, skipped (done before), failed
+    # planned, restored, skipped (done before), incomplete (restored with problems)
+    status: str = "planned"
     seconds: float = 0.0
     rto_objective_seconds: float | None = None
+    # what the restore reports it did not bring back as it was: path, message
+    problems: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +78,7 @@ class Step:
             "destination": self.destination,
             "bytes": int(self.snapshot.summary.get("bytes", 0)),
             "status": self.status,
+            "problems": self.problems,
             "seconds": round(self.seconds, 3),
             "rto_objective_seconds": self.rto_objective_seconds,
             "rto_ok": None
@@ -110,6 +114,17 @@ class Recovery:
     _text: str = field(default="", repr=False)
     _identity_file: Path | None = field(default=None, repr=False)
     _root: Path | None = field(default=None, repr=False)
+
+    def warn(self, message: str) -> None:
+        """A warning for the operator, once (a damaged state file is read by the plan
+        and again by the execution)."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+    @property
+    def incomplete(self) -> list[Step]:
+        """Steps whose restore reported problems: the recovery is not a success."""
+        return [s for s in self.steps if s.problems]
 
     @property
     def restore_hooks(self) -> dict[str, str]:
@@ -200,18 +215,22 @@ def execute(recovery: Recovery, *, run_hooks: bool, on_step: Any = lambda step: 
     recovery.hooks_run = run_hooks and bool(recovery.restore_hooks)
     _write_config(recovery.config_path, recovery._text)
     site = Site(cfg, identity_file=recovery._identity_file)
-    recover_review.remember(site.state_dir, recovery.repository_id, _seen_entry(recovery))
-    done = _load_progress(site, recovery.url)
+    recover_review.remember(
+        site.state_dir, recovery.repository_id, _seen_entry(recovery), recovery.warn
+    )
+    done = _load_progress(site, recovery.url, recovery.warn)
     for step in recovery.steps:
         if done.get(step.source) == step.snapshot.id:
             step.status = "skipped"
             on_step(step)
             continue
         began = time.monotonic()
-        _restore_step(site, cfg, step, recovery._root)
-        step.seconds, step.status = time.monotonic() - began, "restored"
-        done[step.source] = step.snapshot.id
-        _save_progress(site, recovery.url, done)
+        step.problems = _restore_step(site, cfg, step, recovery._root)
+        step.seconds = time.monotonic() - began
+        step.status = "incomplete" if step.problems else "restored"
+        if not step.problems:  # an incomplete step is done again by the next recover
+            done[step.source] = step.snapshot.id
+            _save_progress(site, recovery.url, done)
         on_step(step)
     recovery.seconds = time.monotonic() - started
     recovery.report = _write_report(site, recovery)
@@ -261,11 +280,12 @@ def _compare(recovery: Recovery, choice: siteconfig.Choice, cfg: Config) -> None
                 recover_review.summarize(previous), recovery.summary
             )
     state_dir = cfg.site.state_dir
-    seen = recover_review.last_seen(state_dir, recovery.repository_id)
+    record = recover_review.read_seen(state_dir, recovery.warn)  # reads only: a plan
+    seen = recover_review.last_seen(record, recovery.repository_id)
     if seen is not None:
         recovery.seen_time = str(seen.get("recovered_at"))
         recovery.changes_since_seen = recover_review.changes(seen["summary"], recovery.summary)
-    other = recover_review.other_repository_at(state_dir, recovery.url, recovery.repository_id)
+    other = recover_review.other_repository_at(record, recovery.url, recovery.repository_id)
     if other is not None:
         recovery.warnings.append(
             f"{recovery.url} held repository {other} when this host last recovered from it; "
@@ -350,7 +370,10 @@ def _destination(source: Any, root: Path | None) -> str:
     return str(root or "/")
 
 
-def _restore_step(site: Site, cfg: Config, step: Step, root: Path | None) -> None:
+def _restore_step(site: Site, cfg: Config, step: Step, root: Path | None) -> list[dict[str, str]]:
+    """Restore one source; returns what its restore reports it could not bring back as
+    it was (a view the server lost, an entry refused), each ``{"path", "message"}``: the
+    other sources are restored all the same, and the recovery fails naming them."""
     from .restore import run_restore, run_restore_mongodb
 
     source = cfg.source(step.source)
@@ -358,15 +381,18 @@ def _restore_step(site: Site, cfg: Config, step: Step, root: Path | None) -> Non
     if isinstance(source, MongoSource):
         from ..sources.mongodb.restore import Selection
 
-        run_restore_mongodb(
+        _snapshot, mongo = run_restore_mongodb(
             site, step.snapshot.id, source.uri, drop=True, selection=Selection(), target=target
         )
-        return
+        return list(mongo.problems)
     dest = Path(step.destination)
     if isinstance(source, GitSource) and (dest / ".git").exists():
         # a repository is there (a resumed or repeated recover): keep it aside, never lose it
         (dest / ".git").rename(dest / f".git.before-recover-{int(time.time())}")
-    run_restore(site, step.snapshot.id, dest, paths=[], target=target, git_in_place=True)
+    _snapshot, result = run_restore(
+        site, step.snapshot.id, dest, paths=[], target=target, git_in_place=True, partial=True
+    )
+    return [{"path": r["path"], "message": f"not restored: {r['reason']}"} for r in result.refused]
 
 
 def _write_config(path: Path, text: str) -> None:
@@ -377,13 +403,20 @@ def _write_config(path: Path, text: str) -> None:
     write_atomic(path, text.encode(), mode=0o600)
 
 
-def _load_progress(site: Site, url: str) -> dict[str, str]:
-    path = site.state_dir / STATE_FILE
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return dict(saved.get("done", {})) if saved.get("from") == url else {}
+class _Progress(msgspec.Struct):
+    """``recover.json``: the URL recovered from, and source -> snapshot id restored."""
+
+    from_: str = msgspec.field(name="from")
+    done: dict[str, str] = {}
+
+
+def _load_progress(site: Site, url: str, warn: Any) -> dict[str, str]:
+    saved = statefile.load(
+        site.state_dir / STATE_FILE, statefile.typed(_Progress | None), lambda: None, warn,
+        what="a record of the recovery's progress",
+        then="every step is done again",
+    )  # fmt: skip
+    return dict(saved.done) if saved is not None and saved.from_ == url else {}
 
 
 def _save_progress(site: Site, url: str, done: dict[str, str]) -> None:
@@ -413,6 +446,9 @@ def _write_report(site: Site, recovery: Recovery) -> Path:
             f"{row['snapshot_time']} | `{step.destination}` | {step.status} | "
             f"{step.seconds:.1f} | {rto} |"
         )
+    for step in recovery.incomplete:
+        lines += ["", f"## {step.source}: not restored as it was", ""]
+        lines += [f"- `{p['path']}`: {p['message']}" for p in step.problems]
     path = site.state_dir / REPORT_FILE
     write_atomic(path, ("\n".join(lines) + "\n").encode(), mode=0o600)
     return path

@@ -11,10 +11,13 @@ recovered from is ``state_dir/recover-seen.json`` (0600), per repository id.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import clock
+import msgspec
+
+from .. import clock, statefile
 from ..config import Config, FilesSource, GitSource, MongoSource, Source
 from ..fsutil import write_atomic
 from ..redact import redact_url
@@ -68,33 +71,59 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return lines
 
 
-def last_seen(state_dir: Path, repository_id: str) -> dict[str, Any] | None:
+def read_seen(
+    state_dir: Path, warn: Callable[[str], None], *, move_aside: bool = False
+) -> dict[str, Any]:
+    """Repository id -> what this host recorded when it last recovered from it. A damaged
+    file is reported (``statefile``); only ``remember``, which writes it anew, moves it
+    aside: a plan writes nothing."""
+    path = state_dir / SEEN_FILE
+
+    def decode(data: bytes) -> dict[str, Any]:
+        msgspec.json.decode(data, type=dict[str, _Seen])  # every type used, checked
+        return dict(json.loads(data))
+
+    return statefile.load(
+        path, decode, dict, warn, what="a record of recoveries", move_aside=move_aside,
+        then="nothing to compare the stored config with",
+    )  # fmt: skip
+
+
+def last_seen(record: dict[str, Any], repository_id: str) -> dict[str, Any] | None:
     """What this host recorded when it last recovered from this repository, if it did."""
-    record = _read(state_dir)
     entry = record.get(repository_id)
-    return entry if isinstance(entry, dict) and isinstance(entry.get("summary"), dict) else None
+    return entry if isinstance(entry, dict) else None
 
 
-def other_repository_at(state_dir: Path, url: str, repository_id: str) -> str | None:
+def other_repository_at(record: dict[str, Any], url: str, repository_id: str) -> str | None:
     """The id of another repository this host recovered from at the same URL, if any."""
-    for key, entry in _read(state_dir).items():
-        if key != repository_id and isinstance(entry, dict) and entry.get("from") == url:
+    for key, entry in record.items():
+        if key != repository_id and entry.get("from") == url:
             return key
     return None
 
 
-def remember(state_dir: Path, repository_id: str, entry: dict[str, Any]) -> None:
-    record = _read(state_dir)
+def remember(
+    state_dir: Path, repository_id: str, entry: dict[str, Any], warn: Callable[[str], None]
+) -> None:
+    record = read_seen(state_dir, warn, move_aside=True)
     record[repository_id] = {**entry, "recovered_at": clock.iso(clock.now())}
     write_atomic(state_dir / SEEN_FILE, json.dumps(record, indent=1).encode(), mode=0o600)
 
 
-def _read(state_dir: Path) -> dict[str, Any]:
-    try:
-        found = json.loads((state_dir / SEEN_FILE).read_text())
-    except (OSError, ValueError):  # none yet, or damaged: nothing to compare with
-        return {}
-    return found if isinstance(found, dict) else {}
+class _Summary(msgspec.Struct):
+    recipients: list[str]
+    targets: dict[str, str]
+    sources: dict[str, str]
+    hooks: dict[str, str]
+
+
+class _Seen(msgspec.Struct):
+    """One repository's entry of ``recover-seen.json`` (what ``remember`` writes)."""
+
+    summary: _Summary
+    from_: str = msgspec.field(name="from", default="")
+    recovered_at: str = ""
 
 
 def _where(source: Source) -> str:

@@ -37,7 +37,7 @@ from typing import Any
 
 import msgspec
 
-from .. import clock
+from .. import clock, statefile
 from ..config import Config
 from ..errors import EmberkeepError, UsageError, is_disk_full, state_dir_full
 from ..fsutil import write_atomic
@@ -87,25 +87,11 @@ class SchedulerState:
     def load(cls, path: Path, warn: Callable[[str], None]) -> SchedulerState:
         """The saved state; one that cannot be read or has the wrong shape is reported,
         moved aside to ``scheduler.json.damaged`` and started afresh (jobs then wait for
-        their next slot), never a reason for ``run`` to stop."""
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return cls(path, {})
-        except OSError as exc:
-            warn(f"{path}: cannot be read ({exc.strerror}); starting with no job history")
-            return cls(path, {})
-        try:
-            jobs = _parse_jobs(data)
-        except (ValueError, UsageError) as exc:
-            aside = path.with_name(path.name + ".damaged")
-            with contextlib.suppress(OSError):
-                os.replace(path, aside)
-            warn(
-                f"{path}: not a scheduler state ({exc}); moved aside to {aside.name} and "
-                "started afresh: each job waits for its next slot"
-            )
-            return cls(path, {})
+        their next slot), never a reason for ``run`` to stop (``statefile``)."""
+        jobs: dict[str, JobRecord] = statefile.load(
+            path, _parse_jobs, dict, warn, what="a scheduler state",
+            then="started afresh: each job waits for its next slot",
+        )  # fmt: skip
         return cls(path, jobs)
 
     def save(self, warn: Callable[[str], None]) -> None:

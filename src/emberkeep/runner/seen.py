@@ -8,10 +8,12 @@ check, status and prune compares the target with that (README, How it keeps data
 a remembered snapshot that is gone was deleted, and when it is the newest of its source,
 what the target holds now is older than remembered (a rollback, or a deletion).
 
-The memory only grows: a look adds what the target holds, and only this host's own prune
-takes out what it deletes (before deleting). So a snapshot gone otherwise is reported at
-every look until the operator accepts it: snapshots that another host pruned look deleted
-to this one, and deleting the file accepts the targets as they are.
+The memory only grows: a look adds what the target holds, and takes out only what this
+host's own prune deletes (before deleting) and what another host's prune recorded as
+deleted (``repository/forgotten.py``: a record sealed with the writer key, read only when
+something is gone; an unsealed or altered one is reported and excuses nothing). So a
+snapshot gone otherwise is reported at every look until the operator accepts it:
+``emberkeep status --accept-missing`` lists what is gone and forgets it.
 
 Every comparison and update runs under a lock of the host (``snapshots-seen.lock``)
 around a fresh listing of the target's snapshot names, and prune holds it while it
@@ -31,10 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import clock
+from .. import clock, statefile
 from ..errors import EmberkeepError
 from ..fsutil import write_atomic
-from ..repository import layout
+from ..repository import forgotten, layout
 from ..repository.snapshot import SeenBefore, Snapshot, Stamp, written_order
 
 if TYPE_CHECKING:
@@ -68,19 +70,21 @@ class Memory:
         self.problem: str | None = None  # why the file was rebuilt, once
 
     @classmethod
-    def load(cls, path: Path) -> Memory:
+    def load(cls, path: Path, *, move_aside: bool = True) -> Memory:
+        """The memory; a damaged file is reported once (``problem``), moved aside and
+        rebuilt (``statefile``). ``move_aside`` False: a reader before the look that
+        rebuilds it (a backup's ``seen_before``), which leaves it for that look to report."""
         memory = cls(path)
-        try:
-            raw = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            return memory
-        except (OSError, ValueError) as exc:
-            memory.problem = _rebuilt(path, str(exc))
-            return memory
-        try:
-            memory.targets = _parse(raw)
-        except (ValueError, TypeError, KeyError, AttributeError, EmberkeepError) as exc:
-            memory.problem = _rebuilt(path, f"{type(exc).__name__}: {exc}")
+
+        def problem(message: str) -> None:
+            memory.problem = message
+
+        memory.targets = statefile.load(
+            path, lambda data: _parse(json.loads(data)), dict, problem, move_aside=move_aside,
+            what="a record of the snapshots seen in each target",
+            then="rebuilt from what the targets hold now: a snapshot deleted before now "
+            "cannot be noticed",
+        )  # fmt: skip
         return memory
 
     def entry(self, target: str, repository: str) -> TargetMemory | None:
@@ -124,9 +128,32 @@ class Memory:
 
     def _advice(self) -> str:
         return (
-            "Check who can write to the target, and back up again; if another host pruned "
-            f"them on purpose, delete {self.path} to accept the targets as they are"
+            "Check who can write to the target, and back up again; if they were deleted on "
+            "purpose, `emberkeep status --accept-missing` accepts the target as it is"
         )
+
+    def missing(self, target: str, repository: str, names: set[str]) -> set[str]:
+        """The remembered snapshots of ``target`` that it does not hold now."""
+        seen = self.entry(target, repository)
+        return seen.ids - names if seen is not None else set()
+
+    def forget(
+        self, target: str, repository: str, ids: set[str], names: set[str], known: list[Snapshot]
+    ) -> None:
+        """Take ``ids`` (gone from ``target``, which holds ``names``) out of its memory; the
+        newest of a source among them gives way to the newest of ``known`` held there."""
+        seen = self.entry(target, repository)
+        if seen is None or not ids:
+            return
+        seen.ids -= ids
+        for source, newest in list(seen.newest.items()):
+            if newest.id not in ids:
+                continue
+            left = _newest(known, names, source)
+            if left is not None:
+                seen.newest[source] = Stamp.of(left)
+            else:
+                del seen.newest[source]
 
     def observe(self, target: str, repository: str, names: set[str], known: list[Snapshot]) -> None:
         """Add the snapshots of ``known`` that ``target`` holds (``names``) to the memory,
@@ -188,13 +215,6 @@ class Memory:
         write_atomic(self.path, json.dumps(data, indent=1).encode(), mode=0o600)
 
 
-def _rebuilt(path: Path, why: str) -> str:
-    return (
-        f"{path} is damaged ({why}): rebuilt from what the targets hold now; a snapshot "
-        "deleted before now cannot be noticed"
-    )
-
-
 def _parse(raw: Any) -> dict[str, TargetMemory]:
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise ValueError(f"not format {FORMAT}")
@@ -220,10 +240,12 @@ def _newest(known: list[Snapshot], names: set[str], source: str) -> Snapshot | N
 
 @dataclass
 class Findings:
-    """What a look found: snapshots ``gone``, and ``notes`` on the memory itself."""
+    """What a look found: snapshots ``gone``, and ``notes`` on the memory itself (and on
+    the target's records of pruned snapshots); ``accepted``: ids forgotten on request."""
 
     gone: list[str]
     notes: list[str]
+    accepted: list[str] = field(default_factory=list)
 
     def all(self) -> list[str]:
         return [*self.notes, *self.gone]
@@ -266,34 +288,60 @@ def _cannot(target: str, exc: Exception) -> str:
     )
 
 
+def _excuse_pruned(
+    memory: Memory, target: str, repo: Repository, names: set[str], known: list[Snapshot]
+) -> list[str]:
+    """Forget the missing snapshots that a verified prune record names (module docstring);
+    notes on records that do not verify. Reads the records only when something is gone."""
+    repository = repo.writer_key.repo_id
+    missing = memory.missing(target, repository, names)
+    if not missing:
+        return []
+    records = forgotten.load(repo)
+    memory.forget(target, repository, missing & records.ids, names, known)
+    return [
+        f"target {target}: {name}: {why}; the snapshots it names are not taken as pruned"
+        for name, why in records.refused
+    ]
+
+
 def look(
     site: Site,
     target: str,
     repo: Repository,
     known: list[Snapshot] | None = None,
     wrote: Snapshot | None = None,
+    *,
+    accept: bool = False,
 ) -> Findings:
     """Compare ``target`` with the memory, then remember what it holds; the findings.
 
     ``known``: snapshot headers already read there (what "newest" is learnt from), and
-    ``wrote``, one this run just committed. Never raises: a memory that cannot be used is
-    itself a finding."""
+    ``wrote``, one this run just committed. ``accept``: the operator accepts the target as
+    it is: what is gone is listed in ``accepted`` and forgotten. Never raises: a memory
+    that cannot be used is itself a finding."""
     known = [*(known or []), *([wrote] if wrote else [])]
     repository = repo.writer_key.repo_id
+    accepted: list[str] = []
     try:
         with _held(site.state_dir) as memory:
             names = _names(repo)
+            notes = _excuse_pruned(memory, target, repo, names, known)
             found = memory.findings(target, repository, names, known)
+            if accept:
+                gone = memory.missing(target, repository, names)
+                memory.forget(target, repository, gone, names, known)
+                accepted, found = sorted(gone), []
             memory.observe(target, repository, names, known)
             memory.save()
     except (OSError, EmberkeepError) as exc:
         return Findings([], [_cannot(target, exc)])
-    return Findings(found, [memory.problem] if memory.problem else [])
+    return Findings(found, [*([memory.problem] if memory.problem else []), *notes], accepted)
 
 
 def seen_before(site: Site, target: str, repo: Repository) -> SeenBefore:
     """What a backup into ``target`` need not read again (repository/snapshot.py)."""
-    memory = Memory.load(site.state_dir / FILE)
+    memory = Memory.load(site.state_dir / FILE, move_aside=False)
     repository = repo.writer_key.repo_id
     seen = memory.entry(target, repository)
     if seen is None:
@@ -312,7 +360,8 @@ def prune_guard(site: Site, target: str, repo: Repository) -> SnapshotGuard:
     def guard(listed: list[Snapshot], doomed: list[Snapshot]) -> Iterator[list[str]]:
         with _held(site.state_dir) as memory:
             names = _names(repo)
-            notes = memory.findings(target, repository, names, listed)
+            notes = _excuse_pruned(memory, target, repo, names, listed)
+            notes += memory.findings(target, repository, names, listed)
             memory.observe(target, repository, names, listed)
             gone = {s.id for s in doomed}
             remaining = [s for s in listed if s.id not in gone]

@@ -852,7 +852,7 @@ class S3Storage:
             except _DROPPED as exc:
                 if attempt == ATTEMPTS:
                     raise StorageError(
-                        f"target {self.label}: the connection to {self.loc.where} failed "
+                        f"target {self.label}: the connection to {self.loc.where} dropped "
                         f"{ATTEMPTS} times while {what} ({type(exc).__name__}); check the "
                         "server and the network, then run the command again"
                     ) from exc

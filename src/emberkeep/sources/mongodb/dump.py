@@ -34,7 +34,7 @@ from .catalog import CollectionInfo, list_collections, select_databases
 from .connection import Client, server_error
 from .oplog import Oplog, ts_json
 from .record import OPLOG, RECORD, CollectionRecord, DocDigest, DumpRecord, OplogWindow
-from .users import ROLES_FILE, USERS_FILE, AuthDump, read_auth
+from .users import ROLES_FILE, USERS_FILE, AuthDump, read_auth, users_not_kept
 
 QUEUE_BUDGET = 8 << 20  # bytes waiting per collection being read (x parallel)
 BATCH_BYTES = 2 << 20  # what one batch from the server should hold, about
@@ -130,6 +130,10 @@ class MongoDump:
         databases = select_databases(self.client, self.source.databases, self.who)
         catalog = {db: list_collections(self.client, db, self.source.exclude) for db in databases}
         auth = {db: read_auth(self.client, db) for db in databases}
+        if databases and not any(a.user_count or a.role_count or a.problem for a in auth.values()):
+            why = users_not_kept(self.client)  # none found: none defined, or not kept there?
+            for found in auth.values():
+                found.problem = why
         self._record_auth(auth)
         self.record.server_version = str(self.client.server_info().get("version", ""))
         self.record.databases = databases

@@ -65,6 +65,34 @@ def read_auth(client: Client, db: str) -> AuthDump:
     return dump
 
 
+def users_not_kept(client: Client) -> str | None:
+    """Why none of the users the server has could be dumped, or None when none were
+    because the dumped databases define none.
+
+    A dump reads users from ``admin.system.users``. Some servers keep them elsewhere and
+    answer that collection with nothing: DocumentDB (users live in PostgreSQL, ``usersInfo``
+    lists them), FerretDB 1.x (no ``usersInfo`` at all). A dump of them that said "dumped"
+    with 0 users would hide that the users must be created again after a restore."""
+    try:
+        listed = client.admin.command("usersInfo", {"forAllDBs": True}).get("users") or []
+    except OperationFailure as exc:
+        if exc.code == UNAUTHORIZED:
+            return None  # not allowed to list them: read_auth would have said so
+        code = (exc.details or {}).get("codeName") or exc.code
+        return (
+            f"the server does not list its users (usersInfo: {code}), so "
+            "they cannot be dumped; create the application's users again after a restore"
+        )
+    if not listed or client.admin["system.users"].find_one({}, {"_id": 1}) is not None:
+        return None  # no users at all, or kept where a dump reads them (none of these dbs)
+    names = sorted(str(u.get("_id") or u.get("user")) for u in listed)
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (
+        f"the server lists {len(names)} users ({shown}) but keeps none in admin.system.users, "
+        "where a dump reads them: they were not dumped; create them again after a restore"
+    )
+
+
 def _read(client: Client, collection: str, db: str) -> tuple[bytes, int]:
     batches = list(client.admin[collection].find_raw_batches({"db": db}))
     data = b"".join(batches)
