@@ -66,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("keygen", parents=[common], help="make a new identity; prints its recipient")
     p.add_argument("-o", "--output", type=Path, default=Path("emberkeep-identity.txt"))
+    p.add_argument(
+        "--passphrase",
+        action="store_true",
+        help="encrypt the identity file with a passphrase (asked on the terminal, or read "
+        "from --passphrase-file or EMBERKEEP_IDENTITY_PASSPHRASE_FILE); `age -d` reads it",
+    )
+    p.add_argument(
+        "--passphrase-file", type=Path, metavar="FILE", help="its first line is the passphrase"
+    )
 
     p = sub.add_parser(
         "keys", parents=[common], help="who can read the backups: list, add, remove, rotate"
@@ -394,7 +403,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "keygen":
-        recipient = setup.keygen(args.output)
+        from . import keys as identity_keys
+        from .runner import setup
+
+        passphrase = None
+        if args.passphrase or args.passphrase_file:
+            passphrase = identity_keys.read_passphrase(
+                args.passphrase_file, f"the new identity {args.output}", confirm=True
+            )
+        recipient = setup.keygen(args.output, passphrase)
         if args.json:
             ui.print_json({"identity_file": str(args.output), "recipient": recipient})
         else:
