@@ -54,6 +54,12 @@ def _restore(
             aside.rename(key)
 
 
+def _target_url(site: Site) -> str:
+    import tomllib
+
+    return str(tomllib.loads(site.config_path.read_text())["targets"][0]["url"])
+
+
 def _config_recipients(site: Site) -> list[str]:
     import tomllib
 
@@ -83,6 +89,12 @@ def test_add_a_second_then_remove_the_first(
     out = tmp_path / "out-before"
     _restore(site, before, second_id, out)  # made before the second was a recipient
     assert tree_listing(restored(out, src)) == tree_listing(src)
+    # a new member's recover reads the site's history: what changed, nothing refused
+    plan = site.run("recover", "--from", _target_url(site), "--identity", second_id,
+                    "--dry-run", "--json")  # fmt: skip
+    planned = json.loads(plan.stdout)
+    assert planned["recipients"] == sorted([first, second]) and not planned["refused"]
+    assert f"recipient {second} added" in planned["changes_since_previous"], planned
 
     site.json("keys", "remove", first, "--update-config", "--identity", second_id)
     assert _config_recipients(site) == [second]
@@ -141,12 +153,16 @@ def test_a_recipient_change_on_a_thousand_packs_writes_a_few_small_objects(
     now = state()
     changed = sorted(name for name in now if now[name] != was.get(name))
     keys_objects = [n for n in changed if n.startswith("keys/")]
-    assert sorted(keys_objects) == sorted(change["objects_written"]), (changed, change)
+    written = [o for o in change["objects_written"] if o.startswith("keys/")]
+    assert sorted(keys_objects) == sorted(written), (changed, change)
     assert set(changed) - set(keys_objects) <= {n for n in changed if n.startswith("siteconfig/")}
     assert len(keys_objects) == 3, keys_objects  # the epoch key, the writer key, the record
-    assert change["bytes_written"] < 4096, change
+    configs = [o for o in change["objects_written"] if o.startswith("siteconfig/")]
+    assert len(configs) == 1, change  # the one stored config, re-encrypted in place
+    assert change["bytes_written"] < 8192, change
     print(
-        f"\nrecipient change on {packs} packs: {len(keys_objects)} objects, "
+        f"\nrecipient change on {packs} packs: {len(keys_objects)} key objects and "
+        f"{len(configs)} site config, "
         f"{change['bytes_written']} bytes written, {change['seconds']:.3f}s in the target, "
         f"{took:.2f}s for the whole command"
     )
@@ -373,6 +389,6 @@ def test_check_names_a_lost_epoch_key(site: Site, tmp_path: Path) -> None:
     (site.repo / epoch["object"]).unlink()
     proc = site.run("check", "--json", ok=False)
     errors = json.loads(proc.stdout)["local"]["errors"]
-    assert any(
-        e["object"] == epoch["object"] and "no reader can open" in str(e) for e in errors
-    ), errors
+    assert any(e["object"] == epoch["object"] and "no reader can open" in str(e) for e in errors), (
+        errors
+    )

@@ -22,12 +22,13 @@ from typing import Any
 import pyrage
 
 from .. import keys
-from ..errors import UsageError
+from ..errors import NotFound, UsageError
 from ..fsutil import write_atomic
 from ..repository import epochs, keyfiles, layout
 from ..repository import recipients as recipient_set
 from ..repository.lease import Lease
 from ..repository.repo import Repository
+from ..storage.base import ObjectLocked
 from .maintenance import lease_watch
 from .site import Site
 
@@ -185,6 +186,7 @@ def _change_set(
     epochs.crash_point("change-epochs")
     digest = keyfiles.put_writer_key(repo.storage, repo.writer_key, recipients)
     epochs.crash_point("change-writer-key")
+    configs = _rewrap_site_configs(repo, recipients)
     if drop:  # new data goes to a key the removed recipient never could read
         record, _ = epochs.new_epoch(repo.storage, record, recipients)
         epochs.crash_point("change-new-epoch")
@@ -195,7 +197,8 @@ def _change_set(
     change.message = (
         f"{'converted to key epochs; ' if converted else ''}{verb} "
         f"{', '.join(sorted(add or drop))}: {len(names)} recipients; "
-        f"{len(record.epochs)} epoch keys and the writer key re-encrypted, no pack touched"
+        f"{len(record.epochs)} epoch keys, the writer key and {configs} stored site "
+        "configs re-encrypted, no pack touched"
     )
     if drop:
         change.message += (
@@ -203,6 +206,25 @@ def _change_set(
             "kept a copy of an older epoch key can still read what was written before: to "
             "shut them out of that too, `emberkeep replicate` into a new repository"
         )
+
+
+def _rewrap_site_configs(repo: Repository, recipients: list[pyrage.x25519.Recipient]) -> int:
+    """Every stored site config the identity opens, encrypted to the new set in place (its
+    sealed content unchanged), so that ``recover`` by a new recipient reads the site's
+    history and shows what changed (runner/recover_review.py). One the identity does not
+    open is left as it is (recover refuses it by name); one under Object Lock too."""
+    done = 0
+    for info in list(repo.storage.list(f"{layout.SITE_CONFIG}/")):
+        try:
+            plain = pyrage.decrypt(repo.storage.get(info.name), repo.identities)
+        except (pyrage.DecryptError, NotFound):
+            continue
+        try:
+            repo.storage.put(info.name, keys.wrap(plain, recipients), overwrite=True)
+        except ObjectLocked:
+            continue
+        done += 1
+    return done
 
 
 def _rotate(repo: Repository, change: Change) -> None:
