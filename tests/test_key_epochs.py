@@ -392,3 +392,31 @@ def test_check_names_a_lost_epoch_key(site: Site, tmp_path: Path) -> None:
     assert any(e["object"] == epoch["object"] and "no reader can open" in str(e) for e in errors), (
         errors
     )
+
+
+def test_a_key_change_needs_a_current_recipient_and_a_real_recipient(
+    site: Site, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    _write(src, "one.bin")
+    site.write_config([src])
+    site.run("init")
+    site.run("backup")
+    stranger_id, stranger = site.keygen("stranger.txt")
+    before = sorted(p.read_bytes() for p in (site.repo / "keys").iterdir())
+    proc = site.run("keys", "add", stranger, "--identity", stranger_id, ok=False)
+    assert proc.returncode == 2 and "cannot read key epoch 1" in proc.stderr, proc.stderr
+    assert "a current recipient" in proc.stderr
+    proc = site.run("keys", "add", "age1notarecipient", ok=False)
+    assert proc.returncode == 2 and "is not an age recipient" in proc.stderr, proc.stderr
+    proc = site.run("keys", "remove", stranger, ok=False)
+    assert proc.returncode == 2 and "is not a recipient" in proc.stderr, proc.stderr
+    proc = site.run("keys", "remove", site.recipients[0], ok=False)
+    assert proc.returncode == 2 and "no recipient" in proc.stderr, proc.stderr
+    assert sorted(p.read_bytes() for p in (site.repo / "keys").iterdir()) == before
+
+    # without --update-config: the line to write is printed, and backups wait for it
+    proc = site.run("keys", "add", stranger)
+    assert "recipients = [" in proc.stderr and stranger in proc.stderr, proc.stderr
+    proc = site.run("backup", ok=False)
+    assert "keys list" in proc.stderr, proc.stderr

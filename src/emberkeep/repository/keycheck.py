@@ -55,6 +55,12 @@ def _epoch_findings(repo: Repository, record: recipient_set.Record | None) -> li
             findings.append(Finding(obj, lost))
         elif ring is not None and epoch.tag not in ring.secrets:
             findings.append(Finding(obj, ring.why_not(epoch.tag)))
+        if epoch.tag == epochs.LEGACY and repo.storage.stat(epochs.LEGACY_TABLE) is None:
+            lost = (
+                "missing: packs from before key epochs open only with the identities of "
+                "their day, not with recipients added since"
+            )
+            findings.append(Finding(epochs.LEGACY_TABLE, lost))
     return findings
 
 
