@@ -420,3 +420,44 @@ def test_a_key_change_needs_a_current_recipient_and_a_real_recipient(
     assert "recipients = [" in proc.stderr and stranger in proc.stderr, proc.stderr
     proc = site.run("backup", ok=False)
     assert "keys list" in proc.stderr, proc.stderr
+
+
+def test_every_target_changes_and_a_copied_snapshot_brings_its_epoch(
+    site: Site, tmp_path: Path
+) -> None:
+    """Two targets, each with its own epochs: a backup copies its snapshot to the second
+    with the packs' epoch key (replicate), and a key change reaches both."""
+    src = tmp_path / "src"
+    _write(src, "one.bin")
+    second_repo = tmp_path / "second-repo"
+    blocks = (
+        f'[[targets]]\nname = "local"\nurl = "file://{site.repo}"\n'
+        f'[[targets]]\nname = "second"\nurl = "file://{second_repo}"'
+    )
+    site.write_config([src], targets=blocks)
+    site.run("init")
+    site.run("backup")
+    site.run("keys", "rotate", "--target", "local")  # the primary alone: epochs diverge
+    _write(src, "two.bin")
+    site.run("backup")
+    local = site.json("keys", "list")
+    primary_tags = {e["tag"] for e in local["local"]["epochs"]}
+    copied_tags = {e["tag"] for e in local["second"]["epochs"]}
+    assert primary_tags <= copied_tags, local  # the second has the primary's epochs too
+
+    b_id, b = site.keygen("b.txt")
+    changes = site.json("keys", "add", b, "--update-config")["changes"]
+    assert [c["target"] for c in changes] == ["local", "second"]
+    for target in ("local", "second"):
+        snaps = site.json("snapshots", "--target", target)
+        assert len(snaps) == 2
+        for snap in snaps:
+            out = tmp_path / f"{target}-{snap['id'][:6]}"
+            key = site.state_dir / "writer.key"
+            key.rename(key.with_suffix(".aside"))
+            try:
+                site.run("restore", snap["id"], "--target", target, "--to", out, "--identity", b_id)
+            finally:
+                key.unlink(missing_ok=True)
+                key.with_suffix(".aside").rename(key)
+            assert any(out.rglob("*.bin"))
