@@ -68,7 +68,9 @@ class _Uploader:
 
     def __init__(self, repo: Repository, writers: int = 2) -> None:
         self.repo = repo
-        self._wrapping = repo.pack_wrapping()  # the current key epoch (DESIGN.md, Key epochs)
+        self._wrapping = (
+            repo.pack_wrapping()
+        )  # the current key epoch (README, "Keys and team changes")
         self.done: list[PackRecord] = []
         self.error: BaseException | None = None
         self._queue: queue.Queue[PackWriter | None] = queue.Queue()

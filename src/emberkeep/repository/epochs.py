@@ -1,4 +1,4 @@
-"""Key epochs: what a pack's data key is wrapped to (DESIGN.md, "Key epochs").
+"""Key epochs: what a pack's data key is wrapped to (README, "Keys and team changes").
 
 A pack's data key is wrapped to one *epoch key* (an age X25519 key pair made by
 emberkeep), not to every recipient. The epoch key's secret is age-encrypted to the

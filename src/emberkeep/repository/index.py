@@ -24,7 +24,7 @@ from .pack import ENTRY, BlobEntry
 
 INDEX_AAD = b"emberkeep index"
 PACK_HEADER = struct.Struct("<32sBQI")  # pack sha256, kind, pack size, blob count
-# Format 2 adds each pack's key epoch (DESIGN.md, "Key epochs"); its own associated data
+# Format 2 adds each pack's key epoch (README, "Keys and team changes"); its own associated data
 # keeps a file of one format from being read as the other. Format-1 files are epoch 0.
 INDEX_AAD_V2 = b"emberkeep index v2"
 PACK_HEADER_V2 = struct.Struct("<32sBQII")  # … blob count, key epoch

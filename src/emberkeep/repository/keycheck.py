@@ -42,7 +42,7 @@ def inspect(repo: Repository) -> list[Finding]:
 
 
 def _epoch_findings(repo: Repository, record: recipient_set.Record | None) -> list[Finding]:
-    """Each key epoch the record lists must have its file (DESIGN.md, "Key epochs"): the
+    """Each key epoch the record lists must have its file (README, "Keys and team changes"): the
     packs of a lost one are lost to every reader. With an identity, each must open."""
     if record is None or not record.epochs:
         return []

@@ -180,7 +180,7 @@ def prune(
 
 
 def _drop_epochs(repo: Repository, result: PruneResult) -> None:
-    """Forget the key epochs no indexed pack uses any more (DESIGN.md, "Key epochs"); the
+    """Forget the key epochs no indexed pack uses any more (README, "Keys and team changes"); the
     current one always stays. The record goes first (the commit point), then the files:
     a file left behind by a crash is listed by nothing and removed by the next prune."""
     repo.forget_keys()

@@ -114,7 +114,7 @@ def copy_snapshot(
 
 
 def _share_epochs(src: Repository, dst: Repository, packs: set[str]) -> None:
-    """The key epochs of ``packs`` (DESIGN.md, "Key epochs") into ``dst`` before the packs
+    """The key epochs of ``packs`` (README, "Keys and team changes") into ``dst`` before the packs
     and their index records: a pack there is never without its epoch key."""
     record = src.key_record()
     if record is None or not record.epochs or not packs:
