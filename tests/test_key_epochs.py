@@ -121,6 +121,7 @@ def test_add_a_second_then_remove_the_first(
     assert [e["number"] for e in listing["epochs"]] == [1, 2]  # remove started epoch 2
     assert [e["current"] for e in listing["epochs"]] == [False, True]
     assert listing["epochs"][1]["snapshots"] == [after]
+    assert [e["encrypted_to"] for e in listing["epochs"]] == [1, 1]  # the second alone
     assert before in listing["epochs"][0]["snapshots"]
 
 

@@ -452,7 +452,8 @@ def cmd_keys(site: Site, args: argparse.Namespace) -> int:
                 flags += " (legacy: packs from before epochs)" if epoch["legacy"] else ""
                 ui.line(
                     f"  epoch {epoch['number']}{flags}: since {epoch['created']}, "
-                    f"{epoch['packs']} packs, needed by {len(epoch['snapshots'])} snapshots"
+                    f"{epoch['packs']} packs, needed by {len(epoch['snapshots'])} snapshots, "
+                    f"its key encrypted to {epoch['encrypted_to']} recipients"
                 )
         return 0
     if action in ("add", "remove"):

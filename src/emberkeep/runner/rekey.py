@@ -273,6 +273,7 @@ def describe(repo: Repository) -> dict[str, Any]:
                 "current": epoch.tag == record.current,  # type: ignore[union-attr]
                 "legacy": epoch.tag == epochs.LEGACY,
                 "packs": packs.get(epoch.tag, 0),
+                "encrypted_to": _stanzas(repo, epochs.epoch_object(epoch.tag)),
                 "snapshots": sorted(needs.get(epoch.tag, [])),
             }
         )
@@ -287,6 +288,17 @@ def describe(repo: Repository) -> dict[str, Any]:
             "object": layout.WRITER_KEY,
         },
     }
+
+
+def _stanzas(repo: Repository, obj: str) -> int | None:
+    """How many recipients an epoch file is encrypted to (age names none of them): the
+    recipient count, unless a key change was cut short (then run it again). None: missing."""
+    try:
+        data = repo.storage.get(obj)
+    except NotFound:
+        return None
+    header = data.split(b"\n---", 1)[0]
+    return header.count(b"\n-> X25519 ")
 
 
 def list_keys(site: Site, target: str | None = None) -> dict[str, Any]:
