@@ -17,6 +17,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any
 
 import pyrage
@@ -349,7 +350,14 @@ def store_site_config(site: Site, target: str | None = None) -> None:
     if path is None:
         return
     for name in site.target_names(target):
-        repo = site.repository(name)
-        stored = siteconfig.StoredConfig(str(path), clock.now(), path.read_text())
+        repo = site.repository(name, read=True)
+        # Stored configs are dated to the second and recover takes the newest: this one
+        # must come after the config stored by a backup a moment ago.
+        found = siteconfig.load_all(repo.storage, repo.identities, repo.writer_key)
+        newest = max((c.time for c in found.configs), default=None)
+        when = clock.now().replace(microsecond=0)
+        if newest is not None and when <= newest:
+            when = newest + timedelta(seconds=1)
+        stored = siteconfig.StoredConfig(str(path), when, path.read_text())
         recipients = keys.parse_recipients(sorted(site.config.keys.recipients))
         siteconfig.store(repo.storage, repo.writer_key, recipients, stored, again=True)
