@@ -114,14 +114,67 @@ def new_identity() -> pyrage.x25519.Identity:
     return pyrage.x25519.Identity.generate()
 
 
-def write_identity(path: Path, identity: pyrage.x25519.Identity) -> None:
+def write_identity(
+    path: Path, identity: pyrage.x25519.Identity, passphrase: str | None = None
+) -> None:
+    """Write the identity file (0600). With a ``passphrase`` it is an age file encrypted
+    with it (scrypt), the form the stock ``age`` CLI reads (``age -d FILE``)."""
     if path.exists():
         raise UsageError(
             f"{path} already exists; choose another file with -o (never overwrite a key)"
         )
     recipient = identity.to_public()
-    text = f"# emberkeep identity\n# recipient: {recipient}\n{identity}\n"
-    write_atomic(path, text.encode(), mode=0o600, exclusive=True)
+    text = f"# emberkeep identity\n# recipient: {recipient}\n{identity}\n".encode()
+    if passphrase is not None:
+        text = pyrage.passphrase.encrypt(text, passphrase)
+    write_atomic(path, text, mode=0o600, exclusive=True)
+
+
+PASSPHRASE_FILE_ENV = "EMBERKEEP_IDENTITY_PASSPHRASE_FILE"
+_AGE_HEADERS = (b"age-encryption.org/v1\n", b"-----BEGIN AGE ENCRYPTED FILE-----")
+
+
+def read_passphrase(path: Path | None, what: str, *, confirm: bool = False) -> str:
+    """A passphrase from ``path`` (its first line), else from the file named by
+    ``EMBERKEEP_IDENTITY_PASSPHRASE_FILE``, else asked on the terminal; never from argv."""
+    path = path or (
+        Path(os.environ[PASSPHRASE_FILE_ENV]) if os.environ.get(PASSPHRASE_FILE_ENV) else None
+    )
+    if path is not None:
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read the passphrase file {path}: {exc.strerror}") from exc
+        if not lines or not lines[0]:
+            raise UsageError(f"the passphrase file {path} is empty")
+        return lines[0]
+    import getpass
+    import sys
+
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"{what} needs a passphrase and there is no terminal to ask on: give it in a "
+            f"file (mode 0600) named by {PASSPHRASE_FILE_ENV}"
+        )
+    passphrase = getpass.getpass(f"passphrase for {what}: ")
+    if confirm and getpass.getpass("the same passphrase again: ") != passphrase:
+        raise UsageError("the two passphrases differ; nothing was written")
+    if not passphrase:
+        raise UsageError("an empty passphrase protects nothing; nothing was written")
+    return passphrase
+
+
+def _decrypt_identity_file(path: Path, data: bytes) -> str:
+    """The text of a passphrase-protected identity file; a wrong passphrase is one clear
+    ``UsageError`` (exit 2) naming the file."""
+    passphrase = read_passphrase(None, f"identity file {path}")
+    try:
+        return pyrage.passphrase.decrypt(data, passphrase).decode()
+    except (pyrage.DecryptError, UnicodeDecodeError) as exc:
+        raise UsageError(
+            f"identity file {path}: wrong passphrase (or the file is damaged, or it is "
+            "encrypted to a key rather than a passphrase)"
+        ) from exc
 
 
 def load_identities(path: Path) -> list[pyrage.x25519.Identity]:
@@ -135,13 +188,17 @@ def load_identities(path: Path) -> list[pyrage.x25519.Identity]:
         )
     try:
         _refuse_if_exposed(path)
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError as exc:
         raise UsageError(
             f"identity file {path} not found; check keys.identity_file or --identity"
         ) from exc
     except OSError as exc:
         raise UsageError(f"cannot read identity file {path}: {exc.strerror}") from exc
+    if data.startswith(_AGE_HEADERS):
+        text = _decrypt_identity_file(path, data)
+    else:
+        text = data.decode(errors="replace")
     identities = []
     for line in text.splitlines():
         line = line.strip()

@@ -13,6 +13,7 @@ is finished once the last chunk promised to it comes back.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 from collections import deque
@@ -27,6 +28,10 @@ from ..repository.repo import Repository
 from . import crypto
 
 Result = tuple[bytes, bytearray | None, int]  # blob id, sealed bytes or None when known, raw size
+
+# A test seam: packs of at most this many bytes (tests that need a thousand packs of
+# little data); never set outside tests.
+_TEST_PACK_TARGET = int(os.environ.get("EMBERKEEP_TEST_PACK_TARGET", "0"))
 
 
 @dataclass
@@ -63,6 +68,9 @@ class _Uploader:
 
     def __init__(self, repo: Repository, writers: int = 2) -> None:
         self.repo = repo
+        self._wrapping = (
+            repo.pack_wrapping()
+        )  # the current key epoch (README, "Keys and team changes")
         self.done: list[PackRecord] = []
         self.error: BaseException | None = None
         self._queue: queue.Queue[PackWriter | None] = queue.Queue()
@@ -86,8 +94,9 @@ class _Uploader:
                 self._idle.release()
 
     def _upload(self, pack: PackWriter) -> PackRecord:
-        name, parts, entries = pack.finish(self.repo.recipients, self.repo.writer_key.index_key)
-        record = PackRecord(name, pack.kind, pack.size, tuple(entries))
+        wrap_to, epoch = self._wrapping
+        name, parts, entries = pack.finish(wrap_to, self.repo.writer_key.index_key)
+        record = PackRecord(name, pack.kind, pack.size, tuple(entries), epoch)
         # Same bytes, same name: a restarted backup may have sent it already.
         with contextlib.suppress(AlreadyExists):
             self.repo.storage.put(name, parts)
@@ -196,6 +205,7 @@ class BlobWriter:
 
     def _pack_for(self, kind: int, size: int) -> _OpenPack:
         target = layout.PACK_TARGET if kind == layout.BLOB_DATA else layout.META_PACK_TARGET
+        target = _TEST_PACK_TARGET or target
         current = self._open.get(kind)
         if current is not None and current.writer.submitted >= target:
             current.retired = True

@@ -24,6 +24,10 @@ from .pack import ENTRY, BlobEntry
 
 INDEX_AAD = b"emberkeep index"
 PACK_HEADER = struct.Struct("<32sBQI")  # pack sha256, kind, pack size, blob count
+# Format 2 adds each pack's key epoch (README, "Keys and team changes"); its own associated data
+# keeps a file of one format from being read as the other. Format-1 files are epoch 0.
+INDEX_AAD_V2 = b"emberkeep index v2"
+PACK_HEADER_V2 = struct.Struct("<32sBQII")  # … blob count, key epoch
 ID = 32
 BUCKETS = 1 << 16
 
@@ -34,6 +38,7 @@ class PackRecord:
     kind: int
     size: int
     entries: tuple[BlobEntry, ...]
+    epoch: int = 0  # the key epoch its data key is wrapped to (0: written before epochs)
 
 
 @dataclass(frozen=True)
@@ -50,12 +55,14 @@ def encode_index(packs: Iterable[PackRecord], index_key: bytes) -> tuple[str, by
     parts = []
     for pack in packs:
         digest = bytes.fromhex(pack.name.rsplit("/", 1)[-1])
-        parts.append(PACK_HEADER.pack(digest, pack.kind, pack.size, len(pack.entries)))
+        parts.append(
+            PACK_HEADER_V2.pack(digest, pack.kind, pack.size, len(pack.entries), pack.epoch)
+        )
         parts.extend(
             ENTRY.pack(e.id, e.type, e.offset, e.length, e.raw_length) for e in pack.entries
         )
     plain = zstandard.ZstdCompressor(level=3).compress(b"".join(parts))
-    sealed = crypto.encrypt(index_key, INDEX_AAD, plain)
+    sealed = crypto.encrypt(index_key, INDEX_AAD_V2, plain)
     return index_object(hashlib.sha256(sealed).hexdigest()), sealed
 
 
@@ -64,29 +71,35 @@ def decode_index(name: str, sealed: bytes, index_key: bytes) -> Iterator[PackRec
 
     if hashlib.sha256(sealed).hexdigest() != name.rsplit("/", 1)[-1]:
         raise IntegrityError(name, "content does not match its name (SHA-256 differs): damaged")
+    header = PACK_HEADER_V2
     try:
-        compressed = crypto.decrypt(index_key, INDEX_AAD, sealed)
-    except (crypto.InvalidTag, ValueError) as exc:
-        raise IntegrityError(
-            name, "index file fails authentication (damaged or wrong key)"
-        ) from exc
+        compressed = crypto.decrypt(index_key, INDEX_AAD_V2, sealed)
+    except (crypto.InvalidTag, ValueError):
+        header = PACK_HEADER  # written before key epochs
+        try:
+            compressed = crypto.decrypt(index_key, INDEX_AAD, sealed)
+        except (crypto.InvalidTag, ValueError) as exc:
+            raise IntegrityError(
+                name, "index file fails authentication (damaged or wrong key)"
+            ) from exc
     try:  # bounded: see layout.INDEX_INFLATION
         plain = crypto.inflate(compressed, INDEX_INFLATION * len(compressed) + (1 << 20))
     except crypto.TooLarge as exc:
         raise IntegrityError(name, f"index file {exc} (forged)") from exc
     pos = 0
     while pos < len(plain):
-        if pos + PACK_HEADER.size > len(plain):
+        if pos + header.size > len(plain):
             raise IntegrityError(name, "index file ends inside a pack record (forged)")
-        digest, kind, size, count = PACK_HEADER.unpack_from(plain, pos)
-        pos += PACK_HEADER.size
+        digest, kind, size, count, *rest = header.unpack_from(plain, pos)
+        epoch = rest[0] if rest else 0
+        pos += header.size
         if kind not in PACK_FOLDER or pos + count * ENTRY.size > len(plain):
             raise IntegrityError(name, "index file holds a malformed pack record (forged)")
         entries = tuple(
             BlobEntry(*ENTRY.unpack_from(plain, pos + i * ENTRY.size)) for i in range(count)
         )
         pos += count * ENTRY.size
-        yield PackRecord(pack_object(kind, digest.hex()), kind, size, entries)
+        yield PackRecord(pack_object(kind, digest.hex()), kind, size, entries, epoch)
 
 
 class _SortedIds:
@@ -181,7 +194,7 @@ class BlobIndex:
         index._buckets = _bucket_table(index._ids.raw)
         # The pack records' entries were only needed to build the arrays.
         index.packs = {
-            name: PackRecord(p.name, p.kind, p.size, ()) for name, p in index.packs.items()
+            name: PackRecord(p.name, p.kind, p.size, (), p.epoch) for name, p in index.packs.items()
         }
         return index
 
@@ -210,7 +223,7 @@ class BlobIndex:
 
     def add_pack(self, pack: PackRecord) -> None:
         """Record a pack written in this session (already uploaded)."""
-        self.packs[pack.name] = PackRecord(pack.name, pack.kind, pack.size, ())
+        self.packs[pack.name] = PackRecord(pack.name, pack.kind, pack.size, (), pack.epoch)
         for e in pack.entries:
             self._session[e.id] = Location(pack.name, e.type, e.offset, e.length, e.raw_length)
 

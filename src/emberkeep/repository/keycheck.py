@@ -19,7 +19,7 @@ from pathlib import Path
 from .. import keys
 from ..errors import IntegrityError, NotFound, UsageError, WrongIdentity
 from ..storage.base import ObjectLocked
-from . import keyfiles, layout
+from . import epochs, keyfiles, layout
 from . import recipients as recipient_set
 from .repo import Repository
 
@@ -37,6 +37,30 @@ def inspect(repo: Repository) -> list[Finding]:
     record, record_findings = _record_findings(repo)
     findings += record_findings
     findings += _writer_key_findings(repo, record)
+    findings += _epoch_findings(repo, record)
+    return findings
+
+
+def _epoch_findings(repo: Repository, record: recipient_set.Record | None) -> list[Finding]:
+    """Each key epoch the record lists must have its file (README, "Keys and team changes"): the
+    packs of a lost one are lost to every reader. With an identity, each must open."""
+    if record is None or not record.epochs:
+        return []
+    findings = []
+    ring = repo.keyring() if repo.identities else None
+    for epoch in record.epochs:
+        obj = epochs.epoch_object(epoch.tag)
+        if repo.storage.stat(obj) is None:
+            lost = f"missing: no reader can open the packs of key epoch {epoch.number}"
+            findings.append(Finding(obj, lost))
+        elif ring is not None and epoch.tag not in ring.secrets:
+            findings.append(Finding(obj, ring.why_not(epoch.tag)))
+        if epoch.tag == epochs.LEGACY and repo.storage.stat(epochs.LEGACY_TABLE) is None:
+            lost = (
+                "missing: packs from before key epochs open only with the identities of "
+                "their day, not with recipients added since"
+            )
+            findings.append(Finding(epochs.LEGACY_TABLE, lost))
     return findings
 
 
@@ -47,6 +71,7 @@ def upkeep(repo: Repository, config_path: Path | None) -> list[Finding]:
     host's key where not. Returns what was repaired, as notes."""
     storage, writer_key = repo.storage, repo.writer_key
     record = recipient_set.ensure(storage, writer_key, repo.recipients, config_path)
+    repo.record = record
     done = []
     state = repo.config_state
     if state.damage or not state.sealed:

@@ -201,10 +201,13 @@ def read_writer_key(storage: Storage, identities: list[pyrage.x25519.Identity]) 
         raise IntegrityError(obj, f"{exc.detail}. {_REWRITE}") from exc
     except WrongIdentity:
         problem = copy_problem(data, None)
-        if problem is None and not _identity_opens_a_site_config(storage, identities):
+        sibling = _identity_opens_an_epoch_key(storage, identities)
+        if sibling is None:  # a repository from before key epochs
+            sibling = _identity_opens_a_site_config(storage, identities)
+        if problem is None and not sibling:
             raise
         because = problem or (
-            "the identity given opens the site config stored beside it, encrypted to the "
+            "the identity given opens the key files stored beside it, encrypted to the "
             "same recipients, but not this copy"
         )
         raise IntegrityError(obj, f"damaged: {because}. {_REWRITE}") from None
@@ -218,6 +221,25 @@ _REWRITE = (
     "A backup host holding the writer key writes it again (its next backup, or "
     "`emberkeep check` there); or recover from another target, each holds its own copy"
 )
+
+
+def _identity_opens_an_epoch_key(
+    storage: Storage, identities: list[pyrage.x25519.Identity]
+) -> bool | None:
+    """Whether the identity opens a key epoch file (``epochs.py``), which every key change
+    re-encrypts together with the writer key's copy, to the same recipients (site configs
+    stored before a change stay encrypted to the recipients of their day); None: none."""
+    found = False
+    for info in storage.list("keys/"):
+        if not info.name.startswith("keys/epoch-"):
+            continue
+        found = True
+        try:
+            pyrage.decrypt(storage.get(info.name), identities)
+            return True
+        except (pyrage.DecryptError, NotFound):
+            continue
+    return False if found else None
 
 
 def _identity_opens_a_site_config(

@@ -4,8 +4,11 @@
 config                       plaintext JSON: format version, repository id, chunker sizes,
                              sealed (sealing.py, keyfiles.py)
 keys/writer.age              the writer key, encrypted to the recipients (keyfiles.py)
-keys/recipients              the recipient set and the SHA-256 of keys/writer.age, sealed
-                             secret with the index key (recipients.py)
+keys/recipients              the recipient set, the SHA-256 of keys/writer.age and the key
+                             epochs, sealed secret with the index key (recipients.py)
+keys/epoch-<tag>.age         a key epoch's secret key, encrypted to the recipients; packs'
+                             data keys are wrapped to an epoch (epochs.py)
+keys/legacy.age              data keys of packs from before epochs, once converted
 data/<aa>/<sha256>           data packs (file and database contents)
 meta/<aa>/<sha256>           metadata packs (trees); small, never sent to cold storage
 index/<sha256>               pack tables, sealed with the index key

@@ -3,7 +3,8 @@
 ```
 pack   = blob* table_frame u32(len(table_frame)) "EKP1"
 table_frame = u16(len(wrapped)) wrapped sealed_table
-wrapped      = the pack's random data key, age-encrypted to every recipient
+wrapped      = the pack's random data key, age-encrypted to the current key epoch
+               (epochs.py; to every recipient in a pack from before epochs)
 sealed_table = AES-GCM(index key, entries)   entries = (id, type, offset, length, raw)*
 ```
 The writer forgets the data key once the pack is sealed: only an identity can read

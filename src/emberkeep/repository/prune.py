@@ -43,7 +43,7 @@ import contextlib
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -51,7 +51,8 @@ from .. import clock
 from ..durations import format_duration
 from ..errors import EmberkeepError
 from ..storage.base import ObjectLocked, locked_until, until_text
-from . import forgotten, layout
+from . import epochs, forgotten, layout
+from . import recipients as recipient_set
 from .index import PackRecord
 from .lease import Lease, LeaseWatch, live_backups, read_leases
 from .repo import Repository
@@ -172,6 +173,8 @@ def prune(
                     )
         _collect(repo, kept, holders, {s.id for s in snapshots}, grace, result, lease)
         _expire_records(repo, now, result)
+        lease.ensure_live(STOPPED)
+        _drop_epochs(repo, result)
         if result.locked:
             ends = [until for until in result.locked.values() if until is not None]
             result.messages.append(
@@ -196,6 +199,35 @@ def _expire_records(repo: Repository, now: datetime, result: PruneResult) -> Non
         result.messages.append(
             f"target {repo.storage.label}: {name}: {why}; it excuses no deleted snapshot"
         )
+
+
+def _drop_epochs(repo: Repository, result: PruneResult) -> None:
+    """Forget the key epochs no indexed pack uses any more (README, "Keys and team changes"); the
+    current one always stays. The record goes first (the commit point), then the files:
+    a file left behind by a crash is listed by nothing and removed by the next prune."""
+    repo.forget_keys()
+    record = repo.key_record()
+    if record is None or not record.epochs:
+        return
+    used = {pack.epoch for pack in repo.reload_index().packs.values()}
+    used.add(record.current or 0)
+    gone = [e for e in record.epochs if e.tag not in used]
+    if gone:
+        kept = tuple(e for e in record.epochs if e.tag in used)
+        recipient_set.write(repo.storage, repo.writer_key, replace(record, epochs=kept))
+        repo.forget_keys()
+        numbers = ", ".join(str(e.number) for e in gone)
+        result.messages.append(
+            f"key epoch {numbers} dropped: no pack left needs it"
+            if len(gone) == 1
+            else f"key epochs {numbers} dropped: no pack left needs them"
+        )
+    listed = {epochs.epoch_object(e.tag) for e in record.epochs if e.tag in used}
+    for info in repo.storage.list("keys/"):
+        if info.name.startswith(epochs.EPOCH_PREFIX) and info.name not in listed:
+            _delete_unless_locked(repo, info.name, result)
+    if epochs.LEGACY not in used and repo.storage.stat(epochs.LEGACY_TABLE) is not None:
+        _delete_unless_locked(repo, epochs.LEGACY_TABLE, result)
 
 
 def _decision(

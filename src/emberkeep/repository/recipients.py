@@ -14,7 +14,7 @@ record also holds the SHA-256 of the writer key's copy (``keys/writer.age``), so
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyrage
@@ -25,7 +25,7 @@ from ..storage.base import Storage
 from . import sealing
 from .layout import RECIPIENTS
 
-FORMAT = 2  # format 1 had no writer_key_sha256; sealed the same way
+FORMAT = 3  # format 1 had no writer_key_sha256, format 2 no epochs; sealed the same way
 KIND = "recipients"
 
 
@@ -34,13 +34,35 @@ class RecipientsChanged(RepositoryError):
 
 
 @dataclass(frozen=True)
+class Epoch:
+    """A key epoch (``epochs.py``): its tag, its number in this repository (0: legacy),
+    the public half of its key, and when it began."""
+
+    tag: int
+    number: int
+    public: str
+    created: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"tag": self.tag, "number": self.number, "public": self.public,
+                "created": self.created}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Record:
     """What ``keys/recipients`` says: the recipient set, and the SHA-256 of the copy of the
     writer key (``keys/writer.age``) the writer last wrote, so that a host without an
-    identity can tell a damaged or replaced copy (None in a record from before that)."""
+    identity can tell a damaged or replaced copy (None in a record from before that); the
+    key epochs (``epochs.py``; none in a repository from before them) and the tag of the
+    current one, which new packs are wrapped to."""
 
     recipients: list[str]
     writer_key_sha256: str | None = None
+    epochs: tuple[Epoch, ...] = ()
+    current: int | None = None
+
+    def current_epoch(self) -> Epoch | None:
+        return next((e for e in self.epochs if e.tag == self.current), None)
 
 
 def names(recipients: list[pyrage.x25519.Recipient]) -> list[str]:
@@ -55,6 +77,7 @@ def ensure(
     config_path: Path | None,
     *,
     writer_key_sha256: str | None = None,
+    epochs: tuple[Epoch, ...] = (),
 ) -> Record:
     """The repository's record, written when there is none (with ``writer_key_sha256``,
     the digest of the copy just written, from ``init``); ``RecipientsChanged`` when it
@@ -65,7 +88,8 @@ def ensure(
     recorded = read(storage, writer_key)
     if recorded is None:
         try:
-            record = Record(wanted, writer_key_sha256)
+            current = epochs[-1].tag if epochs else None
+            record = Record(wanted, writer_key_sha256, epochs, current)
             storage.put(RECIPIENTS, _seal(record, writer_key))
             return record
         except AlreadyExists:  # another writer recorded it first: compare with theirs
@@ -81,8 +105,12 @@ def record_writer_key(
     storage: Storage, writer_key: keys.WriterKey, record: Record, digest: str
 ) -> None:
     """Record the SHA-256 of the writer key copy just written (replacing the record)."""
-    updated = Record(record.recipients, digest)
-    storage.put(RECIPIENTS, _seal(updated, writer_key), overwrite=True)
+    write(storage, writer_key, replace(record, writer_key_sha256=digest))
+
+
+def write(storage: Storage, writer_key: keys.WriterKey, record: Record) -> None:
+    """Replace the record (a key change's commit point, ``epochs.py``)."""
+    storage.put(RECIPIENTS, _seal(record, writer_key), overwrite=True)
 
 
 def read(storage: Storage, writer_key: keys.WriterKey) -> Record | None:
@@ -109,15 +137,26 @@ def _open(raw: bytes, writer_key: keys.WriterKey, obj: str) -> Record:
     try:
         recipients = sorted(str(r) for r in body["recipients"])
         digest = body.get("writer_key_sha256")
-    except (KeyError, TypeError) as exc:
+        epochs = tuple(
+            Epoch(int(e["tag"]), int(e["number"]), str(e["public"]), str(e["created"]))
+            for e in body.get("epochs", [])
+        )
+        current = body.get("current")
+        current = None if current is None else int(current)
+    except (KeyError, TypeError, ValueError) as exc:
         raise IntegrityError(obj, "not a recipients record") from exc
-    return Record(recipients, None if digest is None else str(digest))
+    if current is not None and all(e.tag != current for e in epochs):
+        raise IntegrityError(obj, "its current key epoch is not one it lists (damaged)")
+    return Record(recipients, None if digest is None else str(digest), epochs, current)
 
 
 def _seal(record: Record, writer_key: keys.WriterKey) -> bytes:
     body: dict[str, object] = {"format": FORMAT, "recipients": record.recipients}
     if record.writer_key_sha256 is not None:
         body["writer_key_sha256"] = record.writer_key_sha256
+    if record.epochs:
+        body["epochs"] = [e.to_json() for e in record.epochs]
+        body["current"] = record.current
     return sealing.seal_secret(writer_key, KIND, body)
 
 
@@ -136,9 +175,11 @@ def _changed_message(
         f"the recipients in {config or 'the config'} differ from those the data in {label} "
         f"is encrypted to ({change}). New snapshots would reuse data the new recipients "
         "cannot read, so nothing was written. To go on with this repository, put its "
-        "recipients back in [keys] recipients. To give another set of people access, point "
-        "the target at a new, empty location and run `emberkeep init` there (keep the old "
-        "repository, readable by its recipients, until its retention has passed)."
+        "recipients back in [keys] recipients (`emberkeep keys list` shows them). To give "
+        "another set of people access, change the repository's set with `emberkeep keys "
+        "add` or `keys remove` (an identity of a current recipient re-encrypts its keys, "
+        "no data), or point the target at a new, empty location and run `emberkeep init` "
+        "there."
     )
 
 

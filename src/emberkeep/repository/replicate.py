@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import AlreadyExists, IntegrityError, LockedError, NotFound
-from . import layout
+from . import epochs, layout
 from .index import BlobIndex, PackRecord
 from .lease import DEFAULT_WATCH, EXCLUSIVE, Lease, read_leases
 from .pack import verify_pack_hash
@@ -99,8 +99,9 @@ def copy_snapshot(
         missing = sorted(needed - present)
         stats.packs_reused = len(present)
         on_total(sum(src.index.packs[pack].size for pack in missing))
-        _send_packs(src, dst, missing, stats, on_pack)
         unlisted = needed - set(dst_index.packs)
+        _share_epochs(src, dst, unlisted)
+        _send_packs(src, dst, missing, stats, on_pack)
         if unlisted:
             dst.save_index(_pack_records(src, unlisted))
         lease.ensure_live(  # a prune may have deleted packs this copy reuses
@@ -110,6 +111,17 @@ def copy_snapshot(
         with contextlib.suppress(AlreadyExists):  # another copy committed it meanwhile
             dst.storage.put(name, header)
     return stats
+
+
+def _share_epochs(src: Repository, dst: Repository, packs: set[str]) -> None:
+    """The key epochs of ``packs`` (README, "Keys and team changes") into ``dst`` before the packs
+    and their index records: a pack there is never without its epoch key."""
+    record = src.key_record()
+    if record is None or not record.epochs or not packs:
+        return
+    tags = {src.index.packs[pack].epoch for pack in packs}
+    epochs.share(src.storage, record, dst.storage, dst.writer_key, tags)
+    dst.forget_keys()
 
 
 def copy_site_configs(src: Repository, dst: Repository) -> int:

@@ -20,9 +20,10 @@ from ..errors import (
     IntegrityError,
     NotFound,
     RepositoryError,
+    WrongIdentity,
 )
 from ..storage.base import Storage, prepare_read
-from . import keyfiles, layout
+from . import epochs, keyfiles, layout
 from . import recipients as recipient_set
 from .index import BlobIndex, Location, PackRecord, decode_index, encode_index
 from .pack import TRAILER, blob_aad
@@ -76,6 +77,8 @@ class Repository:
     writer_key_held: bool = False  # the key is the host's own, not read from keys/writer.age
     seen_before: SeenBefore = field(default_factory=SeenBefore)  # set by the runner
     _index_sizes: dict[str, int] = field(default_factory=dict)  # index file -> size listed
+    record: recipient_set.Record | None = None  # keys/recipients, once read (key_record)
+    _keyring: epochs.LazyKeyring = field(default_factory=epochs.LazyKeyring)
 
     # -- creating and opening ------------------------------------------------------------
 
@@ -92,13 +95,17 @@ class Repository:
         if storage.stat(layout.CONFIG) is not None:  # never replace another one's key copy
             raise _already_initialized(storage)
         digest = keyfiles.put_writer_key(storage, writer_key, recipients)
+        blank = recipient_set.Record(recipient_set.names(recipients))
+        first, _ = epochs.new_epoch(storage, blank, recipients)
         try:
             keyfiles.write_config(storage, writer_key)
         except AlreadyExists:
             raise _already_initialized(storage) from None
         # recorded once, create-only: under Object Lock nothing of keys/ is ever replaced
-        recipient_set.ensure(storage, writer_key, recipients, None, writer_key_sha256=digest)
-        return cls(storage, writer_key, recipients, writer_key_held=True)
+        record = recipient_set.ensure(
+            storage, writer_key, recipients, None, writer_key_sha256=digest, epochs=first.epochs
+        )
+        return cls(storage, writer_key, recipients, writer_key_held=True, record=record)
 
     @classmethod
     def open(
@@ -228,6 +235,43 @@ class Repository:
         self.storage.put(name, sealed)
         return snapshot.id
 
+    # -- key epochs (epochs.py) ---------------------------------------------------------
+
+    def key_record(self) -> recipient_set.Record | None:
+        """``keys/recipients``, read once (None in a repository from before it)."""
+        if self.record is None:
+            self.record = recipient_set.read(self.storage, self.writer_key)
+        return self.record
+
+    def pack_wrapping(self) -> tuple[list[pyrage.x25519.Recipient], int]:
+        """What a new pack's data key is wrapped to, and that epoch's tag: the current
+        epoch key; the recipients themselves in a repository from before epochs."""
+        record = self.key_record()
+        epoch = record.current_epoch() if record else None
+        if epoch is None:
+            return self.recipients, epochs.LEGACY
+        return [pyrage.x25519.Recipient.from_str(epoch.public)], epoch.tag
+
+    def keyring(self) -> epochs.Keyring:
+        """The epoch keys the identities open (loaded once)."""
+
+        def load() -> epochs.Keyring:
+            try:
+                record = self.key_record()
+            except IntegrityError as exc:  # legacy packs may still open with the identities
+                self.damage.append(Damage(layout.RECIPIENTS, str(exc)))
+                record = None
+            return epochs.load(self.storage, record, self.identities)
+
+        return self._keyring.get(load)
+
+    def forget_keys(self) -> None:
+        """After a key change: read the record and the epoch keys again."""
+        self.record = None
+        self._keyring.reset()
+        with self._lock:
+            self._pack_keys.clear()
+
     # -- reading blobs (needs an identity) -----------------------------------------------
 
     def require_identity(self, action: str) -> None:
@@ -271,7 +315,17 @@ class Repository:
         (wrapped_len,) = struct.unpack_from("<H", head)
         if 2 + wrapped_len > len(head):
             raise IntegrityError(pack, "pack trailer is damaged (wrapped key length)")
-        return keys.unwrap(head[2 : 2 + wrapped_len], self.identities, f"pack {pack}")
+        ring = self.keyring()
+        legacy = ring.legacy.get(pack)
+        if legacy is not None:
+            return legacy
+        wrapped = head[2 : 2 + wrapped_len]
+        try:
+            return keys.unwrap(wrapped, [*self.identities, *ring.identities], f"pack {pack}")
+        except WrongIdentity as exc:
+            record = self.index.packs.get(pack)
+            tag = record.epoch if record else epochs.LEGACY
+            raise WrongIdentity(f"cannot read pack {pack}: {ring.why_not(tag)}") from exc
 
     def open_blob(self, blob_id: bytes, location: Location, sealed: bytes | memoryview) -> bytes:
         """Decrypt a sealed blob and check it is the content its id names, of the length the

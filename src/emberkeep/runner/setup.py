@@ -14,10 +14,11 @@ from ..storage import Storage
 from .site import Site
 
 
-def keygen(path: Path) -> str:
-    """Write a new identity to ``path`` (0600); returns its recipient."""
+def keygen(path: Path, passphrase: str | None = None) -> str:
+    """Write a new identity to ``path`` (0600), encrypted with ``passphrase`` when given;
+    returns its recipient."""
     identity = keys.new_identity()
-    keys.write_identity(path, identity)
+    keys.write_identity(path, identity, passphrase)
     return str(identity.to_public())
 
 

@@ -1,0 +1,363 @@
+"""``emberkeep keys``: who can read a site's backups, changed without touching a pack.
+
+Each target's ``keys/recipients`` record is the source of truth (README, "Keys and team
+changes"): ``keys add`` and ``keys remove`` change it in every target, then the config's
+``[keys] recipients`` must name the same set, as every backup checks
+(repository/recipients.py). ``--update-config`` rewrites that line of the config file;
+without it the command prints the line to put there, and backups are refused until then.
+
+Every change takes the exclusive lease (no backup or prune runs meanwhile) and writes in
+the order ``repository/epochs.py`` gives: epoch files and the writer key's copy first,
+the record last; running the same command again after a crash completes the change.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+import pyrage
+
+from .. import keys
+from ..errors import NotFound, UsageError
+from ..fsutil import write_atomic
+from ..repository import epochs, keyfiles, layout
+from ..repository import recipients as recipient_set
+from ..repository.lease import Lease
+from ..repository.repo import Repository
+from ..storage.base import ObjectLocked
+from .maintenance import lease_watch
+from .site import Site
+
+
+@dataclass
+class Change:
+    """What a key command did in one target: what it wrote, in how long."""
+
+    target: str
+    message: str
+    objects_written: list[str] = field(default_factory=list)
+    bytes_written: int = 0
+    seconds: float = 0.0
+    recipients: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "message": self.message,
+            "objects_written": self.objects_written,
+            "bytes_written": self.bytes_written,
+            "seconds": round(self.seconds, 4),
+            "recipients": self.recipients,
+        }
+
+
+class _Counting:
+    """The target's storage, counting what is put (the cost a key change reports)."""
+
+    def __init__(self, storage: Any, change: Change) -> None:
+        self._storage, self._change = storage, change
+
+    def put(self, name: str, data: Any, **kwargs: Any) -> Any:
+        size = len(data) if isinstance(data, (bytes, bytearray)) else sum(len(p) for p in data)
+        epochs.crash_point(f"put-{len(self._change.objects_written)}")  # tests kill here
+        self._change.objects_written.append(name)
+        self._change.bytes_written += size
+        return self._storage.put(name, data, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+
+def parse_recipient(text: str) -> str:
+    try:
+        return str(pyrage.x25519.Recipient.from_str(text.strip()))
+    except Exception as exc:
+        raise UsageError(
+            f"{text!r} is not an age recipient (age1…); `emberkeep keygen` prints one"
+        ) from exc
+
+
+# -- the changes -------------------------------------------------------------------------
+
+
+def add(site: Site, recipient: str, target: str | None = None) -> list[Change]:
+    wanted = parse_recipient(recipient)
+    return _each(site, target, lambda repo, c: _change_set(repo, c, add=frozenset({wanted})))
+
+
+def remove(site: Site, recipient: str, target: str | None = None) -> list[Change]:
+    unwanted = parse_recipient(recipient)
+    return _each(site, target, lambda repo, c: _change_set(repo, c, drop=frozenset({unwanted})))
+
+
+def rotate(site: Site, target: str | None = None) -> list[Change]:
+    return _each(site, target, _rotate, identity=False)
+
+
+def convert(site: Site, target: str | None = None) -> list[Change]:
+    def run(repo: Repository, change: Change) -> None:
+        if not _convert(repo, change):
+            change.message = "already uses key epochs: nothing to convert"
+
+    return _each(site, target, run)
+
+
+def _each(site: Site, target: str | None, run: Any, *, identity: bool = True) -> list[Change]:
+    done = []
+    for name in site.target_names(target):
+        change = Change(name, "")
+        repo = site.repository(name, read=identity)
+        counted = _Counting(repo.storage, change)
+        repo.storage = counted  # type: ignore[assignment]
+        started = time.perf_counter()
+        with Lease(counted._storage, "exclusive", lease_watch(site)):
+            repo.forget_keys()  # read under the lease: another change may have just ended
+            run(repo, change)
+        change.seconds = time.perf_counter() - started
+        record = repo.key_record()
+        change.recipients = list(record.recipients) if record else []
+        done.append(change)
+    return done
+
+
+def _record(repo: Repository) -> recipient_set.Record:
+    record = repo.key_record()
+    return record or recipient_set.Record(recipient_set.names(repo.recipients))
+
+
+def _convert(repo: Repository, change: Change) -> bool:
+    """A repository from before epochs, given them in place (``epochs.py``): its packs'
+    data keys read with the identity into ``keys/legacy.age``. False: nothing to do."""
+    record = _record(repo)
+    if record.epochs:
+        return False
+    recipients = keys.parse_recipients(record.recipients)
+    storage = repo.storage
+    index = repo.reload_index()
+    legacy = sorted(name for name, p in index.packs.items() if p.epoch == epochs.LEGACY)
+    pack_keys = {name: repo.pack_key(name) for name in legacy}
+    record, legacy_key = epochs.new_epoch(storage, record, recipients, legacy=True)
+    epochs.crash_point("convert-legacy-epoch")
+    epochs.write_legacy(storage, str(legacy_key.to_public()), pack_keys)
+    epochs.crash_point("convert-legacy-table")
+    record, _ = epochs.new_epoch(storage, record, recipients)
+    epochs.crash_point("convert-epoch")
+    recipient_set.write(storage, repo.writer_key, record)
+    repo.forget_keys()
+    change.message = (
+        f"converted to key epochs: the data keys of {len(legacy)} packs written before them "
+        f"are in {epochs.LEGACY_TABLE}; new data uses epoch 1"
+    )
+    return True
+
+
+def _change_set(
+    repo: Repository,
+    change: Change,
+    *,
+    add: frozenset[str] = frozenset(),
+    drop: frozenset[str] = frozenset(),
+) -> None:
+    converted = _convert(repo, change)
+    record = _record(repo)
+    names = sorted((set(record.recipients) | add) - drop)
+    if not names:
+        raise UsageError("that would leave no recipient: nobody could read the backups")
+    missing = drop - set(record.recipients)
+    if missing:
+        raise UsageError(
+            f"target {change.target}: {', '.join(missing)} is not a recipient "
+            f"({len(record.recipients)} are; `emberkeep keys list` shows them)"
+        )
+    ring = repo.keyring()
+    unread = [e for e in record.epochs if e.tag not in ring.secrets]
+    if unread:
+        raise UsageError(
+            f"target {change.target}: the identity given cannot read key epoch "
+            f"{unread[0].number} ({ring.why_not(unread[0].tag)}); a key change needs the "
+            "identity of a current recipient (--identity FILE)"
+        )
+    recipients = keys.parse_recipients(names)
+    epochs.rewrap(repo.storage, record, ring.secrets, recipients)
+    epochs.crash_point("change-epochs")
+    digest = keyfiles.put_writer_key(repo.storage, repo.writer_key, recipients)
+    epochs.crash_point("change-writer-key")
+    configs = _rewrap_site_configs(repo, recipients)
+    if drop:  # new data goes to a key the removed recipient never could read
+        record, _ = epochs.new_epoch(repo.storage, record, recipients)
+        epochs.crash_point("change-new-epoch")
+    record = replace(record, recipients=names, writer_key_sha256=digest)
+    recipient_set.write(repo.storage, repo.writer_key, record)
+    repo.forget_keys()
+    verb = "added" if add else "removed"
+    change.message = (
+        f"{'converted to key epochs; ' if converted else ''}{verb} "
+        f"{', '.join(sorted(add or drop))}: {len(names)} recipients; "
+        f"{len(record.epochs)} epoch keys, the writer key and {configs} stored site "
+        "configs re-encrypted, no pack touched"
+    )
+    if drop:
+        change.message += (
+            f"; new data uses epoch {record.current_epoch().number}. A removed recipient who "  # type: ignore[union-attr]
+            "kept a copy of an older epoch key can still read what was written before: to "
+            "shut them out of that too, `emberkeep replicate` into a new repository"
+        )
+
+
+def _rewrap_site_configs(repo: Repository, recipients: list[pyrage.x25519.Recipient]) -> int:
+    """Every stored site config the identity opens, encrypted to the new set in place (its
+    sealed content unchanged), so that ``recover`` by a new recipient reads the site's
+    history and shows what changed (runner/recover_review.py). One the identity does not
+    open is left as it is (recover refuses it by name); one under Object Lock too."""
+    done = 0
+    for info in list(repo.storage.list(f"{layout.SITE_CONFIG}/")):
+        try:
+            plain = pyrage.decrypt(repo.storage.get(info.name), repo.identities)
+        except (pyrage.DecryptError, NotFound):
+            continue
+        try:
+            repo.storage.put(info.name, keys.wrap(plain, recipients), overwrite=True)
+        except ObjectLocked:
+            continue
+        done += 1
+    return done
+
+
+def _rotate(repo: Repository, change: Change) -> None:
+    record = repo.key_record()
+    if record is None or not record.epochs:
+        raise UsageError(
+            f"target {change.target} was written before key epochs: run `emberkeep keys "
+            "convert` (with an identity) first"
+        )
+    recipients = keys.parse_recipients(record.recipients)
+    record, _ = epochs.new_epoch(repo.storage, record, recipients)
+    epochs.crash_point("rotate-epoch")
+    recipient_set.write(repo.storage, repo.writer_key, record)
+    repo.forget_keys()
+    change.message = f"new key epoch {record.current_epoch().number}: new data uses it"  # type: ignore[union-attr]
+
+
+# -- listing -----------------------------------------------------------------------------
+
+
+def describe(repo: Repository) -> dict[str, Any]:
+    """Recipients, epochs and which snapshots need each, the writer key (``keys list``)."""
+    record = repo.key_record()
+    index = repo.index
+    needs: dict[int, list[str]] = {}
+    packs: dict[int, int] = {}
+    for listed_pack in index.packs.values():
+        packs[listed_pack.epoch] = packs.get(listed_pack.epoch, 0) + 1
+    for snapshot in repo.snapshots():
+        tags = set()
+        for blob_id in snapshot.blob_ids():
+            where = index.find(blob_id)
+            pack = index.packs.get(where.pack) if where else None
+            if pack is not None:
+                tags.add(pack.epoch)
+        for tag in tags:
+            needs.setdefault(tag, []).append(snapshot.id)
+    listed = []
+    for epoch in record.epochs if record else ():
+        listed.append(
+            {
+                "number": epoch.number,
+                "tag": f"{epoch.tag:08x}",
+                "object": epochs.epoch_object(epoch.tag),
+                "created": epoch.created,
+                "current": epoch.tag == record.current,  # type: ignore[union-attr]
+                "legacy": epoch.tag == epochs.LEGACY,
+                "packs": packs.get(epoch.tag, 0),
+                "encrypted_to": _stanzas(repo, epochs.epoch_object(epoch.tag)),
+                "snapshots": sorted(needs.get(epoch.tag, [])),
+            }
+        )
+    unconverted = not record or not record.epochs
+    return {
+        "recipients": list(record.recipients) if record else [],
+        "epochs": sorted(listed, key=lambda e: e["number"]),
+        "converted": not unconverted,
+        "legacy_packs": packs.get(epochs.LEGACY, 0) if unconverted else 0,
+        "writer_key": {
+            "fingerprint": repo.writer_key.fingerprint,
+            "object": layout.WRITER_KEY,
+        },
+    }
+
+
+def _stanzas(repo: Repository, obj: str) -> int | None:
+    """How many recipients an epoch file is encrypted to (age names none of them): the
+    recipient count, unless a key change was cut short (then run it again). None: missing."""
+    try:
+        data = repo.storage.get(obj)
+    except NotFound:
+        return None
+    header = data.split(b"\n---", 1)[0]
+    return header.count(b"\n-> X25519 ")
+
+
+def list_keys(site: Site, target: str | None = None) -> dict[str, Any]:
+    return {name: describe(site.repository(name)) for name in site.target_names(target)}
+
+
+# -- the config's line -------------------------------------------------------------------
+
+_RECIPIENTS_LINE = re.compile(r"(?ms)^(\s*recipients\s*=\s*)\[[^\]]*\]")
+
+
+def config_line(recipients: list[str]) -> str:
+    return f"recipients = {json.dumps(recipients)}"
+
+
+def update_config(site: Site, recipients: list[str]) -> bool:
+    """Rewrite ``[keys] recipients`` in the config file; False when it already names them.
+    A config whose line this cannot find is a ``UsageError`` saying what to write."""
+    path = site.config.path
+    if path is None:
+        raise UsageError("no config file to update; put " + config_line(recipients) + " in it")
+    if sorted(site.config.keys.recipients) == recipients:
+        return False
+    text = path.read_text()
+    section = re.search(r"(?m)^\[keys\]\s*$", text)
+    end = re.search(r"(?m)^\[", text[section.end() :]) if section else None
+    stop = section.end() + end.start() if section and end else len(text)
+    body = text[section.end() : stop] if section else ""
+    if section is None or not _RECIPIENTS_LINE.search(body):
+        raise UsageError(
+            f"cannot find the recipients line of [keys] in {path}; write it yourself: "
+            + config_line(recipients)
+        )
+    new_body = _RECIPIENTS_LINE.sub(lambda m: m.group(1) + json.dumps(recipients), body, count=1)
+    mode = path.stat().st_mode & 0o777
+    write_atomic(path, (text[: section.end()] + new_body + text[stop:]).encode(), mode=mode)
+    return True
+
+
+def store_site_config(site: Site, target: str | None = None) -> None:
+    """The config file, naming the new recipients, stored in every target for ``recover``
+    (repository/siteconfig.py): the ones stored before are encrypted to the recipients of
+    their day, so a new recipient could not read them."""
+    from .. import clock
+    from ..repository import siteconfig
+
+    path = site.config.path
+    if path is None:
+        return
+    for name in site.target_names(target):
+        repo = site.repository(name, read=True)
+        # Stored configs are dated to the second and recover takes the newest: this one
+        # must come after the config stored by a backup a moment ago.
+        found = siteconfig.load_all(repo.storage, repo.identities, repo.writer_key)
+        newest = max((c.time for c in found.configs), default=None)
+        when = clock.now().replace(microsecond=0)
+        if newest is not None and when <= newest:
+            when = newest + timedelta(seconds=1)
+        stored = siteconfig.StoredConfig(str(path), when, path.read_text())
+        recipients = keys.parse_recipients(sorted(site.config.keys.recipients))
+        siteconfig.store(repo.storage, repo.writer_key, recipients, stored, again=True)
