@@ -6,6 +6,7 @@ go through the replay path directly."""
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import time
@@ -384,3 +385,46 @@ def test_archiver_killed_at_ten_moments_resumes_without_gap_or_duplicate(
     site.run("restore", "--at-op", f"{end.time}:{end.inc}", "--to-uri", server.uri,
              "--ns-from", db_name, "--ns-to", name)  # fmt: skip
     assert {d["_id"]: d for d in client[name].live.find()} == writer.model
+
+
+def test_an_oplog_rolled_over_while_stopped_is_a_gap_and_a_new_chain_starts(
+    site: Site, tmp_path: Path
+) -> None:
+    # FerretDB trims capped collections in the background: every 100 ms here
+    trim = ("--test-capped-cleanup-interval=100ms", "--test-capped-cleanup-percentage=50")
+    with MongoTestServer(tmp_path / "srv", oplog_bytes=64 << 10, extra_args=trim) as small:
+        c = small.client()
+        c.shop.a.insert_many([{"_id": i} for i in range(10)])
+        mongo_site(site, small.uri, ["shop"], PITR)
+        site.run("backup")
+        c.shop.a.insert_one({"_id": "before"})
+        wait_settled(c, live_point(c))
+        site.run("oplog", "run", "--once")
+        assert site.run("oplog", "status").returncode == 0
+        last = live_point(c)
+        while c.local["oplog.rs"].find_one({}, {"ts": 1})["ts"] <= last:  # the archiver stopped
+            c.shop.churn.insert_many([{"pad": "p" * 1000} for _ in range(20)])
+        wait_settled(c, live_point(c))
+        run = site.run("oplog", "run", "--once")
+        assert "newer than the last one archived" in run.stderr, run.stderr
+        assert "a new chain starts from a new base backup" in run.stderr
+        status = site.run("oplog", "status", "--json", ok=False)
+        assert status.returncode == 1
+        report = json.loads(status.stdout)
+        [gap] = report["gaps"]
+        assert len(report["chains"]) == 2 and report["chains"][1]["base"] == gap["new_chain"]
+        bases = [s for s in site.json("snapshots") if s["source"] == "db"]
+        assert len(bases) == 2 and bases[-1]["id"] == gap["new_chain"]  # a new base was taken
+        assert site.run("status", ok=False).returncode == 1
+        metrics = site.run("metrics").stdout
+        assert 'emberkeep_pitr_gaps{source="db"} 1' in metrics
+        assert 'emberkeep_pitr_chains{source="db"} 2' in metrics
+        assert 'emberkeep_pitr_lag_seconds{source="db"}' in metrics
+        failed = [e for e in site.json("log") if e["kind"] == "oplog"]
+        assert failed and failed[0]["outcome"] == "failed"  # journaled: it alerts
+        c.close()
+
+
+def live_point(client: MongoClient[Any]) -> Timestamp:
+    """The newest entry (the oplog is small here: reading it whole is cheap)."""
+    return max(e["ts"] for e in client.local["oplog.rs"].find({}, {"ts": 1}))

@@ -244,6 +244,11 @@ class Archiver:
         }
         return self._new_chain(repo, tail, repo.snapshots(), after=cursor.point, gap=found)
 
+    def _begin(self, repo: Repository, cursor: Cursor) -> Cursor:
+        """A new chain's first slice, empty, at once: the chain (and a gap before it) is in
+        the repository from now on, whatever happens next."""
+        return self._seal(repo, cursor, [], cursor.point)
+
     def _new_chain(
         self,
         repo: Repository,
@@ -258,7 +263,7 @@ class Archiver:
         oldest = tail.oldest()
         for point, snap in reversed(base_points(snapshots, self.source.name)):
             if (after is None or point > after) and (oldest is None or oldest <= point):
-                return Cursor(snap.id, 0, point, None, gap)
+                return self._begin(repo, Cursor(snap.id, 0, point, None, gap))
         from .backup import run_backup
 
         outcome = run_backup(self.site, self.source.name, tags=["pitr-base"])
@@ -269,7 +274,7 @@ class Archiver:
                 f"{self.who}: the base backup {snap.short_id} has no oplog point; "
                 "point-in-time archiving needs a server with an oplog"
             )
-        return Cursor(snap.id, 0, point, None, gap)
+        return self._begin(repo, Cursor(snap.id, 0, point, None, gap))
 
     def _journal_gap(self, message: str) -> None:
         from ..monitor.jobs import watch
