@@ -11,6 +11,7 @@ import random
 import signal
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -428,3 +429,59 @@ def test_an_oplog_rolled_over_while_stopped_is_a_gap_and_a_new_chain_starts(
 def live_point(client: MongoClient[Any]) -> Timestamp:
     """The newest entry (the oplog is small here: reading it whole is cheap)."""
     return max(e["ts"] for e in client.local["oplog.rs"].find({}, {"ts": 1}))
+
+
+WRITE_SECONDS = 15  # CI; bench/pitr.py runs the issue's 3 minutes
+OPS_PER_SECOND = 50
+
+
+def test_restores_to_ten_random_points_equal_the_writers_model_there(
+    site: Site, server: MongoTestServer, client: MongoClient[Any], db_name: str
+) -> None:
+    writer = Writer(client, db_name, initial=100, seed=11)
+    mongo_site(site, server.uri, [db_name], PITR)
+    [out] = site.json("backup")
+    base = out["snapshot"]["extra"]["mongodb"]["oplog_end"]
+    archiver = popen(site, "oplog", "run", "--json")
+    try:
+        deadline = time.monotonic() + WRITE_SECONDS
+        while time.monotonic() < deadline:
+            writer.write(1)
+            time.sleep(1 / OPS_PER_SECOND)  # pacing the writer, not waiting for a result
+        entries = [
+            ts for ts in live_entries(client, db_name) if ts > Timestamp(base["t"], base["i"])
+        ]
+        assert len(entries) == len(writer.log) > 10 * WRITE_SECONDS
+        last = entries[-1]
+        while True:  # until the running archiver has sealed the last write
+            window = site.json("oplog", "status")["window"]
+            end = [int(x) for x in window["to"].split(":")]
+            if Timestamp(*end) >= last:
+                break
+            assert archiver.poll() is None, archiver.stderr.read() if archiver.stderr else ""
+            time.sleep(0.5)
+    finally:
+        archiver.send_signal(signal.SIGINT)
+        archiver.wait(timeout=60)
+    assert archiver.returncode == 130
+    rng = random.Random(2026)
+    by_op = [rng.randrange(1, len(entries) + 1) for _ in range(5)]
+    # whole seconds the archive covers to their end: the last write's second is covered
+    # only up to that write until the archiver's next empty slice (README)
+    seconds = [rng.randint(entries[0].time, last.time - 1) for _ in range(5)]
+    points: list[tuple[list[str], int]] = []
+    for k in by_op:  # inclusive: the state after the k-th write
+        points.append((["--at-op", f"{entries[k - 1].time}:{entries[k - 1].inc}"], k))
+    for second in seconds:  # the whole second: every write logged in it
+        moment = datetime.fromtimestamp(second + 0.5, UTC).isoformat()
+        points.append((["--at", moment], sum(1 for ts in entries if ts.time <= second)))
+    for n, (flag, k) in enumerate(points):
+        name = f"{db_name}_p{n}"
+        done = site.json("restore", *flag, "--to-uri", server.uri, "--ns-from", db_name,
+                         "--ns-to", name)  # fmt: skip
+        got = {d["_id"]: d for d in client[name].live.find()}
+        want = writer.state_after(k)
+        assert got == want, (flag, k, done["point"])
+        if flag[0] == "--at-op":
+            assert done["point"]["last_applied"] == flag[1]
+        client.drop_database(name)
