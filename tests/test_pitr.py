@@ -6,6 +6,7 @@ go through the replay path directly."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import signal
@@ -135,6 +136,13 @@ def test_slice_entries_out_of_order_beyond_bounds_or_miscounted_are_refused() ->
         list(slice_entries(entries, forged))
 
 
+def test_a_bad_pitr_setting_is_a_config_error_naming_it(site: Site) -> None:
+    source = '[[sources]]\nname = "db"\ntype = "mongodb"\n[sources.pitr]\nslice = "soon"\n'
+    site.write_config(extra_sources=source)
+    proc = site.run("status", ok=False)
+    assert proc.returncode == 2 and "pitr.slice" in proc.stderr and "soon" in proc.stderr
+
+
 # -- transactions, unit level -----------------------------------------------------------
 
 
@@ -219,8 +227,9 @@ def test_transactions_ddl_and_rename_restore_exactly_or_are_refused_by_name(
         return {"ts": i, "op": op, "ns": ns, "o": o, **more}  # ts: set by insert_entries
 
     def txn(i: int, ops: list[dict[str, Any]], number: int, prev: int = 0, **flags: Any) -> dict:
-        return entry(i, "c", "admin.$cmd", {"applyOps": ops, **flags}, lsid=lsid,
-                     txnNumber=number, prevOpTime={"ts": Timestamp(1 if prev else 0, prev)})  # fmt: skip
+        prev_op = {"ts": Timestamp(1 if prev else 0, prev)}  # only "is there one" is read
+        o = {"applyOps": ops, **flags}
+        return entry(i, "c", "admin.$cmd", o, lsid=lsid, txnNumber=number, prevOpTime=prev_op)
 
     a, b, c, d = (f"{db_name}.{n}" for n in "abcd")
     entries = [
@@ -245,7 +254,7 @@ def test_transactions_ddl_and_rename_restore_exactly_or_are_refused_by_name(
             "c",
             f"{db_name}.$cmd",
             {"createIndexes": "c", "v": 2, "key": {"k": 1}, "name": "k_1"},
-        ),  # fmt: skip
+        ),
         entry(7, "i", c, {"_id": 1, "k": "c"}),
         entry(8, "c", f"{db_name}.$cmd", {"renameCollection": c, "to": d}),
         entry(9, "c", f"{db_name}.$cmd", {"drop": "b"}),
@@ -375,7 +384,7 @@ def test_archiver_killed_at_ten_moments_resumes_without_gap_or_duplicate(
     # every entry after the base's point is in exactly one slice, in order
     headers = sorted(slice_headers(site), key=lambda h: h["n"])
     assert [h["n"] for h in headers] == list(range(len(headers)))
-    for before, after in zip(headers, headers[1:], strict=False):
+    for before, after in itertools.pairwise(headers):
         assert before["end"] == after["start"]
     start = Timestamp(headers[0]["start"]["t"], headers[0]["start"]["i"])
     wanted = [ts for ts in live_entries(client, db_name) if ts > start]
@@ -386,6 +395,15 @@ def test_archiver_killed_at_ten_moments_resumes_without_gap_or_duplicate(
     site.run("restore", "--at-op", f"{end.time}:{end.inc}", "--to-uri", server.uri,
              "--ns-from", db_name, "--ns-to", name)  # fmt: skip
     assert {d["_id"]: d for d in client[name].live.find()} == writer.model
+    # a point outside the window, and mistakes of the flags: refused, the window printed
+    early = site.run("restore", "--at", "2020-01-01T00:00:00Z", "--to-uri", server.uri, ok=False)
+    assert early.returncode == 2
+    assert "is outside what the archived oplog of source db covers" in early.stderr
+    assert f"({start.time}:{start.inc}) to" in early.stderr, early.stderr
+    both = site.run("restore", "latest", "--at-op", "1:1", "--to-uri", server.uri, ok=False)
+    assert both.returncode == 2 and "give no SNAPSHOT" in both.stderr
+    bad = site.run("restore", "--at-op", "yesterday", "--to-uri", server.uri, ok=False)
+    assert bad.returncode == 2 and "give an oplog timestamp as T:I" in bad.stderr
 
 
 def test_an_oplog_rolled_over_while_stopped_is_a_gap_and_a_new_chain_starts(
@@ -416,7 +434,14 @@ def test_an_oplog_rolled_over_while_stopped_is_a_gap_and_a_new_chain_starts(
         assert len(report["chains"]) == 2 and report["chains"][1]["base"] == gap["new_chain"]
         bases = [s for s in site.json("snapshots") if s["source"] == "db"]
         assert len(bases) == 2 and bases[-1]["id"] == gap["new_chain"]  # a new base was taken
-        assert site.run("status", ok=False).returncode == 1
+        whole = site.run("status", "--json", ok=False)
+        assert whole.returncode == 1
+        [db] = json.loads(whole.stdout)["sources"]
+        assert [g["after"] for g in db["pitr"]["gaps"]] == [gap["after"]] and db["pitr"][
+            "lag_seconds"
+        ] is not None
+        assert any("the oplog archive has a gap" in b for b in json.loads(whole.stdout)["breaches"])
+        assert "oplog status --source db" in site.run("runbook").stdout
         metrics = site.run("metrics").stdout
         assert 'emberkeep_pitr_gaps{source="db"} 1' in metrics
         assert 'emberkeep_pitr_chains{source="db"} 2' in metrics

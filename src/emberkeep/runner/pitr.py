@@ -268,13 +268,13 @@ class Archiver:
 
         outcome = run_backup(self.site, self.source.name, tags=["pitr-base"])
         snap = outcome.result.snapshot
-        point = ts_from_json(snap.extra.get("mongodb", {}).get("oplog_end"))
-        if point is None:
+        base_point = ts_from_json(snap.extra.get("mongodb", {}).get("oplog_end"))
+        if base_point is None:
             raise EmberkeepError(
                 f"{self.who}: the base backup {snap.short_id} has no oplog point; "
                 "point-in-time archiving needs a server with an oplog"
             )
-        return self._begin(repo, Cursor(snap.id, 0, point, None, gap))
+        return self._begin(repo, Cursor(snap.id, 0, base_point, None, gap))
 
     def _journal_gap(self, message: str) -> None:
         from ..monitor.jobs import watch
