@@ -41,7 +41,7 @@ from ..engine.restore import walk_tree
 from ..errors import EmberkeepError, UsageError
 from ..fsutil import make_dirs, write_atomic
 from ..repository.repo import Repository
-from ..repository.snapshot import Snapshot, written_order
+from ..repository.snapshot import SeenBefore, Snapshot, Stamp, written_order
 from ..sources.events import bytes_stream, made_node
 from ..sources.mongodb.oplog import ts_from_json, ts_json
 from ..sources.mongodb.pitr import (
@@ -172,7 +172,7 @@ class Archiver:
             cursor = self._resume(repo, tail)
             buffer: list[bytes] = []
             size = 0
-            first_at: float | None = None
+            first: Timestamp | None = None  # the oldest entry waiting in ``buffer``
             last_seal = time.monotonic()
             read_from = cursor.point
             idle = self.pitr.max_lag_delta.total_seconds() / 2  # an empty slice this often
@@ -181,7 +181,8 @@ class Archiver:
                     tail.check_holds(cursor.point, cursor.digest)
                 except ChainBroken as gap:
                     cursor = self._after_gap(repo, tail, cursor, gap)
-                    buffer, size, first_at, read_from = [], 0, None, cursor.point
+                    buffer, size, first, read_from = [], 0, None, cursor.point
+                polled = time.monotonic()
                 settled = tail.settled()
                 newest: Timestamp | None = None
                 end = read_from
@@ -192,28 +193,28 @@ class Archiver:
                     buffer.append(raw)
                     size += len(raw)
                     end = read_from = ts
-                    first_at = first_at or time.monotonic()
+                    first = ts if first is None else first
                     if len(buffer) >= self.pitr.max_entries or size >= MAX_SLICE_BYTES:
                         cursor = self._seal(repo, cursor, buffer, end)
                         sealed += 1
-                        buffer, size, first_at = [], 0, None
+                        buffer, size, first = [], 0, None
                         last_seal = time.monotonic()
                 self._reached("read")
                 now = time.monotonic()
-                sealing = bool(buffer) and (
-                    once or now - (first_at or now) >= self.pitr.slice_seconds
-                )
+                # due by the server's clock: `slice` after the oldest waiting entry was written
+                waited = settled.time + 1 - first.time if first is not None else 0
+                sealing = bool(buffer) and (once or waited >= self.pitr.slice_seconds)
                 # nothing written up to the settled point: an empty slice says so, now and then
                 empty = not buffer and settled > cursor.point and (once or now - last_seal >= idle)
                 if sealing or empty:
                     cursor = self._seal(repo, cursor, buffer, end if buffer else settled)
                     sealed += 1
-                    buffer, size, first_at, last_seal = [], 0, None, now
+                    buffer, size, first, last_seal = [], 0, None, now
                 read_from = max(read_from, cursor.point)
                 self._remember(tail, newest, cursor)
                 if once or stop():
                     return sealed
-                self.sleep(POLL_SECONDS)
+                self.sleep(max(0.0, polled + POLL_SECONDS - time.monotonic()))
 
     def _resume(self, repo: Repository, tail: OplogTail) -> Cursor:
         """The chain to go on with: the newest, if the oplog still holds its end; else a new
@@ -306,9 +307,21 @@ class Archiver:
             extra={"pitr": info.to_json()},
         )
         self._reached("committed")
+        self._saw(repo, result.snapshot)
         info.id = result.snapshot.id
         self.on_slice(SliceOutcome(result.snapshot.id, info))
         return Cursor(cursor.chain, cursor.n + 1, end, digest)
+
+    @staticmethod
+    def _saw(repo: Repository, snapshot: Snapshot) -> None:
+        """The slice just written is known to this host: the next seal reads no header it
+        wrote itself (otherwise every seal would read all the slices of the run again)."""
+        seen = repo.seen_before
+        repo.seen_before = SeenBefore(
+            ids=seen.ids | {snapshot.id},
+            floor=max(seen.floor, snapshot.seq or 0),
+            newest={**seen.newest, snapshot.source: Stamp.of(snapshot)},
+        )
 
     def _remember(self, tail: OplogTail, newest: Timestamp | None, cursor: Cursor) -> None:
         """What status shows of the server: the newest entry, the lag, the oplog's window."""
