@@ -404,6 +404,15 @@ def test_archiver_killed_at_ten_moments_resumes_without_gap_or_duplicate(
     assert both.returncode == 2 and "give no SNAPSHOT" in both.stderr
     bad = site.run("restore", "--at-op", "yesterday", "--to-uri", server.uri, ok=False)
     assert bad.returncode == 2 and "give an oplog timestamp as T:I" in bad.stderr
+    # a slice taken out of the repository: the chain has a gap, refused by name
+    middle = headers[len(headers) // 2]
+    [gone] = [p for p in (site.repo / "snapshots").rglob(middle["id"])]
+    gone.unlink()
+    holed = site.run("restore", "--at-op", f"{end.time}:{end.inc}", "--to-uri", server.uri,
+                     "--ns-from", db_name, "--ns-to", f"{db_name}_holed", ok=False)  # fmt: skip
+    assert holed.returncode == 1
+    assert f"follows #{middle['n'] - 1}: a gap in the chain" in holed.stderr, holed.stderr
+    assert f"{db_name}_holed" not in client.list_database_names()  # refused before writing
 
 
 def test_an_oplog_rolled_over_while_stopped_is_a_gap_and_a_new_chain_starts(
