@@ -110,6 +110,8 @@ def test_a_chain_with_a_gap_a_repeat_or_a_forged_link_is_refused_by_name() -> No
     assert (chain.start, chain.end) == (Timestamp(10, 1), Timestamp(40, 1))
     with pytest.raises(IntegrityError, match="a gap in the chain"):
         chains([good[0], good[2]])
+    [pruned] = chains(good[1:])  # retention took #0: the chain begins at #1
+    assert pruned.start == Timestamp(20, 1)
     with pytest.raises(IntegrityError, match="repeats"):
         chains([*good, _info(1, 20, 30)])
     with pytest.raises(IntegrityError, match="the chain is broken"):
@@ -141,6 +143,33 @@ def test_a_bad_pitr_setting_is_a_config_error_naming_it(site: Site) -> None:
     site.write_config(extra_sources=source)
     proc = site.run("status", ok=False)
     assert proc.returncode == 2 and "pitr.slice" in proc.stderr and "soon" in proc.stderr
+
+
+def test_retention_keeps_the_slices_that_extend_a_kept_base() -> None:
+    from emberkeep.config import Retention
+    from emberkeep.policy import retention
+    from emberkeep.repository.snapshot import Snapshot
+
+    def header(day: int, source: str, kind: str, extra: dict[str, Any]) -> Snapshot:
+        when = datetime(2026, 3, day, 2, tzinfo=UTC)
+        return Snapshot(source, kind, when, "h", b"", b"", extra=extra, id=f"{source}-{day}")
+
+    def point(day: int) -> dict[str, int]:
+        return {"t": int(datetime(2026, 3, day, 2, tzinfo=UTC).timestamp()), "i": 1}
+
+    bases = [header(d, "db", "mongodb", {"mongodb": {"point_in_time": True,
+                                                     "oplog_end": point(d)}})
+             for d in (1, 2, 3)]  # fmt: skip
+    slices = [
+        header(d, "db@oplog", "mongodb-oplog", {"pitr": {"start": point(d - 1), "end": point(d)}})
+        for d in (2, 3, 4)
+    ]
+    now = datetime(2026, 3, 4, 3, tzinfo=UTC)
+    kept = retention.keep([*bases, *slices], now, {"db": Retention(daily=2)})
+    assert sorted(kept) == ["db-2", "db-3", "db@oplog-3", "db@oplog-4"]  # day 2's slice: no
+    assert kept["db@oplog-3"] == retention.SLICE_EXTENDS
+    everything = retention.keep([*bases, *slices], now, {"db": None})
+    assert len(everything) == 6
 
 
 # -- transactions, unit level -----------------------------------------------------------

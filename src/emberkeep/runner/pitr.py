@@ -223,7 +223,8 @@ class Archiver:
         chains_ = archived_chains(snapshots, self.source.name)
         if chains_:
             last = chains_[-1]
-            cursor = Cursor(last.base, len(last.slices), last.end, last.slices[-1].end_digest)
+            newest = last.slices[-1]
+            cursor = Cursor(last.base, newest.n + 1, last.end, newest.end_digest)
             try:
                 tail.check_holds(cursor.point, cursor.digest)
                 return cursor

@@ -163,8 +163,9 @@ def _iso_of(ts: Timestamp) -> str:
 
 
 def chains(infos: Iterable[SliceInfo]) -> list[Chain]:
-    """The slices grouped into chains, each checked: numbered 0, 1, 2… without a hole or a
-    repeat, each starting where the one before ended. Oldest chain first.
+    """The slices grouped into chains, each checked: numbered on (from 0, or from the first
+    that retention kept) without a hole or a repeat, each starting where the one before
+    ended. Oldest chain first.
 
     A slice that breaks its chain's links (left out, forged, reordered) is refused by
     name: a restore through it could not be exact, and a silent gap is what PITR must
@@ -175,16 +176,18 @@ def chains(infos: Iterable[SliceInfo]) -> list[Chain]:
     result = []
     for base, group in by_chain.items():
         group.sort(key=lambda s: s.n)
-        for expected, info in enumerate(group):
+        # a chain may begin after #0: retention removes the slices no kept base needs
+        for expected, info in enumerate(group, start=group[0].n):
             who = f"oplog slice {info.id[:12]} (chain of base {base[:12]}, #{info.n})"
             if info.n != expected:
                 what = "repeats" if info.n < expected else f"follows #{expected - 1}: a gap"
                 raise IntegrityError(who, f"{what} in the chain (slice missing or forged)")
-            if expected and info.start != group[expected - 1].end:
+            before = group[expected - group[0].n - 1] if expected > group[0].n else None
+            if before is not None and info.start != before.end:
                 raise IntegrityError(
                     who,
                     f"starts at {op_text(info.start)}, but the slice before ends at "
-                    f"{op_text(group[expected - 1].end)}: the chain is broken (forged)",
+                    f"{op_text(before.end)}: the chain is broken (forged)",
                 )
         result.append(Chain(base, group))
     result.sort(key=lambda c: (c.start.time, c.start.inc))
