@@ -120,7 +120,10 @@ def _keep_slices(
 
 def _point(extra: Any, section: str, key: str) -> tuple[int, int] | None:
     """An oplog point ``{t, i}`` of a header's ``extra``; None when there is none."""
-    value = extra.get(section, {}).get(key) if isinstance(extra, dict) else None
+    part = extra.get(section) if isinstance(extra, dict) else None
+    value = part.get(key) if isinstance(part, dict) else None
+    if not isinstance(value, dict):
+        return None
     try:
         return (int(value["t"]), int(value["i"]))
     except (KeyError, TypeError, ValueError):
