@@ -116,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target")
 
     p = sub.add_parser("restore", parents=[common], help="restore a snapshot")
-    p.add_argument("snapshot", help="snapshot id (or unique prefix), or 'latest'")
+    p.add_argument(
+        "snapshot", nargs="?", help="snapshot id (or unique prefix), or 'latest' (not with --at)"
+    )
     p.add_argument("paths", nargs="*", metavar="PATH", help="only these paths of the snapshot")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--to", type=Path, dest="dest", help="directory to restore under")
@@ -135,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     mongo.add_argument("--collection", help="only this collection (with --db)")
     mongo.add_argument("--ns-from", metavar="A", help="restore database or db.collection A…")
     mongo.add_argument("--ns-to", metavar="B", help="…under the name B")
+    point = mongo.add_mutually_exclusive_group()
+    point.add_argument(
+        "--at",
+        metavar="TIME",
+        dest="at_time",
+        help="the source as it was at TIME (its whole second), from a base snapshot and the "
+        "archived oplog (no SNAPSHOT: the base is chosen)",
+    )
+    point.add_argument(
+        "--at-op", metavar="T:I", help="…as it was after the oplog entry T:I (inclusive)"
+    )
 
     p = sub.add_parser("export", parents=[common], help="write a snapshot for other tools")
     p.add_argument("snapshot", help="snapshot id (or unique prefix), or 'latest'")
@@ -244,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", metavar="D", help="a duration back from now (like 7d) or a time")
 
     sub.add_parser("metrics", parents=[common], help="print Prometheus metrics (text format)")
+
+    p = sub.add_parser(
+        "oplog", parents=[common], help="point-in-time recovery: archive a mongodb oplog"
+    )
+    p.add_argument("action", choices=["run", "status"], help="run: archive (long-running)")
+    p.add_argument("--source", help="the mongodb source (default: the only one)")
+    p.add_argument("--once", action="store_true", help="run: seal what is settled now, exit")
 
     p = sub.add_parser("run", parents=[common], help="the scheduler: run due jobs (foreground)")
     p.add_argument(
@@ -604,6 +624,14 @@ def cmd_snapshots(site: Site, args: argparse.Namespace) -> int:
 
 
 def cmd_restore(site: Site, args: argparse.Namespace) -> int:
+    at = args.at_time or args.at_op
+    if at and (args.snapshot or not args.to_uri):
+        raise UsageError(
+            "--at/--at-op restore a mongodb source to a point into --to-uri URI; give no "
+            "SNAPSHOT (the base snapshot is chosen), and --source when there are several"
+        )
+    if not at and not args.snapshot:
+        raise UsageError("give the SNAPSHOT to restore (an id, or latest), or --at/--at-op")
     if args.to_uri:
         return _restore_mongodb(site, args)
     mongo_only = [f for f in ("drop", "db", "collection", "ns_from", "ns_to") if getattr(args, f)]
@@ -674,24 +702,33 @@ def _restore_mongodb(site: Site, args: argparse.Namespace) -> int:
         raise UsageError("a mongodb snapshot restores by --db/--collection, not by PATH")
     selection = Selection(args.db, args.collection, args.ns_from, args.ns_to)
     bar = ui.ByteProgress("restore", enabled=not (args.json or args.quiet))
+    options = {
+        "drop": args.drop,
+        "selection": selection,
+        "target": args.target,
+        "source": args.source,
+        "on_file": bar.advance,
+        "on_total": bar.set_total,
+    }
     with watch(site, "restore", source=args.source, target=args.target) as job, bar.shown():
-        snapshot, result = job.took(
-            run_restore_mongodb(
-                site,
-                args.snapshot,
-                args.to_uri,
-                drop=args.drop,
-                selection=selection,
-                target=args.target,
-                source=args.source,
-                on_file=bar.advance,
-                on_total=bar.set_total,
-            )
-        )
+        if args.at_time or args.at_op:
+            from .runner.restore import run_restore_mongodb_at
+
+            point = _restore_point(args)
+            done = run_restore_mongodb_at(site, point, args.to_uri, **options)  # type: ignore[arg-type]
+        else:
+            done = run_restore_mongodb(site, args.snapshot, args.to_uri, **options)  # type: ignore[arg-type]
+        snapshot, result = job.took(done)
     failed = 1 if result.problems else 0
     if args.json:
         ui.print_json({"snapshot": snapshot.id, **result.to_json()})
         return failed
+    if result.extension is not None:
+        ext = result.extension_json()
+        ui.line(
+            f"  base snapshot {snapshot.short_id}, then {ext['entries_applied']} archived oplog "
+            f"entries; the last operation applied: {ext['last_applied']} (asked: {ext['asked']})"
+        )
     for coll in result.collections:
         what = "view" if coll.type == "view" else f"{coll.documents} documents"
         ui.line(f"  {coll.source} -> {coll.target}: {what}, {coll.indexes} indexes")
@@ -711,6 +748,54 @@ def _restore_mongodb(site: Site, args: argparse.Namespace) -> int:
     for problem in result.problems:
         ui.error(f"{problem['path']}: {problem['message']}")
     return failed
+
+
+def _restore_point(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The oplog point of ``--at TIME`` or ``--at-op T:I``."""
+    from .clock import parse_time
+    from .sources.mongodb.pitr import parse_op, point_of_time
+
+    if args.at_op:
+        return parse_op(args.at_op)
+    try:
+        return point_of_time(parse_time(args.at_time))
+    except ValueError as exc:
+        raise UsageError(f"--at {args.at_time!r}: {exc}") from None
+
+
+def cmd_oplog(site: Site, args: argparse.Namespace) -> int:
+    """``oplog run``: the archiver, one line (or JSON line) per slice sealed; ``oplog
+    status``: the chains in the first target, the window and the lag (exit 1: a gap)."""
+    from .runner import pitr
+
+    source = pitr.mongo_source(site, args.source)
+    if args.action == "status":
+        report = pitr.pitr_status(site, source)
+        if args.json:
+            ui.print_json(report.to_json())
+        else:
+            for line in report.lines():
+                ui.line(line)
+        return 1 if report.gaps else 0
+
+    def on_slice(outcome: pitr.SliceOutcome) -> None:
+        if args.json:
+            print(json.dumps(outcome.to_json()), flush=True)
+        elif not args.quiet:
+            info = outcome.info
+            ui.line(
+                f"slice {outcome.snapshot[:12]} #{info.n}: {info.entries} entries to "
+                f"{pitr.op_text(info.end)}",
+                stderr=True,
+            )
+
+    archiver = pitr.Archiver(site, source, on_slice=on_slice, on_gap=ui.warning)
+    try:
+        archiver.run(once=args.once)
+    except KeyboardInterrupt:
+        ui.line("stopped; the next run goes on from the last slice sealed", stderr=True)
+        return 130
+    return 0
 
 
 def cmd_export(site: Site, args: argparse.Namespace) -> int:

@@ -106,12 +106,30 @@ class FilesSource(_SourceBase, tag="files", kw_only=True):
         return "files"
 
 
+class Pitr(_Strict):
+    """Continuous oplog archiving (``emberkeep oplog run``; README, "Point-in-time recovery")."""
+
+    enabled: bool = False
+    slice: str = "10s"  # an entry waits at most this long before its slice is sealed
+    max_lag: str = "1m"  # status: archived this far behind the server is late
+    max_entries: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000  # per slice
+
+    @property
+    def slice_seconds(self) -> float:
+        return parse_duration(self.slice).total_seconds()
+
+    @property
+    def max_lag_delta(self) -> timedelta:
+        return parse_duration(self.max_lag)
+
+
 class MongoSource(_SourceBase, tag="mongodb", kw_only=True):
     uri: str = "mongodb://localhost:27017"
     databases: list[str] = []  # default: every database but admin, local and config
     exclude: list[str] = []  # shell patterns on "db.collection"
     parallel: Annotated[int, msgspec.Meta(ge=1, le=16)] = 4  # collections read at once
     drill_uri: str | None = None  # where drills restore (scratch databases); default `uri`
+    pitr: Pitr | None = None
 
     @property
     def type(self) -> str:
@@ -484,6 +502,10 @@ def _semantic_problems(config: Config, raw: dict[str, Any]) -> Iterator[tuple[st
             for key in ("rpo", "rto"):
                 value = getattr(source.objectives, key)
                 yield from _duration_problem(value, field("sources", i, "objectives", key))
+        if isinstance(source, MongoSource) and source.pitr:
+            for key in ("slice", "max_lag"):
+                where = field("sources", i, "pitr", key)
+                yield from _duration_problem(getattr(source.pitr, key), where)
         if isinstance(source, FilesSource):
             for path in source.paths:
                 if "\0" in str(path):

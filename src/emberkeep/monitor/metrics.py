@@ -130,6 +130,8 @@ def gather(site: Site, report: status_mod.Report) -> Metrics:
             s.age_seconds,
             source=src,
         )
+        if s.pitr is not None:
+            _pitr_metrics(m, src, s.pitr)
         objectives = site.config.source(src).objectives
         if objectives and objectives.rpo_delta is not None:
             m.add(
@@ -301,6 +303,33 @@ def gather(site: Site, report: status_mod.Report) -> Metrics:
         report.time.timestamp(),
     )
     return m
+
+
+def _pitr_metrics(m: Metrics, src: str, pitr: dict[str, Any]) -> None:
+    """A PITR source's oplog archive (runner/pitr.py): lag, window, slices, gaps."""
+    m.add(
+        "emberkeep_pitr_lag_seconds",
+        "Newest oplog entry on the server to the newest archived, as the archiver last saw.",
+        pitr.get("lag_seconds"),
+        source=src,
+    )
+    window = pitr.get("window") or {}
+    for end in ("from", "to"):
+        point = window.get(end)
+        m.add(
+            f"emberkeep_pitr_window_{'start' if end == 'from' else 'end'}_timestamp_seconds",
+            f"The {'oldest' if end == 'from' else 'newest'} point a restore can reach "
+            "(Unix seconds).",
+            float(point.split(":")[0]) if point else None,
+            source=src,
+        )
+    m.add("emberkeep_pitr_slices", "Oplog slices in the primary target.", pitr.get("slices"),
+          source=src)  # fmt: skip
+    m.add("emberkeep_pitr_chains", "Chains of oplog slices (a new one after each gap).",
+          len(pitr.get("chains") or []), source=src)  # fmt: skip
+    m.add("emberkeep_pitr_gaps", "Gaps in the oplog archive found in the last day.",
+          sum(1 for g in pitr.get("gaps") or [] if g.get("age_seconds", 0) < 86400),
+          source=src)  # fmt: skip
 
 
 def collect_text(site: Site) -> str:

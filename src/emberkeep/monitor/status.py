@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .. import clock, ui
@@ -106,6 +106,7 @@ class SourceStatus:
     rto_state: str | None = None
     rto_seconds: float | None = None
     anomalies: list[dict[str, Any]] = field(default_factory=list)
+    pitr: dict[str, Any] | None = None  # a mongodb source's oplog archive (runner/pitr.py)
 
     def to_json(self) -> dict[str, Any]:
         last = None
@@ -149,6 +150,7 @@ class SourceStatus:
             "drill": drill,
             "rto_state": self.rto_state,
             "anomalies": self.anomalies,
+            **({"pitr": self.pitr} if self.pitr is not None else {}),
         }
 
 
@@ -339,6 +341,7 @@ def _source(
     ):
         status.last_backup, status.last_snapshot = good.started, good.snapshot
         status.last_backup_target = good.target
+    _archive(site, source, held, status, report)
     if status.last_backup is not None:
         status.age_seconds = max((now - status.last_backup).total_seconds(), 0.0)
     status.rpo = rpo_state(
@@ -374,6 +377,40 @@ def _drill(journal: Journal, source: str, rto: timedelta | None, status: SourceS
         status.rto_state = "breached"
     else:
         status.rto_state = "ok"
+
+
+def _archive(
+    site: Site, source: Source, held: dict[str, _Held], status: SourceStatus, report: Report
+) -> None:
+    """A PITR source's oplog archive: what it covers is what can be restored, so its newest
+    archived point is the source's last backup for the RPO; a gap is a breach."""
+    from ..config import MongoSource
+
+    primary = site.config.targets[0].name
+    if not isinstance(source, MongoSource) or not (source.pitr and source.pitr.enabled):
+        return
+    if primary not in held:
+        return
+    from ..runner import pitr
+
+    archive = pitr.status_of(site, source, held[primary].snapshots)
+    status.pitr = archive.to_json()
+    if archive.windows:
+        end = datetime.fromtimestamp(archive.windows[-1][1].time, tz=UTC)
+        if status.last_backup is None or end > status.last_backup:
+            status.last_backup, status.last_backup_target = end, primary
+            status.last_snapshot = archive.chains[-1].slices[-1].id
+    for gap in archive.gaps:
+        report.breaches.append(
+            f"source {source.name}: the oplog archive has a gap: nothing between "
+            f"{gap['after']} and {gap['until']} can be restored to (found {gap['found']}; a "
+            f"new chain began from base {gap['new_chain'][:12]})"
+        )
+    if archive.state_word == "late":
+        report.warnings.append(
+            f"source {source.name}: the oplog archive lags {archive.lag_seconds:.0f}s behind "
+            f"the server (max_lag {source.pitr.max_lag}): is `emberkeep oplog run` running?"
+        )
 
 
 def _source_findings(status: SourceStatus, now: datetime, report: Report) -> None:

@@ -26,6 +26,11 @@ source's snapshots on their own, with periods in UTC:
 - A source with no ``retention`` (or one that sets no rule) keeps everything:
   ``"no retention policy"``. Snapshots of a source the config no longer names are kept:
   ``"source not in config"`` (a removed config line never deletes data).
+- A mongodb source's oplog slices (source ``<name>@oplog``, sources/mongodb/pitr.py) follow
+  the base snapshots they extend: a slice is kept while it ends after the point of the
+  oldest kept base of ``<name>`` (``"extends a kept base"``); the older ones are removed,
+  since no kept base can be brought forward through them. With no kept point-in-time base
+  (or no policy for ``<name>``), every slice is kept.
 - Only ``within`` can leave a source with nothing kept (its newest snapshot older than
   the age, say after backups stopped); then the newest snapshot is kept anyway.
 
@@ -36,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..durations import format_duration, parse_duration
 from ..repository.snapshot import FUTURE_TOLERANCE, is_future, written_order
@@ -56,6 +61,10 @@ COUNT_RULES: tuple[tuple[str, Callable[[datetime], Period]], ...] = (
     ("yearly", lambda t: (t.year,)),
 )
 NO_POLICY = "no retention policy"
+SLICE_SUFFIX = "@oplog"  # sources/mongodb/pitr.py: a source's oplog slices
+SLICE_TYPE = "mongodb-oplog"
+SLICE_EXTENDS = "oplog slice: extends a kept base"
+SLICES_KEPT = "oplog slice: no kept point-in-time base to follow, kept"
 NOT_IN_CONFIG = "source not in config"
 NEWEST_KEPT = "newest of its source (kept although no rule keeps it)"
 FUTURE = (
@@ -75,7 +84,12 @@ def keep(
     snapshots of sources missing from it are kept.
     """
     kept: dict[str, str] = {}
+    slices: dict[str, list[Snapshot]] = {}
     for source, group in _by_source(snapshots).items():
+        base = source.removesuffix(SLICE_SUFFIX)
+        if base != source and base in policies and all(s.source_type == SLICE_TYPE for s in group):
+            slices[base] = group
+            continue
         if source not in policies:
             kept.update(dict.fromkeys((s.id for s in group), NOT_IN_CONFIG))
             continue
@@ -84,7 +98,36 @@ def keep(
             kept.update(dict.fromkeys((s.id for s in group), NO_POLICY))
             continue
         kept.update(keep_source(group, now, policy))
+    for base, group in slices.items():
+        kept.update(_keep_slices(group, [s for s in snapshots if s.source == base], kept))
     return kept
+
+
+def _keep_slices(
+    group: Sequence[Snapshot], bases: Sequence[Snapshot], kept: Mapping[str, str]
+) -> dict[str, str]:
+    """The slices that extend a kept base (module docstring)."""
+    points = [p for s in bases if s.id in kept and (p := _point(s.extra, "mongodb", "oplog_end"))]
+    if not points:
+        return dict.fromkeys((s.id for s in group), SLICES_KEPT)
+    oldest = min(points)
+    return {
+        s.id: SLICE_EXTENDS
+        for s in group
+        if (end := _point(s.extra, "pitr", "end")) is None or end > oldest
+    }
+
+
+def _point(extra: Any, section: str, key: str) -> tuple[int, int] | None:
+    """An oplog point ``{t, i}`` of a header's ``extra``; None when there is none."""
+    part = extra.get(section) if isinstance(extra, dict) else None
+    value = part.get(key) if isinstance(part, dict) else None
+    if not isinstance(value, dict):
+        return None
+    try:
+        return (int(value["t"]), int(value["i"]))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def keep_source(snapshots: Sequence[Snapshot], now: datetime, policy: Retention) -> dict[str, str]:

@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from bson import Timestamp
+
 from ..engine.fetch import read_in_order
 from ..engine.restore import RestoreIncomplete, Restorer, RestoreResult, file_problem, walk_tree
 from ..engine.tree import Node, shown
@@ -94,6 +96,44 @@ def run_restore_mongodb(
         with hooks.around(job_hooks, "restore", snapshot.source, **context) as run:
             result = job.run()
     result.warnings.extend(run.warnings)
+    return snapshot, result
+
+
+def run_restore_mongodb_at(
+    site: Site,
+    point: Timestamp,
+    uri: str,
+    *,
+    drop: bool,
+    selection: Selection,
+    target: str | None = None,
+    source: str | None = None,
+    on_file: Callable[[str, int], None] = lambda path, size: None,
+    on_total: Callable[[int], None] = lambda size: None,
+) -> tuple[Snapshot, MongoRestoreResult]:
+    """The source's state at oplog ``point`` (inclusive) into ``uri``: the base snapshot
+    ``pitr.plan_point`` chooses, then the archived oplog after it up to the point."""
+    from ..sources.mongodb.connection import client_for
+    from .pitr import mongo_source, plan_point
+
+    name = mongo_source(site, source).name
+    repo = site.repository(target, read=True)
+    plan = plan_point(repo, name, point)
+    snapshot = plan.base
+    nodes = {path: node for path, node in walk_tree(repo, snapshot.tree)}
+    configured = next((s.hooks for s in site.config.sources if s.name == snapshot.source), None)
+    context = {"snapshot": snapshot.id, "target": repo.storage.label, "to": redact_url(uri)}
+    with client_for(uri, f"restore of source {name} to {point.time}:{point.inc}") as client:
+        job = MongoRestore(
+            repo, snapshot, nodes, client, uri=uri, drop=drop, selection=selection,
+            on_bytes=on_file, extension=plan.extension,
+        )  # fmt: skip
+        on_total(job.total_bytes(job.plan()))
+        job_hooks = hooks.for_job(configured, "restore")
+        with hooks.around(job_hooks, "restore", snapshot.source, **context) as run:
+            result = job.run()
+    result.warnings.extend(run.warnings)
+    result.point = point
     return snapshot, result
 
 

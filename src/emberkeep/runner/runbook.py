@@ -139,19 +139,7 @@ def _scenario(
 def _restore_commands(source: Source, config_flag: str) -> list[str]:
     ek = f"emberkeep {config_flag}".strip()
     if isinstance(source, MongoSource):
-        shown = redact_url(source.uri)
-        if shown == source.uri:
-            return [
-                f"{ek} snapshots --source {source.name}",
-                f"{ek} restore latest --source {source.name} --to-uri {shlex.quote(shown)} "
-                "--drop   # or: --db D --collection C for one collection",
-            ]
-        return [  # the URI holds a password: out of argv, through the environment
-            f"{ek} snapshots --source {source.name}",
-            f"read -rs MONGO_URI; export MONGO_URI   # type {shown} with its password",
-            f"{ek} restore latest --source {source.name} --to-uri env:MONGO_URI --drop"
-            "   # or: --db D --collection C for one collection",
-        ]
+        return _mongo_commands(source, ek) + _pitr_commands(source, ek)
     if isinstance(source, GitSource):
         return [
             f"{ek} restore latest --source {source.name} --to /tmp/{source.name}-restored",
@@ -159,6 +147,37 @@ def _restore_commands(source: Source, config_flag: str) -> list[str]:
         ]
     assert isinstance(source, FilesSource)
     return [f"{ek} restore latest --source {source.name} --to /"]
+
+
+def _mongo_commands(source: MongoSource, ek: str) -> list[str]:
+    shown = redact_url(source.uri)
+    if shown == source.uri:
+        return [
+            f"{ek} snapshots --source {source.name}",
+            f"{ek} restore latest --source {source.name} --to-uri {shlex.quote(shown)} "
+            "--drop   # or: --db D --collection C for one collection",
+        ]
+    return [  # the URI holds a password: out of argv, through the environment
+        f"{ek} snapshots --source {source.name}",
+        f"read -rs MONGO_URI; export MONGO_URI   # type {shown} with its password",
+        f"{ek} restore latest --source {source.name} --to-uri env:MONGO_URI --drop"
+        "   # or: --db D --collection C for one collection",
+    ]
+
+
+def _pitr_commands(source: MongoSource, ek: str) -> list[str]:
+    """With the oplog archived (README, "Point-in-time recovery"): the lag, the window and
+    the chain first, then a restore to the moment before the damage."""
+    if not (source.pitr and source.pitr.enabled):
+        return []
+    shown = redact_url(source.uri)
+    uri = shlex.quote(shown) if shown == source.uri else "env:MONGO_URI"
+    return [
+        "# to a point in time (the oplog archived; RPO = its lag): window, chain, any gap",
+        f"{ek} oplog status --source {source.name}",
+        f"{ek} restore --source {source.name} --at 2026-03-01T14:03:27Z --to-uri {uri} "
+        "--drop   # or --at-op T:I: up to that operation, inclusive",
+    ]
 
 
 def _matches(source: Source, kinds: tuple[str, ...]) -> bool:

@@ -120,14 +120,17 @@ class Oplog:
     def window_batches(
         self, start: Timestamp | None, end: Timestamp | None, databases: list[str]
     ) -> Iterator[bytes]:
-        """Raw BSON batches of the entries in ``(start, end]`` that touch ``databases``."""
+        """Raw BSON batches of the entries in ``(start, end]`` that touch ``databases``,
+        and the transactions (on ``admin.$cmd``), which may."""
         if not self.present or end is None or (start is not None and start >= end):
             return
         ts: dict[str, Any] = {"$lte": end}
         if start is not None:
             ts["$gt"] = start
         names = "|".join(re.escape(d) for d in databases)
-        query = {"ts": ts, "ns": {"$regex": f"^(?:{names})\\."}, "op": {"$ne": "n"}}
+        # admin.$cmd holds transactions (applyOps) of every database: replay filters them
+        of_dbs = {"ns": {"$regex": f"^(?:{names})\\."}}
+        query = {"ts": ts, "$or": [of_dbs, {"ns": "admin.$cmd"}], "op": {"$ne": "n"}}
         yield from self.coll.find_raw_batches(query)
 
 
@@ -135,32 +138,74 @@ class Oplog:
 class ReplayStats:
     applied: int = 0
     skipped: int = 0
+    transactions: int = 0  # committed transactions unpacked
+    uncommitted: int = 0  # transactions not committed by the end of the replay: left out
+    last: Timestamp | None = None  # the last entry replayed (applied or skipped)
 
 
 class Replayer:
-    """Applies oplog entries to a server, with namespaces renamed by ``rename``."""
+    """Applies oplog entries to a server, with namespaces renamed by ``rename``.
 
-    def __init__(self, client: Client, rename: Any) -> None:
+    Transactions (``pitr.Transactions``) are unpacked into their operations, committed
+    ones only. ``ddl=False`` (a dump's own window) skips command entries: the snapshot's
+    catalog already says what exists. ``ddl=True`` (the slices after a base, in
+    ``pitr``) replays them (``Commands``) or refuses the entry by name. ``whole_db`` maps a
+    database to ``(selected, target)``: whether the restore takes any of it, and the
+    database it restores to when it takes it whole (None: only in part, and a
+    ``dropDatabase`` cannot be replayed)."""
+
+    def __init__(
+        self,
+        client: Client,
+        rename: Any,
+        *,
+        ddl: bool = False,
+        whole_db: Any = None,
+        transactions: Any = None,
+    ) -> None:
+        from .pitr import Transactions
+
         self.client = client
         self.rename = rename  # (db, coll) -> (db, coll) | None (None: not restored)
         self.stats = ReplayStats()
+        self.ddl = ddl
+        self.whole_db = whole_db or (lambda db: (False, None))
+        self.transactions = transactions if transactions is not None else Transactions()
 
     def replay(self, entries: Iterator[dict[str, Any]]) -> ReplayStats:
         pending: list[tuple[str, str, Any]] = []
         for entry in entries:
-            op = self._translate(entry)
-            if op is None:
-                self.stats.skipped += 1
-                continue
-            if isinstance(op[2], DiffUpdate):
-                self._flush(pending)  # the diff applies to the document as it is by now
-                self._apply_diff(*op)
-                continue
-            pending.append(op)
-            if len(pending) >= REPLAY_BATCH:
-                self._flush(pending)
+            for item in self.transactions.expand(entry):
+                if item.get("op") == "c" and self.ddl:
+                    self._flush(pending)  # a command applies to the state as it is by now
+                    self._command(item)
+                    continue
+                op = self._translate(item)
+                if op is None:
+                    self.stats.skipped += 1
+                    continue
+                if isinstance(op[2], DiffUpdate):
+                    self._flush(pending)  # the diff applies to the document as it is by now
+                    self._apply_diff(*op)
+                    continue
+                pending.append(op)
+                if len(pending) >= REPLAY_BATCH:
+                    self._flush(pending)
+            ts = entry.get("ts")
+            if isinstance(ts, Timestamp):
+                self.stats.last = ts
         self._flush(pending)
+        self.stats.transactions = self.transactions.committed
+        self.stats.uncommitted = self.transactions.left_open
         return self.stats
+
+    def _command(self, entry: dict[str, Any]) -> None:
+        from .pitr import Commands
+
+        if Commands(self.client, self.rename, self.whole_db).apply(entry):
+            self.stats.applied += 1
+        else:
+            self.stats.skipped += 1
 
     def _apply_diff(self, db: str, coll: str, update: DiffUpdate) -> None:
         """Read, apply, write back; a document gone by now is skipped (a later entry of the

@@ -38,6 +38,7 @@ from . import snapshotfiles
 from .catalog import CollectionInfo
 from .connection import Client, server_error
 from .oplog import Replayer, ReplayStats
+from .pitr import PointExtension, Transactions
 from .record import OPLOG, RECORD, DumpRecord
 from .users import ROLES_FILE, USERS_FILE, AuthRestored, restore_auth
 
@@ -114,6 +115,8 @@ class CollectionOutcome:
 class MongoRestoreResult:
     collections: list[CollectionOutcome] = field(default_factory=list)
     oplog: ReplayStats = field(default_factory=ReplayStats)
+    extension: ReplayStats | None = None  # the archived oplog replayed after the point
+    point: Any = None  # the point asked for (a bson Timestamp), for a restore to a point
     point_in_time: bool = False
     consistent_at: str | None = None
     bytes: int = 0
@@ -126,11 +129,26 @@ class MongoRestoreResult:
             "collections": [c.to_json() for c in self.collections],
             "users_and_roles": [a.to_json() for a in self.auth],
             "oplog_entries_applied": self.oplog.applied,
+            **({"point": self.extension_json()} if self.extension is not None else {}),
             "point_in_time": self.point_in_time,
             "consistent_at": self.consistent_at,
             "bytes": self.bytes,
             "warnings": self.warnings,
             "problems": self.problems,
+        }
+
+    def extension_json(self) -> dict[str, Any]:
+        ext = self.extension
+        assert ext is not None
+        from .pitr import op_text
+
+        return {
+            "asked": op_text(self.point),
+            "last_applied": op_text(ext.last),
+            "entries_applied": ext.applied,
+            "entries_skipped": ext.skipped,
+            "transactions": ext.transactions,
+            "transactions_not_committed": ext.uncommitted,
         }
 
     def problem(self, path: str, message: str) -> None:
@@ -166,9 +184,13 @@ class MongoRestore:
         selection: Selection,
         on_bytes: Callable[[str, int], None] = lambda ns, size: None,
         replay: bool = True,
+        extension: PointExtension | None = None,
     ) -> None:
         """``replay=False`` leaves the oplog window unapplied (a drill compares the
-        documents with the dump's digests first, then calls ``replay_oplog``)."""
+        documents with the dump's digests first, then calls ``replay_oplog``).
+        ``extension``: the archived oplog after the snapshot's point, replayed last (once
+        indexes and views exist, since its DDL may drop or rename what they were built on):
+        a restore to a point (``pitr``)."""
         self.repo = repo
         self.snapshot = snapshot
         self.nodes = nodes
@@ -178,6 +200,8 @@ class MongoRestore:
         self.selection = selection
         self.on_bytes = on_bytes
         self.replay = replay
+        self.extension = extension
+        self.transactions = Transactions()  # one across the window and the extension
         self.planned: list[_Planned] = []
         self.who = f"restore of snapshot {snapshot.short_id}"
 
@@ -231,6 +255,7 @@ class MongoRestore:
         collections = [p for p in planned if p.info.has_documents]
         oplog = self.nodes.get(f"/{OPLOG}")
         files = [p.node for p in collections if p.node] + ([oplog] if oplog else [])
+        files += self.extension.nodes if self.extension else []
         self.repo.prepare_read(b for node in files for b in node["content"])  # cold targets
         # before any --drop: a lost pack or index fails here, with the live data untouched
         self.repo.require_present(b for node in files for b in node["content"])
@@ -256,6 +281,8 @@ class MongoRestore:
                     CollectionOutcome(item.source_ns, item.target_ns, item.info.kind)
                 )
         result.auth = self._restore_auth(record)
+        if self.extension is not None:
+            result.extension = self._replay_extension(record, self.extension)
         for done in result.auth:
             if done.kept:
                 result.warnings.append(
@@ -402,8 +429,35 @@ class MongoRestore:
         if node is None or not node.get("content"):
             return ReplayStats()
         names = {(p.info.db, p.info.name): (p.to_db, p.to_name) for p in collections}
-        replayer = Replayer(self.client, lambda db, coll: names.get((db, coll)))
+        replayer = Replayer(
+            self.client, lambda db, coll: names.get((db, coll)), transactions=self.transactions
+        )
         return replayer.replay(bson.decode(doc) for doc in self._documents(node, "oplog"))
+
+    def _replay_extension(self, record: DumpRecord, extension: PointExtension) -> ReplayStats:
+        """The slices after the snapshot's point, every collection of its databases that the
+        selection takes, including those created after the dump."""
+        sel = self.selection
+        databases = set(record.databases)
+
+        def rename(db: str, coll: str) -> tuple[str, str] | None:
+            if db not in databases or not sel.wants(db, coll):
+                return None
+            return sel.target(db, coll)
+
+        def whole_db(db: str) -> tuple[bool, str | None]:
+            if db not in databases or (sel.db is not None and db != sel.db):
+                return False, None
+            if sel.collection or (sel.ns_from and "." in sel.ns_from):
+                return True, None
+            return True, sel.target(db, "")[0]
+
+        replayer = Replayer(
+            self.client, rename, ddl=True, whole_db=whole_db, transactions=self.transactions
+        )
+        stats = replayer.replay(extension.entries())
+        stats.last = stats.last or extension.after  # nothing after the base: its point
+        return stats
 
     def _build_indexes(self, item: _Planned) -> int:
         specs = [_index_spec(i) for i in item.info.indexes if i.get("name") != "_id_"]
