@@ -158,7 +158,7 @@ class Writer:
             seq += 1
             kind = self.rng.choice("iuud")
             if kind == "i" or len(self.model) < 10:
-                doc = {"_id": self.next_id, "v": seq, "tag": "inserted"}
+                doc: dict[str, Any] = {"_id": self.next_id, "v": seq, "tag": "inserted"}
                 self.next_id += 1
                 self.coll.insert_one(dict(doc))
                 self.model[doc["_id"]] = doc

@@ -518,8 +518,12 @@ def cmd_backup(site: Site, args: argparse.Namespace) -> int:
     for name in sources_to_run(site, args.sources):
         bar = ui.ByteProgress(f"backup {name}", enabled=not (args.json or args.quiet))
         source = site.config.source(name)
-        if bar.enabled and source.type == "files":
-            ui.in_background(lambda s=source, b=bar: b.set_total(scan_size(s.paths, s.exclude)))
+        if bar.enabled and isinstance(source, config.FilesSource):
+
+            def scan(s: config.FilesSource = source, b: ui.ByteProgress = bar) -> None:
+                b.set_total(scan_size(s.paths, s.exclude))
+
+            ui.in_background(scan)
         with watch(site, "backup", source=name, warn=ui.warning) as job:
             with bar.shown():
                 progress = Progress(on_file=bar.advance)

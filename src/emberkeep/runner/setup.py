@@ -138,7 +138,8 @@ def _last_success(site: Site, target: str) -> journal.Entry | None:
         return None
     with journal.Journal.open(site) as log:
         found = [log.last(kind, target=target, outcome="ok") for kind in USED_BY]
-    return max((e for e in found if e is not None), key=lambda e: e.started, default=None)
+    dated = [(e.started, e) for e in found if e is not None and e.started is not None]
+    return max(dated, key=lambda pair: pair[0])[1] if dated else None
 
 
 def _initialized(site: Site, target: str) -> str:

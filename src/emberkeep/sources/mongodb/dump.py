@@ -21,7 +21,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, BinaryIO
+from typing import Any
 
 from bson import Timestamp
 from pymongo.errors import OperationFailure, PyMongoError
@@ -29,7 +29,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 from ...clock import iso
 from ...config import MongoSource
 from ..bytequeue import ByteQueue, Cancelled
-from ..events import Enter, Event, Leave, Stream, Warning_, bytes_stream, made_node
+from ..events import Enter, Event, Leave, Readable, Stream, Warning_, bytes_stream, made_node
 from .catalog import CollectionInfo, list_collections, select_databases
 from .connection import Client, server_error
 from .oplog import Oplog, ts_json
@@ -89,9 +89,9 @@ class CollectionReader:
         return self.info.name in names
 
     @contextlib.contextmanager
-    def open(self) -> Iterator[BinaryIO]:
+    def open(self) -> Iterator[Readable]:
         try:
-            yield self.queue  # type: ignore[misc]
+            yield self.queue
         except BaseException:
             self.queue.cancel()
             raise
@@ -182,8 +182,8 @@ class MongoDump:
     ) -> Iterator[Event]:
         """The tree's database directories; readers start ``parallel`` collections ahead."""
         ahead = iter(readers)
-        for reader in _take(ahead, self.source.parallel):
-            pool.submit(reader.run)
+        for first in _take(ahead, self.source.parallel):
+            pool.submit(first.run)
         by_ns = {r.info.ns: r for r in readers}
         for db in databases:
             yield Enter(made_node(db, "dir"))
@@ -211,7 +211,7 @@ class MongoDump:
     @contextlib.contextmanager
     def _oplog(
         self, oplog: Oplog, start: Timestamp | None, end: Timestamp | None, dbs: list[str]
-    ) -> Iterator[BinaryIO]:
+    ) -> Iterator[Readable]:
         """The window's entries, read on a thread like a collection; rollover checked after."""
         queue = ByteQueue(QUEUE_BUDGET)
         digest = DocDigest()
@@ -231,7 +231,7 @@ class MongoDump:
         thread = threading.Thread(target=produce, name="mongo-oplog", daemon=True)
         thread.start()
         try:
-            yield queue  # type: ignore[misc]
+            yield queue
         except BaseException:
             queue.cancel()
             raise
