@@ -307,6 +307,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--print", choices=["cron", "systemd"], required=True, dest="format")
 
+    p = sub.add_parser("config", parents=[common], help="a sample config, or check one")
+    what = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    q = what.add_parser(
+        "sample", parents=[common], help="print a complete, commented sample config"
+    )
+    q.add_argument(
+        "--recipient",
+        action="append",
+        default=[],
+        help="an age recipient to fill in (repeat for several); without, a placeholder",
+    )
+    what.add_parser(
+        "check", parents=[common], help="validate the config: exit 0, or 2 naming each problem"
+    )
+
     p = sub.add_parser("demo", help="run the main job on a generated demo shop")
     p.add_argument(
         "--dir", type=Path, default=Path("demo"), help="folder for the demo (default ./demo)"
@@ -429,6 +444,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return run_demo(args.dir, media_files=args.media_files, web=args.web)
     if args.command == "recover":
         return cmd_recover(args)  # it has no config yet: it fetches it from the target
+    if args.command == "config":
+        return cmd_config(args)  # it works on the file, before (or without) a site
     site = Site(config.load(args.config), identity_file=args.identity)
     handler = globals()[f"cmd_{args.command}"]
     return handler(site, args)
@@ -489,6 +506,28 @@ def cmd_keys(site: Site, args: argparse.Namespace) -> int:
         )
     if config_note:
         ui.warning(config_note)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.config_command == "sample":
+        from .config_sample import sample
+
+        print(sample(args.recipient), end="")
+        return 0
+    loaded = config.load(args.config)  # a ConfigError names every problem (exit 2)
+    summary = {
+        "path": str(loaded.path),
+        "ok": True,
+        "sources": [s.name for s in loaded.sources],
+        "targets": [t.name for t in loaded.targets],
+    }
+    if args.json:
+        ui.print_json(summary)
+    else:
+        ui.line(
+            f"{loaded.path}: valid ({len(loaded.sources)} sources, {len(loaded.targets)} targets)"
+        )
     return 0
 
 
