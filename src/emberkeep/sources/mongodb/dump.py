@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -43,6 +43,15 @@ MAX_BATCH_DOCS = 100_000
 DROPPED_CODES = frozenset({26, 175, 237})
 
 
+def _no_op(info: CollectionInfo) -> None:
+    pass
+
+
+# Called on the reader's thread just before a collection is read, after the listing. A seam
+# for tests (in-process): what happens to a collection between the two, without a race.
+before_read: Callable[[CollectionInfo], None] = _no_op
+
+
 class CollectionReader:
     """Reads one collection's raw batches on a worker thread into a ``ByteQueue``."""
 
@@ -56,6 +65,7 @@ class CollectionReader:
     def run(self) -> None:
         error: BaseException | None = None
         try:
+            before_read(self.info)
             collection = self.client[self.info.db][self.info.name]
             for batch in collection.find_raw_batches(batch_size=self._batch_docs()):
                 self.digest.add(batch)
