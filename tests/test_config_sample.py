@@ -6,7 +6,7 @@ import json
 import tomllib
 from datetime import timedelta
 
-from conftest import Site
+from conftest import ROOT, Site
 
 from emberkeep import config
 
@@ -74,3 +74,14 @@ def test_config_check_names_the_problem_and_exits_2(site: Site) -> None:
     site.config_path.unlink()
     proc = site.run("config", "check", ok=False)
     assert proc.returncode == 2 and "not found" in proc.stderr
+
+
+def test_the_committed_config_reference_is_what_config_doc_generates(site: Site) -> None:
+    """docs/config.md is generated from the schema; after changing config.py, regenerate it:
+    `emberkeep config doc > docs/config.md`."""
+    generated = site.run("config", "doc").stdout
+    committed = (ROOT / "docs" / "config.md").read_text()
+    assert committed == generated, "docs/config.md is stale: run `emberkeep config doc`"
+    for struct in (config.MongoSource, config.Email, config.Monitor):
+        for name in struct.__struct_encode_fields__:
+            assert f"| `{name}` |" in generated, f"{struct.__name__}.{name} undocumented"

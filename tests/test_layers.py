@@ -9,8 +9,8 @@ nothing below ``runner/`` knows about the CLI or the config file):
 2. ``repository`` (the format: packs, index, snapshots, locks)
 3. ``engine`` (chunk, dedup, compress, encrypt; restore)
 4. ``sources`` (what is backed up; they hand the engine events)
-5. ``config``, ``config_sample`` (the config file, read by what runs jobs, not by what
-   they run)
+5. ``config``, ``config_sample``, ``config_doc`` (the config file, read by what runs
+   jobs, not by what they run)
 6. ``policy`` (schedules, retention, replication rules, objectives)
 7. ``monitor`` (status, alerts, metrics, the journal's job records)
 8. ``runner`` (each job; the scheduler)
@@ -39,7 +39,7 @@ LAYERS: list[set[str]] = [
     {"repository"},
     {"engine"},
     {"sources"},
-    {"config", "config_sample"},
+    {"config", "config_sample", "config_doc"},
     {"policy"},
     {"monitor"},
     {"runner"},

@@ -321,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_parser(
         "check", parents=[common], help="validate the config: exit 0, or 2 naming each problem"
     )
+    what.add_parser("doc", parents=[common], help="print the reference of every config key")
 
     p = sub.add_parser("demo", help="run the main job on a generated demo shop")
     p.add_argument(
@@ -514,6 +515,11 @@ def cmd_config(args: argparse.Namespace) -> int:
         from .config_sample import sample
 
         print(sample(args.recipient), end="")
+        return 0
+    if args.config_command == "doc":
+        from .config_doc import render
+
+        print(render(), end="")
         return 0
     loaded = config.load(args.config)  # a ConfigError names every problem (exit 2)
     summary = {

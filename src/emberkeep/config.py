@@ -263,7 +263,7 @@ def find_config(explicit: str | None) -> Path:
             return candidate
     raise ConfigError(
         "no config file: pass -c FILE, or create ./emberkeep.toml or "
-        "/etc/emberkeep/emberkeep.toml (see the README for an example)"
+        "/etc/emberkeep/emberkeep.toml (`emberkeep config sample` prints one)"
     )
 
 
