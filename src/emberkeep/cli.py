@@ -21,6 +21,9 @@ INCOMPLETE = 3
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from .runner.backup import SourceOutcome
+    from .runner.drill import DrillResult
+    from .runner.recover import Recovery, Step
     from .runner.replicate import TargetCopy
 
 # Each command imports the runner modules it needs when it runs: a no-change backup from
@@ -604,7 +607,7 @@ def cmd_backup(site: Site, args: argparse.Namespace) -> int:
     return 1 if failed else INCOMPLETE if incomplete else 0
 
 
-def _print_backup(outcome, copies) -> None:  # type: ignore[no-untyped-def]
+def _print_backup(outcome: SourceOutcome, copies: list[TargetCopy]) -> None:
     snap = outcome.result.snapshot
     s = snap.summary
     ui.line(
@@ -859,7 +862,7 @@ def cmd_drill(site: Site, args: argparse.Namespace) -> int:
     return 0 if all(r.passed for r in results) else 1
 
 
-def _print_drill(result) -> None:  # type: ignore[no-untyped-def]
+def _print_drill(result: DrillResult) -> None:
     phases = ", ".join(f"{k} {v:.2f}s" for k, v in result.phases.items())
     rto = f"RTO {result.rto_seconds:.1f}s"
     if result.rto_ok is False:
@@ -882,7 +885,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     if args.identity is None:
         raise UsageError("recover needs --identity FILE: the key that can read the backups")
 
-    def shown(step) -> None:  # type: ignore[no-untyped-def]
+    def shown(step: Step) -> None:
         if not args.json:
             what = "already restored before" if step.status == "skipped" else (
                 f"restored in {step.seconds:.1f}s"
@@ -948,7 +951,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return 1 if recovery.refused or recovery.incomplete else 0
 
 
-def _print_recovery_plan(plan) -> None:  # type: ignore[no-untyped-def]
+def _print_recovery_plan(plan: Recovery) -> None:
     """What recover will do, and on what authority, before it does anything."""
     from .clock import iso
 
@@ -972,7 +975,7 @@ def _print_recovery_plan(plan) -> None:  # type: ignore[no-untyped-def]
         ui.line(f"  hook {key}: {command}")
     if not summary["hooks"]:
         ui.line("  hooks: none")
-    if plan.changes_since_previous is not None:
+    if plan.changes_since_previous is not None and plan.previous_time is not None:  # set together
         _print_changes(
             f"the config stored before it ({iso(plan.previous_time)})",
             plan.changes_since_previous,
@@ -1009,7 +1012,7 @@ def _print_changes(since: str, changes: list[str]) -> None:
         ui.line(f"  {change}")
 
 
-def _hooks_approved(plan, args: argparse.Namespace) -> bool:  # type: ignore[no-untyped-def]
+def _hooks_approved(plan: Recovery, args: argparse.Namespace) -> bool:
     """Whether to run the restore hooks shown: --yes, --no-hooks, or a yes typed at a
     terminal; anything else stops here, before anything is changed."""
     hooks = plan.restore_hooks
