@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyrage
 
-from .. import clock, journal, keys
+from .. import clock, keys
 from ..config import Config
 from ..errors import IdentityRequired, RepositoryError, UsageError
 from ..fsutil import make_dirs
@@ -16,6 +17,9 @@ from ..repository import keycheck
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot, by_id_prefix
 from ..storage import Storage, open_storage
+
+if TYPE_CHECKING:
+    from ..journal import Entry
 
 
 @dataclass
@@ -155,8 +159,10 @@ def _holds_objects(storage: Storage) -> bool:
     return next(iter(storage.list("")), None) is not None
 
 
-def _last_success(site: Site, target: str) -> journal.Entry | None:
+def _last_success(site: Site, target: str) -> Entry | None:
     """The newest successful job that used ``target``, from the journal (None without one)."""
+    from .. import journal  # only on this error path: every command opens a Site
+
     if not (site.state_dir / journal.FILE).exists():
         return None
     with journal.Journal.open(site) as log:
