@@ -144,6 +144,13 @@ journal_keep = "365d"
 # metrics_port = 9105                       # Prometheus, on 127.0.0.1
 # metrics_textfile = "/var/lib/node_exporter/textfile/emberkeep.prom"
 
+[web]                                       # the dashboard, `emberkeep web`
+listen = "127.0.0.1:8470"                   # another address needs token_file, and TLS
+actions = true                              # false: read-only, no "back up now"
+# token_file = "/etc/emberkeep/web-token"   # one line, mode 0600: the bearer token
+# tls_cert = "/etc/emberkeep/web-cert.pem"
+# tls_key = "/etc/emberkeep/web-key.pem"    # mode 0600
+
 [runbook]
 roles = {{ operator = "on-call admin", keyholder = "the owner", approver = "the owner" }}
 """
