@@ -4,7 +4,7 @@ The layers, bottom to top (DESIGN.md, "The shape, as data flows": each arrow poi
 nothing below ``runner/`` knows about the CLI or the config file):
 
 0. leaves: the package itself (``__version__``), ``errors``, ``clock``, ``durations``,
-   ``sizes``, ``fsutil``, ``redact``, ``memory``, ``ui``, ``keys``
+   ``sizes``, ``fsutil``, ``redact``, ``memory``, ``ui``, ``keys``, ``statefile``
 1. ``storage`` (named objects, no format) and ``journal`` (the record of runs)
 2. ``repository`` (the format: packs, index, snapshots, locks)
 3. ``engine`` (chunk, dedup, compress, encrypt; restore)
@@ -34,7 +34,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "emberkeep"
 
 LAYERS: list[set[str]] = [
-    {"", "errors", "clock", "durations", "sizes", "fsutil", "redact", "memory", "ui", "keys"},
+    {"", "errors", "clock", "durations", "sizes", "fsutil", "redact", "memory", "ui", "keys"}
+    | {"statefile"},
     {"storage", "journal"},
     {"repository"},
     {"engine"},
