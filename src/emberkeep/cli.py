@@ -311,8 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print", choices=["cron", "systemd"], required=True, dest="format")
 
     p = sub.add_parser("config", parents=[common], help="a sample config, or check one")
-    what = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    q = what.add_parser(
+    actions = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    q = actions.add_parser(
         "sample", parents=[common], help="print a complete, commented sample config"
     )
     q.add_argument(
@@ -321,10 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="an age recipient to fill in (repeat for several); without, a placeholder",
     )
-    what.add_parser(
+    actions.add_parser(
         "check", parents=[common], help="validate the config: exit 0, or 2 naming each problem"
     )
-    what.add_parser("doc", parents=[common], help="print the reference of every config key")
+    actions.add_parser("doc", parents=[common], help="print the reference of every config key")
 
     p = sub.add_parser("demo", help="run the main job on a generated demo shop")
     p.add_argument(
