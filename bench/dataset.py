@@ -130,8 +130,8 @@ class _Gen:
                 stamp = f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
                 clock = f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00"
                 level = rng.choice(["INFO", "WARN", "DEBUG", "ERROR"])
-                words = " ".join(rng.choices(_WORDS, k=rng.randint(4, 10)))
-                line = f"{stamp}T{clock}Z {level} {words}"
+                message = " ".join(rng.choices(_WORDS, k=rng.randint(4, 10)))
+                line = f"{stamp}T{clock}Z {level} {message}"
             lines.append(line.encode() + b"\n")
         return lines
 

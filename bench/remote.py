@@ -497,7 +497,10 @@ def run_bench(args: argparse.Namespace, report: dict[str, Any]) -> str:
         report["servers"] = srv.describe()
         for kind, text in report["servers"].items():
             print(f"{kind} server: {text}")
-        classes = {"emberkeep": RemoteEmberkeep, "restic": RemoteRestic}
+        classes: dict[str, type[RemoteEmberkeep | RemoteRestic]] = {
+            "emberkeep": RemoteEmberkeep,
+            "restic": RemoteRestic,
+        }
         versions = {
             t: harness.TOOL_CLASSES[t](work, data_dir, runner, exes[t]).version() for t in tools
         }
@@ -515,7 +518,11 @@ def run_bench(args: argparse.Namespace, report: dict[str, Any]) -> str:
                     res = RemoteResult()
                     results[kind][t].append(res)
                     urls = report.setdefault("urls", {}).setdefault(kind, {})
-                    urls[t] = getattr(tool, "url", None) or shlex.join(tool._base()[1:])
+                    urls[t] = (
+                        tool.url
+                        if isinstance(tool, RemoteEmberkeep)
+                        else shlex.join(tool._base()[1:])
+                    )
                     run_one(tool, res, kind, rnd, srv, expected, work, args.keep_restores)
     finally:
         srv.stop()

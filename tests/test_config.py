@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -558,7 +559,9 @@ def test_durations_that_parse(tmp_path: Path, value: str) -> None:
     raw["sources"][0]["retention"] = {"within": value}
     raw["prune"] = {"grace": value}
     parsed = config.parse(raw, tmp_path / "c.toml")
-    assert parsed.sources[0].objectives.rpo_delta.total_seconds() > 0
+    objectives = parsed.sources[0].objectives
+    assert objectives is not None and objectives.rpo_delta is not None
+    assert objectives.rpo_delta.total_seconds() > 0
 
 
 @pytest.mark.parametrize("value", ["", "24", "h", "24 hours", "1.5h", "-1h", "7days", "1y"])
@@ -844,20 +847,22 @@ webhooks = ["https://hooks.example.com/emberkeep"]
         ("config", "files"),
         ("code", "git"),
     ]
-    mongo = parsed.source("mongodb")
-    assert mongo.databases == ["candle-ecommerce"]
+    mongo, media, conf, code = (parsed.source(n) for n in ("mongodb", "media", "config", "code"))
+    assert isinstance(mongo, config.MongoSource) and mongo.databases == ["candle-ecommerce"]
+    assert mongo.retention is not None and mongo.objectives is not None
     assert mongo.retention.daily == 14 and mongo.retention.monthly == 12
-    assert mongo.objectives.rpo_delta.total_seconds() == 86400
-    assert mongo.objectives.rto_delta.total_seconds() == 3600
-    assert parsed.source("media").exclude == ["*.tmp"]
-    assert len(parsed.source("config").paths) == 2
-    assert parsed.source("code").path == Path("/var/www/candle-ecommerce")
+    assert mongo.objectives.rpo_delta == timedelta(days=1)
+    assert mongo.objectives.rto_delta == timedelta(hours=1)
+    assert isinstance(media, config.FilesSource) and media.exclude == ["*.tmp"]
+    assert isinstance(conf, config.FilesSource) and len(conf.paths) == 2
+    assert isinstance(code, config.GitSource) and code.path == Path("/var/www/candle-ecommerce")
     assert [(t.name, t.copies) for t in parsed.targets] == [
         ("local", "all"),
         ("remote", "all"),
         ("cold", "monthly"),
     ]
     assert parsed.target(None).name == "local"
+    assert parsed.notify is not None and parsed.notify.email is not None
     assert parsed.notify.email.to == ["admin@example.com"]
     assert parsed.notify.webhooks == ["https://hooks.example.com/emberkeep"]
 

@@ -183,7 +183,7 @@ def test_init_killed_between_its_writes_leaves_no_repository_without_a_key_copy(
     recipients = keys.parse_recipients(site.recipients)
     dying = _DiesAfterFirstPut(LocalStorage(site.repo))
     with pytest.raises(KeyboardInterrupt):
-        Repository.init(dying, writer_key, recipients)  # type: ignore[arg-type]
+        Repository.init(dying, writer_key, recipients)
     assert dying.written == [layout.WRITER_KEY]
     assert not (site.repo / layout.CONFIG).exists()
 

@@ -172,7 +172,7 @@ def test_a_pack_grown_past_its_indexed_size_is_named_and_never_read(
         handle.truncate(size + (1 << 30))  # sparse: a GiB more, costing no disk
 
     repo = ApiSite(ek_config.load(str(site.config_path))).repository(read=True)
-    real, fetched = repo.storage.get, {}
+    real, fetched = repo.storage.get, dict[str, int]()
 
     def get(name: str, offset: int = 0, length: int | None = None) -> bytes:
         data = real(name, offset, length)

@@ -68,14 +68,17 @@ def test_a_failing_after_hook_is_a_warning_after_success_and_named_after_failure
 
 def test_a_hook_past_its_timeout_is_killed_with_its_children(tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
-    hooks = Hooks(before=f"sleep 60 & echo $! > {pid_file}; wait", timeout=0.5)
+    # The timeout must let the shell start its child and write the pid even on a loaded
+    # machine (the kill races the hook by design); 3 s is ample, and far below the child's 60.
+    hooks = Hooks(before=f"sleep 60 & echo $! > {pid_file}; wait", timeout=3)
     started = time.monotonic()
-    timed_out = r"timed out after 0\.5s and was killed"
+    timed_out = r"timed out after 3s and was killed"
     with pytest.raises(HookFailed, match=timed_out), around(hooks, "backup", "media"):
         pytest.fail("the job must not run")
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 40  # killed at the timeout, not after the child's 60 s
+    assert pid_file.exists(), "the hook was killed before it started its child"
     child = int(pid_file.read_text())
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # a poll: it returns once the child is gone
     while time.monotonic() < deadline and _alive(child):
         time.sleep(0.05)
     assert not _alive(child), "the hook's child survived the timeout"

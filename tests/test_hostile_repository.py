@@ -261,6 +261,11 @@ def _forge_all(world: World, forge: Forger) -> None:
         check=lambda dest: _equal(dest / "fine" / "kept", b"ok\n"),
     )
 
+    def symlink_checks(dest: Path) -> None:
+        _is_symlink_to(dest / "out", world.outside)
+        _equal(dest / "planted" / "through", mark)
+        _is_symlink_to(_kept(dest) / "planted", world.outside)
+
     attacks["symlink-escape"] = Attack(
         forge.snapshot(
             [
@@ -282,14 +287,15 @@ def _forge_all(world: World, forge: Forger) -> None:
         ),
         [("/twice", "appears 2 times")] * 2 + [("/d/l", "appears 2 times")] * 2,
         prepare=lambda dest: (dest / "planted").symlink_to(world.outside),
-        check=lambda dest: (
-            _is_symlink_to(dest / "out", world.outside),
-            _equal(dest / "planted" / "through", mark),
-            _is_symlink_to(_kept(dest) / "planted", world.outside),
-        ),
+        check=symlink_checks,
     )
 
     secret = world.outside / "secret"
+
+    def hardlink_checks(dest: Path) -> None:
+        _not_linked_to(dest / "h-to-symlink", secret)
+        _is_symlink_to(dest / "s", secret)
+
     attacks["hardlink-escape"] = Attack(
         forge.snapshot(
             [
@@ -301,10 +307,7 @@ def _forge_all(world: World, forge: Forger) -> None:
             next(minute),
         ),
         [("/h-outside", "not a path within the snapshot"), ("/h-dotdot", "not a path within")],
-        check=lambda dest: (
-            _not_linked_to(dest / "h-to-symlink", secret),
-            _is_symlink_to(dest / "s", secret),
-        ),
+        check=hardlink_checks,
     )
 
     attacks["bomb"] = Attack(
@@ -320,17 +323,19 @@ def _forge_all(world: World, forge: Forger) -> None:
     swapped["digest"] = content_digest([a_id])  # the node is a.txt's, its content b.bin's
     resized = forge.file("resized", b_bin)
     resized["size"] = len(a_txt)  # as a swapped files cache gives: b.bin's ids, a.txt's size
+
+    def digest_checks(dest: Path) -> None:
+        _equal(dest / "fine", b"fine\n")
+        _absent(dest / "swapped")
+        _absent(dest / "resized")
+
     attacks["digest"] = Attack(
         forge.snapshot([swapped, resized, forge.file("fine", b"fine\n")], next(minute)),
         [
             ("/swapped", "recorded at backup time"),
             ("/resized", f"holds {len(b_bin)} bytes, the snapshot says {len(a_txt)}"),
         ],
-        check=lambda dest: (
-            _equal(dest / "fine", b"fine\n"),
-            _absent(dest / "swapped"),
-            _absent(dest / "resized"),
-        ),
+        check=digest_checks,
     )
     assert b_id != a_id
 
@@ -954,7 +959,8 @@ def test_a_fabricated_repository_is_caught_by_its_id(site: Site, tmp_path: Path)
     impostor.root.mkdir()
     backed_up(impostor, impostor.root)
     url = f"file://{impostor.repo}"
-    args = ["recover", "--from", url, "--identity", site.identities[0], "--dry-run"]
+    args: list[str | Path] = ["recover", "--from", url, "--identity", site.identities[0]]
+    args.append("--dry-run")
     trusting = cli(site, *args)
     assert trusting.returncode == 0  # it decrypts, it verifies: only the id differs
     assert genuine_id not in trusting.stdout
@@ -1434,7 +1440,7 @@ def test_a_prune_a_day_ahead_leaves_a_running_backups_packs_alone(
         assert resume.wait(120), "the test never let the backup go on"
 
     repo = _repo(site)
-    repo.storage = _StallBeforeIndex(repo.storage, hold)  # type: ignore[assignment]
+    repo.storage = _StallBeforeIndex(repo.storage, hold)
     outcome: dict[str, Any] = {}
 
     def run_backup() -> None:

@@ -329,7 +329,7 @@ def test_a_lease_whose_process_is_gone_from_this_host_is_stale_at_once(
     watch = LeaseWatch()
     start = lease_mod.process_start(os.getpid())
     assert start is not None and lease_mod.boot_id() is not None  # Linux tells both
-    gone = {
+    gone: dict[str, dict[str, object]] = {
         "locks/backup-dead": {"pid": finished.pid},
         "locks/backup-reused": {"process": start + 1},
         "locks/backup-rebooted": {"boot": "another-boot"},

@@ -88,7 +88,7 @@ def _tree(dump: ImportedDump) -> dict[str, bytes]:
         elif isinstance(event, Stream):
             with event.open() as handle:
                 chunks, buf = [], bytearray(1 << 16)
-                while n := handle.readinto(buf):  # type: ignore[attr-defined]
+                while n := handle.readinto(memoryview(buf)):
                     chunks.append(bytes(buf[:n]))
             files["/".join([*where, event.node["name"]])] = b"".join(chunks)
     return files

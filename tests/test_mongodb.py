@@ -26,6 +26,12 @@ from pymongo import MongoClient
 from pymongo.errors import OperationFailure
 from servers_mongo import MongoTestServer, client_of, module_server
 
+from emberkeep import config
+from emberkeep.runner.backup import run_backup
+from emberkeep.runner.site import Site as ApiSite
+from emberkeep.sources.mongodb import dump
+from emberkeep.sources.mongodb.catalog import CollectionInfo
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoTestServer]:
@@ -158,7 +164,7 @@ class Writer:
             seq += 1
             kind = self.rng.choice("iuud")
             if kind == "i" or len(self.model) < 10:
-                doc = {"_id": self.next_id, "v": seq, "tag": "inserted"}
+                doc: dict[str, Any] = {"_id": self.next_id, "v": seq, "tag": "inserted"}
                 self.next_id += 1
                 self.coll.insert_one(dict(doc))
                 self.model[doc["_id"]] = doc
@@ -408,29 +414,28 @@ def test_database_that_does_not_exist(
 
 
 def test_collection_dropped_during_dump_is_reported(
-    site: Site, server: MongoTestServer, client: MongoClient[Any], db_name: str
+    site: Site,
+    server: MongoTestServer,
+    client: MongoClient[Any],
+    db_name: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A before_backup hook cannot drop it mid-dump; a thread does, while the filler is read."""
-    client[db_name].aaa_filler.insert_many(
-        [{"_id": i, "items": [{"k": j, "s": "z" * 20} for j in range(30)]} for i in range(3000)]
-    )
+    """Dropped after the dump listed it, before it is read: the dump's ``before_read`` seam
+    drops it at that very point (in-process), so no thread races the dump."""
+    client[db_name].aaa_filler.insert_many([{"_id": i, "s": "z" * 20} for i in range(100)])
     client[db_name].zzz_doomed.insert_many([{"_id": i} for i in range(5)])
     mongo_site(site, server.uri, [db_name], extra="parallel = 1")
+    dropped: list[str] = []
 
-    def drop_soon() -> None:
-        # the dump lists the collections right after the backup takes its lease; the
-        # filler (read first, one collection at a time) then takes seconds to read
-        deadline = time.monotonic() + 60
-        while not list((site.repo / "locks").glob("backup*")) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.3)
-        client[db_name].drop_collection("zzz_doomed")
+    def drop_it(info: CollectionInfo) -> None:
+        if info.name == "zzz_doomed":
+            client[db_name].drop_collection("zzz_doomed")
+            dropped.append(info.ns)
 
-    thread = threading.Thread(target=drop_soon)
-    thread.start()
-    [out] = site.json("backup")
-    thread.join()
-    warnings = {w["path"]: w["message"] for w in out["warnings"]}
+    monkeypatch.setattr(dump, "before_read", drop_it)
+    outcome = run_backup(ApiSite(config.load(str(site.config_path))), "db")
+    assert dropped == [f"{db_name}.zzz_doomed"]
+    warnings = {w["path"]: w["message"] for w in outcome.result.warnings}
     assert "dropped during the dump" in warnings[f"{db_name}.zzz_doomed"]
 
 

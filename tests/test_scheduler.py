@@ -324,6 +324,37 @@ def start_daemon(site: Site, now: str) -> subprocess.Popen[str]:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
+def wait_for_state(site: Site, timeout: float = 120) -> None:
+    """Poll until the daemon has written scheduler.json (it is running its loop)."""
+    deadline = time.monotonic() + timeout
+    while not (site.state_dir / "scheduler.json").exists():
+        assert time.monotonic() < deadline, "the scheduler never wrote its state"
+        time.sleep(0.01)
+
+
+def data_packs(site: Site) -> set[Path]:
+    return set((site.repo / "data").rglob("*"))
+
+
+def wait_for_new_pack(site: Site, before: set[Path], timeout: float = 120) -> None:
+    """Poll until a data pack not in ``before`` is there (the backup is storing data)."""
+    deadline = time.monotonic() + timeout
+    while not data_packs(site) - before:
+        assert time.monotonic() < deadline, "the backup stored no pack"
+        time.sleep(0.01)
+
+
+def read_stderr_until(proc: subprocess.Popen[str], text: str) -> str:
+    """The daemon's stderr up to and including the first line holding ``text``."""
+    assert proc.stderr is not None
+    seen = ""
+    for line in proc.stderr:
+        seen += line
+        if text in line:
+            return seen
+    raise AssertionError(f"the daemon never said {text!r}:\n{seen}")
+
+
 def big_tree(root: Path, files: int = 20000) -> None:
     for i in range(files):
         folder = root / f"d{i // 500}"
@@ -347,13 +378,19 @@ def test_sigterm_mid_backup_leaves_no_partial_snapshot(
     make_site(site, tmp_path, {"media": "0 2 * * *"})
     run(site, "2026-03-01T00:00:00Z", "2026-03-01T03:00:00Z")  # one small snapshot
     big_tree(tmp_path / "media")
+    packs = data_packs(site)
     proc = start_daemon(site, "2026-03-05T00:00:00Z")  # due: the catch-up starts at once
     wait_for_start(proc, "backup:media")
-    time.sleep(0.5)
-    for _ in range(signals):
+    wait_for_new_pack(site, packs)  # mid-backup: 16 of its 40 MiB stored, none committed
+    proc.send_signal(signal.SIGTERM)
+    acknowledged = ""
+    if signals == 2:
+        # Two signals closer together than Python runs its handler count as one: the second
+        # goes only once the daemon has said it saw the first.
+        acknowledged = read_stderr_until(proc, "stopping after the running job")
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.1)
-    _out, err = proc.communicate(timeout=120)
+    _out, rest = proc.communicate(timeout=120)
+    err = acknowledged + rest
     assert "stopping after the running job" in err
     assert "Traceback" not in err
     snaps = site.snapshots()
@@ -372,12 +409,12 @@ def test_sigterm_mid_backup_leaves_no_partial_snapshot(
 def test_sigterm_while_sleeping_stops_at_once(site: Site, tmp_path: Path) -> None:
     make_site(site, tmp_path, {"media": "0 2 * * *"})
     proc = start_daemon(site, "2026-03-01T00:00:00Z")  # next slot: two hours away
-    time.sleep(1.5)
+    wait_for_state(site)  # written once the signal handlers are in place
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    _out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20  # not the two hours to the next slot
     assert site.snapshots() == []
 
 
@@ -385,9 +422,7 @@ def test_a_second_scheduler_on_the_same_state_is_refused(site: Site, tmp_path: P
     make_site(site, tmp_path, {"media": "0 2 * * *"})
     proc = start_daemon(site, "2026-03-01T00:00:00Z")
     try:
-        deadline = time.monotonic() + 20
-        while not (site.state_dir / "scheduler.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for_state(site)
         site.env["EMBERKEEP_NOW"] = "2026-03-01T00:00:00Z"
         proc2 = site.run("run", "--once", ok=False)
         assert "another `emberkeep run`" in proc2.stderr

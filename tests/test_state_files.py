@@ -21,7 +21,7 @@ class StateFile:
     name: str  # a glob under the state dir, matching one file once ``prepare`` ran
     command: Callable[[Site], list[str]]
     wrong_types: bytes  # valid JSON, plausible, but with a wrong type where one is used
-    prepare: Callable[[Site], None] = lambda site: None
+    prepare: Callable[[Site], object] = lambda site: None  # its result is not used
 
 
 def _recover(site: Site) -> list[str]:

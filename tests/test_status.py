@@ -34,9 +34,11 @@ def status(site: Site, now: str) -> tuple[int, dict[str, Any]]:
     return proc.returncode, json.loads(proc.stdout)
 
 
-def backup_at(site: Site, now: str, *args: str, ok: bool | None = True) -> subprocess.Popen[str]:
+def backup_at(
+    site: Site, now: str, *args: str, ok: bool | None = True
+) -> subprocess.CompletedProcess[str]:
     site.env["EMBERKEEP_NOW"] = now
-    return site.run("backup", *args, ok=ok)  # type: ignore[return-value]
+    return site.run("backup", *args, ok=ok)
 
 
 def tree(root: Path, files: int = 2) -> Path:
@@ -165,6 +167,21 @@ def test_a_source_goes_ok_late_breached_exits_1_and_the_breach_alert_goes_once(
     code, report = status(site, "2026-03-02T19:00:00Z")
     assert (code, report["sources"][0]["rpo_state"]) == (0, "ok")
     assert webhook.take() == []
+
+
+def test_a_late_scheduled_source_without_an_rpo_is_a_warning_without_a_breach_time(
+    site: Site, tmp_path: Path
+) -> None:
+    """No RPO, so no breach time: the late warning must not format one (it was a traceback)."""
+    site.write_config([tree(tmp_path / "data")], source_extra='schedule = "0 2 * * *"')
+    site.run("init")
+    backup_at(site, "2026-03-01T02:00:00Z")
+    code, report = status(site, "2026-03-02T06:00:00Z")  # the 02:00 run did not happen
+    assert (code, report["state"], report["sources"][0]["rpo_state"]) == (0, "warning", "late")
+    assert report["sources"][0]["breach_at"] is None
+    [warning] = report["warnings"]
+    assert "late: no good backup since 2026-03-01T02:00:00Z" in warning
+    assert "RPO" not in warning
 
 
 def test_the_scheduler_alerts_failures_and_the_breach_once_while_it_runs(

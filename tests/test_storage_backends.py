@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from servers import S3Server, SshServer, free_port
 
 from emberkeep.errors import AlreadyExists, NotFound, StorageError
 from emberkeep.storage import Storage, open_storage
+from emberkeep.storage.base import ObjectInfo
 
 MiB = 1024 * 1024
 
@@ -73,6 +74,12 @@ def backend(
 # -- the contract --------------------------------------------------------------------------
 
 
+def _stat(st: Storage, name: str) -> ObjectInfo:
+    info = st.stat(name)
+    assert info is not None, f"{name} missing"
+    return info
+
+
 def test_put_get_and_ranges(backend: Backend) -> None:
     st = backend.storage
     st.put("config", b"0123456789")
@@ -84,7 +91,7 @@ def test_put_get_and_ranges(backend: Backend) -> None:
     assert st.get("config", 3, 0) == b""
     st.put("empty", b"")
     assert st.get("empty") == b""
-    assert st.stat("empty").size == 0
+    assert _stat(st, "empty").size == 0
 
 
 def test_get_of_a_missing_object_raises_not_found(backend: Backend) -> None:
@@ -103,7 +110,7 @@ def test_list_and_stat(backend: Backend) -> None:
     }
     assert {i.name: i.size for i in st.list("")} == objects
     assert list(st.list("snapshots/")) == []
-    assert st.stat("data/bb/bb22").size == 7
+    assert _stat(st, "data/bb/bb22").size == 7
     assert st.stat("data/bb/nothing") is None
     assert st.stat("nowhere/at/all") is None
 
@@ -154,9 +161,13 @@ def test_unfinished_writes_are_listed_and_deleted(backend: Backend) -> None:
 def test_large_object_in_parts_with_ranges(backend: Backend) -> None:
     st = backend.storage
     blob = os.urandom(40 * MiB + 12345)  # several S3 multipart parts, many SFTP requests
-    parts = [blob[: 3 * MiB], bytearray(blob[3 * MiB : 21 * MiB + 7]), blob[21 * MiB + 7 :]]
+    parts: list[bytes | bytearray] = [
+        blob[: 3 * MiB],
+        bytearray(blob[3 * MiB : 21 * MiB + 7]),
+        blob[21 * MiB + 7 :],
+    ]
     st.put("data/ff/large", parts)
-    assert st.stat("data/ff/large").size == len(blob)
+    assert _stat(st, "data/ff/large").size == len(blob)
     assert st.get("data/ff/large") == blob
     start = 8 * MiB - 100  # across a part boundary
     assert st.get("data/ff/large", start, 2 * MiB) == blob[start : start + 2 * MiB]
@@ -317,8 +328,9 @@ def test_s3_wrong_credentials_and_missing_bucket(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
     st = open_storage(s3_server.url("no-such-bucket"), name="cold")
-    for call in (lambda: st.get("config"), lambda: st.stat("config"), lambda: list(st.list(""))):
-        _fails_in_time(call, 30, "target cold:", "bucket no-such-bucket", "does not exist")
+    listing: Callable[[], object] = lambda: list(st.list(""))  # noqa: E731
+    for probe in (lambda: st.get("config"), lambda: st.stat("config"), listing):
+        _fails_in_time(probe, 30, "target cold:", "bucket no-such-bucket", "does not exist")
 
 
 def test_s3_upload_survives_dropped_connections(

@@ -249,7 +249,10 @@ def test_sftp_lost_reply_then_another_object_stays_already_exists(
     st = sftp_target
 
     def replace(body: bytes) -> Callable[[str], None]:
-        return lambda path: Path(path).write_bytes(body)  # the server's folder is local
+        def write(path: str) -> None:  # the server's folder is local
+            Path(path).write_bytes(body)
+
+        return write
 
     _lose_sftp_rename(monkeypatch, replace(b'{"token": "theirs"}'))
     with pytest.raises(AlreadyExists, match="locks/exclusive"):

@@ -254,6 +254,18 @@ def _serving(site: DemoSite, *args: str, command: tuple[str, ...] = ()) -> Itera
         reader.join(5)
 
 
+@dataclass
+class _Answer:
+    """A response with its body read (its connection is closed)."""
+
+    status: int
+    text: str
+    response: http.client.HTTPResponse
+
+    def getheader(self, name: str) -> str | None:
+        return self.response.getheader(name)
+
+
 def _request(
     url: str,
     method: str = "GET",
@@ -261,9 +273,10 @@ def _request(
     headers: dict[str, str] | None = None,
     body: str = "",
     tls: ssl.SSLContext | None = None,
-) -> http.client.HTTPResponse:
-    """One request; the body is read into ``response.text``."""
+) -> _Answer:
+    """One request, its body read into ``text``."""
     parts = urlsplit(url)
+    assert parts.hostname, url
     conn: http.client.HTTPConnection
     if tls is not None:
         conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=60, context=tls)
@@ -272,9 +285,9 @@ def _request(
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     conn.request(method, path or "/", body=body or None, headers=headers or {})
     response = conn.getresponse()
-    response.text = response.read().decode()  # type: ignore[attr-defined]
+    text = response.read().decode()
     conn.close()
-    return response
+    return _Answer(response.status, text, response)
 
 
 # -- the month-long demo site ---------------------------------------------------------------
@@ -532,6 +545,7 @@ def test_the_journal_page_filters_as_emberkeep_log_does(
 
 def _get_body(url: str) -> str:
     parts = urlsplit(url)
+    assert parts.hostname, url
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     conn.request("GET", parts.path)
     body = conn.getresponse().read().decode()

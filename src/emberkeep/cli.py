@@ -21,6 +21,9 @@ INCOMPLETE = 3
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from .runner.backup import SourceOutcome
+    from .runner.drill import DrillResult
+    from .runner.recover import Recovery, Step
     from .runner.replicate import TargetCopy
 
 # Each command imports the runner modules it needs when it runs: a no-change backup from
@@ -327,6 +330,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--print", choices=["cron", "systemd"], required=True, dest="format")
 
+    p = sub.add_parser("config", parents=[common], help="a sample config, or check one")
+    actions = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    q = actions.add_parser(
+        "sample", parents=[common], help="print a complete, commented sample config"
+    )
+    q.add_argument(
+        "--recipient",
+        action="append",
+        default=[],
+        help="an age recipient to fill in (repeat for several); without, a placeholder",
+    )
+    actions.add_parser(
+        "check", parents=[common], help="validate the config: exit 0, or 2 naming each problem"
+    )
+    actions.add_parser("doc", parents=[common], help="print the reference of every config key")
+
     p = sub.add_parser("demo", help="run the main job on a generated demo shop")
     p.add_argument(
         "--dir", type=Path, default=Path("demo"), help="folder for the demo (default ./demo)"
@@ -449,6 +468,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return run_demo(args.dir, media_files=args.media_files, web=args.web)
     if args.command == "recover":
         return cmd_recover(args)  # it has no config yet: it fetches it from the target
+    if args.command == "config":
+        return cmd_config(args)  # it works on the file, before (or without) a site
     site = Site(config.load(args.config), identity_file=args.identity)
     handler = globals()[f"cmd_{args.command}"]
     return handler(site, args)
@@ -512,6 +533,33 @@ def cmd_keys(site: Site, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.config_command == "sample":
+        from .config_sample import sample
+
+        print(sample(args.recipient), end="")
+        return 0
+    if args.config_command == "doc":
+        from .config_doc import render
+
+        print(render(), end="")
+        return 0
+    loaded = config.load(args.config)  # a ConfigError names every problem (exit 2)
+    summary = {
+        "path": str(loaded.path),
+        "ok": True,
+        "sources": [s.name for s in loaded.sources],
+        "targets": [t.name for t in loaded.targets],
+    }
+    if args.json:
+        ui.print_json(summary)
+    else:
+        ui.line(
+            f"{loaded.path}: valid ({len(loaded.sources)} sources, {len(loaded.targets)} targets)"
+        )
+    return 0
+
+
 def cmd_init(site: Site, args: argparse.Namespace) -> int:
     from .runner import setup
 
@@ -538,8 +586,12 @@ def cmd_backup(site: Site, args: argparse.Namespace) -> int:
     for name in sources_to_run(site, args.sources):
         bar = ui.ByteProgress(f"backup {name}", enabled=not (args.json or args.quiet))
         source = site.config.source(name)
-        if bar.enabled and source.type == "files":
-            ui.in_background(lambda s=source, b=bar: b.set_total(scan_size(s.paths, s.exclude)))
+        if bar.enabled and isinstance(source, config.FilesSource):
+
+            def scan(s: config.FilesSource = source, b: ui.ByteProgress = bar) -> None:
+                b.set_total(scan_size(s.paths, s.exclude))
+
+            ui.in_background(scan)
         with watch(site, "backup", source=name, warn=ui.warning) as job:
             with bar.shown():
                 progress = Progress(on_file=bar.advance)
@@ -575,7 +627,7 @@ def cmd_backup(site: Site, args: argparse.Namespace) -> int:
     return 1 if failed else INCOMPLETE if incomplete else 0
 
 
-def _print_backup(outcome, copies) -> None:  # type: ignore[no-untyped-def]
+def _print_backup(outcome: SourceOutcome, copies: list[TargetCopy]) -> None:
     snap = outcome.result.snapshot
     s = snap.summary
     ui.line(
@@ -895,7 +947,7 @@ def cmd_drill(site: Site, args: argparse.Namespace) -> int:
     return 0 if all(r.passed for r in results) else 1
 
 
-def _print_drill(result) -> None:  # type: ignore[no-untyped-def]
+def _print_drill(result: DrillResult) -> None:
     phases = ", ".join(f"{k} {v:.2f}s" for k, v in result.phases.items())
     rto = f"RTO {result.rto_seconds:.1f}s"
     if result.rto_ok is False:
@@ -918,7 +970,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     if args.identity is None:
         raise UsageError("recover needs --identity FILE: the key that can read the backups")
 
-    def shown(step) -> None:  # type: ignore[no-untyped-def]
+    def shown(step: Step) -> None:
         if not args.json:
             what = "already restored before" if step.status == "skipped" else (
                 f"restored in {step.seconds:.1f}s"
@@ -984,7 +1036,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return 1 if recovery.refused or recovery.incomplete else 0
 
 
-def _print_recovery_plan(plan) -> None:  # type: ignore[no-untyped-def]
+def _print_recovery_plan(plan: Recovery) -> None:
     """What recover will do, and on what authority, before it does anything."""
     from .clock import iso
 
@@ -1008,7 +1060,7 @@ def _print_recovery_plan(plan) -> None:  # type: ignore[no-untyped-def]
         ui.line(f"  hook {key}: {command}")
     if not summary["hooks"]:
         ui.line("  hooks: none")
-    if plan.changes_since_previous is not None:
+    if plan.changes_since_previous is not None and plan.previous_time is not None:  # set together
         _print_changes(
             f"the config stored before it ({iso(plan.previous_time)})",
             plan.changes_since_previous,
@@ -1045,7 +1097,7 @@ def _print_changes(since: str, changes: list[str]) -> None:
         ui.line(f"  {change}")
 
 
-def _hooks_approved(plan, args: argparse.Namespace) -> bool:  # type: ignore[no-untyped-def]
+def _hooks_approved(plan: Recovery, args: argparse.Namespace) -> bool:
     """Whether to run the restore hooks shown: --yes, --no-hooks, or a yes typed at a
     terminal; anything else stops here, before anything is changed."""
     hooks = plan.restore_hooks

@@ -20,7 +20,7 @@ import tomllib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, dataclass_transform
 from urllib.parse import urlparse
 
 import msgspec
@@ -42,6 +42,9 @@ Count = Annotated[int, msgspec.Meta(ge=0)]
 Name = Annotated[str, msgspec.Meta(pattern=NAME)]
 
 
+# The decorator tells type checkers what msgspec does at run time: the subclasses inherit
+# frozen and kw_only (without it mypy takes each subclass for a non-frozen dataclass).
+@dataclass_transform(frozen_default=True, kw_only_default=True, field_specifiers=(msgspec.field,))
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     pass
 
@@ -278,7 +281,7 @@ def find_config(explicit: str | None) -> Path:
             return candidate
     raise ConfigError(
         "no config file: pass -c FILE, or create ./emberkeep.toml or "
-        "/etc/emberkeep/emberkeep.toml (see the README for an example)"
+        "/etc/emberkeep/emberkeep.toml (`emberkeep config sample` prints one)"
     )
 
 

@@ -181,3 +181,14 @@ def atomic_output(final: Path, *, mode: int = 0o600) -> Iterator[BinaryIO]:
         fsync_dir(final.parent)
     except OSError as exc:
         raise storage_error(final, exc) from exc
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with this pid exists (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

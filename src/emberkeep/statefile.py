@@ -43,7 +43,7 @@ def typed(kind: type[T] | object) -> Callable[[bytes], T]:
     """A decoder checking the whole file against a ``msgspec`` type."""
 
     def decode(data: bytes) -> T:
-        return msgspec.json.decode(data, type=kind)  # type: ignore[no-any-return]
+        return msgspec.json.decode(data, type=kind)
 
     return decode
 

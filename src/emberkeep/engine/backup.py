@@ -73,7 +73,7 @@ class _Run:
     unreadable: list[str] = field(default_factory=list)
     files: int = 0
     dirs: int = 0
-    bytes: int = 0
+    bytes_read: int = 0  # not "bytes": the name would shadow the type in this class
     bytes_from_cache: int = 0
     links: dict[tuple[int, int], tuple[str, list[bytes]]] = field(default_factory=dict)
 
@@ -134,7 +134,7 @@ class _Run:
             self.links[(st.st_dev, st.st_ino)] = (item.path, ids)
         if self.cache is not None and not node.get("changed_while_read"):
             self.cache.remember(item.path, st, ids)
-        self.bytes += size
+        self.bytes_read += size
         self.tree.add(node)
         self.progress.on_file(item.path, size)
 
@@ -152,7 +152,7 @@ class _Run:
     def finish_stream(self, item: Stream, size: int, ids: list[bytes]) -> None:
         item.node.update(size=size, content=ids)
         self.files += 1
-        self.bytes += size
+        self.bytes_read += size
         self.progress.on_file(item.node["name"], size)
 
     def _read(self, item: LocalFile) -> tuple[list[bytes] | None, int, os.stat_result]:
@@ -214,7 +214,7 @@ class _Run:
 
 def _read_small(fd: int, expected: int) -> bytes | None:
     """Read a file expected to be one chunk; None when it turns out larger."""
-    parts = []
+    parts: list[bytes] = []
     total = 0
     while True:
         block = os.read(fd, max(expected + 1 - total, 65536))
@@ -325,7 +325,7 @@ def backup(
             summary={
                 "files": run.files,
                 "dirs": run.dirs,
-                "bytes": run.bytes,
+                "bytes": run.bytes_read,
                 "bytes_from_cache": run.bytes_from_cache,
                 "bytes_new": writer.stats.bytes_new,
                 "bytes_stored": writer.stats.bytes_stored,

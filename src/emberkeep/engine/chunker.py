@@ -10,11 +10,17 @@ is exactly when a streaming cut would be taken, so the boundaries are the same.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Protocol
 
 import pyfastcdc
 
 from ..repository import layout
+
+
+class Readable(Protocol):
+    """What chunking reads from: raw files (``buffering=0``) and producers' pipes."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
 
 
 class Chunker:
@@ -28,7 +34,7 @@ class Chunker:
         self._max = layout.CHUNK_MAX
         self._buf = bytearray(2 * layout.CHUNK_MAX)
 
-    def chunks(self, stream: BinaryIO) -> Iterator[bytes]:
+    def chunks(self, stream: Readable) -> Iterator[bytes]:
         """Yield the chunks of ``stream`` as new bytes objects, in order."""
         buf, view = self._buf, memoryview(self._buf)
         filled, eof = 0, False

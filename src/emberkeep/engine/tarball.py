@@ -73,7 +73,7 @@ def write_tar(
                     continue
             info = _info(path, node, linked)
             if info.type == tarfile.REGTYPE:
-                tar.addfile(info, _BlobReader(repo, node["content"]))  # type: ignore[arg-type]
+                tar.addfile(info, _BlobReader(repo, node["content"]))
                 written.add(path)
                 size += info.size
                 on_file(path, info.size)

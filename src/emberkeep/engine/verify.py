@@ -109,7 +109,7 @@ def _check_entry(
 
 def _check_content(target: Path, node: Node, chunker: Chunker, mac: bytes) -> str | None:
     with open(target, "rb", buffering=0) as handle:
-        ids = [crypto.blob_id(mac, chunk) for chunk in chunker.chunks(handle)]  # type: ignore[arg-type]
+        ids = [crypto.blob_id(mac, chunk) for chunk in chunker.chunks(handle)]
     if ids != node["content"]:
         return "content differs from the snapshot's blobs (the restore wrote other bytes)"
     digest = node.get("digest")

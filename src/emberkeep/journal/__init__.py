@@ -55,8 +55,7 @@ from typing import Any, Protocol
 from .. import clock
 from ..durations import parse_duration
 from ..errors import EmberkeepError, is_disk_full, state_dir_full
-from ..fsutil import make_dirs
-from ..repository.lease import pid_alive
+from ..fsutil import make_dirs, pid_alive
 
 FILE = "journal.sqlite"
 KINDS = ("backup", "replicate", "prune", "check", "drill", "restore", "notify")

@@ -20,7 +20,7 @@ slot (one run each when prune has no schedule, or the source none).
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -95,7 +95,7 @@ def backup_anomalies(
     return found
 
 
-def expected_writes(recent: dict[str, Iterable[int]], runs_until: dict[str, int]) -> int:
+def expected_writes(recent: Mapping[str, Iterable[int]], runs_until: dict[str, int]) -> int:
     """Bytes the sources should store before the horizon: median per run times runs."""
     total = 0
     for source, sizes in recent.items():

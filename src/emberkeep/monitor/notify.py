@@ -331,7 +331,8 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, urllib.error.URLError):
         return f"cannot reach the receiver: {exc.reason}"
     if isinstance(exc, smtplib.SMTPResponseException):
-        message = exc.smtp_error.decode(errors="replace") if exc.smtp_error else ""
+        error = exc.smtp_error  # bytes from the server; str where smtplib made it up
+        message = error.decode(errors="replace") if isinstance(error, bytes) else error
         return f"the SMTP server answered {exc.smtp_code} {message}".strip()
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

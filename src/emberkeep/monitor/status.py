@@ -434,16 +434,19 @@ def _source_findings(status: SourceStatus, now: datetime, report: Report) -> Non
                 f"{_iso(state.late_at)}"
             )
         else:
-            when = f"; the RPO is breached at {clock.iso(state.breach_at)}"
+            # No RPO, no breach time: only a source with one is told when it breaches.
+            when = (
+                f"; the RPO is breached at {clock.iso(state.breach_at)}" if state.breach_at else ""
+            )
             report.warnings.append(
                 f"source {name}: late: no good backup since {clock.iso(last)} "
                 f"({ago(now - last)} ago), a scheduled run was due by "
-                f"{_iso(state.late_at)}{when if state.breach_at else ''}"
+                f"{_iso(state.late_at)}{when}"
             )
     elif last is None:
         report.warnings.append(f"source {name}: no backup yet")
     run = status.last_run
-    if run is not None and run.outcome != "ok" and (last is None or run.started > last):
+    if run is not None and run.outcome != "ok" and (last is None or (run.started or last) > last):
         report.warnings.append(
             f"source {name}: the last backup, at {_iso(run.started)}, {run.outcome}: {run.error}"
         )

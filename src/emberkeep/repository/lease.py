@@ -64,7 +64,7 @@ from ..errors import (
     StorageError,
     UsageError,
 )
-from ..fsutil import write_atomic
+from ..fsutil import pid_alive, write_atomic
 from ..storage.base import Storage
 from .layout import LOCKS
 
@@ -96,17 +96,6 @@ class LeaseInfo:
 
     def describe(self) -> str:
         return f"{self.kind} by pid {self.pid} on {self.host} since {clock.iso(self.started)}"
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process of this host with this pid exists (one of another user counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def boot_id() -> str | None:

@@ -234,8 +234,9 @@ def _send_packs(
         for future in pending:
             future.cancel()
         for future in done:
-            if future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]
+            failure = future.exception()
+            if failure is not None:
+                raise failure
 
 
 def _pack_records(src: Repository, packs: Iterable[str]) -> list[PackRecord]:

@@ -113,7 +113,7 @@ def _each(site: Site, target: str | None, run: Any, *, identity: bool = True) ->
         change = Change(name, "")
         repo = site.repository(name, read=identity)
         counted = _Counting(repo.storage, change)
-        repo.storage = counted  # type: ignore[assignment]
+        repo.storage = counted
         started = time.perf_counter()
         with Lease(counted._storage, "exclusive", lease_watch(site)):
             repo.forget_keys()  # read under the lease: another change may have just ended

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -43,6 +43,9 @@ from ..errors import EmberkeepError, UsageError, is_disk_full, state_dir_full
 from ..fsutil import write_atomic
 from ..policy.schedule import History, Job, due_jobs, next_due
 from .site import Site
+
+if TYPE_CHECKING:  # imported where used: the drill pulls in restore and the sources
+    from .drill import DrillResult
 
 STATE_FILE = "scheduler.json"
 SLEEP_STEP = 0.5  # seconds: how promptly a sleeping scheduler notices a signal
@@ -240,8 +243,8 @@ def _drill_all(site: Site, names: list[str] | None = None) -> str:
     from ..monitor.jobs import watch
     from .drill import drill_sources, run_drill
 
-    failed: list[Any] = []
-    passed: list[Any] = []
+    failed: list[DrillResult] = []
+    passed: list[DrillResult] = []
     for name in drill_sources(site, names or []):
         with watch(site, "drill", source=name) as watched:
             result = watched.took(run_drill(site, name))

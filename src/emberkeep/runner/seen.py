@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import clock, statefile
 from ..errors import EmberkeepError
@@ -42,7 +42,14 @@ from ..repository.snapshot import SeenBefore, Snapshot, Stamp, written_order
 if TYPE_CHECKING:
     from ..repository.prune import SnapshotGuard
     from ..repository.repo import Repository
-    from .site import Site
+
+
+class HasStateDir(Protocol):
+    """What this module needs of a ``Site``: its state folder (the Site calls in here)."""
+
+    @property
+    def state_dir(self) -> Path: ...
+
 
 FILE = "snapshots-seen.json"
 LOCK = "snapshots-seen.lock"
@@ -306,7 +313,7 @@ def _excuse_pruned(
 
 
 def look(
-    site: Site,
+    site: HasStateDir,
     target: str,
     repo: Repository,
     known: list[Snapshot] | None = None,
@@ -339,7 +346,7 @@ def look(
     return Findings(found, [*([memory.problem] if memory.problem else []), *notes], accepted)
 
 
-def seen_before(site: Site, target: str, repo: Repository) -> SeenBefore:
+def seen_before(site: HasStateDir, target: str, repo: Repository) -> SeenBefore:
     """What a backup into ``target`` need not read again (repository/snapshot.py)."""
     memory = Memory.load(site.state_dir / FILE, move_aside=False)
     repository = repo.writer_key.repo_id
@@ -349,7 +356,7 @@ def seen_before(site: Site, target: str, repo: Repository) -> SeenBefore:
     return SeenBefore(frozenset(seen.ids), memory.floor(repository), dict(seen.newest))
 
 
-def prune_guard(site: Site, target: str, repo: Repository) -> SnapshotGuard:
+def prune_guard(site: HasStateDir, target: str, repo: Repository) -> SnapshotGuard:
     """For ``prune``: compare first, then take out of the memory what prune deletes, holding
     the lock until the deletions are done (module docstring). A memory that cannot be
     updated stops prune before it deletes a snapshot: else the deletion would later look

@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import clock, journal, keys
+from .. import clock, keys
 from ..errors import IntegrityError, RepositoryError
 from ..repository import keycheck, layout
 from ..repository.keyfiles import read_writer_key
 from ..repository.repo import Repository, read_config
-from ..storage import Storage
-from .site import Site
+from .site import Site, unmounted_error
 
 
 def keygen(path: Path, passphrase: str | None = None) -> str:
@@ -105,40 +104,6 @@ def _new_writer_key(site: Site) -> tuple[keys.WriterKey, str | None]:
         f"a new writer key (repository {key.repo_id}); the one of repository "
         f"{current.repo_id} is kept in {aside}"
     )
-
-
-# Jobs whose success in a target proves it held this site's repository at the time.
-USED_BY = ("backup", "replicate", "check", "prune", "drill", "restore")
-
-
-def unmounted_error(site: Site, target: str) -> RepositoryError | None:
-    """The error for an empty target that this host's journal shows in use (most likely
-    its disk is not mounted); None when the target holds objects or was never used."""
-    writer_key = site.writer_key()
-    if writer_key is None or _holds_objects(site.storage(target)):
-        return None
-    last = _last_success(site, target)
-    if last is None:
-        return None
-    seen = clock.iso(last.ended or last.started or clock.now())
-    return RepositoryError(
-        f"target {target} held repository {writer_key.repo_id} (last seen {seen}, by a "
-        f"{last.kind}) and is now empty: is its disk mounted? Mount it, or correct the "
-        f"target's url in {site.config.path}, and run the job again."
-    )
-
-
-def _holds_objects(storage: Storage) -> bool:
-    return next(iter(storage.list("")), None) is not None
-
-
-def _last_success(site: Site, target: str) -> journal.Entry | None:
-    """The newest successful job that used ``target``, from the journal (None without one)."""
-    if not (site.state_dir / journal.FILE).exists():
-        return None
-    with journal.Journal.open(site) as log:
-        found = [log.last(kind, target=target, outcome="ok") for kind in USED_BY]
-    return max((e for e in found if e is not None), key=lambda e: e.started, default=None)
 
 
 def _initialized(site: Site, target: str) -> str:

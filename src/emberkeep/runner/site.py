@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyrage
 
-from .. import keys
+from .. import clock, keys
 from ..config import Config
 from ..errors import IdentityRequired, RepositoryError, UsageError
 from ..fsutil import make_dirs
@@ -16,6 +17,9 @@ from ..repository import keycheck
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot, by_id_prefix
 from ..storage import Storage, open_storage
+
+if TYPE_CHECKING:
+    from ..journal import Entry
 
 
 @dataclass
@@ -82,8 +86,6 @@ class Site:
                 identities=identities,
             )
         except RepositoryError:
-            from .setup import unmounted_error  # setup imports this module
-
             unmounted = unmounted_error(self, self.config.target(target).name)
             if unmounted is not None:
                 raise unmounted from None
@@ -130,3 +132,40 @@ def find_snapshot(repo: Repository, spec: str, source: str | None = None) -> Sna
             raise RepositoryError(f"target {repo.storage.label} holds no snapshot{where} yet")
         return snapshots[-1]
     return by_id_prefix(snapshots, spec, f"target {repo.storage.label}", "`latest`")
+
+
+# Jobs whose success in a target proves it held this site's repository at the time.
+USED_BY = ("backup", "replicate", "check", "prune", "drill", "restore")
+
+
+def unmounted_error(site: Site, target: str) -> RepositoryError | None:
+    """The error for an empty target that this host's journal shows in use (most likely
+    its disk is not mounted); None when the target holds objects or was never used."""
+    writer_key = site.writer_key()
+    if writer_key is None or _holds_objects(site.storage(target)):
+        return None
+    last = _last_success(site, target)
+    if last is None:
+        return None
+    seen = clock.iso(last.ended or last.started or clock.now())
+    return RepositoryError(
+        f"target {target} held repository {writer_key.repo_id} (last seen {seen}, by a "
+        f"{last.kind}) and is now empty: is its disk mounted? Mount it, or correct the "
+        f"target's url in {site.config.path}, and run the job again."
+    )
+
+
+def _holds_objects(storage: Storage) -> bool:
+    return next(iter(storage.list("")), None) is not None
+
+
+def _last_success(site: Site, target: str) -> Entry | None:
+    """The newest successful job that used ``target``, from the journal (None without one)."""
+    from .. import journal  # only on this error path: every command opens a Site
+
+    if not (site.state_dir / journal.FILE).exists():
+        return None
+    with journal.Journal.open(site) as log:
+        found = [log.last(kind, target=target, outcome="ok") for kind in USED_BY]
+    dated = [(e.started, e) for e in found if e is not None and e.started is not None]
+    return max(dated, key=lambda pair: pair[0])[1] if dated else None

@@ -8,7 +8,9 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
+
+from ..engine.chunker import Readable
 
 
 @dataclass
@@ -54,7 +56,7 @@ class Stream:
     """
 
     node: dict[str, Any]
-    open: Callable[[], AbstractContextManager[BinaryIO]]
+    open: Callable[[], AbstractContextManager[Readable]]
     concurrent: bool = False
 
 
@@ -84,13 +86,13 @@ def made_node(name: str, kind: str = "file") -> dict[str, Any]:
 
 
 class BytesStream:
-    """A tiny in-memory stream with ``readinto`` (``io.BytesIO`` types poorly as BinaryIO)."""
+    """A tiny in-memory stream with ``readinto``, copying no more than asked for."""
 
     def __init__(self, data: bytes) -> None:
         self._view = memoryview(data)
         self._pos = 0
 
-    def readinto(self, buf: Any) -> int:
+    def readinto(self, buf: memoryview, /) -> int:
         n = min(len(buf), len(self._view) - self._pos)
         buf[:n] = self._view[self._pos : self._pos + n]
         self._pos += n
@@ -101,7 +103,7 @@ def bytes_stream(node: dict[str, Any], data: bytes, *, concurrent: bool = False)
     """A ``Stream`` of bytes already in memory (a small record file)."""
     return Stream(
         node,
-        lambda: contextlib.nullcontext(BytesStream(data)),  # type: ignore[arg-type]
+        lambda: contextlib.nullcontext(BytesStream(data)),
         concurrent,
     )
 

@@ -112,8 +112,8 @@ class FilesWalker:
         if whole:
             names = os.listdir(directory)
             return ((prefix + n, n, True) for n in sorted(names, key=os.fsencode))
-        names = {r[len(prefix) :].split("/", 1)[0] for r in self.roots if r.startswith(prefix)}
-        return ((prefix + n, n, prefix + n in self.roots) for n in sorted(names, key=os.fsencode))
+        below = {r[len(prefix) :].split("/", 1)[0] for r in self.roots if r.startswith(prefix)}
+        return ((prefix + n, n, prefix + n in self.roots) for n in sorted(below, key=os.fsencode))
 
 
 def _special_kind(mode: int) -> str:

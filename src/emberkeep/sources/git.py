@@ -25,6 +25,7 @@ gets the URL without it and asks a credential helper, which reads it from git's 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -33,13 +34,12 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 from urllib.parse import unquote
 
 from ..errors import EmberkeepError, IntegrityError
 from ..redact import redact_text
 from ..redact import redact_url as redact
-from .events import Event, Stream, bytes_stream, made_node
+from .events import Event, Readable, Stream, bytes_stream, made_node
 
 BUNDLE = "repo.bundle"
 RECORD = "HEAD.json"
@@ -167,17 +167,17 @@ class GitRepo:
         yield Stream(made_node(BUNDLE), lambda: self._bundle(record))
 
     @contextlib.contextmanager
-    def _bundle(self, record: GitRecord) -> Iterator[BinaryIO]:
+    def _bundle(self, record: GitRecord) -> Iterator[Readable]:
         cmd = ["git", "-C", str(self.path), "bundle", "create", "-", "--all"]
         with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
                 env={**os.environ, **_ENV},
             )  # fmt: skip
-            assert proc.stdout is not None
+            assert isinstance(proc.stdout, io.BufferedReader)  # stdout=PIPE, buffered
             try:
                 with proc.stdout:
-                    yield proc.stdout  # type: ignore[misc]
+                    yield proc.stdout
             except BaseException:
                 proc.kill()
                 proc.wait()

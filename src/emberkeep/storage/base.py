@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ class Storage(Protocol):
     def free_bytes(self) -> int | None:
         """Free space where known."""
 
-    def incomplete(self) -> list[str]:
+    def incomplete(self) -> builtins.list[str]:
         """Names of writes that never finished (a crash mid-upload); ``delete`` removes them."""
 
     # Optional methods, called through the functions of the same name below (backends

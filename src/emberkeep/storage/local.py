@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
 import os
@@ -113,7 +114,7 @@ class LocalStorage:
             return None
         return stats.f_bavail * stats.f_frsize
 
-    def incomplete(self) -> list[str]:
+    def incomplete(self) -> builtins.list[str]:
         return sorted(
             str(p.relative_to(self.root)) for p in self.root.rglob(".*.tmp-*") if p.is_file()
         )

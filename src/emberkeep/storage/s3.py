@@ -80,6 +80,8 @@ classes"; prices vary by region, see https://aws.amazon.com/s3/pricing/):
 
 from __future__ import annotations
 
+import builtins
+import functools
 import random
 import re
 import sys
@@ -430,7 +432,7 @@ class S3Storage:
     def free_bytes(self) -> int | None:
         return None  # a bucket has no size limit we could ask about
 
-    def incomplete(self) -> list[str]:
+    def incomplete(self) -> builtins.list[str]:
         args = {"Bucket": self.loc.bucket, "Prefix": self.loc.prefix}
         cut = len(self.loc.prefix)
         found = []
@@ -500,7 +502,13 @@ class S3Storage:
     # -- writes ------------------------------------------------------------------------------
 
     def _put_single(
-        self, name: str, key: str, body: bytes, parts: list[memoryview], *, create_only: bool
+        self,
+        name: str,
+        key: str,
+        body: bytes,
+        parts: builtins.list[memoryview],
+        *,
+        create_only: bool,
     ) -> None:
         args = {"Bucket": self.loc.bucket, "Key": key, "Body": body, **self._extra(name)}
         if create_only and self._conditional:
@@ -527,7 +535,7 @@ class S3Storage:
         exc: boto_errors.ClientError,
         name: str,
         key: str,
-        parts: list[memoryview],
+        parts: builtins.list[memoryview],
         *,
         create_only: bool,
     ) -> None:
@@ -546,7 +554,7 @@ class S3Storage:
             raise error from exc
 
     def _put_multipart(
-        self, name: str, key: str, parts: list[memoryview], size: int, *, create_only: bool
+        self, name: str, key: str, parts: builtins.list[memoryview], size: int, *, create_only: bool
     ) -> None:
         what = f"writing {name}"
         base = {"Bucket": self.loc.bucket, "Key": key}
@@ -577,8 +585,8 @@ class S3Storage:
         self,
         name: str,
         base: dict[str, str],
-        done: list[dict[str, Any]],
-        parts: list[memoryview],
+        done: builtins.list[dict[str, Any]],
+        parts: builtins.list[memoryview],
         *,
         create_only: bool,
     ) -> None:
@@ -650,8 +658,12 @@ class S3Storage:
             args = {"Bucket": self.loc.bucket, "Key": key}
             if version and version != "null":  # "null": an unversioned bucket's one version
                 args["VersionId"] = version
+
+            def delete(a: dict[str, Any] = args) -> Any:  # self.client looked up per attempt
+                return self.client.delete_object(**a)
+
             try:
-                self._call(f"deleting {name}", lambda a=args: self.client.delete_object(**a))
+                self._call(f"deleting {name}", delete)
             except boto_errors.ClientError as exc:
                 if _is_missing(exc):
                     continue
@@ -733,7 +745,7 @@ class S3Storage:
                 names = [*names, name]
             self._thaw(names, on_progress or self.on_thaw)
 
-    def _thaw(self, names: list[str], on_progress: ProgressFn | None) -> None:
+    def _thaw(self, names: builtins.list[str], on_progress: ProgressFn | None) -> None:
         heads: dict[str, dict[str, Any]] = {}
 
         def head(name: str) -> dict[str, Any]:
@@ -788,7 +800,7 @@ class S3Storage:
         }
         extra: dict[str, Any] = {}
         while True:
-            page = self._checked(what, lambda extra=extra: call(**args, **extra))
+            page = self._checked(what, functools.partial(call, **args, **extra))
             yield page
             if not page.get("IsTruncated"):
                 return

@@ -39,6 +39,7 @@ from 1 to 3600 seconds (default 30).
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import getpass
@@ -53,7 +54,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import unquote
 
 import paramiko
@@ -185,7 +186,9 @@ class _UnknownHost(paramiko.SSHException):
 class _RejectUnknown(paramiko.MissingHostKeyPolicy):
     """Refuse a host whose key is not in known_hosts, keeping the key for the message."""
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey):
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
         raise _UnknownHost(key)
 
 
@@ -198,6 +201,18 @@ class _Session(paramiko.SFTPClient):
     extensions: dict[str, bytes]
     read_size = REQUEST
     write_size = REQUEST
+
+    if TYPE_CHECKING:
+        # paramiko's private request layer this module builds on (see the module docstring);
+        # its stubs leave it out, so the signatures used here are stated for the checker.
+        def _send_packet(self, t: int, packet: Message) -> None: ...
+        def _read_packet(self) -> tuple[int, bytes]: ...
+        def _request(self, t: int, *args: object) -> tuple[int, Message]: ...
+        def _async_request(self, fileobj: object, t: int, *args: object) -> int: ...
+        def _read_response(
+            self, waitfor: int | None = None
+        ) -> tuple[int | None, Message | None]: ...
+        def _convert_status(self, msg: Message) -> None: ...
 
     def _send_version(self) -> int:
         msg = Message()
@@ -275,7 +290,9 @@ def _size(sftp: _Session, handle: bytes) -> int:
     kind, msg = sftp._request(CMD_FSTAT, handle)
     if kind != CMD_ATTRS:
         raise SFTPError("expected file attributes")
-    return paramiko.SFTPAttributes._from_msg(msg).st_size or 0
+    # A private constructor too (the stubs leave it out): it parses the ATTRS reply.
+    attrs = paramiko.SFTPAttributes._from_msg(msg)  # type: ignore[attr-defined]
+    return attrs.st_size or 0
 
 
 def _close(sftp: _Session, handle: bytes) -> None:
@@ -441,7 +458,7 @@ class SftpStorage:
     def free_bytes(self) -> int | None:
         return self._run("asking for free space", lambda sftp: _statvfs(sftp, self.loc.root))
 
-    def incomplete(self) -> list[str]:
+    def incomplete(self) -> builtins.list[str]:
         found = self._run(
             "looking for unfinished writes",
             lambda sftp: [rel for rel, _size in self._walk(sftp, "", temps=True)],
@@ -456,7 +473,12 @@ class SftpStorage:
     # -- operations, each run on one SFTP session ------------------------------------------
 
     def _put(
-        self, sftp: _Session, name: str, path: str, parts: list[memoryview], overwrite: bool
+        self,
+        sftp: _Session,
+        name: str,
+        path: str,
+        parts: builtins.list[memoryview],
+        overwrite: bool,
     ) -> None:
         temp = _temp_path(path)
         try:
@@ -474,7 +496,7 @@ class SftpStorage:
                 raise self._write_error(sftp, name, exc, sum(map(len, parts))) from exc
             raise
 
-    def _write_temp(self, sftp: _Session, temp: str, parts: list[memoryview]) -> None:
+    def _write_temp(self, sftp: _Session, temp: str, parts: builtins.list[memoryview]) -> None:
         flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_EXCL
         try:
             handle = _open(sftp, temp, flags, 0o600)
@@ -498,7 +520,9 @@ class SftpStorage:
                 raise AlreadyExists(f"target {self.label}: object {name} already exists") from exc
             raise
 
-    def _holds(self, sftp: _Session, name: str, path: str, parts: list[memoryview]) -> bool:
+    def _holds(
+        self, sftp: _Session, name: str, path: str, parts: builtins.list[memoryview]
+    ) -> bool:
         """Whether the file at ``path`` is the object being written (``base.holds_written``)."""
         try:
             size = sftp.stat(path).st_size or 0

@@ -65,7 +65,7 @@ import struct
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import bson
 from bson.errors import BSONError
@@ -376,8 +376,14 @@ class ParsedArchive:
         return self.namespaces[(db, collection)].documents
 
 
+class Reads(Protocol):
+    """What an archive is read from: a file, a gzip stream, a pipe (only ``read`` is used)."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
 class _Reader:
-    def __init__(self, inp: BinaryIO) -> None:
+    def __init__(self, inp: Reads) -> None:
         self.inp = inp
         self.offset = 0
 
@@ -480,7 +486,7 @@ class ArchiveReader:
     ``ArchiveError`` naming it; a CRC is checked when its namespace's EOF comes.
     """
 
-    def __init__(self, inp: BinaryIO) -> None:
+    def __init__(self, inp: Reads) -> None:
         self._r = r = _Reader(inp)
         magic = r.read_up_to(4)
         if magic != MAGIC_BYTES:
@@ -606,7 +612,7 @@ class ArchiveReader:
             raise ArchiveError(f"corrupt archive: it ends before {', '.join(missing)} appeared")
 
 
-def read_archive(inp: BinaryIO) -> ParsedArchive:
+def read_archive(inp: Reads) -> ParsedArchive:
     """Read and check a whole archive: magic, prelude, framing, every CRC, every EOF.
 
     Raises ``ArchiveError`` naming the first problem. Documents are kept in memory (for

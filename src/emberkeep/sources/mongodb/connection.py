@@ -43,7 +43,7 @@ def open_client(uri: str, who: str) -> Client:
             "socketTimeoutMS": SOCKET_TIMEOUT_MS,
             "appname": "emberkeep",
         }  # the URI's own options win: a keyword argument would override them
-        options = {k: v for k, v in defaults.items() if k.lower() not in given}
+        options: dict[str, Any] = {k: v for k, v in defaults.items() if k.lower() not in given}
         client: Client = MongoClient(uri, **options)
     except (InvalidURI, ConfigurationError, ValueError) as exc:
         raise UsageError(f"{who}: the MongoDB URI {shown} is not valid: {_plain(exc)}") from exc

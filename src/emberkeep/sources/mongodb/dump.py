@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, BinaryIO
+from typing import Any
 
 from bson import Timestamp
 from pymongo.errors import OperationFailure, PyMongoError
@@ -29,7 +29,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 from ...clock import iso
 from ...config import MongoSource
 from ..bytequeue import ByteQueue, Cancelled
-from ..events import Enter, Event, Leave, Stream, Warning_, bytes_stream, made_node
+from ..events import Enter, Event, Leave, Readable, Stream, Warning_, bytes_stream, made_node
 from .catalog import CollectionInfo, list_collections, select_databases
 from .connection import Client, server_error
 from .oplog import Oplog, ts_json
@@ -41,6 +41,15 @@ BATCH_BYTES = 2 << 20  # what one batch from the server should hold, about
 MAX_BATCH_DOCS = 100_000
 # A collection that vanished under a cursor: NamespaceNotFound, QueryPlanKilled, CursorKilled
 DROPPED_CODES = frozenset({26, 175, 237})
+
+
+def _no_op(info: CollectionInfo) -> None:
+    pass
+
+
+# Called on the reader's thread just before a collection is read, after the listing. A seam
+# for tests (in-process): what happens to a collection between the two, without a race.
+before_read: Callable[[CollectionInfo], None] = _no_op
 
 
 class CollectionReader:
@@ -56,6 +65,7 @@ class CollectionReader:
     def run(self) -> None:
         error: BaseException | None = None
         try:
+            before_read(self.info)
             collection = self.client[self.info.db][self.info.name]
             for batch in collection.find_raw_batches(batch_size=self._batch_docs()):
                 self.digest.add(batch)
@@ -89,9 +99,9 @@ class CollectionReader:
         return self.info.name in names
 
     @contextlib.contextmanager
-    def open(self) -> Iterator[BinaryIO]:
+    def open(self) -> Iterator[Readable]:
         try:
-            yield self.queue  # type: ignore[misc]
+            yield self.queue
         except BaseException:
             self.queue.cancel()
             raise
@@ -182,8 +192,8 @@ class MongoDump:
     ) -> Iterator[Event]:
         """The tree's database directories; readers start ``parallel`` collections ahead."""
         ahead = iter(readers)
-        for reader in _take(ahead, self.source.parallel):
-            pool.submit(reader.run)
+        for first in _take(ahead, self.source.parallel):
+            pool.submit(first.run)
         by_ns = {r.info.ns: r for r in readers}
         for db in databases:
             yield Enter(made_node(db, "dir"))
@@ -211,7 +221,7 @@ class MongoDump:
     @contextlib.contextmanager
     def _oplog(
         self, oplog: Oplog, start: Timestamp | None, end: Timestamp | None, dbs: list[str]
-    ) -> Iterator[BinaryIO]:
+    ) -> Iterator[Readable]:
         """The window's entries, read on a thread like a collection; rollover checked after."""
         queue = ByteQueue(QUEUE_BUDGET)
         digest = DocDigest()
@@ -231,7 +241,7 @@ class MongoDump:
         thread = threading.Thread(target=produce, name="mongo-oplog", daemon=True)
         thread.start()
         try:
-            yield queue  # type: ignore[misc]
+            yield queue
         except BaseException:
             queue.cancel()
             raise

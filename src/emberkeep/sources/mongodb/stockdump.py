@@ -44,7 +44,7 @@ from bson import Timestamp
 
 from ...clock import iso
 from ...errors import EmberkeepError, UsageError
-from ..events import Enter, Event, Leave, Stream, Warning_, bytes_stream, made_node
+from ..events import Enter, Event, Leave, Readable, Stream, Warning_, bytes_stream, made_node
 from .archive import OPLOG_COLLECTION, OPLOG_DB, ArchiveError, ArchiveReader
 from .catalog import PRELUDE, SYSTEM_DATABASES, CollectionInfo
 from .oplog import ts_json
@@ -267,7 +267,7 @@ def _split_archive(path: Path, spool: Path) -> DumpContents:
     try:
         with _open(path) as raw:
             try:
-                reader = ArchiveReader(raw)  # type: ignore[arg-type]
+                reader = ArchiveReader(raw)
                 contents.server_version = str(reader.header.get("server_version", ""))
                 for item in reader.items():
                     key = (item.db, item.collection)
@@ -433,23 +433,23 @@ class ImportedDump:
 
     def _stream(self, name: str, path: Path, label: str, digest: DocDigest) -> Stream:
         @contextlib.contextmanager
-        def opened() -> Iterator[BinaryIO]:
+        def opened() -> Iterator[Readable]:
             reader = _Documents(path, label, digest)
             try:
-                yield reader  # type: ignore[misc]
+                yield reader
             finally:
                 reader.close()
 
         return Stream(made_node(name), opened)
 
     @contextlib.contextmanager
-    def _oplog_stream(self) -> Iterator[BinaryIO]:
+    def _oplog_stream(self) -> Iterator[Readable]:
         """The oplog's documents, its first and last ``ts`` noted (the window)."""
         assert self.contents.oplog is not None
         digest = self.digests[("", "oplog")] = DocDigest()
         reader = _Documents(self.contents.oplog, "the oplog", digest, self._note_window)
         try:
-            yield reader  # type: ignore[misc]
+            yield reader
         finally:
             reader.close()
 
