@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=180.0)
     parser.add_argument("--rate", type=float, default=50.0, help="writes a second")
-    parser.add_argument("--slice", default="10s", help="[sources.pitr] slice")
+    parser.add_argument("--slice", default="5s", help="[sources.pitr] slice")
     parser.add_argument("--work", type=Path, default=Path("/tmp/emberkeep-pitr-bench"))
     args = parser.parse_args(argv)
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         client = server.client()
         site = _Site(args.work / "site", server.uri, args.slice)
         coll = client[DB].live
-        model = {i: {"_id": i, "v": 0} for i in range(500)}
+        model: dict[int, dict[str, Any]] = {i: {"_id": i, "v": 0} for i in range(500)}
         coll.insert_many([dict(d) for d in model.values()])
         base = site.json("backup")[0]["snapshot"]["extra"]["mongodb"]["oplog_end"]
         archiver = site.popen("oplog", "run", "--json")

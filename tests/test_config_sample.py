@@ -24,12 +24,14 @@ def test_the_sample_with_recipients_filled_in_validates_and_is_the_strategy(site
     assert parsed.keys.recipients == [alice, bob]
     mongo, conf, media, code = parsed.sources
     assert isinstance(mongo, config.MongoSource) and mongo.retention and mongo.objectives
-    # daily 14 days, weekly 3 months, monthly a year; RPO 24 h, RTO 1 h
+    # daily 14 days, weekly 3 months, monthly a year; RTO 1 h; the RPO moved from the
+    # strategy's 24 h to 1 minute by the oplog archiver
     assert (mongo.retention.daily, mongo.retention.weekly, mongo.retention.monthly) == (14, 13, 12)
     assert (mongo.objectives.rpo_delta, mongo.objectives.rto_delta) == (
-        timedelta(hours=24),
+        timedelta(minutes=1),
         timedelta(hours=1),
     )
+    assert mongo.pitr is not None and mongo.pitr.enabled and mongo.pitr.slice_seconds == 5
     assert isinstance(conf, config.FilesSource) and conf.retention
     assert conf.retention.weekly == 26  # six months of weekly configuration backups
     assert any("nginx" in str(p) for p in conf.paths)

@@ -56,6 +56,10 @@ KNOWN_UPWARD: dict[tuple[str, str], str] = {
     ("monitor.status", "runner.site"): "Site belongs below runner and monitor",
     ("monitor.status", "runner.seen"): "the snapshots-seen memory belongs below monitor",
     ("monitor.status", "runner.replicate"): "wants (a policy rule), error_text (to errors)",
+    (
+        "monitor.status",
+        "runner.pitr",
+    ): "the archive's status (PitrStatus, status_of) belongs in monitor",
     ("repository.index", "engine.crypto"): "crypto is a leaf, below the repository",
     ("repository.pack", "engine.crypto"): "crypto is a leaf, below the repository",
     ("repository.repo", "engine.crypto"): "crypto is a leaf, below the repository",

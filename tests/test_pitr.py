@@ -26,7 +26,8 @@ from robustness_helpers import popen
 from servers_mongo import MongoTestServer, client_of, module_server
 
 from emberkeep.errors import IntegrityError
-from emberkeep.sources.mongodb.oplog import LAST_INC, Oplog, Replayer
+from emberkeep.sources.mongodb.oplog import Oplog, Replayer
+from emberkeep.sources.mongodb.optime import LAST_INC
 from emberkeep.sources.mongodb.pitr import (
     SliceInfo,
     Transactions,
@@ -301,7 +302,8 @@ def test_transactions_ddl_and_rename_restore_exactly_or_are_refused_by_name(
             "--ns-from", db_name, "--ns-to", name, ok=ok,
         )  # fmt: skip
 
-    base = {"a": {i: {"_id": i, "v": "a"} for i in range(3)},
+    base: dict[str, dict[int, dict[str, Any]]] = {
+            "a": {i: {"_id": i, "v": "a"} for i in range(3)},
             "b": {i: {"_id": i, "v": "b"} for i in range(3)}}  # fmt: skip
     at1 = {"a": {**base["a"], 10: {"_id": 10}}, "b": {**base["b"], 0: {"_id": 0, "v": "txn"}}}
     at3 = {"a": {k: v for k, v in at1["a"].items() if k != 1},
@@ -351,7 +353,7 @@ class Writer:
             seq = len(self.log) + 1
             kind = self.rng.choice("iuxd") if len(self.model) > 5 else "i"
             if kind == "i":
-                doc = {"_id": self.next_id, "v": seq, "tag": "new"}
+                doc: dict[str, Any] = {"_id": self.next_id, "v": seq, "tag": "new"}
                 self.next_id += 1
                 self.coll.insert_one(dict(doc))
             elif kind in "ux":
@@ -459,7 +461,7 @@ def test_an_oplog_rolled_over_while_stopped_is_a_gap_and_a_new_chain_starts(
         site.run("oplog", "run", "--once")
         assert site.run("oplog", "status").returncode == 0
         last = live_point(c)
-        while c.local["oplog.rs"].find_one({}, {"ts": 1})["ts"] <= last:  # the archiver stopped
+        while _oldest_ts(c) <= last:  # the archiver stopped
             c.shop.churn.insert_many([{"pad": "p" * 1000} for _ in range(20)])
         wait_settled(c, live_point(c))
         run = site.run("oplog", "run", "--once")
@@ -548,3 +550,10 @@ def test_restores_to_ten_random_points_equal_the_writers_model_there(
         if flag[0] == "--at-op":
             assert done["point"]["last_applied"] == flag[1]
         client.drop_database(name)
+
+
+def _oldest_ts(client: MongoClient[Any]) -> Any:
+    """The oldest entry's ``ts`` still in the server's oplog."""
+    first = client.local["oplog.rs"].find_one({}, {"ts": 1})
+    assert first is not None, "the oplog is empty"
+    return first["ts"]

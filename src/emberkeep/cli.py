@@ -767,9 +767,9 @@ def _restore_mongodb(site: Site, args: argparse.Namespace) -> int:
             from .runner.restore import run_restore_mongodb_at
 
             point = _restore_point(args)
-            done = run_restore_mongodb_at(site, point, args.to_uri, **options)  # type: ignore[arg-type]
+            done = run_restore_mongodb_at(site, point, args.to_uri, **options)
         else:
-            done = run_restore_mongodb(site, args.snapshot, args.to_uri, **options)  # type: ignore[arg-type]
+            done = run_restore_mongodb(site, args.snapshot, args.to_uri, **options)
         snapshot, result = job.took(done)
     failed = 1 if result.problems else 0
     if args.json:

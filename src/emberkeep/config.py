@@ -113,7 +113,7 @@ class Pitr(_Strict):
     """Continuous oplog archiving (``emberkeep oplog run``; README, "Point-in-time recovery")."""
 
     enabled: bool = False
-    slice: str = "10s"  # an entry waits at most this long before its slice is sealed
+    slice: str = "5s"  # an entry waits at most this long before its slice is sealed
     max_lag: str = "1m"  # status: archived this far behind the server is late
     max_entries: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000  # per slice
 

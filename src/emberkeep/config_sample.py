@@ -47,7 +47,11 @@ exclude = []                                # "db.collection" shell patterns lef
 parallel = 4                                # collections read at once
 schedule = "0 2 * * *"                      # daily
 retention = {{ daily = 14, weekly = 13, monthly = 12 }}   # 14 days, 3 months, 1 year
-objectives = {{ rpo = "24h", rto = "1h" }}   # "Database corruption: 1 hour"
+# The strategy's daily dumps gave the database an RPO of 24 h; the oplog archiver
+# (`emberkeep oplog run`, a service of its own) moves it to a minute: every write is sealed
+# into the repository within seconds and `restore --at TIME` replays to any moment.
+pitr = {{ enabled = true, slice = "5s", max_lag = "1m" }}
+objectives = {{ rpo = "1m", rto = "1h" }}    # "Database corruption: 1 hour"
 # drill_uri = "mongodb://localhost:27018"   # where drills restore; default: uri (scratch dbs)
 
 [sources.hooks]

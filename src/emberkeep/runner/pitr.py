@@ -43,7 +43,7 @@ from ..fsutil import make_dirs, write_atomic
 from ..repository.repo import Repository
 from ..repository.snapshot import SeenBefore, Snapshot, Stamp, written_order
 from ..sources.events import bytes_stream, made_node
-from ..sources.mongodb.oplog import ts_from_json, ts_json
+from ..sources.mongodb.optime import ts_from_json, ts_json
 from ..sources.mongodb.pitr import (
     SLICE_TYPE,
     Chain,

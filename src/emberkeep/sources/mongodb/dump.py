@@ -32,7 +32,8 @@ from ..bytequeue import ByteQueue, Cancelled
 from ..events import Enter, Event, Leave, Readable, Stream, Warning_, bytes_stream, made_node
 from .catalog import CollectionInfo, list_collections, select_databases
 from .connection import Client, server_error
-from .oplog import Oplog, ts_json
+from .oplog import Oplog
+from .optime import ts_json
 from .record import OPLOG, RECORD, CollectionRecord, DocDigest, DumpRecord, OplogWindow
 from .users import ROLES_FILE, USERS_FILE, AuthDump, read_auth, users_not_kept
 

@@ -38,21 +38,11 @@ from pymongo.errors import BulkWriteError
 
 from ...errors import EmberkeepError
 from .connection import Client
+from .optime import LAST_INC, OPLOG_COLL, OPLOG_DB
 from .updatediff import apply_diff
 
-OPLOG_DB = "local"
-OPLOG_COLL = "oplog.rs"
 REPLAY_BATCH = 100  # writes per bulk_write
 DUPLICATE_KEY = 11000
-LAST_INC = (1 << 32) - 1
-
-
-def ts_json(ts: Timestamp | None) -> dict[str, int] | None:
-    return None if ts is None else {"t": ts.time, "i": ts.inc}
-
-
-def ts_from_json(data: dict[str, int] | None) -> Timestamp | None:
-    return None if data is None else Timestamp(data["t"], data["i"])
 
 
 class Oplog:

@@ -33,7 +33,7 @@ from bson import Timestamp
 
 from ...errors import EmberkeepError, IntegrityError, UsageError
 from .connection import Client
-from .oplog import LAST_INC, OPLOG_COLL, OPLOG_DB, ts_from_json, ts_json
+from .optime import LAST_INC, OPLOG_COLL, OPLOG_DB, ts_from_json, ts_json
 
 SLICE_SUFFIX = "@oplog"  # config names cannot hold "@": no source of the config clashes
 SLICE_TYPE = "mongodb-oplog"

@@ -47,7 +47,7 @@ from ...errors import EmberkeepError, UsageError
 from ..events import Enter, Event, Leave, Readable, Stream, Warning_, bytes_stream, made_node
 from .archive import OPLOG_COLLECTION, OPLOG_DB, ArchiveError, ArchiveReader
 from .catalog import PRELUDE, SYSTEM_DATABASES, CollectionInfo
-from .oplog import ts_json
+from .optime import ts_json
 from .record import (
     OPLOG,
     RECORD,
