@@ -152,6 +152,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--at-op", metavar="T:I", help="…as it was after the oplog entry T:I (inclusive)"
     )
 
+    p = sub.add_parser("ls", parents=[common], help="list a directory of a snapshot")
+    p.add_argument("snapshot", help="snapshot id (or unique prefix), or 'latest'")
+    p.add_argument("path", nargs="?", default="/", help="a path in the snapshot (default /)")
+    p.add_argument("-l", dest="long", action="store_true", help="mode, owner, size, mtime")
+    p.add_argument("-R", "--recursive", action="store_true", help="everything below PATH")
+    p.add_argument("--target")
+    p.add_argument("--source", help="with 'latest': the latest of this source")
+
+    p = sub.add_parser("find", parents=[common], help="which snapshots hold a path or glob")
+    p.add_argument("pattern", help="a glob: on the whole path when it holds '/', else on the name")
+    p.add_argument("--source", help="only snapshots of this source")
+    p.add_argument("--target")
+
+    p = sub.add_parser("diff", parents=[common], help="what changed between two snapshots")
+    p.add_argument("snapshot_a", metavar="SNAPSHOT_A")
+    p.add_argument("snapshot_b", metavar="SNAPSHOT_B")
+    p.add_argument("--target")
+    p.add_argument("--source", help="with 'latest': the latest of this source")
+
     p = sub.add_parser("export", parents=[common], help="write a snapshot for other tools")
     p.add_argument("snapshot", help="snapshot id (or unique prefix), or 'latest'")
     p.add_argument("--format", required=True, choices=["mongodump-dir", "mongodump-archive", "tar"])
@@ -848,6 +867,88 @@ def cmd_oplog(site: Site, args: argparse.Namespace) -> int:
         ui.line("stopped; the next run goes on from the last slice sealed", stderr=True)
         return 130
     return 0
+
+
+def cmd_ls(site: Site, args: argparse.Namespace) -> int:
+    from .runner.browse import entry_json, run_ls
+
+    snapshot, found, seen = run_ls(
+        site, args.snapshot, args.path, target=args.target, source=args.source,
+        recursive=args.recursive,
+    )  # fmt: skip
+    rows = [entry_json(path, node) for path, node in found]
+    if args.json:
+        ui.print_json({"snapshot": snapshot.id, "entries": rows, "refused": seen.refused})
+    else:
+        for row in rows:
+            print(_entry_line(row, long=args.long))
+    _print_refused(seen.refused, "listed")
+    return 1 if seen.refused else 0
+
+
+def _entry_line(row: dict[str, object], *, long: bool) -> str:
+    """One entry as ``ls`` prints it: its path, or ``ls -l``'s columns before it."""
+    import stat
+    from datetime import UTC, datetime
+
+    path = str(row["path"]) + ("/" if row["type"] == "dir" else "")
+    if row["type"] == "symlink":
+        path += f" -> {row['target']}"
+    if not long:
+        return path
+    kind = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "symlink": stat.S_IFLNK}[str(row["type"])]
+    mode = stat.filemode(kind | int(str(row["mode"]), 8))
+    when = datetime.fromtimestamp(int(str(row["mtime_ns"])) / 1e9, UTC)
+    size = ui.human_bytes(int(str(row["size"]))) if "size" in row else "-"
+    return f"{mode} {row['uid']:>5} {row['gid']:>5} {size:>10} {when:%Y-%m-%d %H:%M} {path}"
+
+
+def cmd_find(site: Site, args: argparse.Namespace) -> int:
+    from .runner.browse import run_find
+
+    found, seen = run_find(site, args.pattern, target=args.target, source=args.source)
+    if args.json:
+        ui.print_json({"snapshots": found, "refused": seen.refused})
+    else:
+        for snap in found:
+            ui.line(f"snapshot {snap['short_id']} {snap['time']} {snap['source']}:")
+            for row in snap["matches"]:
+                print(f"  {_entry_line(row, long=True)}")
+        if not found:
+            ui.line(f"no snapshot holds a path matching {args.pattern!r}", stderr=True)
+    _print_refused(seen.refused, "searched")
+    return 1 if seen.refused else 0
+
+
+def cmd_diff(site: Site, args: argparse.Namespace) -> int:
+    from .runner.browse import run_diff
+
+    a, b, changes, seen = run_diff(
+        site, args.snapshot_a, args.snapshot_b, target=args.target, source=args.source
+    )
+    if args.json:
+        ui.print_json(
+            {"from": a.id, "to": b.id, "changes": [c.to_json() for c in changes],
+             "refused": seen.refused}
+        )  # fmt: skip
+    else:
+        marks = {"added": "+", "removed": "-", "changed": "M"}
+        for c in changes:
+            sizes = ""
+            if c.size_a is not None or c.size_b is not None:
+                old = "" if c.size_a is None else ui.human_bytes(c.size_a)
+                new = "" if c.size_b is None else ui.human_bytes(c.size_b)
+                sizes = f"  ({old} -> {new})" if c.change == "changed" else f"  ({old or new})"
+            what = f" [{c.what}]" if c.what else ""
+            print(f"{marks[c.change]} {c.path}{'/' if c.type == 'dir' else ''}{what}{sizes}")
+        counts = {k: sum(c.change == k for c in changes) for k in marks}
+        ui.line(
+            f"{a.short_id} -> {b.short_id}: {counts['added']} added, {counts['removed']} "
+            f"removed, {counts['changed']} changed",
+            stderr=True,
+        )
+    _print_refused(seen.refused, "compared")
+    return 1 if seen.refused else 0
 
 
 def cmd_export(site: Site, args: argparse.Namespace) -> int:
