@@ -52,6 +52,8 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
 class Site(_Strict):
     name: Annotated[str, msgspec.Meta(min_length=1)]
     state_dir: Path = Path("/var/lib/emberkeep")
+    # the wall clock schedules are read in (an IANA name; policy.schedule: DST handling)
+    timezone: str = "UTC"
 
 
 class Keys(_Strict):
@@ -528,6 +530,7 @@ def _semantic_problems(config: Config, raw: dict[str, Any]) -> Iterator[tuple[st
     yield from _schedule_problem(config.replicate.schedule, field("replicate", "schedule"))
     yield from _schedule_problem(config.drill.schedule, field("drill", "schedule"))
     yield from _drill_problems(config, field)
+    yield from _timezone_problem(config.site.timezone, field("site", "timezone"))
     yield from _schedule_clash_problems(config, field)
     yield from _subset_problem(config.check.read_data_subset, field("check", "read_data_subset"))
     yield from _monitor_problems(config, field)
@@ -617,6 +620,19 @@ def _schedule_problem(value: str | None, where: str) -> Iterator[tuple[str, str]
             where,
             f"{value!r} is not a cron schedule: {why}; write it like '0 2 * * *', or use "
             "@hourly/@daily/@weekly/@monthly",
+        )
+
+
+def _timezone_problem(name: str, where: str) -> Iterator[tuple[str, str]]:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        yield (
+            where,
+            f"{name!r} is not a timezone this host knows: give an IANA name like "
+            "'Europe/Berlin' or 'UTC' (the host's tzdata lists them)",
         )
 
 

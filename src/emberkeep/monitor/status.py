@@ -74,10 +74,11 @@ def rpo_state(
     schedule: str | None,
     rpo: timedelta | None,
     grace: timedelta,
+    zone: str = "UTC",
 ) -> RpoState:
     """The RPO state of a source whose last good backup is ``last`` (module docstring),
     or that has none and was first seen at ``last``."""
-    late_at = next_time(schedule, last) + grace if schedule else None
+    late_at = next_time(schedule, last, zone) + grace if schedule else None
     breach_at = last + rpo if rpo is not None else None
     if breach_at is not None and now > breach_at:
         state = "breached"
@@ -350,9 +351,10 @@ def _source(
         schedule=source.schedule,
         rpo=rpo,
         grace=parse_duration(monitor.grace),
+        zone=site.config.site.timezone,
     )
     if source.schedule:
-        status.next_run = next_time(source.schedule, now)
+        status.next_run = next_time(source.schedule, now, site.config.site.timezone)
     status.last_run = _last_finished(journal, "backup", source=source.name)
     if good is not None:
         status.anomalies = list(good.details.get("anomalies", []))
