@@ -275,7 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("log", parents=[common], help="the journal: every run of every job")
     p.add_argument("--source")
     p.add_argument("--target")
-    p.add_argument("--kind", help="backup, replicate, prune, check, drill, restore or notify")
+    p.add_argument(
+        "--kind",
+        help="backup, replicate, prune, check, drill, restore, recover (every recover and "
+        "restore), import or notify",
+    )
     p.add_argument("--since", metavar="D", help="a duration back from now (like 7d) or a time")
 
     sub.add_parser("metrics", parents=[common], help="print Prometheus metrics (text format)")
@@ -714,6 +718,7 @@ def cmd_restore(site: Site, args: argparse.Namespace) -> int:
 
     bar = ui.ByteProgress("restore", enabled=not (args.json or args.quiet))
     with watch(site, "restore", source=args.source, target=args.target) as job, bar.shown():
+        job.entry.details["to"] = str(args.dest.resolve())
         snapshot, result = job.took(
             run_restore(
                 site,
@@ -782,6 +787,9 @@ def _restore_mongodb(site: Site, args: argparse.Namespace) -> int:
         "on_total": bar.set_total,
     }
     with watch(site, "restore", source=args.source, target=args.target) as job, bar.shown():
+        from .redact import redact_url
+
+        job.entry.details["to"] = redact_url(args.to_uri)
         if args.at_time or args.at_op:
             from .runner.restore import run_restore_mongodb_at
 
@@ -1097,8 +1105,16 @@ def cmd_recover(args: argparse.Namespace) -> int:
         if args.json:
             ui.print_json(plan.to_json())
         return 1 if plan.refused else 0
+    from .monitor.jobs import watch
+    from .redact import redact_url
+    from .runner.recover import recovery_site
+
+    run_hooks = _hooks_approved(plan, args)
     shown_before = len(plan.warnings)  # the plan's, printed with it
-    recovery = execute(plan, run_hooks=_hooks_approved(plan, args), on_step=shown)
+    site = recovery_site(plan)
+    with watch(site, "recover", target=site.config.targets[0].name, warn=ui.warning) as job:
+        job.entry.details.update({"from": redact_url(plan.url), "only": plan.only})
+        recovery = job.took(execute(plan, run_hooks=run_hooks, on_step=shown))
     if not args.json:
         for warning in recovery.warnings[shown_before:]:
             ui.warning(warning)
@@ -1224,9 +1240,9 @@ def _hooks_approved(plan: Recovery, args: argparse.Namespace) -> bool:
 
 
 def cmd_runbook(site: Site, args: argparse.Namespace) -> int:
-    from .runner.runbook import last_drills, render
+    from .runner.runbook import last_copies, last_drills, render
 
-    text = render(site, last_drills(site))
+    text = render(site, last_drills(site), last_copies(site))
     if args.json:  # a document, not data: handed over whole, as JSON asked for
         ui.print_json({"format": "markdown", "text": text})
     else:
@@ -1441,13 +1457,14 @@ def cmd_status(site: Site, args: argparse.Namespace) -> int:
 
 def cmd_log(site: Site, args: argparse.Namespace) -> int:
     from . import clock
-    from .journal import Journal
+    from .journal import KIND_GROUPS, KINDS, Journal
 
+    if args.kind is not None and args.kind not in KINDS:
+        raise UsageError(f"--kind {args.kind!r}: not a kind of job; give one of {', '.join(KINDS)}")
+    kind = KIND_GROUPS.get(args.kind, args.kind) if args.kind else None
     since = _since(args.since) if args.since else None
     with Journal.open(site) as journal:
-        entries = journal.entries(
-            kind=args.kind, source=args.source, target=args.target, since=since
-        )
+        entries = journal.entries(kind=kind, source=args.source, target=args.target, since=since)
     if args.json:
         ui.print_json([e.to_json() for e in entries])
         return 0
@@ -1460,6 +1477,10 @@ def cmd_log(site: Site, args: argparse.Namespace) -> int:
         detail = f": {e.error}" if e.error else what
         if e.kind == "notify":
             detail = f": {e.details.get('channel')}, {e.details.get('alert')}{detail}"
+        if e.kind in ("restore", "recover") and e.details.get("to"):
+            detail = f" to {e.details['to']}{detail}"
+        if e.kind == "recover":
+            detail = f" from {e.details.get('from')}{detail}"
         started = clock.iso(e.started) if e.started else "?"
         ui.line(
             f"{started} {e.kind} {where}: {e.outcome}{took}{detail}",

@@ -215,6 +215,13 @@ class Drill(_Strict):
     target: str | None = None  # default: the first target
 
 
+class SiteObjectives(_Strict):
+    """The RTOs of the strategy's whole-site scenarios (runbook): a new server, a disaster."""
+
+    server_failure: str | None = None
+    disaster: str | None = None
+
+
 class Runbook(_Strict):
     """Who does what in the generated runbook: operator, keyholder, approver -> a name."""
 
@@ -247,6 +254,7 @@ class Config(_Strict):
     drill: Drill = Drill()
     runbook: Runbook = Runbook()
     web: Web = Web()
+    objectives: SiteObjectives = SiteObjectives()
     path: Path | None = None  # the file it was read from; set by ``parse``, not by the user
 
     def source(self, name: str) -> Source:
@@ -531,6 +539,9 @@ def _semantic_problems(config: Config, raw: dict[str, Any]) -> Iterator[tuple[st
     yield from _schedule_problem(config.drill.schedule, field("drill", "schedule"))
     yield from _drill_problems(config, field)
     yield from _timezone_problem(config.site.timezone, field("site", "timezone"))
+    for key in ("server_failure", "disaster"):
+        value = getattr(config.objectives, key)
+        yield from _duration_problem(value, field("objectives", key))
     yield from _schedule_clash_problems(config, field)
     yield from _subset_problem(config.check.read_data_subset, field("check", "read_data_subset"))
     yield from _monitor_problems(config, field)
