@@ -171,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target")
     p.add_argument("--source", help="with 'latest': the latest of this source")
 
+    p = sub.add_parser(
+        "mount", parents=[common], help="the snapshots as a read-only file system (FUSE)"
+    )
+    p.add_argument("mountpoint", type=Path, metavar="DIR", help="an existing directory")
+    p.add_argument("--source", help="only snapshots of this source")
+    p.add_argument("--target")
+
     p = sub.add_parser("export", parents=[common], help="write a snapshot for other tools")
     p.add_argument("snapshot", help="snapshot id (or unique prefix), or 'latest'")
     p.add_argument("--format", required=True, choices=["mongodump-dir", "mongodump-archive", "tar"])
@@ -957,6 +964,28 @@ def cmd_diff(site: Site, args: argparse.Namespace) -> int:
         )
     _print_refused(seen.refused, "compared")
     return 1 if seen.refused else 0
+
+
+def cmd_mount(site: Site, args: argparse.Namespace) -> int:
+    from .runner.mount import run_mount
+
+    def ready(fs) -> None:  # type: ignore[no-untyped-def]
+        count = sum(len(names) for names in fs.by_source.values())
+        if args.json:
+            ui.print_json({"mounted": str(args.mountpoint), "snapshots": count})
+            sys.stdout.flush()
+        else:
+            ui.line(
+                f"mounted {count} snapshots at {args.mountpoint} (read-only); unmount with "
+                f"`fusermount3 -u {args.mountpoint}` or Ctrl-C",
+                stderr=True,
+            )
+
+    run_mount(
+        site, args.mountpoint, target=args.target, source=args.source, warn=ui.warning,
+        on_ready=ready,
+    )  # fmt: skip
+    return 0
 
 
 def cmd_export(site: Site, args: argparse.Namespace) -> int:
