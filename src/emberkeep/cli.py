@@ -256,6 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="show what would be kept and removed; change nothing"
     )
     p.add_argument(
+        "--keep-tag",
+        action="append",
+        default=[],
+        dest="keep_tags",
+        metavar="TAG",
+        help="also keep every snapshot with this tag, whatever retention says",
+    )
+    p.add_argument(
         "--grace",
         type=_duration_text,
         help="how long condemned packs wait before deletion (default [prune] grace)",
@@ -1332,7 +1340,12 @@ def cmd_prune(site: Site, args: argparse.Namespace) -> int:
         with watch(site, "prune", target=target, warn=ui.warning) as job:
             result = job.took(
                 maintenance.run_prune(
-                    site, target, forget=args.forget, dry_run=args.dry_run, grace=args.grace
+                    site,
+                    target,
+                    forget=args.forget,
+                    dry_run=args.dry_run,
+                    grace=args.grace,
+                    keep_tags=args.keep_tags,
                 )
             )
         results[target] = result
@@ -1341,8 +1354,10 @@ def cmd_prune(site: Site, args: argparse.Namespace) -> int:
             removed = [d for d in result.decisions if d["action"] == "remove"]
             ui.line(f"target {target}: {verb} {len(removed)} of {len(result.decisions)} snapshots")
             for d in result.decisions:
+                tags = f" [{','.join(d['tags'])}]" if d.get("tags") else ""
                 ui.line(
-                    f"  {d['action']:6} {d['id'][:12]} {d['time']} {d['source']}: {d['reason']}"
+                    f"  {d['action']:6} {d['id'][:12]} {d['time']} {d['source']}{tags}: "
+                    f"{d['reason']}"
                 )
             if not args.dry_run:
                 ui.line(

@@ -68,6 +68,8 @@ class Retention(_Strict):
     weekly: Count = 0
     monthly: Count = 0
     yearly: Count = 0
+    # snapshots with one of these tags are kept whatever the rules say (restic --keep-tag)
+    keep_tags: list[str] = []
 
 
 class Objectives(_Strict):
@@ -192,6 +194,8 @@ class Monitor(_Strict):
 class Prune(_Strict):
     grace: str = "1h"
     schedule: str | None = None
+    # a snapshot made with `backup --tag` is kept this long whatever the rules say
+    keep_tagged: str | None = "30d"
 
 
 class Check(_Strict):
@@ -533,6 +537,7 @@ def _semantic_problems(config: Config, raw: dict[str, Any]) -> Iterator[tuple[st
             yield field("targets", i, "url"), problem
         yield from _override_problems(config, i, field)
     yield from _duration_problem(config.prune.grace, field("prune", "grace"))
+    yield from _duration_problem(config.prune.keep_tagged, field("prune", "keep_tagged"))
     yield from _schedule_problem(config.prune.schedule, field("prune", "schedule"))
     yield from _schedule_problem(config.check.schedule, field("check", "schedule"))
     yield from _schedule_problem(config.replicate.schedule, field("replicate", "schedule"))

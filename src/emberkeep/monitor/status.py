@@ -47,7 +47,6 @@ from .. import clock, ui
 from ..config import Source, Target
 from ..durations import format_duration, parse_duration
 from ..journal import Entry, Journal
-from ..policy import retention
 from ..policy.schedule import next_time
 from ..redact import redact_url
 from ..repository.snapshot import FUTURE_TOLERANCE, Snapshot, is_future
@@ -566,7 +565,9 @@ def _missing(
     for snapshot in sorted(primary, key=lambda s: (s.time, s.id)):
         if snapshot.id not in present and wants(target, snapshot, [*held, *wanted]):
             wanted.append(snapshot)
-    kept = retention.keep([*held, *wanted], now, site.config.retention(target.name))
+    from ..runner.maintenance import site_keep
+
+    kept = site_keep(site, target.name, [*held, *wanted], now)
     return [s for s in wanted if s.id in kept]
 
 

@@ -27,7 +27,6 @@ from typing import Any
 from .. import clock
 from ..config import Target
 from ..errors import EmberkeepError, UsageError
-from ..policy import retention
 from ..repository import layout
 from ..repository.replicate import CopyStats, copy_snapshot
 from ..repository.repo import Repository
@@ -239,7 +238,9 @@ def _to_copy(
     for snapshot in snapshots:
         if snapshot.id not in present and wants(target, snapshot, [*held, *wanted]):
             wanted.append(snapshot)
-    kept = retention.keep([*held, *wanted], clock.now(), site.config.retention(target.name))
+    from .maintenance import site_keep
+
+    kept = site_keep(site, target.name, [*held, *wanted], clock.now())
     chosen = [s for s in wanted if s.id in kept]
     return chosen, len(wanted) - len(chosen)
 
