@@ -159,6 +159,8 @@ class Target(_Strict):
     name: Name
     url: str
     copies: Literal["all", "weekly", "monthly"] = "all"
+    # the sources this target takes (empty: every source), e.g. only the database in cold
+    sources: list[str] = []
     # per source name: the retention that replaces that source's own in this target
     retention: dict[str, Retention] = {}
 
@@ -267,6 +269,11 @@ class Config(_Strict):
                 return source
         known = ", ".join(s.name for s in self.sources) or "none"
         raise ConfigError(f"no source named {name!r} in {self.path} (sources: {known})")
+
+    def targets_for(self, source: str) -> list[Target]:
+        """The targets that take ``source``, in the config's order (the first is its
+        primary while it is reachable)."""
+        return [t for t in self.targets if not t.sources or source in t.sources]
 
     def retention(self, target: str) -> dict[str, Retention | None]:
         """Each source's retention in ``target``: the target's override, else its own."""
@@ -543,6 +550,7 @@ def _semantic_problems(config: Config, raw: dict[str, Any]) -> Iterator[tuple[st
     yield from _schedule_problem(config.replicate.schedule, field("replicate", "schedule"))
     yield from _schedule_problem(config.drill.schedule, field("drill", "schedule"))
     yield from _drill_problems(config, field)
+    yield from _target_sources_problems(config, field)
     yield from _timezone_problem(config.site.timezone, field("site", "timezone"))
     for key in ("server_failure", "disaster"):
         value = getattr(config.objectives, key)
@@ -637,6 +645,24 @@ def _schedule_problem(value: str | None, where: str) -> Iterator[tuple[str, str]
             f"{value!r} is not a cron schedule: {why}; write it like '0 2 * * *', or use "
             "@hourly/@daily/@weekly/@monthly",
         )
+
+
+def _target_sources_problems(
+    config: Config, field: Callable[..., str]
+) -> Iterator[tuple[str, str]]:
+    names = {s.name for s in config.sources}
+    known = ", ".join(sorted(names)) or "none"
+    for t, target in enumerate(config.targets):
+        for i, name in enumerate(target.sources):
+            if name not in names:
+                yield field("targets", t, "sources", i), f"no source named {name!r} ({known})"
+    for i, source in enumerate(config.sources):
+        if not config.targets_for(source.name):
+            yield (
+                field("sources", i, "name"),
+                f"no target takes source {source.name!r}: every target lists other sources; "
+                "add it to one target's sources, or leave a target's sources out",
+            )
 
 
 def _timezone_problem(name: str, where: str) -> Iterator[tuple[str, str]]:
