@@ -224,6 +224,8 @@ def watch(
 def _finish(job: Job, failure: BaseException | None) -> None:
     """Complete the row, then the alerts; a problem here only warns."""
     entry, journal = job.entry, job.journal
+    if entry.kind == "drill" and job.drill is None and not entry.ok:
+        entry.details["ran"] = False  # it failed before restoring: it measured no RTO
     try:
         if entry.kind == "replicate" and job.copies and entry.ok:
             journal.delete(entry)

@@ -363,9 +363,13 @@ def _source(
 
 
 def _drill(journal: Journal, source: str, rto: timedelta | None, status: SourceStatus) -> None:
+    """The RTO state from the last drill. A drill that never restored anything (it failed
+    before: no identity on this host, the target unreachable)
+    measured nothing (``details["ran"]`` false, ``monitor.jobs``): the RTO is "untested",
+    never "breached" (the warning says why)."""
     drill = _last_finished(journal, "drill", source=source)
     status.drill = drill
-    if drill is None:
+    if drill is None or drill.details.get("ran") is False:
         status.rto_state = "untested" if rto is not None else None
         return
     seconds = drill.details.get("rto_seconds", drill.seconds)
@@ -471,6 +475,11 @@ def _source_findings(status: SourceStatus, now: datetime, report: Report) -> Non
                 f"source {name}: RTO {status.objective_rto} breached: the last drill, at "
                 f"{_iso(drill.started)}, took {status.rto_seconds:.1f}s to restore"
             )
+    elif status.rto_state == "untested" and drill is not None:
+        report.warnings.append(
+            f"source {name}: RTO {status.objective_rto} untested: the last drill, at "
+            f"{_iso(drill.started)}, did not run: {drill.error}"
+        )
     elif status.rto_state == "untested":
         report.warnings.append(
             f"source {name}: RTO {status.objective_rto} untested: no drill yet (run "
@@ -562,7 +571,8 @@ def _missing(
 
     present = {s.id for s in held}
     wanted: list[Snapshot] = []
-    for snapshot in sorted(primary, key=lambda s: (s.time, s.id)):
+    taken = [s for s in primary if not target.sources or s.source in target.sources]
+    for snapshot in sorted(taken, key=lambda s: (s.time, s.id)):
         if snapshot.id not in present and wants(target, snapshot, [*held, *wanted]):
             wanted.append(snapshot)
     from ..runner.maintenance import site_keep
