@@ -176,7 +176,65 @@ def test_dry_run_changes_nothing_and_only_at_restores_the_database_as_of(
     recover(site, url, "--only", "mongodb", "--at", "2026-05-01T12:00:00Z")
     assert state_of_db(client) == early  # the first backup's database, customers and all
     assert not demo.root.exists()  # nothing else was restored
-    assert site.config_path.read_text() == config_text
+    assert not site.config_path.exists()  # --only never writes the config
+    assert config_text
+
+
+def test_only_mongodb_at_leaves_the_live_config_byte_identical_and_is_journaled(
+    site: Site, tmp_path: Path, server: MongoTestServer, client: MongoClient[Any]
+) -> None:
+    """The README's "database corruption" procedure on the running server: the config
+    edited since the backup (a new comment, mode 0640) stays exactly as it is; the recover
+    and the restores before it are in `log --kind recover` with where from, where to, how
+    long and the outcome, and each recover keeps its own report."""
+    url = f"file://{site.repo}"
+    site.env["EMBERKEEP_NOW"] = "2026-05-01T02:00:00Z"
+    demo = build(site, tmp_path, server, client, url)
+    early = state_of(demo, client)["db"]
+    client[DB].customers.delete_many({})
+    site.env["EMBERKEEP_NOW"] = "2026-05-02T02:00:00Z"
+    site.run("backup", "mongodb")
+    site.config_path.write_text(site.config_path.read_text() + "# edited after the backup\n")
+    site.config_path.chmod(0o640)
+    live = site.config_path.read_bytes()
+    stat_before = site.config_path.stat()
+    out = tmp_path / "restored-media"
+    site.run("restore", "latest", "--source", "media", "--to", out)
+
+    site.env["EMBERKEEP_NOW"] = "2026-05-02T09:00:00Z"
+    args = ("recover", "--from", url, "--identity", site.identities[0], "--only", "mongodb")
+    result = json.loads(site.run(*args, "--at", "2026-05-01T12:00:00Z", "--json").stdout)
+    assert result["config_written"] is False and result["only"] == ["mongodb"]
+    assert site.config_path.read_bytes() == live
+    assert site.config_path.stat().st_mode == stat_before.st_mode
+    assert site.config_path.stat().st_ino == stat_before.st_ino  # not replaced either
+    assert not list(tmp_path.glob("**/emberkeep.toml.before-recover-*"))
+    assert state_of_db(client) == early
+    site.env["EMBERKEEP_NOW"] = "2026-05-02T10:00:00Z"
+    site.run(*args)  # the newest: a second recover, a second report
+
+    rows = site.json("log", "--kind", "recover")
+    assert [(r["kind"], r["source"], r["outcome"]) for r in rows] == [
+        ("restore", "media", "ok"),
+        ("recover", None, "ok"),
+        ("recover", None, "ok"),
+    ]
+    restore, first, second = rows
+    assert restore["details"]["to"] == str(out.resolve()) and restore["target"] == "remote"
+    assert first["details"]["from"] == url and first["details"]["only"] == ["mongodb"]
+    assert [s["source"] for s in first["details"]["steps"]] == ["mongodb"]
+    assert first["details"]["steps"][0]["destination"] == server.uri
+    assert first["details"]["config_written"] is False
+    assert first["seconds"] is not None and first["started"] == "2026-05-02T09:00:00Z"
+    assert first["details"]["steps"][0]["snapshot"] != second["details"]["steps"][0]["snapshot"]
+    text = site.run("log", "--kind", "recover").stdout
+    assert "recover -> remote: ok" in text and f"from {url}" in text
+    assert "restore media -> remote: ok" in text and str(out.resolve()) in text
+    assert len(list(site.state_dir.glob("recover-report-*.md"))) == 2
+    assert site.config_path.read_bytes() == live
+
+    bogus = site.run("log", "--kind", "bogus", ok=False)
+    assert bogus.returncode == 2 and "recover" in bogus.stderr and "backup" in bogus.stderr
 
 
 def state_of_db(client: MongoClient[Any]) -> dict[str, Any]:
@@ -228,7 +286,8 @@ def test_runbook_covers_every_scenario(site: Site, tmp_path: Path) -> None:
     for title in ("Database corruption (RTO 1 hour)", "Application code issues (RTO 30 minutes)",
                   "Configuration issues (RTO 15 minutes)", "Complete server failure (RTO 4 hours)",
                   "Disaster recovery (RTO 8 hours)"):  # fmt: skip
-        assert f"## {title}" in text
+        assert f"## {title[:-1]}, the strategy's: set " in text  # none configured
+    assert "every target is on the server itself" in text
     assert "restore latest --source mongodb --to-uri mongodb://db:27017 --drop" in text
     assert "restore latest --source config --to /" in text
     assert f"emberkeep recover --from file://{site.repo} --identity" in text
@@ -305,3 +364,83 @@ def test_a_recover_whose_restore_lost_a_view_fails_naming_it(
     finally:
         client.drop_database(db)
         client.close()
+
+
+STRATEGY_TARGETS = """
+[[targets]]
+name = "local"
+url = "file://{repo}"
+
+[[targets]]
+name = "remote"
+url = "sftp://backup-user@backup-server.example.com/backups/candle?key=/root/.ssh/backup"
+
+[[targets]]
+name = "cold"
+url = "s3://candle-cold/shop?region=eu-west-1&storage_class=DEEP_ARCHIVE"
+copies = "monthly"
+"""
+
+
+def test_the_runbook_takes_its_rtos_from_the_config_and_recovers_off_the_host(
+    site: Site, tmp_path: Path
+) -> None:
+    """Server failure and disaster recover from the sftp copy, never the dead server's own
+    disk; the Deep Archive copy comes last, with its age and a thaw longer than the RTO."""
+    site.write_config(
+        [tmp_path],
+        source_extra='objectives = { rto = "45m" }',
+        extra_sources=(
+            '[[sources]]\nname = "mongodb"\ntype = "mongodb"\nuri = "mongodb://db:27017"\n'
+            'objectives = { rto = "2h" }\n'
+        ),
+        targets=STRATEGY_TARGETS.format(repo=site.repo),
+        extra='[objectives]\nserver_failure = "3h"\ndisaster = "6h"\n',
+    )
+    text = site.run("runbook").stdout
+    sections = {s.split("\n", 1)[0]: s for s in text.split("\n## ")[2:]}  # after "Before"
+    assert set(sections) == {
+        "Database corruption (RTO 2h)",
+        "Application code issues (RTO 30 minutes, the strategy's: set objectives.rto on "
+        "the source)",
+        "Configuration issues (RTO 15 minutes, the strategy's: set objectives.rto on the source)",
+        "Complete server failure (RTO 3h)",
+        "Disaster recovery (RTO 6h)",
+    }
+    sftp = "sftp://backup-user@backup-server.example.com/backups/candle?key=/root/.ssh/backup"
+    for title in ("Complete server failure (RTO 3h)", "Disaster recovery (RTO 6h)"):
+        body = sections[title]
+        assert "- Recover from `remote`" in body
+        first = next(line for line in body.splitlines() if line.startswith("emberkeep recover"))
+        assert first.startswith(f"emberkeep recover --from '{sftp}'")
+        assert "`local`" in body and "lost with the server" in body
+        assert f"--from file://{site.repo}" not in body
+        cold = next(line for line in body.splitlines() if "Last resort, `cold`" in line)
+        assert "up to a month old" in cold and "DEEP_ARCHIVE" in cold
+        assert "thaw of up to 12 hours" in cold
+    assert "more than the RTO of 3h" in sections["Complete server failure (RTO 3h)"]
+    assert "more than the RTO of 6h" in sections["Disaster recovery (RTO 6h)"]
+    # a bulk thaw is slower still
+    site.config_path.write_text(
+        site.config_path.read_text().replace("DEEP_ARCHIVE", "DEEP_ARCHIVE&thaw_tier=Bulk")
+    )
+    assert "thaw of up to 48 hours (Bulk tier)" in site.run("runbook").stdout
+    bad = site.config_path.read_text().replace('disaster = "6h"', 'disaster = "6 hourz"')
+    site.config_path.write_text(bad)
+    proc = site.run("runbook", ok=False)
+    assert proc.returncode == 2 and "objectives.disaster" in proc.stderr
+
+
+def test_recover_dry_run_says_how_old_the_snapshots_are(site: Site, tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("a")
+    site.write_config([tmp_path / "data"])
+    site.run("init")
+    site.env["EMBERKEEP_NOW"] = "2026-05-01T02:00:00Z"
+    site.run("backup")
+    site.env["EMBERKEEP_NOW"] = "2026-05-03T08:00:00Z"
+    out = site.run("recover", "--from", f"file://{site.repo}", "--identity", site.identities[0],
+                   "--dry-run", "--json")  # fmt: skip
+    warnings = json.loads(out.stdout)["warnings"]
+    assert any("up to 2d old" in w or "up to 54h old" in w for w in warnings), warnings
+    assert not any("thaw" in w for w in warnings)

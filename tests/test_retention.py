@@ -563,3 +563,73 @@ def test_a_simulated_year_of_daily_backups_keeps_exactly_the_strategys_snapshots
     assert stored_bytes(site.repo, ("data",)) < STATIC_SIZE + (33 + 1) * (DAILY_SIZE + overhead)
     total_written = written + STATIC_SIZE
     assert stored_bytes(site.repo) < total_written / 5, (stored_bytes(site.repo), total_written)
+
+
+# -- tags ----------------------------------------------------------------------------------
+
+
+def tagged(time: str, *tags: str, source: str = "db") -> Snapshot:
+    s = snap(time, source)
+    s.tags = list(tags)
+    return s
+
+
+def test_keep_tags_keep_a_snapshot_no_rule_keeps() -> None:
+    snaps = [*daily_snapshots("2026-03-01", 10), tagged("2026-03-02T12:00:00Z", "before-upgrade")]
+    out = retention.keep(snaps, at("2026-03-10T12:00Z"),
+                         {"db": Retention(daily=3, keep_tags=["before-upgrade"])})  # fmt: skip
+    assert out["db@2026-03-02T12:00:00Z"] == "tag before-upgrade"
+    assert len(out) == 4
+    # without the tag rule the nightly prune removes it (the bug the strategy cannot afford)
+    plain = retention.keep(snaps, at("2026-03-10T12:00Z"), {"db": Retention(daily=3)})
+    assert "db@2026-03-02T12:00:00Z" not in plain
+    # prune --keep-tag does the same for every source
+    cli = retention.keep(snaps, at("2026-03-10T12:00Z"), {"db": Retention(daily=3)},
+                         keep_tags=["before-upgrade"])  # fmt: skip
+    assert cli["db@2026-03-02T12:00:00Z"] == "tag before-upgrade"
+
+
+def test_any_tagged_snapshot_is_kept_for_keep_tagged_then_not() -> None:
+    snaps = [*daily_snapshots("2026-03-01", 10), tagged("2026-03-02T12:00:00Z", "manual")]
+    policy = {"db": Retention(daily=3)}
+    within = retention.keep(snaps, at("2026-03-10T12:00Z"), policy, keep_tagged=timedelta(days=30))
+    assert within["db@2026-03-02T12:00:00Z"] == "tagged, within 30d"
+    later = retention.keep(snaps, at("2026-04-02T13:00Z"), policy, keep_tagged=timedelta(days=30))
+    assert "db@2026-03-02T12:00:00Z" not in later
+    both = retention.keep([tagged("2026-03-10T02:00:00Z", "x")], at("2026-03-10T12:00Z"), policy,
+                          keep_tagged=timedelta(days=30))  # fmt: skip
+    assert both["db@2026-03-10T02:00:00Z"] == "daily 1/3, tagged, within 30d"
+
+
+def test_a_tagged_backup_survives_the_nightly_prune_and_dry_run_shows_tags(
+    site: Site, tmp_path: Path
+) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a").write_text("a")
+    site.write_config([tmp_path / "data"], source_extra="retention = { daily = 2 }")
+    site.run("init")
+    for day in range(1, 5):
+        site.env["EMBERKEEP_NOW"] = f"2026-03-0{day}T02:00:00Z"
+        site.run("backup")
+        if day == 1:
+            site.env["EMBERKEEP_NOW"] = "2026-03-01T09:00:00Z"
+            site.run("backup", "--tag", "before-upgrade")
+    site.env["EMBERKEEP_NOW"] = "2026-03-05T04:00:00Z"
+    text = site.run("prune", "--dry-run").stdout
+    line = next(x for x in text.splitlines() if "before-upgrade" in x)
+    assert line.split()[0] == "keep" and "[before-upgrade]" in line and "tagged, within 30d" in line
+    site.run("prune")
+    tags = [s["tags"] for s in site.snapshots()]
+    assert tags == [["before-upgrade"], [], []]
+    # after keep_tagged only a keep_tags rule keeps it
+    site.env["EMBERKEEP_NOW"] = "2026-04-05T04:00:00Z"
+    site.run("prune", "--dry-run", "--keep-tag", "before-upgrade")
+    assert [s["tags"] for s in site.snapshots()] == [["before-upgrade"], [], []]
+    decisions = site.json("prune", "--dry-run")["local"]["snapshots"]
+    assert [d["action"] for d in decisions if d["tags"]] == ["remove"]
+    rule = 'retention = { daily = 2, keep_tags = ["before-upgrade"] }'
+    site.config_path.write_text(
+        site.config_path.read_text().replace("retention = { daily = 2 }", rule)
+    )
+    site.run("prune")
+    assert [s["tags"] for s in site.snapshots()] == [["before-upgrade"], [], []]

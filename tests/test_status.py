@@ -447,3 +447,26 @@ def test_a_config_without_sources_is_not_ok(site: Site, tmp_path: Path) -> None:
     code, report = status(site, "2026-03-01T02:00:00Z")
     assert code == 0 and report["state"] == "warning", report
     assert any("defines no [[sources]]: nothing is backed up" in w for w in report["warnings"])
+
+
+def test_a_drill_that_could_not_run_leaves_the_rto_untested_not_breached(
+    site: Site, tmp_path: Path
+) -> None:
+    """On a write-only backup host a scheduled drill fails for want of an identity: it
+    measured nothing, so status says "untested" and why, never "RTO breached"."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("a")
+    site.write_config(
+        [tmp_path / "data"], identity=False, source_extra='objectives = { rto = "1h" }'
+    )
+    site.run("init")
+    site.run("backup")
+    drill = site.run("drill", ok=False)
+    assert "identity" in drill.stderr
+    proc = site.run("status", "--json")  # exit 0: no breach
+    report = json.loads(proc.stdout)
+    [source] = report["sources"]
+    assert source["rto_state"] == "untested"
+    assert not report["breaches"]
+    assert any("untested: the last drill" in w and "did not run" in w and "identity" in w
+               for w in report["warnings"])  # fmt: skip

@@ -152,6 +152,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--at-op", metavar="T:I", help="…as it was after the oplog entry T:I (inclusive)"
     )
 
+    p = sub.add_parser("ls", parents=[common], help="list a directory of a snapshot")
+    p.add_argument("snapshot", help="snapshot id (or unique prefix), or 'latest'")
+    p.add_argument("path", nargs="?", default="/", help="a path in the snapshot (default /)")
+    p.add_argument("-l", dest="long", action="store_true", help="mode, owner, size, mtime")
+    p.add_argument("-R", "--recursive", action="store_true", help="everything below PATH")
+    p.add_argument("--target")
+    p.add_argument("--source", help="with 'latest': the latest of this source")
+
+    p = sub.add_parser("find", parents=[common], help="which snapshots hold a path or glob")
+    p.add_argument("pattern", help="a glob: on the whole path when it holds '/', else on the name")
+    p.add_argument("--source", help="only snapshots of this source")
+    p.add_argument("--target")
+
+    p = sub.add_parser("diff", parents=[common], help="what changed between two snapshots")
+    p.add_argument("snapshot_a", metavar="SNAPSHOT_A")
+    p.add_argument("snapshot_b", metavar="SNAPSHOT_B")
+    p.add_argument("--target")
+    p.add_argument("--source", help="with 'latest': the latest of this source")
+
+    p = sub.add_parser(
+        "mount", parents=[common], help="the snapshots as a read-only file system (FUSE)"
+    )
+    p.add_argument("mountpoint", type=Path, metavar="DIR", help="an existing directory")
+    p.add_argument("--source", help="only snapshots of this source")
+    p.add_argument("--target")
+
     p = sub.add_parser("export", parents=[common], help="write a snapshot for other tools")
     p.add_argument("snapshot", help="snapshot id (or unique prefix), or 'latest'")
     p.add_argument("--format", required=True, choices=["mongodump-dir", "mongodump-archive", "tar"])
@@ -230,6 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="show what would be kept and removed; change nothing"
     )
     p.add_argument(
+        "--keep-tag",
+        action="append",
+        default=[],
+        dest="keep_tags",
+        metavar="TAG",
+        help="also keep every snapshot with this tag, whatever retention says",
+    )
+    p.add_argument(
         "--grace",
         type=_duration_text,
         help="how long condemned packs wait before deletion (default [prune] grace)",
@@ -256,7 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("log", parents=[common], help="the journal: every run of every job")
     p.add_argument("--source")
     p.add_argument("--target")
-    p.add_argument("--kind", help="backup, replicate, prune, check, drill, restore or notify")
+    p.add_argument(
+        "--kind",
+        help="backup, replicate, prune, check, drill, restore, recover (every recover and "
+        "restore), import or notify",
+    )
     p.add_argument("--since", metavar="D", help="a duration back from now (like 7d) or a time")
 
     sub.add_parser("metrics", parents=[common], help="print Prometheus metrics (text format)")
@@ -695,6 +733,7 @@ def cmd_restore(site: Site, args: argparse.Namespace) -> int:
 
     bar = ui.ByteProgress("restore", enabled=not (args.json or args.quiet))
     with watch(site, "restore", source=args.source, target=args.target) as job, bar.shown():
+        job.entry.details["to"] = str(args.dest.resolve())
         snapshot, result = job.took(
             run_restore(
                 site,
@@ -763,6 +802,9 @@ def _restore_mongodb(site: Site, args: argparse.Namespace) -> int:
         "on_total": bar.set_total,
     }
     with watch(site, "restore", source=args.source, target=args.target) as job, bar.shown():
+        from .redact import redact_url
+
+        job.entry.details["to"] = redact_url(args.to_uri)
         if args.at_time or args.at_op:
             from .runner.restore import run_restore_mongodb_at
 
@@ -847,6 +889,110 @@ def cmd_oplog(site: Site, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         ui.line("stopped; the next run goes on from the last slice sealed", stderr=True)
         return 130
+    return 0
+
+
+def cmd_ls(site: Site, args: argparse.Namespace) -> int:
+    from .runner.browse import entry_json, run_ls
+
+    snapshot, found, seen = run_ls(
+        site, args.snapshot, args.path, target=args.target, source=args.source,
+        recursive=args.recursive,
+    )  # fmt: skip
+    rows = [entry_json(path, node) for path, node in found]
+    if args.json:
+        ui.print_json({"snapshot": snapshot.id, "entries": rows, "refused": seen.refused})
+    else:
+        for row in rows:
+            print(_entry_line(row, long=args.long))
+    _print_refused(seen.refused, "listed")
+    return 1 if seen.refused else 0
+
+
+def _entry_line(row: dict[str, object], *, long: bool) -> str:
+    """One entry as ``ls`` prints it: its path, or ``ls -l``'s columns before it."""
+    import stat
+    from datetime import UTC, datetime
+
+    path = str(row["path"]) + ("/" if row["type"] == "dir" else "")
+    if row["type"] == "symlink":
+        path += f" -> {row['target']}"
+    if not long:
+        return path
+    kind = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "symlink": stat.S_IFLNK}[str(row["type"])]
+    mode = stat.filemode(kind | int(str(row["mode"]), 8))
+    when = datetime.fromtimestamp(int(str(row["mtime_ns"])) / 1e9, UTC)
+    size = ui.human_bytes(int(str(row["size"]))) if "size" in row else "-"
+    return f"{mode} {row['uid']:>5} {row['gid']:>5} {size:>10} {when:%Y-%m-%d %H:%M} {path}"
+
+
+def cmd_find(site: Site, args: argparse.Namespace) -> int:
+    from .runner.browse import run_find
+
+    found, seen = run_find(site, args.pattern, target=args.target, source=args.source)
+    if args.json:
+        ui.print_json({"snapshots": found, "refused": seen.refused})
+    else:
+        for snap in found:
+            ui.line(f"snapshot {snap['short_id']} {snap['time']} {snap['source']}:")
+            for row in snap["matches"]:
+                print(f"  {_entry_line(row, long=True)}")
+        if not found:
+            ui.line(f"no snapshot holds a path matching {args.pattern!r}", stderr=True)
+    _print_refused(seen.refused, "searched")
+    return 1 if seen.refused else 0
+
+
+def cmd_diff(site: Site, args: argparse.Namespace) -> int:
+    from .runner.browse import run_diff
+
+    a, b, changes, seen = run_diff(
+        site, args.snapshot_a, args.snapshot_b, target=args.target, source=args.source
+    )
+    if args.json:
+        ui.print_json(
+            {"from": a.id, "to": b.id, "changes": [c.to_json() for c in changes],
+             "refused": seen.refused}
+        )  # fmt: skip
+    else:
+        marks = {"added": "+", "removed": "-", "changed": "M"}
+        for c in changes:
+            sizes = ""
+            if c.size_a is not None or c.size_b is not None:
+                old = "" if c.size_a is None else ui.human_bytes(c.size_a)
+                new = "" if c.size_b is None else ui.human_bytes(c.size_b)
+                sizes = f"  ({old} -> {new})" if c.change == "changed" else f"  ({old or new})"
+            what = f" [{c.what}]" if c.what else ""
+            print(f"{marks[c.change]} {c.path}{'/' if c.type == 'dir' else ''}{what}{sizes}")
+        counts = {k: sum(c.change == k for c in changes) for k in marks}
+        ui.line(
+            f"{a.short_id} -> {b.short_id}: {counts['added']} added, {counts['removed']} "
+            f"removed, {counts['changed']} changed",
+            stderr=True,
+        )
+    _print_refused(seen.refused, "compared")
+    return 1 if seen.refused else 0
+
+
+def cmd_mount(site: Site, args: argparse.Namespace) -> int:
+    from .runner.mount import run_mount
+
+    def ready(fs) -> None:  # type: ignore[no-untyped-def]
+        count = sum(len(names) for names in fs.by_source.values())
+        if args.json:
+            ui.print_json({"mounted": str(args.mountpoint), "snapshots": count})
+            sys.stdout.flush()
+        else:
+            ui.line(
+                f"mounted {count} snapshots at {args.mountpoint} (read-only); unmount with "
+                f"`fusermount3 -u {args.mountpoint}` or Ctrl-C",
+                stderr=True,
+            )
+
+    run_mount(
+        site, args.mountpoint, target=args.target, source=args.source, warn=ui.warning,
+        on_ready=ready,
+    )  # fmt: skip
     return 0
 
 
@@ -996,8 +1142,16 @@ def cmd_recover(args: argparse.Namespace) -> int:
         if args.json:
             ui.print_json(plan.to_json())
         return 1 if plan.refused else 0
+    from .monitor.jobs import watch
+    from .redact import redact_url
+    from .runner.recover import recovery_site
+
+    run_hooks = _hooks_approved(plan, args)
     shown_before = len(plan.warnings)  # the plan's, printed with it
-    recovery = execute(plan, run_hooks=_hooks_approved(plan, args), on_step=shown)
+    site = recovery_site(plan)
+    with watch(site, "recover", target=site.config.targets[0].name, warn=ui.warning) as job:
+        job.entry.details.update({"from": redact_url(plan.url), "only": plan.only})
+        recovery = job.took(execute(plan, run_hooks=run_hooks, on_step=shown))
     if not args.json:
         for warning in recovery.warnings[shown_before:]:
             ui.warning(warning)
@@ -1123,9 +1277,9 @@ def _hooks_approved(plan: Recovery, args: argparse.Namespace) -> bool:
 
 
 def cmd_runbook(site: Site, args: argparse.Namespace) -> int:
-    from .runner.runbook import last_drills, render
+    from .runner.runbook import last_copies, last_drills, render
 
-    text = render(site, last_drills(site))
+    text = render(site, last_drills(site), last_copies(site))
     if args.json:  # a document, not data: handed over whole, as JSON asked for
         ui.print_json({"format": "markdown", "text": text})
     else:
@@ -1186,7 +1340,12 @@ def cmd_prune(site: Site, args: argparse.Namespace) -> int:
         with watch(site, "prune", target=target, warn=ui.warning) as job:
             result = job.took(
                 maintenance.run_prune(
-                    site, target, forget=args.forget, dry_run=args.dry_run, grace=args.grace
+                    site,
+                    target,
+                    forget=args.forget,
+                    dry_run=args.dry_run,
+                    grace=args.grace,
+                    keep_tags=args.keep_tags,
                 )
             )
         results[target] = result
@@ -1195,8 +1354,10 @@ def cmd_prune(site: Site, args: argparse.Namespace) -> int:
             removed = [d for d in result.decisions if d["action"] == "remove"]
             ui.line(f"target {target}: {verb} {len(removed)} of {len(result.decisions)} snapshots")
             for d in result.decisions:
+                tags = f" [{','.join(d['tags'])}]" if d.get("tags") else ""
                 ui.line(
-                    f"  {d['action']:6} {d['id'][:12]} {d['time']} {d['source']}: {d['reason']}"
+                    f"  {d['action']:6} {d['id'][:12]} {d['time']} {d['source']}{tags}: "
+                    f"{d['reason']}"
                 )
             if not args.dry_run:
                 ui.line(
@@ -1340,13 +1501,14 @@ def cmd_status(site: Site, args: argparse.Namespace) -> int:
 
 def cmd_log(site: Site, args: argparse.Namespace) -> int:
     from . import clock
-    from .journal import Journal
+    from .journal import KIND_GROUPS, KINDS, Journal
 
+    if args.kind is not None and args.kind not in KINDS:
+        raise UsageError(f"--kind {args.kind!r}: not a kind of job; give one of {', '.join(KINDS)}")
+    kind = KIND_GROUPS.get(args.kind, args.kind) if args.kind else None
     since = _since(args.since) if args.since else None
     with Journal.open(site) as journal:
-        entries = journal.entries(
-            kind=args.kind, source=args.source, target=args.target, since=since
-        )
+        entries = journal.entries(kind=kind, source=args.source, target=args.target, since=since)
     if args.json:
         ui.print_json([e.to_json() for e in entries])
         return 0
@@ -1359,6 +1521,10 @@ def cmd_log(site: Site, args: argparse.Namespace) -> int:
         detail = f": {e.error}" if e.error else what
         if e.kind == "notify":
             detail = f": {e.details.get('channel')}, {e.details.get('alert')}{detail}"
+        if e.kind in ("restore", "recover") and e.details.get("to"):
+            detail = f" to {e.details['to']}{detail}"
+        if e.kind == "recover":
+            detail = f" from {e.details.get('from')}{detail}"
         started = clock.iso(e.started) if e.started else "?"
         ui.line(
             f"{started} {e.kind} {where}: {e.outcome}{took}{detail}",

@@ -52,6 +52,8 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
 class Site(_Strict):
     name: Annotated[str, msgspec.Meta(min_length=1)]
     state_dir: Path = Path("/var/lib/emberkeep")
+    # the wall clock schedules are read in (an IANA name; policy.schedule: DST handling)
+    timezone: str = "UTC"
 
 
 class Keys(_Strict):
@@ -66,6 +68,8 @@ class Retention(_Strict):
     weekly: Count = 0
     monthly: Count = 0
     yearly: Count = 0
+    # snapshots with one of these tags are kept whatever the rules say (restic --keep-tag)
+    keep_tags: list[str] = []
 
 
 class Objectives(_Strict):
@@ -155,6 +159,8 @@ class Target(_Strict):
     name: Name
     url: str
     copies: Literal["all", "weekly", "monthly"] = "all"
+    # the sources this target takes (empty: every source), e.g. only the database in cold
+    sources: list[str] = []
     # per source name: the retention that replaces that source's own in this target
     retention: dict[str, Retention] = {}
 
@@ -190,6 +196,8 @@ class Monitor(_Strict):
 class Prune(_Strict):
     grace: str = "1h"
     schedule: str | None = None
+    # a snapshot made with `backup --tag` is kept this long whatever the rules say
+    keep_tagged: str | None = "30d"
 
 
 class Check(_Strict):
@@ -211,6 +219,13 @@ class Drill(_Strict):
     schedule: str | None = None
     sources: list[str] = []
     target: str | None = None  # default: the first target
+
+
+class SiteObjectives(_Strict):
+    """The RTOs of the strategy's whole-site scenarios (runbook): a new server, a disaster."""
+
+    server_failure: str | None = None
+    disaster: str | None = None
 
 
 class Runbook(_Strict):
@@ -245,6 +260,7 @@ class Config(_Strict):
     drill: Drill = Drill()
     runbook: Runbook = Runbook()
     web: Web = Web()
+    objectives: SiteObjectives = SiteObjectives()
     path: Path | None = None  # the file it was read from; set by ``parse``, not by the user
 
     def source(self, name: str) -> Source:
@@ -253,6 +269,11 @@ class Config(_Strict):
                 return source
         known = ", ".join(s.name for s in self.sources) or "none"
         raise ConfigError(f"no source named {name!r} in {self.path} (sources: {known})")
+
+    def targets_for(self, source: str) -> list[Target]:
+        """The targets that take ``source``, in the config's order (the first is its
+        primary while it is reachable)."""
+        return [t for t in self.targets if not t.sources or source in t.sources]
 
     def retention(self, target: str) -> dict[str, Retention | None]:
         """Each source's retention in ``target``: the target's override, else its own."""
@@ -523,11 +544,17 @@ def _semantic_problems(config: Config, raw: dict[str, Any]) -> Iterator[tuple[st
             yield field("targets", i, "url"), problem
         yield from _override_problems(config, i, field)
     yield from _duration_problem(config.prune.grace, field("prune", "grace"))
+    yield from _duration_problem(config.prune.keep_tagged, field("prune", "keep_tagged"))
     yield from _schedule_problem(config.prune.schedule, field("prune", "schedule"))
     yield from _schedule_problem(config.check.schedule, field("check", "schedule"))
     yield from _schedule_problem(config.replicate.schedule, field("replicate", "schedule"))
     yield from _schedule_problem(config.drill.schedule, field("drill", "schedule"))
     yield from _drill_problems(config, field)
+    yield from _target_sources_problems(config, field)
+    yield from _timezone_problem(config.site.timezone, field("site", "timezone"))
+    for key in ("server_failure", "disaster"):
+        value = getattr(config.objectives, key)
+        yield from _duration_problem(value, field("objectives", key))
     yield from _schedule_clash_problems(config, field)
     yield from _subset_problem(config.check.read_data_subset, field("check", "read_data_subset"))
     yield from _monitor_problems(config, field)
@@ -617,6 +644,37 @@ def _schedule_problem(value: str | None, where: str) -> Iterator[tuple[str, str]
             where,
             f"{value!r} is not a cron schedule: {why}; write it like '0 2 * * *', or use "
             "@hourly/@daily/@weekly/@monthly",
+        )
+
+
+def _target_sources_problems(
+    config: Config, field: Callable[..., str]
+) -> Iterator[tuple[str, str]]:
+    names = {s.name for s in config.sources}
+    known = ", ".join(sorted(names)) or "none"
+    for t, target in enumerate(config.targets):
+        for i, name in enumerate(target.sources):
+            if name not in names:
+                yield field("targets", t, "sources", i), f"no source named {name!r} ({known})"
+    for i, source in enumerate(config.sources):
+        if not config.targets_for(source.name):
+            yield (
+                field("sources", i, "name"),
+                f"no target takes source {source.name!r}: every target lists other sources; "
+                "add it to one target's sources, or leave a target's sources out",
+            )
+
+
+def _timezone_problem(name: str, where: str) -> Iterator[tuple[str, str]]:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        yield (
+            where,
+            f"{name!r} is not a timezone this host knows: give an IANA name like "
+            "'Europe/Berlin' or 'UTC' (the host's tzdata lists them)",
         )
 
 

@@ -58,7 +58,11 @@ from ..errors import EmberkeepError, is_disk_full, state_dir_full
 from ..fsutil import make_dirs, pid_alive
 
 FILE = "journal.sqlite"
-KINDS = ("backup", "replicate", "prune", "check", "drill", "restore", "notify")
+KINDS = (
+    "backup", "replicate", "prune", "check", "drill", "restore", "recover", "import", "notify",
+)  # fmt: skip
+# ``log --kind recover``: the strategy's log of every restoration, recovers and restores
+KIND_GROUPS = {"recover": ("recover", "restore")}
 DEFAULT_KEEP = timedelta(days=365)
 BUSY_TIMEOUT = 30.0  # seconds a writer waits for another (a backup and a status at once)
 SCHEMA = 1
@@ -302,7 +306,7 @@ class Journal:
     def entries(
         self,
         *,
-        kind: str | None = None,
+        kind: str | tuple[str, ...] | None = None,
         source: str | None = None,
         target: str | None = None,
         outcome: str | None = None,
@@ -310,8 +314,13 @@ class Journal:
         limit: int | None = None,
         newest_first: bool = False,
     ) -> list[Entry]:
-        """Runs matching every filter given, oldest first (or newest first, up to ``limit``)."""
+        """Runs matching every filter given, oldest first (or newest first, up to ``limit``);
+        ``kind`` may be several kinds."""
         where, args = [], []
+        if isinstance(kind, tuple):
+            where.append(f"kind IN ({', '.join('?' * len(kind))})")
+            args.extend(kind)
+            kind = None
         for column, value in (
             ("kind", kind),
             ("source", source),

@@ -105,7 +105,9 @@ def expected_writes(recent: Mapping[str, Iterable[int]], runs_until: dict[str, i
     return total
 
 
-def runs_before(schedule: str | None, now: datetime, until: datetime | None) -> int:
+def runs_before(
+    schedule: str | None, now: datetime, until: datetime | None, zone: str = "UTC"
+) -> int:
     """How many slots of ``schedule`` fall in (now, until]; at least one."""
     if schedule is None or until is None:
         return 1
@@ -113,7 +115,7 @@ def runs_before(schedule: str | None, now: datetime, until: datetime | None) -> 
 
     count, moment = 0, now
     while count < MAX_RUNS_COUNTED:
-        moment = next_time(schedule, moment)
+        moment = next_time(schedule, moment, zone)
         if moment > until:
             break
         count += 1
@@ -140,13 +142,13 @@ def space_problem(
     return None
 
 
-def horizon(prune_schedule: str | None, now: datetime) -> datetime | None:
+def horizon(prune_schedule: str | None, now: datetime, zone: str = "UTC") -> datetime | None:
     """Until when space must last: the next scheduled prune (None when prune has none)."""
     if prune_schedule is None:
         return None
     from ..policy.schedule import next_time
 
-    return next_time(prune_schedule, now)
+    return next_time(prune_schedule, now, zone)
 
 
 def expected_need(
@@ -157,7 +159,7 @@ def expected_need(
     Only the primary and targets that take every snapshot (``copies = "all"``) are
     predicted; the others receive a snapshot a week or a month.
     """
-    until = horizon(config.prune.schedule, now)
+    until = horizon(config.prune.schedule, now, config.site.timezone)
     if target.name != config.targets[0].name and target.copies != "all":
         return 0, until
     recent: dict[str, list[int]] = {}
@@ -171,5 +173,5 @@ def expected_need(
             newest_first=True,
         )
         recent[source.name] = [e.bytes_written for e in entries if e.bytes_written is not None]
-        runs[source.name] = runs_before(source.schedule, now, until)
+        runs[source.name] = runs_before(source.schedule, now, until, config.site.timezone)
     return expected_writes(recent, runs), until

@@ -96,6 +96,23 @@ class Job:
             )
             if not result.passed:
                 self.fail(result.error or f"restored data differs: {result.first_difference}")
+        elif name == "Recovery":
+            entry.bytes = sum(int(s.snapshot.summary.get("bytes", 0)) for s in result.steps)
+            entry.files = len(result.steps)
+            entry.details.update(
+                to=result.restored_under,
+                config_written=result.config_written,
+                steps=[
+                    {k: step[k] for k in ("source", "snapshot", "destination", "status",
+                                          "seconds")}
+                    for step in (s.to_json() for s in result.steps)
+                ],
+            )  # fmt: skip
+            if result.refused:
+                self.fail(f"{len(result.refused)} objects in the target were refused")
+            elif result.incomplete:
+                names = ", ".join(s.source for s in result.incomplete)
+                self.fail(f"restored with problems: {names}")
         elif isinstance(result, tuple) and len(result) == 2:  # restore: (snapshot, result)
             snapshot, outcome = result
             entry.snapshot, entry.source = snapshot.id, snapshot.source
@@ -207,12 +224,15 @@ def watch(
 def _finish(job: Job, failure: BaseException | None) -> None:
     """Complete the row, then the alerts; a problem here only warns."""
     entry, journal = job.entry, job.journal
+    if entry.kind == "drill" and job.drill is None and not entry.ok:
+        entry.details["ran"] = False  # it failed before restoring: it measured no RTO
     try:
         if entry.kind == "replicate" and job.copies and entry.ok:
             journal.delete(entry)
         else:
             journal.update(entry)
-        if entry.kind != "restore" and not isinstance(failure, KeyboardInterrupt | UsageError):
+        quiet = entry.kind in ("restore", "recover")  # whoever runs it sees the outcome
+        if not quiet and not isinstance(failure, KeyboardInterrupt | UsageError):
             _alerts(job)
     except Exception as exc:  # monitoring never fails the job it watches
         text = _journal_problem(job.site, exc)

@@ -47,7 +47,6 @@ from .. import clock, ui
 from ..config import Source, Target
 from ..durations import format_duration, parse_duration
 from ..journal import Entry, Journal
-from ..policy import retention
 from ..policy.schedule import next_time
 from ..redact import redact_url
 from ..repository.snapshot import FUTURE_TOLERANCE, Snapshot, is_future
@@ -74,10 +73,11 @@ def rpo_state(
     schedule: str | None,
     rpo: timedelta | None,
     grace: timedelta,
+    zone: str = "UTC",
 ) -> RpoState:
     """The RPO state of a source whose last good backup is ``last`` (module docstring),
     or that has none and was first seen at ``last``."""
-    late_at = next_time(schedule, last) + grace if schedule else None
+    late_at = next_time(schedule, last, zone) + grace if schedule else None
     breach_at = last + rpo if rpo is not None else None
     if breach_at is not None and now > breach_at:
         state = "breached"
@@ -350,9 +350,10 @@ def _source(
         schedule=source.schedule,
         rpo=rpo,
         grace=parse_duration(monitor.grace),
+        zone=site.config.site.timezone,
     )
     if source.schedule:
-        status.next_run = next_time(source.schedule, now)
+        status.next_run = next_time(source.schedule, now, site.config.site.timezone)
     status.last_run = _last_finished(journal, "backup", source=source.name)
     if good is not None:
         status.anomalies = list(good.details.get("anomalies", []))
@@ -362,9 +363,13 @@ def _source(
 
 
 def _drill(journal: Journal, source: str, rto: timedelta | None, status: SourceStatus) -> None:
+    """The RTO state from the last drill. A drill that never restored anything (it failed
+    before: no identity on this host, the target unreachable)
+    measured nothing (``details["ran"]`` false, ``monitor.jobs``): the RTO is "untested",
+    never "breached" (the warning says why)."""
     drill = _last_finished(journal, "drill", source=source)
     status.drill = drill
-    if drill is None:
+    if drill is None or drill.details.get("ran") is False:
         status.rto_state = "untested" if rto is not None else None
         return
     seconds = drill.details.get("rto_seconds", drill.seconds)
@@ -470,6 +475,11 @@ def _source_findings(status: SourceStatus, now: datetime, report: Report) -> Non
                 f"source {name}: RTO {status.objective_rto} breached: the last drill, at "
                 f"{_iso(drill.started)}, took {status.rto_seconds:.1f}s to restore"
             )
+    elif status.rto_state == "untested" and drill is not None:
+        report.warnings.append(
+            f"source {name}: RTO {status.objective_rto} untested: the last drill, at "
+            f"{_iso(drill.started)}, did not run: {drill.error}"
+        )
     elif status.rto_state == "untested":
         report.warnings.append(
             f"source {name}: RTO {status.objective_rto} untested: no drill yet (run "
@@ -561,10 +571,13 @@ def _missing(
 
     present = {s.id for s in held}
     wanted: list[Snapshot] = []
-    for snapshot in sorted(primary, key=lambda s: (s.time, s.id)):
+    taken = [s for s in primary if not target.sources or s.source in target.sources]
+    for snapshot in sorted(taken, key=lambda s: (s.time, s.id)):
         if snapshot.id not in present and wants(target, snapshot, [*held, *wanted]):
             wanted.append(snapshot)
-    kept = retention.keep([*held, *wanted], now, site.config.retention(target.name))
+    from ..runner.maintenance import site_keep
+
+    kept = site_keep(site, target.name, [*held, *wanted], now)
     return [s for s in wanted if s.id in kept]
 
 

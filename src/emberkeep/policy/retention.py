@@ -33,14 +33,19 @@ source's snapshots on their own, with periods in UTC:
   (or no policy for ``<name>``), every slice is kept.
 - Only ``within`` can leave a source with nothing kept (its newest snapshot older than
   the age, say after backups stopped); then the newest snapshot is kept anyway.
+- Tags (restic's ``--keep-tag``): a snapshot carrying one of the source's ``keep_tags``
+  (or of ``prune --keep-tag``) is kept (``"tag before-upgrade"``) as long as it has it; any
+  tagged snapshot (``backup --tag``) is kept while younger than ``[prune] keep_tagged``
+  (default 30 days: ``"tagged, within 30d"``), so a snapshot taken before an upgrade is
+  not removed by the next nightly prune.
 
 Snapshots not in the result are removed by prune.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..durations import format_duration, parse_duration
@@ -77,12 +82,34 @@ def keep(
     snapshots: Sequence[Snapshot],
     now: datetime,
     policies: Mapping[str, Retention | None],
+    *,
+    keep_tags: Collection[str] = (),
+    keep_tagged: timedelta | None = None,
 ) -> dict[str, str]:
     """{snapshot id: why it is kept} for every snapshot retention keeps.
 
     ``policies`` maps each source the config names to its retention (None: none set);
-    snapshots of sources missing from it are kept.
+    snapshots of sources missing from it are kept. ``keep_tags`` (every source) and
+    ``keep_tagged`` (how long any tagged snapshot is kept): module docstring.
     """
+    kept = _keep_rules(snapshots, now, policies)
+    for snapshot in snapshots:
+        policy = policies.get(snapshot.source)
+        wanted = {*keep_tags, *(policy.keep_tags if policy else ())}
+        why = [f"tag {t}" for t in snapshot.tags if t in wanted]
+        recent = keep_tagged is not None and snapshot.time > now - keep_tagged
+        if not why and snapshot.tags and recent:
+            assert keep_tagged is not None
+            why.append(f"tagged, within {format_duration(keep_tagged)}")
+        if why:
+            earlier = kept.get(snapshot.id)
+            kept[snapshot.id] = ", ".join([*([earlier] if earlier else []), *why])
+    return kept
+
+
+def _keep_rules(
+    snapshots: Sequence[Snapshot], now: datetime, policies: Mapping[str, Retention | None]
+) -> dict[str, str]:
     kept: dict[str, str] = {}
     slices: dict[str, list[Snapshot]] = {}
     for source, group in _by_source(snapshots).items():

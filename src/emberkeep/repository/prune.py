@@ -244,6 +244,7 @@ def _decision(
         "source": snapshot.source,
         "action": "keep" if keep else "remove",
         "reason": reason,
+        "tags": list(snapshot.tags),
     }
 
 

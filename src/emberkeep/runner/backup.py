@@ -1,4 +1,12 @@
-"""The backup job: each named source (all when none) into the first target."""
+"""The backup job: each named source (all when none) into its first reachable target.
+
+A source's targets are those whose ``sources`` name it (or every target); the first is its
+primary. When the primary cannot be opened (its disk unmounted, its server down) the backup
+goes to the next one, as borgmatic backs up to each repository independently: a dead local
+disk never costs the night's backup everywhere. ``SourceOutcome.unavailable`` names each
+target passed over and why; ``replicate_after_backup`` reports them failed, and
+``emberkeep replicate`` fills them in later.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from .. import clock, statefile
-from ..config import FilesSource, GitSource, MongoSource
+from ..config import FilesSource, GitSource, MongoSource, Target
 from ..engine.backup import BackupResult, Progress, backup
 from ..engine.filescache import FilesCache
-from ..errors import UsageError, is_disk_full, state_dir_full
+from ..errors import (
+    EmberkeepError,
+    RepositoryError,
+    StorageError,
+    UsageError,
+    is_disk_full,
+    state_dir_full,
+)
 from ..fsutil import write_atomic
 from ..repository.repo import Repository
 from ..sources.files import FilesWalker
@@ -26,9 +41,13 @@ class SourceOutcome:
     target: str
     result: BackupResult
     repo: Repository | None = field(default=None, repr=False)  # the target written to
+    unavailable: dict[str, str] = field(default_factory=dict)  # target passed over -> why
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, **self.result.to_json(self.target)}
+        data = {"source": self.source, **self.result.to_json(self.target)}
+        if self.unavailable:
+            data["unavailable"] = self.unavailable
+        return data
 
 
 def sources_to_run(site: Site, names: list[str]) -> list[str]:
@@ -47,22 +66,38 @@ def run_backup(
     progress: Progress | None = None,
 ) -> SourceOutcome:
     source = site.config.source(source_name)
-    target = site.config.targets[0].name
+    target, repo, unavailable = open_first_available(site, source.name)
     with hooks.around(
-        hooks.for_job(source.hooks, "backup"), "backup", source.name, target=target
+        hooks.for_job(source.hooks, "backup"), "backup", source.name, target=target.name
     ) as run:
         if isinstance(source, FilesSource):
-            outcome = _backup_files(site, source, tags, progress)
+            outcome = _backup_files(site, source, tags, progress, target, repo)
         elif isinstance(source, MongoSource):
-            outcome = _backup_mongodb(site, source, tags, progress)
+            outcome = _backup_mongodb(site, source, tags, progress, target, repo)
         else:
-            outcome = _backup_git(site, source, tags, progress)
+            outcome = _backup_git(site, source, tags, progress, target, repo)
+    outcome.unavailable = unavailable
     outcome.result.warnings.extend(run.warnings)
     outcome.result.warnings.extend(site.repairs)  # what opening the repository repaired
     site.repairs.clear()
     _store_site_config(site, outcome)
     _compare_with_seen(site, outcome)
     return outcome
+
+
+def open_first_available(site: Site, source: str) -> tuple[Target, Repository, dict[str, str]]:
+    """The first of ``source``'s targets that opens for writing, and those passed over
+    (name -> why); raises the primary's error when none opens."""
+    unavailable: dict[str, str] = {}
+    first: EmberkeepError | None = None
+    for target in site.config.targets_for(source):
+        try:
+            return target, site.repository_to_write(target.name), unavailable
+        except (RepositoryError, StorageError) as exc:
+            unavailable[target.name] = str(exc)
+            first = first or exc
+    assert first is not None, "the config check gives every source a target"
+    raise first
 
 
 def _compare_with_seen(site: Site, outcome: SourceOutcome) -> None:
@@ -141,10 +176,9 @@ def _last_stored_configs(site: Site, result: BackupResult) -> dict[str, str]:
 
 
 def _backup_files(
-    site: Site, source: FilesSource, tags: list[str] | None, progress: Progress | None
-) -> SourceOutcome:
-    target = site.config.targets[0]
-    repo = site.repository_to_write(target.name)
+    site: Site, source: FilesSource, tags: list[str] | None, progress: Progress | None,
+    target: Target, repo: Repository,
+) -> SourceOutcome:  # fmt: skip
     walker = FilesWalker(source.paths, source.exclude)
     walker.check_paths()
     cache = FilesCache(
@@ -178,13 +212,12 @@ def _backup_files(
 
 
 def _backup_git(
-    site: Site, source: GitSource, tags: list[str] | None, progress: Progress | None
-) -> SourceOutcome:
-    """The bundle into the first target; then the mirror push, whose failure only warns."""
-    target = site.config.targets[0]
+    site: Site, source: GitSource, tags: list[str] | None, progress: Progress | None,
+    target: Target, repo: Repository,
+) -> SourceOutcome:  # fmt: skip
+    """The bundle into the target; then the mirror push, whose failure only warns."""
     git = GitRepo(source.name, source.path)
     record = git.check()
-    repo = site.repository_to_write(target.name)
     result = backup(
         repo,
         git.events(record),
@@ -203,14 +236,13 @@ def _backup_git(
 
 
 def _backup_mongodb(
-    site: Site, source: MongoSource, tags: list[str] | None, progress: Progress | None
-) -> SourceOutcome:
-    """The dump streamed into the first target; the client closes whatever happens."""
+    site: Site, source: MongoSource, tags: list[str] | None, progress: Progress | None,
+    target: Target, repo: Repository,
+) -> SourceOutcome:  # fmt: skip
+    """The dump streamed into the target; the client closes whatever happens."""
     from ..sources.mongodb.connection import client_for
     from ..sources.mongodb.dump import MongoDump
 
-    target = site.config.targets[0]
-    repo = site.repository_to_write(target.name)
     with client_for(source.uri, f"source {source.name}") as client:
         dump = MongoDump(source, client)
         result = backup(

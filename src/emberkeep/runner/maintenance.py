@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from .. import clock
 from ..durations import parse_duration
@@ -10,6 +11,7 @@ from ..policy import retention as retention_policy
 from ..repository.check import CheckResult, Subset, VerifiedLog, check
 from ..repository.lease import LeaseWatch
 from ..repository.prune import PruneResult, prune
+from ..repository.snapshot import Snapshot
 from . import seen
 from .site import Site
 
@@ -41,16 +43,22 @@ def run_check(
 
 
 def run_prune(
-    site: Site, target: str, *, forget: list[str], dry_run: bool, grace: str | None
+    site: Site,
+    target: str,
+    *,
+    forget: list[str],
+    dry_run: bool,
+    grace: str | None,
+    keep_tags: list[str] | None = None,
 ) -> PruneResult:
-    """Apply each source's retention in ``target`` (and remove ``forget``), then free space."""
-    policies = site.config.retention(target)
+    """Apply each source's retention in ``target`` (and remove ``forget``), then free space;
+    ``keep_tags``: ``prune --keep-tag``, kept as well."""
     repo = site.repository(target)
     watch = lease_watch(site)
     result = prune(
         repo,
         forget=forget,
-        retention=lambda snapshots, now: retention_policy.keep(snapshots, now, policies),
+        retention=lambda snapshots, now: site_keep(site, target, snapshots, now, keep_tags),
         grace=parse_duration(grace or site.config.prune.grace),
         dry_run=dry_run,
         watch=watch,
@@ -58,6 +66,22 @@ def run_prune(
     )
     result.messages[:0] = watch.problems
     return result
+
+
+def site_keep(
+    site: Site,
+    target: str,
+    snapshots: list[Snapshot],
+    now: datetime,
+    keep_tags: list[str] | None = None,
+) -> dict[str, str]:
+    """What ``target``'s retention keeps, with the site's tag rules: the one decision that
+    prune makes and that replicate and status predict."""
+    tagged = site.config.prune.keep_tagged
+    return retention_policy.keep(
+        snapshots, now, site.config.retention(target), keep_tags=keep_tags or (),
+        keep_tagged=parse_duration(tagged) if tagged else None,
+    )  # fmt: skip
 
 
 def lease_watch(site: Site) -> LeaseWatch:

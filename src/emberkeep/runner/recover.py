@@ -15,8 +15,14 @@ to bring back is back first), the databases last. Each finished step is recorded
 ``state_dir/recover.json``; a recover run again with the same arguments skips the steps
 that finished with the same snapshot, so an interrupted recovery resumes. Every step's
 time and the total are measured and set against the sources' RTO objectives, and a
-report is written to ``state_dir/recover-report.md``. ``--dry-run`` prints the plan and
-writes nothing at all.
+report is written to ``state_dir/recover-report.md`` (and kept as
+``recover-report-<time>.md``: one per recovery, the strategy's log of restorations; the CLI
+journals each recover as kind ``recover``). ``--dry-run`` prints the plan and writes nothing
+at all.
+
+``--only`` restores those sources and nothing else: the config on disk is left as it is
+(a database-only recovery on the running server must not put an older config back), and
+the stored one is used only to know the sources.
 
 Nothing is trusted for being in the target (README, "How it keeps data safe"): the writer
 key comes from ``keys/writer.age`` (a copy that will not decrypt is told apart: damaged,
@@ -33,7 +39,7 @@ import json
 import time
 import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +60,7 @@ from .site import Site
 FROM_TARGET = "recover-from"
 STATE_FILE = "recover.json"
 REPORT_FILE = "recover-report.md"
+AGE_WORTH_SAYING = timedelta(hours=1)  # younger snapshots are last night's: no warning
 
 
 @dataclass
@@ -110,6 +117,8 @@ class Recovery:
     changes_since_seen: list[str] | None = None
     warnings: list[str] = field(default_factory=list)
     hooks_run: bool = False
+    only: list[str] = field(default_factory=list)  # --only: these sources, never the config
+    config_written: bool = False
     _cfg: Config | None = field(default=None, repr=False)
     _text: str = field(default="", repr=False)
     _identity_file: Path | None = field(default=None, repr=False)
@@ -125,6 +134,11 @@ class Recovery:
     def incomplete(self) -> list[Step]:
         """Steps whose restore reported problems: the recovery is not a success."""
         return [s for s in self.steps if s.problems]
+
+    @property
+    def restored_under(self) -> str:
+        """Where files go: ``--root``, else their own paths."""
+        return str(self._root or "/")
 
     @property
     def restore_hooks(self) -> dict[str, str]:
@@ -154,6 +168,8 @@ class Recovery:
             "seen_time": self.seen_time,
             "warnings": self.warnings,
             "dry_run": self.dry_run,
+            "only": self.only,
+            "config_written": self.config_written,
             "steps": [s.to_json() for s in self.steps],
             "seconds": round(self.seconds, 3),
             "report": str(self.report) if self.report else None,
@@ -191,12 +207,48 @@ def plan_recover(
         config_sealed=stored.sealed, allow_unverified=allow_unverified,
         refused=choice.refused, ignored=choice.ignored,
         summary=recover_review.summarize(parsed), _cfg=cfg, _text=stored.text,
-        _identity_file=identity_file, _root=root,
+        _identity_file=identity_file, _root=root, only=list(only or []),
     )  # fmt: skip
     _compare(recovery, choice, cfg)
     recovery.warnings += _key_warnings(repo)
     recovery.steps = _plan(cfg, repo, at, only or [], root)
+    recovery.warnings += _age_and_thaw(cfg, recovery.steps, storage.label)
     return recovery
+
+
+def _age_and_thaw(cfg: Config, steps: list[Step], label: str) -> list[str]:
+    """How old what the recovery brings back is, and, from an archive storage class, how
+    long the thaw waits before the first byte: both set against the RTOs (runbook)."""
+    from ..durations import format_duration
+    from .runbook import SCENARIOS, archive_class, scenario_rto, thaw_hours
+
+    if not steps:
+        return []
+    out = []
+    oldest = min(steps, key=lambda s: s.snapshot.time)
+    age = clock.now() - oldest.snapshot.time
+    if age >= AGE_WORTH_SAYING:
+        out.append(
+            f"{label}: the snapshots recovered are up to {format_duration(age)} old "
+            f"(source {oldest.source}, taken {clock.iso(oldest.snapshot.time)}); what changed "
+            "since is not in them"
+        )
+    hours = thaw_hours(cfg.targets[0])
+    if hours is not None:
+        storage_class, tier = archive_class(cfg.targets[0]) or ("", "")
+        disaster = next(s for s in SCENARIOS if s.objective == "disaster")
+        _text, rto = scenario_rto(cfg, disaster)
+        over = (
+            f", more than the disaster RTO of {format_duration(rto)}"
+            if rto is not None and hours * 3600 > rto.total_seconds()
+            else ""
+        )
+        out.append(
+            f"{label} is {storage_class}: its data must be thawed first, up to {hours:g} hours "
+            f"({tier} tier) before the first byte{over}; a target without an archive class "
+            "is faster if one survives"
+        )
+    return out
 
 
 def execute(recovery: Recovery, *, run_hooks: bool, on_step: Any = lambda step: None) -> Recovery:
@@ -213,8 +265,9 @@ def execute(recovery: Recovery, *, run_hooks: bool, on_step: Any = lambda step: 
         sources = [msgspec.structs.replace(s, hooks=None) for s in cfg.sources]
         cfg = msgspec.structs.replace(cfg, sources=sources)
     recovery.hooks_run = run_hooks and bool(recovery.restore_hooks)
-    _write_config(recovery.config_path, recovery._text)
-    site = Site(cfg, identity_file=recovery._identity_file)
+    if not recovery.only:
+        recovery.config_written = _write_config(recovery.config_path, recovery._text)
+    site = Site(cfg, identity_file=recovery._identity_file)  # hooks as approved
     recover_review.remember(
         site.state_dir, recovery.repository_id, _seen_entry(recovery), recovery.warn
     )
@@ -235,6 +288,13 @@ def execute(recovery: Recovery, *, run_hooks: bool, on_step: Any = lambda step: 
     recovery.seconds = time.monotonic() - started
     recovery.report = _write_report(site, recovery)
     return recovery
+
+
+def recovery_site(recovery: Recovery) -> Site:
+    """The site a planned recovery restores (the stored config, the target first): where it
+    keeps its state and journal."""
+    assert recovery._cfg is not None, "a plan from plan_recover"
+    return Site(recovery._cfg, identity_file=recovery._identity_file)
 
 
 def _parse_stored(stored: siteconfig.StoredConfig, path: Path) -> Config:
@@ -395,12 +455,15 @@ def _restore_step(site: Site, cfg: Config, step: Step, root: Path | None) -> lis
     return [{"path": r["path"], "message": f"not restored: {r['reason']}"} for r in result.refused]
 
 
-def _write_config(path: Path, text: str) -> None:
+def _write_config(path: Path, text: str) -> bool:
+    """Put the stored config at ``path`` (one there that differs is kept aside); whether
+    anything was written."""
     if path.exists() and path.read_text() == text:
-        return
+        return False
     if path.exists():
         path.rename(path.with_name(f"{path.name}.before-recover-{int(time.time())}"))
     write_atomic(path, text.encode(), mode=0o600)
+    return True
 
 
 class _Progress(msgspec.Struct):
@@ -449,6 +512,9 @@ def _write_report(site: Site, recovery: Recovery) -> Path:
     for step in recovery.incomplete:
         lines += ["", f"## {step.source}: not restored as it was", ""]
         lines += [f"- `{p['path']}`: {p['message']}" for p in step.problems]
+    text = ("\n".join(lines) + "\n").encode()
+    stamp = clock.now().strftime("%Y%m%dT%H%M%SZ")
+    write_atomic(site.state_dir / f"recover-report-{stamp}.md", text, mode=0o600)  # kept
     path = site.state_dir / REPORT_FILE
-    write_atomic(path, ("\n".join(lines) + "\n").encode(), mode=0o600)
+    write_atomic(path, text, mode=0o600)  # the latest, where the runbook points
     return path

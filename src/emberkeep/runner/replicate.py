@@ -27,7 +27,6 @@ from typing import Any
 from .. import clock
 from ..config import Target
 from ..errors import EmberkeepError, UsageError
-from ..policy import retention
 from ..repository import layout
 from ..repository.replicate import CopyStats, copy_snapshot
 from ..repository.repo import Repository
@@ -108,12 +107,13 @@ def _refusal(target: Target, snapshot: Snapshot, holder: Snapshot) -> str:
 
 
 class _Primary:
-    """The primary's repository, opened on first use (not at all when nothing is copied)."""
+    """The repository a snapshot is copied from, opened on first use (not at all when
+    nothing is copied), or the one the backup already opened."""
 
-    def __init__(self, site: Site) -> None:
+    def __init__(self, site: Site, name: str | None = None, repo: Repository | None = None):
         self.site = site
-        self.name = site.config.targets[0].name
-        self._repo: Repository | None = None
+        self.name = name or site.config.targets[0].name
+        self._repo: Repository | None = repo
 
     def repo(self) -> Repository:
         if self._repo is None:
@@ -128,13 +128,21 @@ def replicate_after_backup(
     on_pack: OnPack = lambda name, size: None,
     on_total: OnTotal = lambda size: None,
 ) -> list[TargetCopy]:
-    """Copy a backup's new snapshot to every other target whose rule wants it."""
-    primary = _Primary(site)
+    """Copy a backup's new snapshot from the target it went to to every other target that
+    takes its source and whose rule wants it; a target the backup found unavailable is
+    reported failed, for ``emberkeep replicate`` to fill later."""
+    primary = _Primary(site, outcome.target)
     snapshot = outcome.result.snapshot
-    return [
-        _copy_new(site, target, primary, snapshot, on_pack, on_total)
-        for target in site.config.targets[1:]
-    ]
+    copies = []
+    for target in site.config.targets_for(outcome.source):
+        if target.name == outcome.target:
+            continue
+        if target.name in outcome.unavailable:
+            reason = f"unavailable at backup time: {outcome.unavailable[target.name]}"
+            copies.append(TargetCopy(target.name, "failed", reason))
+            continue
+        copies.append(_copy_new(site, target, primary, snapshot, on_pack, on_total))
+    return copies
 
 
 def _copy_new(
@@ -188,7 +196,39 @@ def run_replicate(
     snapshots = [s for s in src.snapshots() if source is None or s.source == source]
     if source is not None and not snapshots:
         site.config.source(source)  # a name the config does not know: say so
-    return [_fill(site, t, src, snapshots, on_pack, on_total) for t in chosen]
+    copies = [_fill(site, t, src, _taken(t, snapshots), on_pack, on_total) for t in chosen]
+    if target is None:
+        copies += _backfill_primary(site, primary, source, on_pack, on_total)
+    return copies
+
+
+def _taken(target: Target, snapshots: list[Snapshot]) -> list[Snapshot]:
+    """The snapshots of the sources ``target`` takes."""
+    return [s for s in snapshots if not target.sources or s.source in target.sources]
+
+
+def _backfill_primary(
+    site: Site, primary: Target, source: str | None, on_pack: OnPack, on_total: OnTotal
+) -> list[TargetCopy]:
+    """The snapshots a backup put in another target while the primary was unavailable,
+    copied back into the primary (from each other ``copies = "all"`` target that holds
+    some it lacks, and that its retention keeps). An unreachable other target is skipped:
+    it is reported by its own part of the run."""
+    out = []
+    for other in site.config.targets[1:]:
+        if other.copies != "all":
+            continue
+        try:
+            repo = site.repository(other.name)
+            held = [s for s in repo.snapshots() if source is None or s.source == source]
+        except EmberkeepError:
+            continue
+        mine = _taken(primary, _taken(other, held))
+        copy = _fill(site, primary, repo, mine, on_pack, on_total)
+        if copy.snapshots or copy.failed:
+            copy.reason = copy.reason or f"filled in from target {other.name}"
+            out.append(copy)
+    return out
 
 
 def _fill(
@@ -239,7 +279,9 @@ def _to_copy(
     for snapshot in snapshots:
         if snapshot.id not in present and wants(target, snapshot, [*held, *wanted]):
             wanted.append(snapshot)
-    kept = retention.keep([*held, *wanted], clock.now(), site.config.retention(target.name))
+    from .maintenance import site_keep
+
+    kept = site_keep(site, target.name, [*held, *wanted], clock.now())
     chosen = [s for s in wanted if s.id in kept]
     return chosen, len(wanted) - len(chosen)
 

@@ -6,15 +6,27 @@ with the exact commands for this site, where the identity and the target credent
 come from, the objective, the duration the last drill measured (from the journal, when
 there is one), and who does it. Roles come from ``[runbook]`` in the config; generated
 from the config, it stays true when the config changes.
+
+Each heading's RTO is the config's: the sources' ``objectives.rto`` for the in-place
+scenarios, ``[objectives] server_failure`` and ``disaster`` for the whole-site ones; the
+strategy's figure, marked as such, where the config sets none. The whole-site procedures
+recover from the freshest target that is not on the lost host (``recovery_targets``): a
+``file://`` target lies on the site's own disk and is named as lost with it; a target
+that gets every snapshot comes before one that gets only weekly or monthly copies, and an
+archive storage class (Glacier, Deep Archive) comes last, with its thaw time and the age of
+its copies set against the RTO.
 """
 
 from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import parse_qs, urlparse
 
 from .. import keys
-from ..config import Config, FilesSource, GitSource, MongoSource, Source
+from ..config import Config, FilesSource, GitSource, MongoSource, Source, Target
+from ..durations import format_duration, parse_duration
 from ..redact import redact_url
 from .site import Site
 
@@ -26,6 +38,7 @@ class Scenario:
     kinds: tuple[str, ...]  # source types it restores; () = everything
     restore_only: bool  # in place on the running server (not a new host)
     summary: str
+    objective: str = ""  # the [objectives] key of a whole-site scenario
 
 
 SCENARIOS = [
@@ -43,19 +56,25 @@ SCENARIOS = [
     ),
     Scenario(
         "Complete server failure", "4 hours", (), False,
-        "The server is gone; a new one with the same role is ready.",
+        "The server is gone, with its own disk; a new one with the same role is ready.",
+        "server_failure",
     ),
     Scenario(
         "Disaster recovery", "8 hours", (), False,
         "The site and its primary backups are gone; recover from the remote or cold copy.",
+        "disaster",
     ),
 ]  # fmt: skip
 
 
-def render(site: Site, drills: dict[str, float] | None = None) -> str:
-    """The runbook as Markdown; ``drills``: source -> seconds of its last drill."""
+def render(
+    site: Site, drills: dict[str, float] | None = None, copied: dict[str, str] | None = None
+) -> str:
+    """The runbook as Markdown; ``drills``: source -> seconds of its last drill;
+    ``copied``: target -> when it last received a snapshot (the journal), for its age."""
     cfg = site.config
     drills = drills or {}
+    copied = copied or {}
     config_flag = f"-c {shlex.quote(str(cfg.path))}" if cfg.path else ""
     writer_key = site.writer_key()
     expect = f" --expect-repository {writer_key.repo_id}" if writer_key else ""
@@ -79,8 +98,60 @@ def render(site: Site, drills: dict[str, float] | None = None) -> str:
         "",
     ]
     for scenario in SCENARIOS:
-        lines += _scenario(cfg, scenario, config_flag, drills, expect)
+        lines += _scenario(cfg, scenario, config_flag, drills, expect, copied)
     return "\n".join(lines) + "\n"
+
+
+def scenario_rto(cfg: Config, scenario: Scenario) -> tuple[str, timedelta | None]:
+    """The heading's RTO and its duration: the config's, else the strategy's (marked)."""
+    if scenario.objective:
+        value = getattr(cfg.objectives, scenario.objective)
+        if value:
+            return value, parse_duration(value)
+        return f"{scenario.rto}, the strategy's: set [objectives] {scenario.objective}", None
+    configured = sorted(
+        {s.objectives.rto_delta for s in cfg.sources
+         if _matches(s, scenario.kinds) and s.objectives and s.objectives.rto_delta}
+    )  # fmt: skip
+    if not configured:
+        return f"{scenario.rto}, the strategy's: set objectives.rto on the source", None
+    return " / ".join(format_duration(d) for d in configured), configured[0]
+
+
+def on_this_host(target: Target) -> bool:
+    """A ``file://`` target is a disk of the backed-up server itself: lost with it."""
+    return target.url.startswith("file://")
+
+
+def archive_class(target: Target) -> tuple[str, str] | None:
+    """(storage class, thaw tier) of a target whose data must be thawed before a read."""
+    from ..storage.s3 import ARCHIVED_CLASSES
+
+    if not target.url.startswith("s3://"):
+        return None
+    query = {k.lower(): v[-1] for k, v in parse_qs(urlparse(target.url).query).items()}
+    storage_class = query.get("storage_class", "").upper()
+    if storage_class not in ARCHIVED_CLASSES:
+        return None
+    return storage_class, query.get("thaw_tier", "Standard").capitalize()
+
+
+def thaw_hours(target: Target) -> float | None:
+    """At most how long reading ``target`` waits for a thaw (None: it needs none)."""
+    from ..storage.s3 import THAW_HOURS
+
+    found = archive_class(target)
+    return None if found is None else THAW_HOURS.get(found, THAW_HOURS[(found[0], "Bulk")])
+
+
+def recovery_targets(cfg: Config) -> tuple[list[Target], list[Target]]:
+    """(targets to recover from, best first; targets lost with the server). Off the host,
+    every snapshot before weekly/monthly copies, archive classes last."""
+    off = [t for t in cfg.targets if not on_this_host(t)]
+    lost = [t for t in cfg.targets if on_this_host(t)]
+    order = {"all": 0, "weekly": 1, "monthly": 2}
+    off.sort(key=lambda t: (thaw_hours(t) is not None, order[t.copies]))
+    return off, lost
 
 
 def _repository_line(writer_key: keys.WriterKey | None) -> str:
@@ -101,11 +172,13 @@ def _repository_line(writer_key: keys.WriterKey | None) -> str:
 
 
 def _scenario(
-    cfg: Config, scenario: Scenario, config_flag: str, drills: dict[str, float], expect: str
-) -> list[str]:
+    cfg: Config, scenario: Scenario, config_flag: str, drills: dict[str, float], expect: str,
+    copied: dict[str, str],
+) -> list[str]:  # fmt: skip
     sources = [s for s in cfg.sources if _matches(s, scenario.kinds)]
+    rto_text, rto = scenario_rto(cfg, scenario)
     lines = [
-        f"## {scenario.title} (RTO {scenario.rto})",
+        f"## {scenario.title} (RTO {rto_text})",
         "",
         scenario.summary,
         "",
@@ -118,22 +191,73 @@ def _scenario(
             "not measured yet: run `emberkeep drill " + source.name + "`"
         )  # fmt: skip
         lines.append(f"- `{source.name}` ({source.type}): expected duration {expected}")
-    lines += ["", "```sh"]
-    first = cfg.targets[0]
     if scenario.restore_only:
+        lines += ["", "```sh"]
         for source in sources:
             lines += _restore_commands(source, config_flag)
-    else:
-        target = cfg.targets[-1] if scenario.title == "Disaster recovery" else first
-        lines += [
-            "# on the new host, with the identity file and the target's credentials:",
-            f"emberkeep recover --from {shlex.quote(redact_url(target.url))} "
-            f"--identity /path/to/identity.txt{expect} --dry-run",
-            f"emberkeep recover --from {shlex.quote(redact_url(target.url))} "
-            f"--identity /path/to/identity.txt{expect}",
-        ]
-    lines += ["```", ""]
-    return lines
+        return [*lines, "```", ""]
+    return lines + _whole_site(cfg, scenario, rto, expect, copied)
+
+
+def _whole_site(
+    cfg: Config, scenario: Scenario, rto: timedelta | None, expect: str, copied: dict[str, str]
+) -> list[str]:
+    """Recover on a new host from the best target off the lost one; the rest as fallbacks,
+    the archive copy last with its age and thaw time against the RTO."""
+    off, lost = recovery_targets(cfg)
+    lines = [""]
+    for target in lost:
+        lines.append(
+            f"- Target `{target.name}` (`{redact_url(target.url)}`) is on the server's own "
+            "disk: it is lost with the server; do not count on it."
+        )
+    if not off:
+        lines.append(
+            "- **WARNING**: every target is on the server itself; nothing off the host holds "
+            "a backup. Add an sftp or s3 target."
+        )
+        off = list(cfg.targets)
+    best, *rest = off
+    lines += [
+        f"- Recover from `{best.name}`{_age(best, copied)}.",
+        *(_fallback(t, rto, copied) for t in rest),
+        "",
+        "```sh",
+        "# on the new host, with the identity file and the target's credentials:",
+        *_recover_commands(best, expect),
+    ]
+    for target in rest:
+        lines += [f"# if {target.name} is the only copy left:", *_recover_commands(target, expect)]
+    return [*lines, "```", ""]
+
+
+def _recover_commands(target: Target, expect: str) -> list[str]:
+    url = shlex.quote(redact_url(target.url))
+    base = f"emberkeep recover --from {url} --identity /path/to/identity.txt{expect}"
+    return [f"{base} --dry-run", base]
+
+
+def _age(target: Target, copied: dict[str, str]) -> str:
+    what = {"all": "every snapshot", "weekly": "one snapshot a week (up to a week old)",
+            "monthly": "one snapshot a month (up to a month old)"}[target.copies]  # fmt: skip
+    last = f"; last copy received {copied[target.name]}" if target.name in copied else ""
+    return f" (`{redact_url(target.url)}`: {what}{last})"
+
+
+def _fallback(target: Target, rto: timedelta | None, copied: dict[str, str]) -> str:
+    hours = thaw_hours(target)
+    text = f"- Last resort, `{target.name}`{_age(target, copied)}."
+    if hours is None:
+        return text
+    storage_class, tier = archive_class(target) or ("", "")
+    thaw = f"{hours * 60:.0f} minutes" if hours < 1 else f"{hours:.0f} hours"
+    text += (
+        f" **It is {storage_class}: reading it first waits for a thaw of up to {thaw} "
+        f"({tier} tier)**"
+    )
+    if rto is not None and timedelta(hours=hours) > rto:
+        text += f", more than the RTO of {format_duration(rto)}: the RTO cannot be met from it"
+    return text + "; its data is older than the copy above."
 
 
 def _restore_commands(source: Source, config_flag: str) -> list[str]:
@@ -216,4 +340,26 @@ def last_drills(site: Site) -> dict[str, float]:
             seconds = entry.details.get("rto_seconds") if entry else None
             if seconds is not None:
                 found[source.name] = float(seconds)
+    return found
+
+
+def last_copies(site: Site) -> dict[str, str]:
+    """When each target last received a snapshot (a backup into it, or a copy), from the
+    journal: the age of what a recovery from it brings back."""
+    from .. import clock
+    from ..journal import Journal
+
+    path = site.config.site.state_dir / "journal.sqlite"
+    if not path.exists():
+        return {}
+    found = {}
+    with Journal.open(site) as journal:
+        for target in site.config.targets:
+            times = [
+                e.started
+                for kind in ("backup", "replicate")
+                if (e := journal.last(kind, target=target.name, outcome="ok")) and e.started
+            ]
+            if times:
+                found[target.name] = clock.iso(max(times))
     return found

@@ -53,15 +53,16 @@ SLEEP_STEP = 0.5  # seconds: how promptly a sleeping scheduler notices a signal
 
 def jobs_of(config: Config) -> list[Job]:
     """The scheduled jobs, in the order they run when due together."""
-    jobs = [Job(f"backup:{s.name}", s.schedule) for s in config.sources if s.schedule]
+    zone = config.site.timezone
+    jobs = [Job(f"backup:{s.name}", s.schedule, zone) for s in config.sources if s.schedule]
     if config.replicate.schedule:
-        jobs.append(Job("replicate", config.replicate.schedule))
+        jobs.append(Job("replicate", config.replicate.schedule, zone))
     if config.prune.schedule:
-        jobs.append(Job("prune", config.prune.schedule))
+        jobs.append(Job("prune", config.prune.schedule, zone))
     if config.check.schedule:
-        jobs.append(Job("check", config.check.schedule))
+        jobs.append(Job("check", config.check.schedule, zone))
     if config.drill.schedule:
-        jobs.append(Job("drill", config.drill.schedule))
+        jobs.append(Job("drill", config.drill.schedule, zone))
     return jobs
 
 

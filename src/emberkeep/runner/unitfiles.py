@@ -1,8 +1,10 @@
 """`emberkeep schedule --print cron|systemd`: the schedules for an outside scheduler.
 
-cron: one crontab line per job. Schedules are UTC, so the crontab starts with
-``CRON_TZ=UTC`` (cronie and systemd-cron honour it; Debian's cron does not: run that one on
-a UTC host, or use the systemd units).
+cron: one crontab line per job. Schedules are in ``[site] timezone`` (UTC by default), so
+the crontab starts with ``CRON_TZ=<zone>`` (cronie and systemd-cron honour it, and handle
+the DST changes as `emberkeep run` does; Debian's cron does not: run that one on a host
+whose clock is in that zone, or use the systemd units). systemd timers name the zone at the
+end of each ``OnCalendar=``.
 
 systemd: per job a oneshot ``.service`` and a ``.timer`` whose ``OnCalendar=`` lines are
 translated from the cron expression (policy.schedule.on_calendar: lists, ranges and steps
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import UsageError
-from ..policy.schedule import Job, expression, on_calendar
+from ..policy.schedule import Job, expression, on_calendar, skipped_wall_times
 from .scheduler import jobs_of
 
 
@@ -58,14 +60,28 @@ def render(config: Config, fmt: str, program: str) -> str:
 
 def _crontab(config: Config, jobs: list[Job], program: str) -> str:
     lines = [
-        f"# emberkeep schedules for site {config.site.name} (times are UTC)",
-        "CRON_TZ=UTC",
+        f"# emberkeep schedules for site {config.site.name} (times are {config.site.timezone})",
+        f"CRON_TZ={config.site.timezone}",
     ]
     for job in jobs:  # cron reads a bare % as a newline
         lines.append(
             f"{expression(job.schedule)} {command(config, job, program)}".replace("%", "\\%")
         )
     return "\n".join(lines) + "\n"
+
+
+def _gap_note(job: Job) -> str:
+    """A warning in the timer when a slot falls in a DST gap: systemd skips it."""
+    from .. import clock
+
+    skipped = skipped_wall_times(job.schedule, job.zone, clock.now())
+    if not skipped:
+        return ""
+    return (
+        f"# {skipped[0]} does not exist in {job.zone} (the clocks go forward): systemd skips "
+        "that run, where `emberkeep run` and cronie run it when the gap ends; schedule it "
+        "outside the changeover hour to keep every night\n"
+    )
 
 
 def _specifiers(text: str) -> str:
@@ -81,7 +97,7 @@ def _systemd(config: Config, jobs: list[Job], program: str) -> str:
     parts = []
     for job in jobs:
         try:
-            calendars = on_calendar(job.schedule)
+            calendars = on_calendar(job.schedule, job.zone)
         except ValueError as exc:
             raise UsageError(f"{job.name}: {exc}; use the crontab or `emberkeep run`") from None
         name = _unit_name(job)
@@ -89,7 +105,7 @@ def _systemd(config: Config, jobs: list[Job], program: str) -> str:
             f"# {name}.service\n[Unit]\nDescription=emberkeep {job.name}\n\n"
             f"[Service]\nType=oneshot\nExecStart={_specifiers(command(config, job, program))}\n"
         )
-        on = "".join(f"OnCalendar={c}\n" for c in calendars)
+        on = "".join(f"OnCalendar={c}\n" for c in calendars) + _gap_note(job)
         parts.append(
             f"# {name}.timer\n[Unit]\nDescription=emberkeep {job.name} "
             f"({job.schedule})\n\n[Timer]\n{on}Persistent=true\n\n"

@@ -136,6 +136,15 @@ ARCHIVED_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 # Intelligent-Tiering's opt-in archive tiers (head_object's ArchiveStatus) need one too.
 ARCHIVED_TIERS = frozenset({"ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS"})
 THAW_TIERS = ("Standard", "Bulk", "Expedited")
+# How long a thaw takes at most, by class and tier (hours; the docstring's AWS figures), for
+# the runbook and `recover --dry-run` to set against the RTO.
+THAW_HOURS = {
+    ("GLACIER", "Expedited"): 5 / 60,
+    ("GLACIER", "Standard"): 5.0,
+    ("GLACIER", "Bulk"): 12.0,
+    ("DEEP_ARCHIVE", "Standard"): 12.0,
+    ("DEEP_ARCHIVE", "Bulk"): 48.0,
+}
 LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
 MAX_LOCK_DAYS = 36500  # AWS's limit (100 years)
 DEFAULT_THAW_POLL = 60.0
