@@ -28,7 +28,9 @@ UNMOUNTED_NIGHT = ("2026-03-31T23:30:00Z", "2026-04-01T01:00:00Z")  # 1 April, l
 END = "2026-04-01T12:00:00Z"
 
 
-def _run(site: Site, state: Path, config: Path, now: str, *args: str, ok: bool | None = True):
+def _run(
+    site: Site, state: Path, config: Path, now: str, *args: str | Path, ok: bool | None = True
+):
     site.env["EMBERKEEP_NOW"] = now
     proc = site.run("-c", config, *args, ok=ok)
     del site.env["EMBERKEEP_NOW"]

@@ -316,7 +316,8 @@ class Journal:
     ) -> list[Entry]:
         """Runs matching every filter given, oldest first (or newest first, up to ``limit``);
         ``kind`` may be several kinds."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if isinstance(kind, tuple):
             where.append(f"kind IN ({', '.join('?' * len(kind))})")
             args.extend(kind)

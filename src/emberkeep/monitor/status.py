@@ -575,9 +575,10 @@ def _missing(
     for snapshot in sorted(taken, key=lambda s: (s.time, s.id)):
         if snapshot.id not in present and wants(target, snapshot, [*held, *wanted]):
             wanted.append(snapshot)
-    from ..runner.maintenance import site_keep
 
-    kept = site_keep(site, target.name, [*held, *wanted], now)
+    from ..policy.retention import keep_in_target
+
+    kept = keep_in_target(site.config, target.name, [*held, *wanted], now)
     return [s for s in wanted if s.id in kept]
 
 

@@ -52,7 +52,7 @@ from ..durations import format_duration, parse_duration
 from ..repository.snapshot import FUTURE_TOLERANCE, is_future, written_order
 
 if TYPE_CHECKING:
-    from ..config import Retention
+    from ..config import Config, Retention
     from ..repository.snapshot import Snapshot
 
 Period = tuple[int, ...]
@@ -212,3 +212,19 @@ def _by_source(snapshots: Sequence[Snapshot]) -> dict[str, list[Snapshot]]:
 
 def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
+
+
+def keep_in_target(
+    config: Config,
+    target: str,
+    snapshots: list[Snapshot],
+    now: datetime,
+    keep_tags: Collection[str] = (),
+) -> dict[str, str]:
+    """What ``target``'s retention keeps, with the site's tag rules: the one decision that
+    prune makes and that replicate and status predict."""
+    tagged = config.prune.keep_tagged
+    return keep(
+        snapshots, now, config.retention(target), keep_tags=keep_tags,
+        keep_tagged=parse_duration(tagged) if tagged else None,
+    )  # fmt: skip

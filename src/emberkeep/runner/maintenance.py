@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 
 from .. import clock
 from ..durations import parse_duration
@@ -11,7 +10,6 @@ from ..policy import retention as retention_policy
 from ..repository.check import CheckResult, Subset, VerifiedLog, check
 from ..repository.lease import LeaseWatch
 from ..repository.prune import PruneResult, prune
-from ..repository.snapshot import Snapshot
 from . import seen
 from .site import Site
 
@@ -58,7 +56,9 @@ def run_prune(
     result = prune(
         repo,
         forget=forget,
-        retention=lambda snapshots, now: site_keep(site, target, snapshots, now, keep_tags),
+        retention=lambda snapshots, now: retention_policy.keep_in_target(
+            site.config, target, snapshots, now, keep_tags or ()
+        ),
         grace=parse_duration(grace or site.config.prune.grace),
         dry_run=dry_run,
         watch=watch,
@@ -66,22 +66,6 @@ def run_prune(
     )
     result.messages[:0] = watch.problems
     return result
-
-
-def site_keep(
-    site: Site,
-    target: str,
-    snapshots: list[Snapshot],
-    now: datetime,
-    keep_tags: list[str] | None = None,
-) -> dict[str, str]:
-    """What ``target``'s retention keeps, with the site's tag rules: the one decision that
-    prune makes and that replicate and status predict."""
-    tagged = site.config.prune.keep_tagged
-    return retention_policy.keep(
-        snapshots, now, site.config.retention(target), keep_tags=keep_tags or (),
-        keep_tagged=parse_duration(tagged) if tagged else None,
-    )  # fmt: skip
 
 
 def lease_watch(site: Site) -> LeaseWatch:

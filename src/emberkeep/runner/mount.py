@@ -254,7 +254,7 @@ def run_mount(
     except OSError as exc:  # libfuse itself is missing
         raise UsageError(f"mount needs libfuse 3 (Debian: apt-get install fuse3): {exc}") from None
 
-    class Operations(SnapshotFS, mfusepy.Operations):  # type: ignore[misc]
+    class Operations(SnapshotFS, mfusepy.Operations):
         """``SnapshotFS``'s methods for mfusepy, which calls those a subclass defines (an
         OSError raised is returned as its errno); the mount is read-only (``ro``), so the
         kernel answers every write with EROFS."""

@@ -279,9 +279,10 @@ def _to_copy(
     for snapshot in snapshots:
         if snapshot.id not in present and wants(target, snapshot, [*held, *wanted]):
             wanted.append(snapshot)
-    from .maintenance import site_keep
 
-    kept = site_keep(site, target.name, [*held, *wanted], clock.now())
+    from ..policy.retention import keep_in_target
+
+    kept = keep_in_target(site.config, target.name, [*held, *wanted], clock.now())
     chosen = [s for s in wanted if s.id in kept]
     return chosen, len(wanted) - len(chosen)
 
