@@ -1,13 +1,14 @@
-"""The oplog archiver's lag under a steady writer, and a restore to the end checked.
+"""The oplog archiver's lag under a steady writer, and 10 random points restored and checked.
 
 Usage::
 
-    PYTHONPATH=src .venv/bin/python bench/pitr.py [--seconds 180] [--rate 50] [--slice 10s]
-                                                  [--work DIR]
+    PYTHONPATH=src .venv/bin/python bench/pitr.py [--seconds 180] [--rate 50] [--slice 5s]
+                                                  [--seed 2026] [--work DIR]
 
 A FerretDB 1.24 (SQLite, with its oplog) is started in the work dir; a site is made with one
 mongodb source with ``[sources.pitr]``; a base backup is taken; then ``emberkeep oplog run
---json`` runs while one writer inserts, updates (``$set``, ``$unset``) and deletes at
+--json`` runs while one writer (``emberkeep.demo.oplogwriter.Writer``, the one
+``tests/test_pitr.py`` uses) inserts, updates (``$set``, ``$unset``) and deletes at
 ``--rate`` operations a second for ``--seconds``. Every write's wall time is logged, and
 every slice the archiver prints is timed as it arrives.
 
@@ -15,8 +16,16 @@ The lag is measured as the issue defines it, the newest entry on the server to t
 archived one, sampled every 0.25 s over the run: at a sample time ``t``, the wall time of
 the newest write before ``t`` minus that of the newest write some slice printed before ``t``
 held (0 when every write is archived). It prints the lag's p50, p95 and max, and how long
-each write waited for its slice (p50, p95). Then the source is restored to the last write
-(``--at-op``) and compared with the writer's model, document by document.
+each write waited for its slice (p50, p95).
+
+Then 10 points are drawn (``--seed``, printed) in the archived window, as the test draws
+them: 5 by ``(T, I)`` (``restore --at-op``, inclusive) and 5 by wall time (``restore --at``
+in the middle of a whole second the archive covers). Each write is paired with its oplog
+``(T, I)`` by reading the collection's entries back (one writer: the k-th entry is the k-th
+write), so the model is known at every point. Each point is restored into its own scratch
+database and compared with the writer's model there, document by document; a table
+(point, how chosen, writes, documents, equal, restore seconds) and the JSON result are
+printed. Exit 1 if any point differs (that database is kept to look at).
 """
 
 from __future__ import annotations
