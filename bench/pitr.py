@@ -1,13 +1,14 @@
-"""The oplog archiver's lag under a steady writer, and a restore to the end checked.
+"""The oplog archiver's lag under a steady writer, and 10 random points restored and checked.
 
 Usage::
 
-    PYTHONPATH=src .venv/bin/python bench/pitr.py [--seconds 180] [--rate 50] [--slice 10s]
-                                                  [--work DIR]
+    PYTHONPATH=src .venv/bin/python bench/pitr.py [--seconds 180] [--rate 50] [--slice 5s]
+                                                  [--seed 2026] [--work DIR]
 
 A FerretDB 1.24 (SQLite, with its oplog) is started in the work dir; a site is made with one
 mongodb source with ``[sources.pitr]``; a base backup is taken; then ``emberkeep oplog run
---json`` runs while one writer inserts, updates (``$set``, ``$unset``) and deletes at
+--json`` runs while one writer (``emberkeep.demo.oplogwriter.Writer``, the one
+``tests/test_pitr.py`` uses) inserts, updates (``$set``, ``$unset``) and deletes at
 ``--rate`` operations a second for ``--seconds``. Every write's wall time is logged, and
 every slice the archiver prints is timed as it arrives.
 
@@ -15,8 +16,16 @@ The lag is measured as the issue defines it, the newest entry on the server to t
 archived one, sampled every 0.25 s over the run: at a sample time ``t``, the wall time of
 the newest write before ``t`` minus that of the newest write some slice printed before ``t``
 held (0 when every write is archived). It prints the lag's p50, p95 and max, and how long
-each write waited for its slice (p50, p95). Then the source is restored to the last write
-(``--at-op``) and compared with the writer's model, document by document.
+each write waited for its slice (p50, p95).
+
+Then 10 points are drawn (``--seed``, printed) in the archived window, as the test draws
+them: 5 by ``(T, I)`` (``restore --at-op``, inclusive) and 5 by wall time (``restore --at``
+in the middle of a whole second the archive covers). Each write is paired with its oplog
+``(T, I)`` by reading the collection's entries back (one writer: the k-th entry is the k-th
+write), so the model is known at every point. Each point is restored into its own scratch
+database and compared with the writer's model there, document by document; a table
+(point, how chosen, writes, documents, equal, restore seconds) and the JSON result are
+printed. Exit 1 if any point differs (that database is kept to look at).
 """
 
 from __future__ import annotations
@@ -33,8 +42,12 @@ import sys
 import threading
 import time
 from bisect import bisect_right
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from emberkeep.demo.oplogwriter import Writer
 
 ROOT = Path(__file__).resolve().parent.parent
 DB = "pitrbench"
@@ -46,11 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=50.0, help="writes a second")
     parser.add_argument("--slice", default="5s", help="[sources.pitr] slice")
     parser.add_argument("--work", type=Path, default=Path("/tmp/emberkeep-pitr-bench"))
+    parser.add_argument("--seed", type=int, default=2026, help="seed of the restored points")
     args = parser.parse_args(argv)
 
     from bson import Timestamp
 
     from emberkeep.demo.mongoserver import MongoServer
+    from emberkeep.demo.oplogwriter import Writer, live_entries
 
     if args.work.exists():
         shutil.rmtree(args.work)
@@ -58,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     with MongoServer(args.work / "server", oplog_bytes=256 << 20) as server:
         client = server.client()
         site = _Site(args.work / "site", server.uri, args.slice)
-        coll = client[DB].live
-        model: dict[int, dict[str, Any]] = {i: {"_id": i, "v": 0} for i in range(500)}
-        coll.insert_many([dict(d) for d in model.values()])
+        writer = Writer(client, DB, initial=500, seed=1)
         base = site.json("backup")[0]["snapshot"]["extra"]["mongodb"]["oplog_end"]
         archiver = site.popen("oplog", "run", "--json")
         slices: list[tuple[float, Timestamp]] = []  # (monotonic arrival, end)
@@ -73,40 +86,16 @@ def main(argv: list[str] | None = None) -> int:
 
         reader = threading.Thread(target=read_slices, daemon=True)
         reader.start()
-        rng = random.Random(1)
         writes: list[float] = []  # monotonic time of each write, in order
-        next_id = len(model)
         started = time.monotonic()
         deadline = started + args.seconds
         while (now := time.monotonic()) < deadline:
-            kind = rng.choice("iuxd") if len(model) > 50 else "i"
-            key = rng.choice(list(model)) if kind != "i" else next_id
-            if kind == "i":
-                model[key] = {"_id": key, "v": len(writes) + 1, "tag": "new"}
-                coll.insert_one(dict(model[key]))
-                next_id += 1
-            elif kind == "u":
-                model[key] = model[key] | {"v": len(writes) + 1}
-                coll.update_one({"_id": key}, {"$set": {"v": len(writes) + 1}})
-            elif kind == "x":
-                # $set too: an update that changes nothing is not logged
-                model[key] = {k: v for k, v in model[key].items() if k != "tag"} | {
-                    "v": len(writes) + 1
-                }
-                coll.update_one(
-                    {"_id": key}, {"$set": {"v": len(writes) + 1}, "$unset": {"tag": 1}}
-                )
-            else:
-                del model[key]
-                coll.delete_one({"_id": key})
+            writer.write(1)
             writes.append(time.monotonic())
             time.sleep(max(0.0, started + len(writes) / args.rate - time.monotonic()))
-        oplog = client.local["oplog.rs"]
         point = Timestamp(base["t"], base["i"])
-        stamps = [
-            e["ts"] for e in oplog.find({"ns": f"{DB}.live", "ts": {"$gt": point}}, {"ts": 1})
-        ]
-        assert len(stamps) == len(writes), (len(stamps), len(writes))
+        stamps = [ts for ts in live_entries(client, DB) if ts > point]
+        assert len(stamps) == len(writes) == len(writer.log), (len(stamps), len(writes))
         while not slices or slices[-1][1] < stamps[-1]:
             time.sleep(0.25)  # the archiver finishing the last slice (measured, not raced)
             if archiver.poll() is not None:
@@ -116,12 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         archiver.send_signal(signal.SIGINT)
         archiver.wait(timeout=60)
         lags, waits = _lags(writes, stamps, slices, started, now)
-        last = stamps[-1]
-        restored = f"{DB}_restored"
-        site.json("restore", "--at-op", f"{last.time}:{last.inc}", "--to-uri", server.uri,
-                  "--ns-from", DB, "--ns-to", restored)  # fmt: skip
-        got = {d["_id"]: d for d in client[restored].live.find()}
-        same = got == model
+        print(f"points drawn with --seed {args.seed}", file=sys.stderr)
+        rows = []
+        for n, (flag, how, k) in enumerate(_points(stamps, random.Random(args.seed))):
+            rows.append(_restore_and_compare(site, client, server.uri, n, flag, how, k, writer))
+            print(_row(rows[-1]), file=sys.stderr, flush=True)
+        print(_table(rows))
+        equal = all(r["equal"] for r in rows)
         result = {
             "seconds": args.seconds,
             "writes": len(writes),
@@ -133,11 +123,69 @@ def main(argv: list[str] | None = None) -> int:
             "lag_max_seconds": round(max(lags), 2),
             "write_wait_p50_seconds": round(_pct(waits, 50), 2),
             "write_wait_p95_seconds": round(_pct(waits, 95), 2),
-            "restore_to_last_write_equal": same,
+            "seed": args.seed,
+            "points": rows,
+            "points_equal": f"{sum(r['equal'] for r in rows)}/{len(rows)}",
         }
         print(json.dumps(result, indent=2))
         client.close()
-        return 0 if same else 1
+        return 0 if equal else 1
+
+
+def _points(stamps: list[Any], rng: random.Random) -> list[tuple[list[str], str, int]]:
+    """Five points by ``(T, I)`` and five by wall time, as ``tests/test_pitr.py`` draws them.
+
+    Each is ``(restore flags, how chosen, k)``: the restore must equal the writer's model
+    after its first ``k`` writes. By ``(T, I)`` the point is inclusive, the state after the
+    k-th write. By wall time, a whole second the archive covers to its end (the last write's
+    second is covered only up to that write until the archiver's next empty slice, README),
+    restored at its middle: every write logged in that second is in.
+    """
+    last = stamps[-1]
+    by_op = [rng.randrange(1, len(stamps) + 1) for _ in range(5)]
+    seconds = [rng.randint(stamps[0].time, last.time - 1) for _ in range(5)]
+    points: list[tuple[list[str], str, int]] = []
+    for k in by_op:
+        points.append((["--at-op", f"{stamps[k - 1].time}:{stamps[k - 1].inc}"], "(T, I)", k))
+    for second in seconds:
+        moment = datetime.fromtimestamp(second + 0.5, UTC).isoformat()
+        k = sum(1 for ts in stamps if ts.time <= second)
+        points.append((["--at", moment], "wall time", k))
+    return points
+
+
+def _restore_and_compare(
+    site: _Site, client: Any, uri: str, n: int, flag: list[str], how: str, k: int, writer: Writer
+) -> dict[str, Any]:
+    """Restore one point into its own scratch database and compare it with the model there."""
+    name = f"{DB}_p{n}"
+    t0 = time.monotonic()
+    done = site.json("restore", *flag, "--to-uri", uri, "--ns-from", DB, "--ns-to", name)
+    took = time.monotonic() - t0
+    got = {d["_id"]: d for d in client[name].live.find()}
+    want = writer.state_after(k)
+    same = got == want
+    if flag[0] == "--at-op":  # the restore stopped at exactly the asked entry
+        same = same and done["point"]["last_applied"] == flag[1]
+    if same:
+        client.drop_database(name)  # kept when it differs, to look at
+    return {"point": flag[1], "chosen_by": how, "writes": k, "documents": len(got),
+            "expected_documents": len(want), "equal": same,
+            "restore_seconds": round(took, 2)}  # fmt: skip
+
+
+_HEAD = ("point", "how chosen", "writes", "documents", "equal", "restore s")
+
+
+def _row(r: dict[str, Any]) -> str:
+    cells = (r["point"], r["chosen_by"], r["writes"], r["documents"],
+             "yes" if r["equal"] else "NO", f"{r['restore_seconds']:.2f}")  # fmt: skip
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = "| " + " | ".join(_HEAD) + " |\n|" + " --- |" * len(_HEAD)
+    return "\n".join([head, *(_row(r) for r in rows)])
 
 
 def _lags(

@@ -25,6 +25,7 @@ from pymongo import MongoClient
 from robustness_helpers import popen
 from servers_mongo import MongoTestServer, client_of, module_server
 
+from emberkeep.demo.oplogwriter import Writer, live_entries
 from emberkeep.errors import IntegrityError
 from emberkeep.sources.mongodb.oplog import Oplog, Replayer
 from emberkeep.sources.mongodb.optime import LAST_INC
@@ -332,59 +333,6 @@ def test_transactions_ddl_and_rename_restore_exactly_or_are_refused_by_name(
 
 
 # -- the archiver under writes ---------------------------------------------------------
-
-
-class Writer:
-    """One thread inserting, updating (``$set``, ``$unset``) and deleting, each write logged
-    in order: with one writer, the k-th entry of its collection in the oplog is the k-th
-    write, so the state at any oplog point is the model after the writes up to it."""
-
-    def __init__(self, client: MongoClient[Any], db: str, initial: int, seed: int) -> None:
-        self.coll = client[db].live
-        self.rng = random.Random(seed)
-        self.model: dict[int, dict[str, Any]] = {i: {"_id": i, "v": 0} for i in range(initial)}
-        self.coll.insert_many([dict(d) for d in self.model.values()])
-        self.initial = {k: dict(v) for k, v in self.model.items()}
-        self.log: list[tuple[str, int, dict[str, Any] | None]] = []
-        self.next_id = initial
-
-    def write(self, n: int) -> None:
-        for _ in range(n):
-            seq = len(self.log) + 1
-            kind = self.rng.choice("iuxd") if len(self.model) > 5 else "i"
-            if kind == "i":
-                doc: dict[str, Any] = {"_id": self.next_id, "v": seq, "tag": "new"}
-                self.next_id += 1
-                self.coll.insert_one(dict(doc))
-            elif kind in "ux":
-                key = self.rng.choice(sorted(self.model))
-                if kind == "x":
-                    self.coll.update_one({"_id": key}, {"$set": {"v": seq}, "$unset": {"tag": 1}})
-                    doc = {k: v for k, v in self.model[key].items() if k != "tag"} | {"v": seq}
-                else:
-                    self.coll.update_one({"_id": key}, {"$set": {"v": seq, "x": "y" * 20}})
-                    doc = self.model[key] | {"v": seq, "x": "y" * 20}
-            else:
-                key = self.rng.choice(sorted(self.model))
-                self.coll.delete_one({"_id": key})
-                del self.model[key]
-                self.log.append(("d", key, None))
-                continue
-            self.model[doc["_id"]] = doc
-            self.log.append(("w", doc["_id"], dict(doc)))
-
-    def state_after(self, k: int) -> dict[int, dict[str, Any]]:
-        state = {key: dict(doc) for key, doc in self.initial.items()}
-        for op, key, doc in self.log[:k]:
-            if op == "d":
-                del state[key]
-            else:
-                state[key] = dict(doc or {})
-        return state
-
-
-def live_entries(client: MongoClient[Any], db: str) -> list[Timestamp]:
-    return [e["ts"] for e in client.local["oplog.rs"].find({"ns": f"{db}.live"}, {"ts": 1})]
 
 
 def slice_headers(site: Site) -> list[dict[str, Any]]:
