@@ -206,9 +206,10 @@ def backup_at(site: Site, when: str) -> dict[str, Any]:
 def test_packs_prune_condemned_in_the_target_are_reused_only_when_no_prune_runs(
     site: Site, tmp_path: Path
 ) -> None:
-    """A monthly target forgets last month; this month's snapshot needs its packs again.
+    """A monthly target forgets an old month; a later month's snapshot needs its packs again.
 
-    The primary keeps everything; the target keeps one monthly snapshot. January holds
+    The primary keeps everything; the target keeps one monthly snapshot, and takes each
+    month's snapshot once the month has ended (at the next month's backup). January holds
     a.bin, February b.bin, March a.bin again: its data pack is January's, which prune has
     condemned in the target, and a verbatim copy cannot give it another name.
     """
@@ -224,9 +225,14 @@ def test_packs_prune_condemned_in_the_target_are_reused_only_when_no_prune_runs(
     site.run("init")
     (src / "a.bin").write_bytes(a_bytes)
     january = backup_at(site, "2026-01-05T02:00:00Z")
+    [copy] = january["copies"]
+    assert copy["status"] == "skipped" and "once the month has ended" in copy["reason"], copy
     (src / "a.bin").unlink()
     (src / "b.bin").write_bytes(b_bytes)
-    february = backup_at(site, "2026-02-05T02:00:00Z")
+    february = backup_at(site, "2026-02-05T02:00:00Z")  # copies January
+    (src / "b.bin").unlink()
+    (src / "a.bin").write_bytes(a_bytes)
+    march = backup_at(site, "2026-03-05T02:00:00Z")  # copies February
     assert ids(site, "mirror") == [january["snapshot"]["id"], february["snapshot"]["id"]]
     pruned = site.json("prune", "--target", "mirror")["mirror"]  # January goes from the mirror
     assert pruned["packs_condemned"] == 2 and pruned["packs_deleted"] == 0  # grace: 1h
@@ -239,14 +245,12 @@ def test_packs_prune_condemned_in_the_target_are_reused_only_when_no_prune_runs(
         "kind": "exclusive",
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "started": "2026-03-05T01:59:00+00:00",
-        "refreshed": "2026-03-05T01:59:00+00:00",
+        "started": "2026-04-05T01:59:00+00:00",
+        "refreshed": "2026-04-05T01:59:00+00:00",
     }
     (mirror / "locks" / "exclusive").write_text(json.dumps(lease))
-    (src / "b.bin").unlink()
-    (src / "a.bin").write_bytes(a_bytes)
-    march = backup_at(site, "2026-03-05T02:00:00Z")
-    [copy] = march["copies"]
+    april = backup_at(site, "2026-04-05T02:00:00Z")  # would copy March
+    [copy] = april["copies"]
     assert copy["status"] == "failed" and "target mirror is being pruned" in copy["error"]
     assert "run `emberkeep replicate` again when the prune has finished" in copy["error"]
     assert len(ids(site, "mirror")) == 1 and sorted((mirror / "index").iterdir()) == index_files
@@ -260,7 +264,7 @@ def test_packs_prune_condemned_in_the_target_are_reused_only_when_no_prune_runs(
     assert site.json("check", "--read-data", "--target", "mirror")["mirror"]["ok"]
 
     # The next prune pardons a.bin's pack (March needs it) and drops February.
-    site.env["EMBERKEEP_NOW"] = "2026-03-05T04:00:00Z"
+    site.env["EMBERKEEP_NOW"] = "2026-04-05T04:00:00Z"
     site.run("prune", "--target", "mirror", "--grace", "1h")
     assert ids(site, "mirror") == [march["snapshot"]["id"]]
     out = tmp_path / "out"
