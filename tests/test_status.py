@@ -212,9 +212,7 @@ def test_the_scheduler_alerts_failures_and_the_breach_once_while_it_runs(
     assert len(failed) == 3
 
 
-def test_a_monthly_target_misses_a_month_only_once_it_has_ended(
-    site: Site, tmp_path: Path
-) -> None:
+def test_a_monthly_target_misses_a_month_only_once_it_has_ended(site: Site, tmp_path: Path) -> None:
     """Status predicts replicate's rule: the newest snapshot of each ended month."""
     data = tree(tmp_path / "data")
     mirror = tmp_path / "mirror"

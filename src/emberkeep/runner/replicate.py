@@ -201,8 +201,8 @@ def run_replicate(
     """Copy to each other target (or ``target``) every primary snapshot it lacks and wants.
 
     Oldest first; a weekly or monthly target receives the newest of each ended period
-    (``wanted``); what the target's retention would not keep is left out (``_to_copy``). An unreachable primary
-    fails the whole run; an unreachable target fails only its part.
+    (``wanted``); what the target's retention would not keep is left out (``_to_copy``).
+    An unreachable primary fails the whole run; an unreachable target fails only its part.
     """
     primary = site.config.targets[0]
     if target == primary.name:
