@@ -176,11 +176,15 @@ sources = ["mongodb"]
     assert {s["id"] for s in night} <= {s["id"] for s in held("local")}
     cold_held = held("cold")
     assert {s["source"] for s in cold_held} == {"mongodb"}  # cold holds only the database
-    night_db = next(s["id"] for s in night if s["source"] == "mongodb")
-    assert night_db in {s["id"] for s in cold_held}
-    # cold's monthly snapshots are ones local and remote hold too
-    assert {s["id"] for s in cold_held} <= {s["id"] for s in held("remote")}
-    assert {s["id"] for s in cold_held} <= {s["id"] for s in held("local")}
+    # the night of 1 April (backed up to remote) sent cold March's last database snapshot:
+    # the same monthly snapshot local and remote keep for March
+    [march] = [s["id"] for s in cold_held]
+    assert [s["time"] for s in cold_held] == ["2026-03-31T00:00:00Z"]  # 2:00 in Berlin
+    for name in ("local", "remote"):
+        out = _run(site, state, backup_host, END, "prune", "--dry-run", "--target", name,
+                   "--json").stdout  # fmt: skip
+        [decision] = [d for d in json.loads(out)[name]["snapshots"] if d["id"] == march]
+        assert decision["action"] == "keep" and "monthly" in decision["reason"], decision
 
     # database corruption: recover --only mongodb --at T; the live config stays as it is
     mongo_client[DB].products.delete_many({})

@@ -18,7 +18,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,12 @@ from conftest import Site, restored, tree_listing
 from servers import S3Server, SshServer, _children, _wait_listening, start_sshd
 
 from emberkeep import config as config_module
-from emberkeep.config import Target
+from emberkeep.config import Retention, Target
 from emberkeep.errors import ConfigError
+from emberkeep.policy.retention import keep_source, period_of
 from emberkeep.repository.snapshot import Snapshot
 from emberkeep.runner import unitfiles
-from emberkeep.runner.replicate import period, wants
+from emberkeep.runner.replicate import wanted
 from emberkeep.runner.scheduler import jobs_of
 
 MiB = 1024 * 1024
@@ -205,9 +206,10 @@ def backup_at(site: Site, when: str) -> dict[str, Any]:
 def test_packs_prune_condemned_in_the_target_are_reused_only_when_no_prune_runs(
     site: Site, tmp_path: Path
 ) -> None:
-    """A monthly target forgets last month; this month's snapshot needs its packs again.
+    """A monthly target forgets an old month; a later month's snapshot needs its packs again.
 
-    The primary keeps everything; the target keeps one monthly snapshot. January holds
+    The primary keeps everything; the target keeps one monthly snapshot, and takes each
+    month's snapshot once the month has ended (at the next month's backup). January holds
     a.bin, February b.bin, March a.bin again: its data pack is January's, which prune has
     condemned in the target, and a verbatim copy cannot give it another name.
     """
@@ -223,9 +225,14 @@ def test_packs_prune_condemned_in_the_target_are_reused_only_when_no_prune_runs(
     site.run("init")
     (src / "a.bin").write_bytes(a_bytes)
     january = backup_at(site, "2026-01-05T02:00:00Z")
+    [copy] = january["copies"]
+    assert copy["status"] == "skipped" and "once the month has ended" in copy["reason"], copy
     (src / "a.bin").unlink()
     (src / "b.bin").write_bytes(b_bytes)
-    february = backup_at(site, "2026-02-05T02:00:00Z")
+    february = backup_at(site, "2026-02-05T02:00:00Z")  # copies January
+    (src / "b.bin").unlink()
+    (src / "a.bin").write_bytes(a_bytes)
+    march = backup_at(site, "2026-03-05T02:00:00Z")  # copies February
     assert ids(site, "mirror") == [january["snapshot"]["id"], february["snapshot"]["id"]]
     pruned = site.json("prune", "--target", "mirror")["mirror"]  # January goes from the mirror
     assert pruned["packs_condemned"] == 2 and pruned["packs_deleted"] == 0  # grace: 1h
@@ -238,14 +245,12 @@ def test_packs_prune_condemned_in_the_target_are_reused_only_when_no_prune_runs(
         "kind": "exclusive",
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "started": "2026-03-05T01:59:00+00:00",
-        "refreshed": "2026-03-05T01:59:00+00:00",
+        "started": "2026-04-05T01:59:00+00:00",
+        "refreshed": "2026-04-05T01:59:00+00:00",
     }
     (mirror / "locks" / "exclusive").write_text(json.dumps(lease))
-    (src / "b.bin").unlink()
-    (src / "a.bin").write_bytes(a_bytes)
-    march = backup_at(site, "2026-03-05T02:00:00Z")
-    [copy] = march["copies"]
+    april = backup_at(site, "2026-04-05T02:00:00Z")  # would copy March
+    [copy] = april["copies"]
     assert copy["status"] == "failed" and "target mirror is being pruned" in copy["error"]
     assert "run `emberkeep replicate` again when the prune has finished" in copy["error"]
     assert len(ids(site, "mirror")) == 1 and sorted((mirror / "index").iterdir()) == index_files
@@ -259,7 +264,7 @@ def test_packs_prune_condemned_in_the_target_are_reused_only_when_no_prune_runs(
     assert site.json("check", "--read-data", "--target", "mirror")["mirror"]["ok"]
 
     # The next prune pardons a.bin's pack (March needs it) and drops February.
-    site.env["EMBERKEEP_NOW"] = "2026-03-05T04:00:00Z"
+    site.env["EMBERKEEP_NOW"] = "2026-04-05T04:00:00Z"
     site.run("prune", "--target", "mirror", "--grace", "1h")
     assert ids(site, "mirror") == [march["snapshot"]["id"]]
     out = tmp_path / "out"
@@ -275,15 +280,15 @@ def test_packs_prune_condemned_in_the_target_are_reused_only_when_no_prune_runs(
 # -- the copies rule over ~70 simulated days --------------------------------------------------
 
 
-def first_of_each(snapshots: list[dict[str, Any]], copies: str) -> list[str]:
-    seen: dict[str, str] = {}
-    for snap in snapshots:  # oldest first
-        moment = datetime.fromisoformat(snap["time"].replace("Z", "+00:00"))
-        seen.setdefault(period(copies, moment), snap["id"])
-    return list(seen.values())
+def last_of_each_ended(snapshots: list[dict[str, Any]], copies: str, now: str) -> list[str]:
+    """The newest snapshot of each period before ``now``'s (written oldest first)."""
+    last: dict[tuple[int, ...], str] = {}
+    for snap in snapshots:
+        last[period_of(copies, at(snap["time"]))] = snap["id"]
+    return [sid for p, sid in last.items() if p < period_of(copies, at(now))]
 
 
-def test_monthly_and_weekly_targets_get_the_first_snapshot_of_each_period(
+def test_monthly_and_weekly_targets_get_the_last_snapshot_of_each_ended_period(
     site: Site, tmp_path: Path
 ) -> None:
     """70 daily backups by the scheduler (simulated clock), each copied as the rules say."""
@@ -309,24 +314,61 @@ def test_monthly_and_weekly_targets_get_the_first_snapshot_of_each_period(
     primary = site.json("snapshots", "--target", "local")
     assert len(primary) == 70
     monthly = ids(site, "monthly")
-    assert monthly == first_of_each(primary, "monthly")
+    # the backup of 1 February copied 31 January; March has not ended
+    assert monthly == last_of_each_ended(primary, "monthly", "2026-03-11T02:00:00Z")
     assert [s["time"][:10] for s in site.json("snapshots", "--target", "monthly")] == [
-        "2026-01-01",
-        "2026-02-01",
-        "2026-03-01",
+        "2026-01-31",
+        "2026-02-28",
     ]
     weekly = ids(site, "weekly")
-    assert weekly == first_of_each(primary, "weekly")
-    assert len(weekly) == 11  # ISO weeks 1 to 11 of 2026; week 1 begins on Thursday 1 January
+    assert weekly == last_of_each_ended(primary, "weekly", "2026-03-11T02:00:00Z")
+    assert len(weekly) == 10  # the Sundays of ISO weeks 1 to 10 of 2026 (week 1: 1-4 January)
 
-    # The primary prunes to its last 7 days; the targets already hold those weeks and months,
-    # so replicate copies nothing (a rule of "first in the primary" would copy again).
+    # The primary prunes to its last 7 days; the targets already hold the newest of the
+    # weeks and months that ended, so replicate copies nothing.
     site.env["EMBERKEEP_NOW"] = "2026-03-11T12:00:00Z"
     site.run("prune", "--target", "local", "--grace", "0s")
     assert len(ids(site, "local")) == 7
     for copy in site.json("replicate"):
         assert copy["status"] == "skipped" and copy["packs_copied"] == 0, copy
     assert ids(site, "monthly") == monthly and ids(site, "weekly") == weekly
+
+    # The clock passes the end of March (and of ISO week 11) with no backup since 11 March:
+    # replicate (the scheduled job) copies the newest of each, 11 March, to both.
+    site.env["EMBERKEEP_NOW"] = "2026-04-01T06:00:00Z"
+    for copy in site.json("replicate"):
+        assert copy["status"] == "copied" and copy["snapshots"] == [primary[-1]["id"]], copy
+
+
+def test_three_months_of_nightly_backups_and_prunes_keep_cold_on_the_monthly_rule() -> None:
+    """The strategy's night (backup, its copies, then prune on every target) from 1 January
+    to 15 April, with the decision functions replicate and prune use: cold holds exactly
+    the last snapshot of each ended month, each one the primary's monthly rule keeps too."""
+    policy = Retention(daily=7, weekly=4, monthly=12)
+    cold = target("monthly")
+    primary: list[Snapshot] = []
+    held: list[Snapshot] = []
+    day = at("2026-01-01T02:00:00Z")
+    seq = 0
+    while day < at("2026-04-16T00:00:00Z"):
+        seq += 1
+        primary.append(snap("mongodb", day.isoformat(), seq))
+        # the after-step: what cold wants and its retention keeps (runner/replicate._to_copy)
+        want = wanted(cold, primary, held, day)
+        kept_cold = keep_source([*held, *want], day, policy)
+        held += [s for s in want if s.id in kept_cold]
+        prune_at = day + timedelta(hours=2)
+        kept = keep_source(primary, prune_at, policy)
+        primary = [s for s in primary if s.id in kept]
+        held = [s for s in held if s.id in keep_source(held, prune_at, policy)]
+        for copy in held:  # every cold snapshot is one the primary's monthly rule keeps
+            assert "monthly" in kept.get(copy.id, ""), (day, copy.id, kept.get(copy.id))
+        day += timedelta(days=1)
+    assert [s.time.date().isoformat() for s in held] == ["2026-01-31", "2026-02-28", "2026-03-31"]
+    # the primary: 1 January (monthly's oldest), the month ends, two Sundays (weekly), 9-15 April
+    assert [s.time.strftime("%m-%d") for s in primary] == [
+        "01-01", "01-31", "02-28", "03-29", "03-31", "04-05", *(f"04-{d:02d}" for d in range(9, 16))
+    ]  # fmt: skip
 
 
 # -- an SFTP server killed mid-copy, then `emberkeep replicate` -------------------------------
@@ -465,58 +507,88 @@ def test_sftp_killed_mid_copy_then_replicate_completes_without_resending(
 # -- the rule, as a pure function -------------------------------------------------------------
 
 
-def snap(source: str, when: str) -> Snapshot:
+def snap(source: str, when: str, seq: int | None = None) -> Snapshot:
     moment = datetime.fromisoformat(when.replace("Z", "+00:00"))
-    return Snapshot(source, "files", moment, "host", b"", b"", id=f"{source}-{when}")
+    return Snapshot(source, "files", moment, "host", b"", b"", id=f"{source}-{when}", seq=seq)
 
 
 def target(copies: str) -> Target:
     return Target(name="t", url="file:///t", copies=copies)  # type: ignore[arg-type]
 
 
-def replicate_in_order(copies: str, times: list[str], source: str = "db") -> list[str]:
+def at(when: str) -> datetime:
+    return datetime.fromisoformat(when.replace("Z", "+00:00"))
+
+
+def replicate_daily(copies: str, times: list[str], source: str = "db") -> list[str]:
+    """Backups at ``times``, each followed by the after-step: what the target holds."""
+    primary: list[Snapshot] = []
     held: list[Snapshot] = []
-    for when in times:
-        candidate = snap(source, when)
-        if wants(target(copies), candidate, held):
-            held.append(candidate)
+    for seq, when in enumerate(times, 1):
+        primary.append(snap(source, when, seq))
+        held += wanted(target(copies), primary, held, at(when))
     return [s.time.strftime("%Y-%m-%d") for s in held]
 
 
-def test_wants_all_takes_everything() -> None:
+def test_wanted_all_takes_everything_it_lacks() -> None:
     held = [snap("db", "2026-03-01T02:00:00Z")]
-    assert wants(target("all"), snap("db", "2026-03-01T03:00:00Z"), held)
+    offered = [*held, snap("db", "2026-03-01T03:00:00Z")]
+    assert wanted(target("all"), offered, held, at("2026-03-01T04:00:00Z")) == offered[1:]
 
 
-def test_wants_monthly_is_the_first_of_each_month_in_utc() -> None:
+def test_wanted_monthly_is_the_last_of_each_ended_month_in_utc() -> None:
     daily = [f"2026-{m:02d}-{d:02d}T23:30:00Z" for m in (1, 2, 3) for d in range(1, 29)]
-    assert replicate_in_order("monthly", daily) == ["2026-01-01", "2026-02-01", "2026-03-01"]
-    late = snap("db", "2026-02-01T01:30:00+02:00")  # 1 February locally, 31 January in UTC
-    assert not wants(target("monthly"), late, [snap("db", "2026-01-05T00:00:00Z")])
-    assert wants(target("monthly"), snap("db", "2026-02-01T00:30:00Z"), [late])
+    # March has not ended: its 28th is not yet the snapshot the monthly rule keeps for it
+    assert replicate_daily("monthly", daily) == ["2026-01-28", "2026-02-28"]
+    late = snap("db", "2026-02-01T01:30:00+02:00", 2)  # 1 February locally, 31 January in UTC
+    primary = [snap("db", "2026-01-05T00:00:00Z", 1), late]
+    assert wanted(target("monthly"), primary, [], at("2026-01-31T23:45:00Z")) == []
+    # January ended by the clock, with no backup since: its newest is wanted
+    assert wanted(target("monthly"), primary, [], at("2026-02-01T00:00:00Z")) == [late]
+    # or ended by a backup in February
+    primary.append(snap("db", "2026-02-01T00:30:00Z", 3))
+    assert wanted(target("monthly"), primary, [], at("2026-01-31T23:59:00Z")) == [late]
 
 
-def test_wants_weekly_uses_iso_weeks_across_the_year_end() -> None:
+def test_wanted_weekly_uses_iso_weeks_across_the_year_end() -> None:
     days = [f"2025-12-{d}T02:00:00Z" for d in range(26, 32)] + [
         f"2026-01-{d:02d}T02:00:00Z" for d in range(1, 13)
     ]
     # 2025-12-29 (Monday) begins ISO week 2026-W01; 2026-01-05 and 2026-01-12 the next ones
-    assert replicate_in_order("weekly", days) == [
-        "2025-12-26",
-        "2025-12-29",
-        "2026-01-05",
-        "2026-01-12",
+    assert replicate_daily("weekly", days) == ["2025-12-28", "2026-01-04", "2026-01-11"]
+    assert period_of("weekly", at("2026-01-01T00:00:00Z")) == (2026, 1)
+
+
+def test_wanted_looks_at_the_same_source_only_and_at_what_the_target_holds() -> None:
+    now = at("2026-04-02T00:00:00Z")
+    held = [snap("media", "2026-03-31T02:00:00Z", 9)]
+    offered = [snap("db", "2026-03-02T02:00:00Z", 1)]
+    assert wanted(target("monthly"), offered, held, now) == offered  # media is not db
+    # the target holds 31 March; the primary pruned it but keeps the 29th (its weekly
+    # rule): the 29th is not the month's newest, so it is not wanted
+    held = [snap("db", "2026-03-31T02:00:00Z", 3)]
+    offered = [snap("db", "2026-03-29T02:00:00Z", 1), snap("db", "2026-04-01T02:00:00Z", 4)]
+    assert wanted(target("monthly"), offered, held, now) == []
+    # a target holding an older snapshot of a month (an earlier rule's pick) gets its newest
+    held = [snap("db", "2026-03-01T02:00:00Z", 1)]
+    offered = [*held, snap("db", "2026-03-31T02:00:00Z", 3), snap("db", "2026-04-01T02:00:00Z", 4)]
+    assert wanted(target("monthly"), offered, held, now) == [offered[1]]
+
+
+def test_wanted_is_what_the_monthly_rule_keeps_after_a_clock_stepped_back() -> None:
+    """Written order decides the newest, as in retention; a future-dated one counts for none."""
+    offered = [
+        snap("db", "2026-03-30T02:00:00Z", 1),
+        snap("db", "2026-03-31T02:00:00Z", 2),
+        snap("db", "2026-03-29T02:00:00Z", 3),  # written last, its clock a day behind
+        snap("db", "2027-01-01T00:00:00Z", 4),  # a forged date: does not end March
     ]
-    assert period("weekly", snap("db", "2026-01-01T00:00:00Z").time) == "2026-W01"
-
-
-def test_wants_looks_at_the_same_source_only_and_at_what_the_target_holds() -> None:
-    held = [snap("media", "2026-03-01T02:00:00Z")]
-    assert wants(target("monthly"), snap("db", "2026-03-02T02:00:00Z"), held)
-    # the target holds 10 March (say the 1st failed to copy): the 1st is not wanted later
-    held = [snap("db", "2026-03-10T02:00:00Z")]
-    assert not wants(target("monthly"), snap("db", "2026-03-01T02:00:00Z"), held)
-    assert wants(target("monthly"), snap("db", "2026-04-01T02:00:00Z"), held)
+    now = at("2026-03-31T12:00:00Z")
+    assert wanted(target("monthly"), offered, [], now) == []
+    now = at("2026-04-01T00:00:00Z")
+    assert wanted(target("monthly"), offered, [], now) == [offered[2]]
+    policy = Retention(monthly=12)
+    assert keep_source(offered[:3], now, policy)[offered[2].id] == "monthly 1/12"
 
 
 # -- the scheduled replicate job --------------------------------------------------------------

@@ -212,6 +212,33 @@ def test_the_scheduler_alerts_failures_and_the_breach_once_while_it_runs(
     assert len(failed) == 3
 
 
+def test_a_monthly_target_misses_a_month_only_once_it_has_ended(site: Site, tmp_path: Path) -> None:
+    """Status predicts replicate's rule: the newest snapshot of each ended month."""
+    data = tree(tmp_path / "data")
+    mirror = tmp_path / "mirror"
+    site.write_config(
+        [data],
+        targets=(
+            f'[[targets]]\nname = "local"\nurl = "file://{site.repo}"\n'
+            f'[[targets]]\nname = "cold"\nurl = "file://{mirror}"\ncopies = "monthly"\n'
+        ),
+    )
+    site.run("init")
+    backup_at(site, "2026-03-30T02:00:00Z")
+    backup_at(site, "2026-03-31T02:00:00Z")
+    _code, report = status(site, "2026-03-31T23:00:00Z")
+    assert (report["targets"][1]["snapshots"], report["targets"][1]["missing_snapshots"]) == (0, 0)
+    _code, report = status(site, "2026-04-01T01:00:00Z")  # March has ended, no backup since
+    assert report["targets"][1]["missing_snapshots"] == 1
+    site.env["EMBERKEEP_NOW"] = "2026-04-01T01:30:00Z"
+    [copy] = site.json("replicate")
+    assert [s["time"] for s in site.json("snapshots", "--target", "cold")] == [
+        "2026-03-31T02:00:00Z"
+    ], copy
+    _code, report = status(site, "2026-04-01T02:00:00Z")
+    assert report["targets"][1]["missing_snapshots"] == 0
+
+
 def test_targets_show_the_last_copy_and_the_replication_lag(site: Site, tmp_path: Path) -> None:
     data = tree(tmp_path / "data")
     site.write_config([data])

@@ -567,14 +567,10 @@ def _missing(
     site: Site, target: Target, primary: list[Snapshot], held: list[Snapshot], now: datetime
 ) -> list[Snapshot]:
     """Primary snapshots ``target`` should hold but lacks, oldest first (as replicate picks)."""
-    from ..runner.replicate import wants
+    from ..runner.replicate import wanted as copies_wanted
 
-    present = {s.id for s in held}
-    wanted: list[Snapshot] = []
     taken = [s for s in primary if not target.sources or s.source in target.sources]
-    for snapshot in sorted(taken, key=lambda s: (s.time, s.id)):
-        if snapshot.id not in present and wants(target, snapshot, [*held, *wanted]):
-            wanted.append(snapshot)
+    wanted = copies_wanted(target, sorted(taken, key=lambda s: (s.time, s.id)), held, now)
 
     from ..policy.retention import keep_in_target
 

@@ -203,6 +203,38 @@ def _count_rule(
     yield oldest, f"{len(counted) + 1}/{count} (oldest)"
 
 
+def period_of(rule: str, moment: datetime) -> Period:
+    """The period of ``moment`` (in UTC) that the count rule ``rule`` counts: "monthly" its
+    year and month, "weekly" its ISO year and week. Periods compare in time order."""
+    return dict(COUNT_RULES)[rule](_utc(moment))
+
+
+def ended_period_newest(rule: str, snapshots: Sequence[Snapshot], now: datetime) -> set[str]:
+    """Ids of the snapshots the count rule ``rule`` keeps for periods that have ended.
+
+    Of each source, the newest (written order, as ``keep``) of each period, once that period
+    has ended: a snapshot of the source written after it lies in a later period, or ``now``
+    is in a later period (the period ended by the clock, with no backup since). That is the
+    snapshot ``rule`` keeps for the period from then on: a ``copies = "weekly"`` or
+    ``"monthly"`` target takes it (runner/replicate.py). A snapshot dated in the future
+    counts for nothing, as for ``keep``.
+    """
+    out: set[str] = set()
+    current = period_of(rule, now)
+    for group in _by_source(snapshots).values():
+        present = (s for s in group if not is_future(s, now))
+        later: Period | None = None  # the latest period of the snapshots written after
+        counted: set[Period] = set()
+        for snapshot in sorted(present, key=written_order, reverse=True):
+            mine = period_of(rule, snapshot.time)
+            if mine not in counted:
+                counted.add(mine)
+                if mine < current or (later is not None and later > mine):
+                    out.add(snapshot.id)
+            later = mine if later is None else max(later, mine)
+    return out
+
+
 def _by_source(snapshots: Sequence[Snapshot]) -> dict[str, list[Snapshot]]:
     groups: dict[str, list[Snapshot]] = {}
     for snapshot in snapshots:

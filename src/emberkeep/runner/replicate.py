@@ -6,11 +6,17 @@ to every other target whose ``copies`` rule wants it; ``emberkeep replicate``
 Only the packs a target lacks are sent (repository/replicate.py). One target failing never
 stops the others: each target's outcome is reported on its own.
 
-The copies rule (``wants``): "all" takes every snapshot; "weekly" and "monthly" take a
-snapshot only when the target holds none of the same source from the same ISO week or
-calendar month (UTC). Replicating in order, that is the first snapshot of each week or
-month; and it stays right when the primary later prunes, because it asks the target what
-it holds rather than the primary what came first.
+The copies rule (``wanted``): "all" takes every snapshot; "weekly" and "monthly" take, of
+each source, the snapshot the retention rule of the same name keeps for each ISO week or
+calendar month (UTC): the newest of the period, once the period has ended, that is once a
+snapshot of the source lies in a later period or the clock is past the period's end
+(policy/retention.py, ``ended_period_newest``, the same periods prune counts). So the cold
+copy of March is the snapshot local and remote keep as March's ``monthly``: the backup of
+1 April copies 31 March's snapshot (its after-step offers every snapshot of the source, not
+only the new one), and ``emberkeep replicate`` (or its scheduled job) copies it when no
+backup ran since the month ended. The rule asks what the primary *and the target* hold, so it
+stays right when the primary later prunes: a month's snapshot the target holds is not
+replaced by an older one the primary still keeps for another rule.
 
 `emberkeep replicate` also leaves out what the target's own retention would not keep: a
 snapshot that target's prune removed is not sent again (a target whose retention is shorter
@@ -21,12 +27,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from .. import clock
 from ..config import Target
 from ..errors import EmberkeepError, UsageError
+from ..policy.retention import ended_period_newest, keep_in_target
 from ..repository import layout
 from ..repository.replicate import CopyStats, copy_snapshot
 from ..repository.repo import Repository
@@ -69,38 +76,18 @@ class TargetCopy:
 # -- the copies rule -------------------------------------------------------------------------
 
 
-def period(copies: str, moment: datetime) -> str:
-    """The ISO week (``2026-W09``) or month (``2026-03``) of ``moment`` in UTC."""
-    utc = moment.astimezone(UTC)
-    if copies == "weekly":
-        year, week, _day = utc.isocalendar()
-        return f"{year}-W{week:02d}"
-    return f"{utc.year}-{utc.month:02d}"
-
-
-def holder_in_period(
-    target: Target, snapshot: Snapshot, held: Iterable[Snapshot]
-) -> Snapshot | None:
-    """A snapshot in ``held`` that makes ``target``'s rule refuse ``snapshot``, if any."""
+def wanted(
+    target: Target, offered: Iterable[Snapshot], held: Iterable[Snapshot], now: datetime
+) -> list[Snapshot]:
+    """Of ``offered`` (the primary's snapshots), those ``target``, holding ``held``, lacks and
+    its copies rule wants (module docstring), in the order offered."""
+    held = list(held)
+    present = {s.id for s in held}
+    missing = [s for s in offered if s.id not in present]
     if target.copies == "all":
-        return None
-    wanted = period(target.copies, snapshot.time)
-    for other in held:
-        if other.source == snapshot.source and period(target.copies, other.time) == wanted:
-            return other
-    return None
-
-
-def wants(target: Target, snapshot: Snapshot, held: Iterable[Snapshot]) -> bool:
-    """Whether ``target``, holding ``held``, should receive ``snapshot`` (module docstring)."""
-    return holder_in_period(target, snapshot, held) is None
-
-
-def _refusal(target: Target, snapshot: Snapshot, holder: Snapshot) -> str:
-    return (
-        f'copies = "{target.copies}": it already holds snapshot {holder.short_id} of source '
-        f"{snapshot.source} from {period(target.copies, snapshot.time)}"
-    )
+        return missing
+    closed = ended_period_newest(target.copies, [*held, *missing], now)
+    return [s for s in missing if s.id in closed]
 
 
 # -- after a backup --------------------------------------------------------------------------
@@ -114,11 +101,18 @@ class _Primary:
         self.site = site
         self.name = name or site.config.targets[0].name
         self._repo: Repository | None = repo
+        self._snapshots: list[Snapshot] | None = None
 
     def repo(self) -> Repository:
         if self._repo is None:
             self._repo = self.site.repository(self.name)
         return self._repo
+
+    def snapshots(self) -> list[Snapshot]:
+        """Its snapshots, read once for every target that asks."""
+        if self._snapshots is None:
+            self._snapshots = self.repo().snapshots()
+        return self._snapshots
 
 
 def replicate_after_backup(
@@ -130,7 +124,11 @@ def replicate_after_backup(
 ) -> list[TargetCopy]:
     """Copy a backup's new snapshot from the target it went to to every other target that
     takes its source and whose rule wants it; a target the backup found unavailable is
-    reported failed, for ``emberkeep replicate`` to fill later."""
+    reported failed, for ``emberkeep replicate`` to fill later.
+
+    A weekly or monthly target is offered every snapshot of the source, not only the new
+    one: the new snapshot ends the last period, whose newest (an earlier snapshot) is the
+    one its rule wants (module docstring)."""
     primary = _Primary(site, outcome.target)
     snapshot = outcome.result.snapshot
     copies = []
@@ -141,7 +139,10 @@ def replicate_after_backup(
             reason = f"unavailable at backup time: {outcome.unavailable[target.name]}"
             copies.append(TargetCopy(target.name, "failed", reason))
             continue
-        copies.append(_copy_new(site, target, primary, snapshot, on_pack, on_total))
+        if target.copies == "all":
+            copies.append(_copy_new(site, target, primary, snapshot, on_pack, on_total))
+        else:
+            copies.append(_copy_periodic(site, target, primary, snapshot, on_pack, on_total))
     return copies
 
 
@@ -157,13 +158,33 @@ def _copy_new(
         dst = site.repository(target.name)
         if snapshot.id in _snapshot_ids(dst):
             return TargetCopy(target.name, "skipped", "it already holds this snapshot")
-        holder = holder_in_period(target, snapshot, _held(dst, target))
-        if holder is not None:
-            return TargetCopy(target.name, "skipped", _refusal(target, snapshot, holder))
         stats = copy_snapshot(primary.repo(), dst, snapshot, on_pack=on_pack, on_total=on_total)
     except Exception as exc:  # one target failing never stops the others
         return TargetCopy(target.name, "failed", error_text(target.name, exc))
     return TargetCopy(target.name, "copied", snapshots=[snapshot.id], stats=stats)
+
+
+def _copy_periodic(
+    site: Site,
+    target: Target,
+    primary: _Primary,
+    snapshot: Snapshot,
+    on_pack: OnPack,
+    on_total: OnTotal,
+) -> TargetCopy:
+    """What a weekly or monthly target wants of the source's snapshots, copied (``_fill``)."""
+    try:
+        offered = [s for s in primary.snapshots() if s.source == snapshot.source]
+    except Exception as exc:  # one target failing never stops the others
+        return TargetCopy(target.name, "failed", error_text(target.name, exc))
+    copy = _fill(site, target, primary.repo(), offered, on_pack, on_total)
+    if copy.status == "skipped" and not copy.left_out:
+        unit = {"weekly": "ISO week", "monthly": "month"}[target.copies]
+        copy.reason = (
+            f'copies = "{target.copies}": nothing to copy; it takes the newest snapshot of '
+            f"each {unit} once the {unit} has ended"
+        )
+    return copy
 
 
 # -- emberkeep replicate ---------------------------------------------------------------------
@@ -179,9 +200,9 @@ def run_replicate(
 ) -> list[TargetCopy]:
     """Copy to each other target (or ``target``) every primary snapshot it lacks and wants.
 
-    Oldest first, so a weekly or monthly target receives the first of each period; what the
-    target's retention would not keep is left out (``_to_copy``). An unreachable primary
-    fails the whole run; an unreachable target fails only its part.
+    Oldest first; a weekly or monthly target receives the newest of each ended period
+    (``wanted``); what the target's retention would not keep is left out (``_to_copy``).
+    An unreachable primary fails the whole run; an unreachable target fails only its part.
     """
     primary = site.config.targets[0]
     if target == primary.name:
@@ -275,16 +296,11 @@ def _to_copy(
     """
     present = _snapshot_ids(dst)
     held = dst.snapshots()
-    wanted: list[Snapshot] = []
-    for snapshot in snapshots:
-        if snapshot.id not in present and wants(target, snapshot, [*held, *wanted]):
-            wanted.append(snapshot)
-
-    from ..policy.retention import keep_in_target
-
-    kept = keep_in_target(site.config, target.name, [*held, *wanted], clock.now())
-    chosen = [s for s in wanted if s.id in kept]
-    return chosen, len(wanted) - len(chosen)
+    now = clock.now()
+    want = wanted(target, [s for s in snapshots if s.id not in present], held, now)
+    kept = keep_in_target(site.config, target.name, [*held, *want], now)
+    chosen = [s for s in want if s.id in kept]
+    return chosen, len(want) - len(chosen)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -292,11 +308,6 @@ def _to_copy(
 
 def _snapshot_ids(repo: Repository) -> set[str]:
     return {layout.leaf(name) for name in repo.snapshot_names()}
-
-
-def _held(repo: Repository, target: Target) -> list[Snapshot]:
-    """The target's snapshots, as far as its rule needs them ("all" needs none)."""
-    return repo.snapshots() if target.copies != "all" else []
 
 
 def error_text(target: str, exc: BaseException) -> str:
