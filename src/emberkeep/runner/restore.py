@@ -19,6 +19,7 @@ from ..redact import redact_url
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
 from ..sources import git
+from ..sources.mongodb.pitr import PointExtension
 from ..sources.mongodb.restore import (
     MongoRestore,
     MongoRestoreResult,
@@ -78,24 +79,14 @@ def run_restore_mongodb(
     on_total: Callable[[int], None] = lambda size: None,
 ) -> tuple[Snapshot, MongoRestoreResult]:
     """A mongodb snapshot into the server at ``uri``, between the source's restore hooks."""
-    from ..sources.mongodb.connection import client_for
-
     repo = site.repository(target, read=True)
     snapshot = site.find_snapshot(repo, spec, source)
     check_mongo_snapshot(snapshot)
-    nodes = {path: node for path, node in walk_tree(repo, snapshot.tree)}
-    configured = next((s.hooks for s in site.config.sources if s.name == snapshot.source), None)
-    context = {"snapshot": snapshot.id, "target": repo.storage.label, "to": redact_url(uri)}
-    with client_for(uri, f"restore of snapshot {snapshot.short_id}") as client:
-        job = MongoRestore(
-            repo, snapshot, nodes, client, uri=uri, drop=drop, selection=selection,
-            on_bytes=on_file,
-        )  # fmt: skip
-        on_total(job.total_bytes(job.plan()))
-        job_hooks = hooks.for_job(configured, "restore")
-        with hooks.around(job_hooks, "restore", snapshot.source, **context) as run:
-            result = job.run()
-    result.warnings.extend(run.warnings)
+    what = f"restore of snapshot {snapshot.short_id}"
+    result = _restore_mongodb(
+        site, repo, snapshot, uri, what, drop=drop, selection=selection,
+        on_file=on_file, on_total=on_total,
+    )  # fmt: skip
     return snapshot, result
 
 
@@ -113,28 +104,51 @@ def run_restore_mongodb_at(
 ) -> tuple[Snapshot, MongoRestoreResult]:
     """The source's state at oplog ``point`` (inclusive) into ``uri``: the base snapshot
     ``pitr.plan_point`` chooses, then the archived oplog after it up to the point."""
-    from ..sources.mongodb.connection import client_for
     from .pitr import mongo_source, plan_point
 
     name = mongo_source(site, source).name
     repo = site.repository(target, read=True)
     plan = plan_point(repo, name, point)
-    snapshot = plan.base
+    what = f"restore of source {name} to {point.time}:{point.inc}"
+    result = _restore_mongodb(
+        site, repo, plan.base, uri, what, drop=drop, selection=selection,
+        on_file=on_file, on_total=on_total, extension=plan.extension,
+    )  # fmt: skip
+    result.point = point
+    return plan.base, result
+
+
+def _restore_mongodb(
+    site: Site,
+    repo: Repository,
+    snapshot: Snapshot,
+    uri: str,
+    what: str,
+    *,
+    drop: bool,
+    selection: Selection,
+    on_file: Callable[[str, int], None],
+    on_total: Callable[[int], None],
+    extension: PointExtension | None = None,
+) -> MongoRestoreResult:
+    """One mongodb snapshot (and, for a point in time, the oplog after it) into ``uri``,
+    between the source's restore hooks."""
+    from ..sources.mongodb.connection import client_for
+
     nodes = {path: node for path, node in walk_tree(repo, snapshot.tree)}
     configured = next((s.hooks for s in site.config.sources if s.name == snapshot.source), None)
     context = {"snapshot": snapshot.id, "target": repo.storage.label, "to": redact_url(uri)}
-    with client_for(uri, f"restore of source {name} to {point.time}:{point.inc}") as client:
+    with client_for(uri, what) as client:
         job = MongoRestore(
             repo, snapshot, nodes, client, uri=uri, drop=drop, selection=selection,
-            on_bytes=on_file, extension=plan.extension,
+            on_bytes=on_file, extension=extension,
         )  # fmt: skip
         on_total(job.total_bytes(job.plan()))
         job_hooks = hooks.for_job(configured, "restore")
         with hooks.around(job_hooks, "restore", snapshot.source, **context) as run:
             result = job.run()
     result.warnings.extend(run.warnings)
-    result.point = point
-    return snapshot, result
+    return result
 
 
 def _restore(
