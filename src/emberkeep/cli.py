@@ -1535,19 +1535,8 @@ def cmd_log(site: Site, args: argparse.Namespace) -> int:
 
 def _since(text: str) -> datetime:
     from . import clock
-    from .durations import parse_duration
 
-    try:
-        return clock.now() - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        return clock.parse_time(text)
-    except UsageError:
-        raise UsageError(
-            f"--since {text!r}: give a duration back from now (like 7d or 12h) or an ISO 8601 "
-            "time (like 2026-03-01T00:00:00Z)"
-        ) from None
+    return clock.since(text, "--since")
 
 
 def cmd_metrics(site: Site, args: argparse.Namespace) -> int:

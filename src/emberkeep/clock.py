@@ -37,3 +37,21 @@ def now() -> datetime:
 def iso(moment: datetime) -> str:
     """ISO 8601 in UTC with a Z suffix, to the second."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def since(text: str, what: str) -> datetime:
+    """A duration back from now (``7d``) or an ISO 8601 time, as ``log --since`` takes it;
+    ``what`` names the option in the error (``--since``, ``since``)."""
+    from .durations import parse_duration
+
+    try:
+        return now() - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        return parse_time(text)
+    except UsageError:
+        raise UsageError(
+            f"{what} {text!r}: give a duration back from now (like 7d or 12h) or an ISO 8601 "
+            "time (like 2026-03-01T00:00:00Z)"
+        ) from None

@@ -63,7 +63,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from .. import clock
-from ..durations import parse_duration
 from ..errors import EmberkeepError, UsageError
 from ..journal import KINDS, Entry, Journal, error_text
 from ..runner.site import Site
@@ -609,17 +608,7 @@ class _Server(ThreadingHTTPServer):
 
 
 def _since(text: str) -> datetime:
-    """A duration back from now (``7d``) or a time, as `emberkeep log --since` takes."""
-    try:
-        return clock.now() - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        return clock.parse_time(text)
-    except UsageError:
-        raise UsageError(
-            f"since {text!r}: give a duration back from now (like 7d) or an ISO 8601 time"
-        ) from None
+    return clock.since(text, "since")
 
 
 def _snapshots_json(held: Any, source: str | None) -> dict[str, Any]:
