@@ -31,7 +31,7 @@ from emberkeep.repository.lease import Lease, LeaseWatch
 from emberkeep.repository.prune import prune
 from emberkeep.repository.repo import Repository
 from emberkeep.repository.snapshot import Snapshot
-from emberkeep.runner.site import Site as ApiSite
+from emberkeep.site import Site as ApiSite
 from emberkeep.sources.files import FilesWalker
 from emberkeep.storage.base import ObjectInfo, Storage
 

@@ -163,7 +163,7 @@ def test_a_pack_grown_past_its_indexed_size_is_named_and_never_read(
     the listing is read no further than its indexed size)."""
     from emberkeep import config as ek_config
     from emberkeep.repository.check import check
-    from emberkeep.runner.site import Site as ApiSite
+    from emberkeep.site import Site as ApiSite
 
     site = _copy(template, tmp_path)
     victim = sorted(n for n in template.first if n.startswith("data/"))[0]

@@ -152,7 +152,7 @@ def tamper(site: Site, path: str, change: Any) -> str:
     from emberkeep import config as cfg
     from emberkeep.engine.tree import decode_tree, encode_tree
     from emberkeep.engine.writer import BlobWriter
-    from emberkeep.runner.site import Site as RunSite
+    from emberkeep.site import Site as RunSite
 
     run_site = RunSite(cfg.load(str(site.config_path)))
     repo = run_site.repository(read=True)

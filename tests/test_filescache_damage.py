@@ -25,7 +25,7 @@ from emberkeep.engine.filescache import walk_key
 from emberkeep.runner.backup import SourceOutcome, run_backup
 from emberkeep.runner.maintenance import run_check
 from emberkeep.runner.restore import run_restore
-from emberkeep.runner.site import Site as ApiSite
+from emberkeep.site import Site as ApiSite
 
 SEED = 20261202
 TRIALS = 20

@@ -39,9 +39,8 @@ from conftest import Site, restored, tree_listing
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from robustness_helpers import check_json, objects, packs, write_random
 
-from emberkeep import clock, keys
+from emberkeep import clock, crypto, keys
 from emberkeep import config as ek_config
-from emberkeep.engine import crypto
 from emberkeep.engine.backup import backup as engine_backup
 from emberkeep.engine.restore import Restorer
 from emberkeep.engine.tree import content_digest, decode_listing
@@ -56,8 +55,8 @@ from emberkeep.repository.snapshot import Snapshot
 from emberkeep.runner import maintenance
 from emberkeep.runner.backup import run_backup
 from emberkeep.runner.recover import plan_recover
-from emberkeep.runner.site import Site as ApiSite
-from emberkeep.runner.site import Site as RunSite
+from emberkeep.site import Site as ApiSite
+from emberkeep.site import Site as RunSite
 from emberkeep.sources.files import FilesWalker
 from emberkeep.storage import open_storage
 from emberkeep.storage.base import Payload, Storage
@@ -1135,7 +1134,7 @@ def test_a_damaged_host_writer_key_says_how_it_is_rebuilt(site: Site, tmp_path: 
 def _as_before_sealing(site: Site) -> None:
     """Rewrite config, keys/recipients and the site config as the format before sealing
     wrote them (no seal, no recorded digest, the site config's payload unsealed)."""
-    from emberkeep.engine import crypto
+    from emberkeep import crypto
 
     writer_key = keys.WriterKey.load(site.state_dir / "writer.key")
     config = json.loads((site.repo / layout.CONFIG).read_text())

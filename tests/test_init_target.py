@@ -15,7 +15,7 @@ from emberkeep import keys
 from emberkeep.errors import RepositoryError
 from emberkeep.repository import layout
 from emberkeep.runner import setup
-from emberkeep.runner.site import Site as ApiSite
+from emberkeep.site import Site as ApiSite
 
 
 def _unmount(site: Site, tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_init_creates_a_repository_in_an_empty_target_the_host_never_used(
 def test_the_missing_repository_of_an_unmounted_disk_is_explained(
     site: Site, tmp_path: Path
 ) -> None:
-    """What backup (through Site.repository) should say: the hint that runner/site.py uses."""
+    """What backup (through Site.repository) should say: the hint that site.py uses."""
     _backed_up_site(site, tmp_path)
     _unmount(site, tmp_path)
     api = ApiSite(ek_config.load(str(site.config_path)))

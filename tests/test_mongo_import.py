@@ -17,7 +17,7 @@ import bson
 import pytest
 from conftest import Site
 
-from emberkeep.sources.events import Enter, Leave, Stream
+from emberkeep.engine.events import Enter, Leave, Stream
 from emberkeep.sources.mongodb.archive import ArchiveCollection, write_archive
 from emberkeep.sources.mongodb.catalog import CollectionInfo
 from emberkeep.sources.mongodb.record import RECORD, DumpRecord, split_documents

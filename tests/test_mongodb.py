@@ -28,7 +28,7 @@ from servers_mongo import MongoTestServer, client_of, module_server
 
 from emberkeep import config
 from emberkeep.runner.backup import run_backup
-from emberkeep.runner.site import Site as ApiSite
+from emberkeep.site import Site as ApiSite
 from emberkeep.sources.mongodb import dump
 from emberkeep.sources.mongodb.catalog import CollectionInfo
 

@@ -21,7 +21,7 @@ from emberkeep.config import Retention
 from emberkeep.policy import retention
 from emberkeep.repository.snapshot import Snapshot
 from emberkeep.runner.backup import run_backup
-from emberkeep.runner.site import Site as ApiSite
+from emberkeep.site import Site as ApiSite
 
 # -- the policy, as a pure function ------------------------------------------------------
 

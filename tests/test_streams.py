@@ -21,8 +21,8 @@ from test_concurrency import _repo
 
 from emberkeep import clock
 from emberkeep.engine.backup import backup as engine_backup
+from emberkeep.engine.events import Enter, Event, Leave, Stream, bytes_stream, made_node
 from emberkeep.engine.restore import Restorer
-from emberkeep.sources.events import Enter, Event, Leave, Stream, bytes_stream, made_node
 
 MiB = 1024 * 1024
 

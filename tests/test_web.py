@@ -157,7 +157,7 @@ def _real_backup(site: DemoSite, source: str, at: datetime) -> None:
     from emberkeep import config
     from emberkeep.policy.schedule import Job
     from emberkeep.runner.scheduler import run_job
-    from emberkeep.runner.site import Site
+    from emberkeep.site import Site
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(clock.ENV_VAR, clock.iso(at))

@@ -33,15 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import clock, statefile
-from ..errors import EmberkeepError
-from ..fsutil import write_atomic
-from ..repository import forgotten, layout
-from ..repository.snapshot import SeenBefore, Snapshot, Stamp, written_order
+from . import clock, statefile
+from .errors import EmberkeepError
+from .fsutil import write_atomic
+from .repository import forgotten, layout
+from .repository.snapshot import SeenBefore, Snapshot, Stamp, written_order
 
 if TYPE_CHECKING:
-    from ..repository.prune import SnapshotGuard
-    from ..repository.repo import Repository
+    from .repository.prune import SnapshotGuard
+    from .repository.repo import Repository
 
 
 class HasStateDir(Protocol):

@@ -9,17 +9,17 @@ from typing import TYPE_CHECKING
 
 import pyrage
 
-from .. import clock, keys
-from ..config import Config
-from ..errors import IdentityRequired, RepositoryError, UsageError
-from ..fsutil import make_dirs
-from ..repository import keycheck
-from ..repository.repo import Repository
-from ..repository.snapshot import Snapshot, by_id_prefix
-from ..storage import Storage, open_storage
+from . import clock, keys
+from .config import Config
+from .errors import IdentityRequired, RepositoryError, UsageError
+from .fsutil import make_dirs
+from .repository import keycheck
+from .repository.repo import Repository
+from .repository.snapshot import Snapshot, by_id_prefix
+from .storage import Storage, open_storage
 
 if TYPE_CHECKING:
-    from ..journal import Entry
+    from .journal import Entry
 
 
 @dataclass
@@ -161,7 +161,7 @@ def _holds_objects(storage: Storage) -> bool:
 
 def _last_success(site: Site, target: str) -> Entry | None:
     """The newest successful job that used ``target``, from the journal (None without one)."""
-    from .. import journal  # only on this error path: every command opens a Site
+    from . import journal  # only on this error path: every command opens a Site
 
     if not (site.state_dir / journal.FILE).exists():
         return None

@@ -23,8 +23,8 @@ from ..repository import layout
 from ..repository.lease import Lease
 from ..repository.repo import Repository
 from ..repository.snapshot import SeenBefore, Snapshot, Stamp, next_sequence, written_order
-from ..sources.events import Enter, Event, Leaf, Leave, LocalFile, Stream, Warning_
 from .chunker import Chunker
+from .events import Enter, Event, Leaf, Leave, LocalFile, Stream, Warning_
 from .filescache import FilesCache
 from .streams import StreamFanIn
 from .tree import TreeBuilder

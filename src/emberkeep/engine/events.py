@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine.chunker import Readable
+from .chunker import Readable
 
 
 @dataclass

@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..sources.events import Stream
 from .chunker import Chunker
+from .events import Stream
 from .writer import BlobWriter
 
 POLL_S = 0.2  # how often a blocked chunking thread looks for a cancel

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import crypto
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
-from . import crypto
 from .chunker import Chunker
 from .restore import walk_tree
 from .tree import DIGEST_DIFFERS, Node, content_digest

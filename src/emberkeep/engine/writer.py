@@ -20,12 +20,12 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from .. import crypto
 from ..errors import AlreadyExists
 from ..repository import layout
 from ..repository.index import PackRecord
 from ..repository.pack import PackWriter
 from ..repository.repo import Repository
-from . import crypto
 
 Result = tuple[bytes, bytearray | None, int]  # blob id, sealed bytes or None when known, raw size
 

@@ -39,7 +39,7 @@ from typing import Any
 from .. import clock
 from ..errors import EmberkeepError, UsageError, is_disk_full, state_dir_full
 from ..journal import Entry, Journal, error_text
-from ..runner.site import Site
+from ..site import Site
 from ..sizes import parse_size
 from . import anomalies
 from .notify import Alert, Notifier

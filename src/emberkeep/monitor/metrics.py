@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ..journal import Journal
-from ..runner.site import Site
+from ..site import Site
 from . import status as status_mod
 from .notify import Notifier, channels_of
 

@@ -29,7 +29,7 @@ replication lag: how long the oldest primary snapshot that the target should hol
 Snapshots dated more than a day after now (``is_future``: a wrong clock or a forged header)
 count for no RPO until then, and are warned about. A snapshot this host wrote or saw that is
 gone from a target, or fewer snapshots than it saw (deletion, or the target rolled back:
-runner/seen.py), is listed under ``snapshots_gone``.
+seen.py), is listed under ``snapshots_gone``.
 
 The report's state is ``breach`` when any source's RPO or RTO is breached or a snapshot is
 gone (the CLI exits 1), else ``warning`` when anything else deserves a look, else ``ok``.
@@ -43,15 +43,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .. import clock, ui
+from .. import clock, seen, ui
 from ..config import Source, Target
 from ..durations import format_duration, parse_duration
 from ..journal import Entry, Journal
 from ..policy.schedule import next_time
 from ..redact import redact_url
 from ..repository.snapshot import FUTURE_TOLERANCE, Snapshot, is_future
-from ..runner import seen
-from ..runner.site import Site
+from ..site import Site
 from ..sizes import parse_size
 from . import anomalies
 from .notify import Alert, Notifier
@@ -248,7 +247,7 @@ def collect(site: Site, *, accept_missing: bool = False) -> Report:
     """The status of every source and target now (module docstring).
 
     ``accept_missing``: the snapshots gone from a target are accepted as deleted on
-    purpose: listed in ``accepted`` and forgotten by the host (runner/seen.py)."""
+    purpose: listed in ``accepted`` and forgotten by the host (seen.py)."""
     now = clock.now()
     config = site.config
     report = Report(config.site.name, now)

@@ -1,7 +1,7 @@
 """Records of the snapshots a prune deleted, so other hosts tell a prune from an attack.
 
 Each host remembers the snapshots it saw in a target and reports one that is gone
-(``runner/seen.py``; README, "How it keeps data safe"). A prune on another host deletes
+(``seen.py``; README, "How it keeps data safe"). A prune on another host deletes
 snapshots legitimately, so before deleting any, prune writes ``forgotten/<time>-<random>``:
 the ids it is about to delete, sealed with the writer key (``sealing.py``, kind
 ``forgotten``), created once and never replaced. A host that finds a remembered snapshot

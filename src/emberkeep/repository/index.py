@@ -17,7 +17,7 @@ from itertools import accumulate
 
 import zstandard
 
-from ..engine import crypto
+from .. import crypto
 from ..errors import IntegrityError
 from .layout import INDEX_INFLATION, PACK_FOLDER, index_object
 from .pack import ENTRY, BlobEntry

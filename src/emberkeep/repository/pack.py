@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import pyrage
 
-from ..engine import crypto
+from .. import crypto
 from ..errors import IntegrityError
 from .layout import pack_object
 

@@ -61,7 +61,7 @@ from .snapshot import FUTURE_TOLERANCE, Snapshot, by_id_prefix, is_future
 # Decides which snapshots go: (snapshots of the target, now) -> {snapshot id: reason kept}
 RetentionFn = Callable[[list[Snapshot], datetime], dict[str, str]]
 # Around the deletion of snapshots: (snapshots listed, those to delete) -> a context held
-# while they are deleted, giving notes for the result (the host's memory, runner/seen.py)
+# while they are deleted, giving notes for the result (the host's memory, seen.py)
 SnapshotGuard = Callable[[list[Snapshot], list[Snapshot]], AbstractContextManager[list[str]]]
 
 

@@ -12,8 +12,7 @@ from typing import Any
 
 import pyrage
 
-from .. import keys
-from ..engine import crypto
+from .. import crypto, keys
 from ..errors import (
     AlreadyExists,
     IdentityRequired,

@@ -27,8 +27,7 @@ from typing import Any
 
 import blake3
 
-from .. import keys
-from ..engine import crypto
+from .. import crypto, keys
 from ..errors import IntegrityError
 
 FIELD = "seal"

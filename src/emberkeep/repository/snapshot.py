@@ -24,8 +24,8 @@ from typing import Any
 
 import zstandard
 
+from .. import crypto
 from ..clock import iso, parse_time
-from ..engine import crypto
 from ..errors import IntegrityError, UsageError
 from .layout import snapshot_object
 
@@ -92,7 +92,7 @@ class Stamp:
 
 @dataclass
 class SeenBefore:
-    """What a writing host already knows of a target's snapshots (runner/seen.py): a backup
+    """What a writing host already knows of a target's snapshots (seen.py): a backup
     reads only the headers of the others. ``floor`` is the highest seq it saw in any
     target, ``newest`` the newest snapshot of each source it saw in this one."""
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import clock, statefile
+from .. import clock, seen, statefile
 from ..config import FilesSource, GitSource, MongoSource, Target
 from ..engine.backup import BackupResult, Progress, backup
 from ..engine.filescache import FilesCache
@@ -29,10 +29,10 @@ from ..errors import (
 )
 from ..fsutil import write_atomic
 from ..repository.repo import Repository
+from ..site import Site
 from ..sources.files import FilesWalker
 from ..sources.git import GitRepo, push_mirror, redact
-from . import hooks, seen
-from .site import Site
+from . import hooks
 
 
 @dataclass
@@ -101,7 +101,7 @@ def open_first_available(site: Site, source: str) -> tuple[Target, Repository, d
 
 
 def _compare_with_seen(site: Site, outcome: SourceOutcome) -> None:
-    """Warn of snapshots gone from the target since this host saw it (runner/seen.py)."""
+    """Warn of snapshots gone from the target since this host saw it (seen.py)."""
     result = outcome.result
     if outcome.repo is None:
         return

@@ -14,7 +14,7 @@ from ..clock import iso
 from ..engine import browse
 from ..engine.tree import Node, shown
 from ..repository.snapshot import Snapshot
-from .site import Site
+from ..site import Site
 
 
 @dataclass

@@ -35,8 +35,8 @@ from ..errors import EmberkeepError, UsageError
 from ..fsutil import make_dirs
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
+from ..site import Site
 from ..sources import git
-from .site import Site
 
 SCRATCH_PREFIX = "emberkeep_drill_"
 

@@ -27,11 +27,11 @@ from ..errors import IntegrityError, UsageError
 from ..fsutil import atomic_output, write_atomic
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
+from ..site import Site
 from ..sources.mongodb import snapshotfiles
 from ..sources.mongodb.archive import ArchiveCollection, write_archive
 from ..sources.mongodb.catalog import PRELUDE
 from ..sources.mongodb.record import OPLOG, RECORD, DumpRecord
-from .site import Site
 
 FORMATS = ("mongodump-dir", "mongodump-archive", "tar")
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from ..config import MongoSource
 from ..engine.backup import Progress, backup
 from ..errors import UsageError
+from ..site import Site
 from ..sources.mongodb.stockdump import ImportedDump, opened_dump
 from .backup import SourceOutcome
-from .site import Site
 
 IMPORT_TAG = "imported"
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .. import clock
+from .. import clock, seen
 from ..durations import parse_duration
 from ..policy import retention as retention_policy
 from ..repository.check import CheckResult, Subset, VerifiedLog, check
 from ..repository.lease import LeaseWatch
 from ..repository.prune import PruneResult, prune
-from . import seen
-from .site import Site
+from ..site import Site
 
 
 def run_check(

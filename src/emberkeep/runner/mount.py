@@ -34,7 +34,7 @@ from ..errors import EmberkeepError, IntegrityError, NotFound, UsageError
 from ..repository import layout
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
-from .site import Site
+from ..site import Site
 
 LISTINGS_CACHED = 1024  # decoded directory listings kept (least recently used dropped)
 VIRTUAL_DIR = stat.S_IFDIR | 0o555

@@ -37,12 +37,13 @@ from bson import Timestamp
 from .. import clock
 from ..config import MongoSource, Pitr
 from ..engine.backup import backup
+from ..engine.events import bytes_stream, made_node
 from ..engine.restore import walk_tree
 from ..errors import EmberkeepError, UsageError
 from ..fsutil import make_dirs, write_atomic
 from ..repository.repo import Repository
 from ..repository.snapshot import SeenBefore, Snapshot, Stamp, written_order
-from ..sources.events import bytes_stream, made_node
+from ..site import Site
 from ..sources.mongodb.optime import ts_from_json, ts_json
 from ..sources.mongodb.pitr import (
     SLICE_TYPE,
@@ -57,7 +58,6 @@ from ..sources.mongodb.pitr import (
     slice_source,
 )
 from ..sources.mongodb.record import OPLOG
-from .site import Site
 
 MAX_SLICE_BYTES = 16 << 20  # a slice is sealed at this size whatever its age
 POLL_SECONDS = 1.0

@@ -53,9 +53,9 @@ from ..redact import redact_url
 from ..repository import keycheck, siteconfig
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
+from ..site import Site
 from ..storage import open_storage
 from . import recover_review
-from .site import Site
 
 FROM_TARGET = "recover-from"
 STATE_FILE = "recover.json"

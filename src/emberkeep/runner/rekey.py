@@ -29,9 +29,9 @@ from ..repository import epochs, keyfiles, layout
 from ..repository import recipients as recipient_set
 from ..repository.lease import Lease
 from ..repository.repo import Repository
+from ..site import Site
 from ..storage.base import ObjectLocked
 from .maintenance import lease_watch
-from .site import Site
 
 
 @dataclass

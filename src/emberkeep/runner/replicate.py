@@ -38,8 +38,8 @@ from ..repository import layout
 from ..repository.replicate import CopyStats, copy_snapshot
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
+from ..site import Site
 from .backup import SourceOutcome
-from .site import Site
 
 OnPack = Callable[[str, int], None]
 OnTotal = Callable[[int], None]

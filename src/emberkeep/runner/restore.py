@@ -18,6 +18,7 @@ from ..fsutil import make_dirs, storage_error
 from ..redact import redact_url
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
+from ..site import Site
 from ..sources import git
 from ..sources.mongodb.pitr import PointExtension
 from ..sources.mongodb.restore import (
@@ -27,7 +28,6 @@ from ..sources.mongodb.restore import (
     check_mongo_snapshot,
 )
 from . import hooks
-from .site import Site
 
 
 def run_restore(

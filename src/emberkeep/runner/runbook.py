@@ -28,7 +28,7 @@ from .. import keys
 from ..config import Config, FilesSource, GitSource, MongoSource, Source, Target
 from ..durations import format_duration, parse_duration
 from ..redact import redact_url
-from .site import Site
+from ..site import Site
 
 
 @dataclass

@@ -42,7 +42,7 @@ from ..config import Config
 from ..errors import EmberkeepError, UsageError, is_disk_full, state_dir_full
 from ..fsutil import write_atomic
 from ..policy.schedule import History, Job, due_jobs, next_due
-from .site import Site
+from ..site import Site
 
 if TYPE_CHECKING:  # imported where used: the drill pulls in restore and the sources
     from .drill import DrillResult

@@ -10,7 +10,7 @@ from ..errors import IntegrityError, RepositoryError
 from ..repository import keycheck, layout
 from ..repository.keyfiles import read_writer_key
 from ..repository.repo import Repository, read_config
-from .site import Site, unmounted_error
+from ..site import Site, unmounted_error
 
 
 def keygen(path: Path, passphrase: str | None = None) -> str:

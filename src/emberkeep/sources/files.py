@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..engine.events import Enter, Event, Leaf, Leave, LocalFile, Warning_
 from ..errors import EmberkeepError
-from .events import Enter, Event, Leaf, Leave, LocalFile, Warning_
 
 
 def node_meta(name: str, st: os.stat_result) -> dict[str, Any]:

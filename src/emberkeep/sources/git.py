@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
+from ..engine.events import Event, Readable, Stream, bytes_stream, made_node
 from ..errors import EmberkeepError, IntegrityError
 from ..redact import redact_text
 from ..redact import redact_url as redact
-from .events import Event, Readable, Stream, bytes_stream, made_node
 
 BUNDLE = "repo.bundle"
 RECORD = "HEAD.json"

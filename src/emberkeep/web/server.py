@@ -65,7 +65,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from .. import clock
 from ..errors import EmberkeepError, UsageError
 from ..journal import KINDS, Entry, Journal, error_text
-from ..runner.site import Site
+from ..site import Site
 
 DEFAULT_LISTEN = "127.0.0.1:8470"
 COOKIE = "emberkeep_token"

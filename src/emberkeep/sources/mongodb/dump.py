@@ -28,8 +28,17 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from ...clock import iso
 from ...config import MongoSource
+from ...engine.events import (
+    Enter,
+    Event,
+    Leave,
+    Readable,
+    Stream,
+    Warning_,
+    bytes_stream,
+    made_node,
+)
 from ..bytequeue import ByteQueue, Cancelled
-from ..events import Enter, Event, Leave, Readable, Stream, Warning_, bytes_stream, made_node
 from .catalog import CollectionInfo, list_collections, select_databases
 from .connection import Client, server_error
 from .oplog import Oplog

@@ -43,8 +43,17 @@ import bson
 from bson import Timestamp
 
 from ...clock import iso
+from ...engine.events import (
+    Enter,
+    Event,
+    Leave,
+    Readable,
+    Stream,
+    Warning_,
+    bytes_stream,
+    made_node,
+)
 from ...errors import EmberkeepError, UsageError
-from ..events import Enter, Event, Leave, Readable, Stream, Warning_, bytes_stream, made_node
 from .archive import OPLOG_COLLECTION, OPLOG_DB, ArchiveError, ArchiveReader
 from .catalog import PRELUDE, SYSTEM_DATABASES, CollectionInfo
 from .optime import ts_json
