@@ -96,3 +96,18 @@ def is_disk_full(exc: BaseException | None, where: str | os.PathLike[str] | None
 def state_dir_full(state_dir: object) -> str:
     """The words for a full state dir, the same wherever it is met."""
     return f"the state dir {state_dir} is full (no space left on its device): free space there"
+
+
+def error_text(exc: BaseException, target: str | None = None) -> str:
+    """A failure as the journal, ``status``, replicate and the dashboard say it: the message
+    of an error the user can act on (``EmberkeepError``, ``OSError``), else the exception
+    marked unexpected; naming ``target`` when given (a storage error already names it)."""
+    if isinstance(exc, KeyboardInterrupt):
+        text = "interrupted"
+    elif isinstance(exc, EmberkeepError | OSError):
+        text = str(exc) or type(exc).__name__
+    else:
+        text = f"{type(exc).__name__}: {exc} (unexpected; please report it)"
+    if target is None or f"target {target}" in text:
+        return text
+    return f"target {target}: {text}"

@@ -54,7 +54,7 @@ from typing import Any, Protocol
 
 from .. import clock
 from ..durations import parse_duration
-from ..errors import EmberkeepError, is_disk_full, state_dir_full
+from ..errors import EmberkeepError, error_text, is_disk_full, state_dir_full
 from ..fsutil import make_dirs, pid_alive
 
 FILE = "journal.sqlite"
@@ -437,15 +437,6 @@ def _create_private(path: Path) -> None:
             os.fchmod(fd, 0o600)
     finally:
         os.close(fd)
-
-
-def error_text(exc: BaseException) -> str:
-    """What the journal says of a failure: the user-facing message, or the exception."""
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
-    if isinstance(exc, EmberkeepError | OSError):
-        return str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {exc} (unexpected; please report it)"
 
 
 def record(

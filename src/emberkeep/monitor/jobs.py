@@ -37,8 +37,8 @@ from datetime import timedelta
 from typing import Any
 
 from .. import clock
-from ..errors import EmberkeepError, UsageError, is_disk_full, state_dir_full
-from ..journal import Entry, Journal, error_text
+from ..errors import EmberkeepError, UsageError, error_text, is_disk_full, state_dir_full
+from ..journal import Entry, Journal
 from ..site import Site
 from ..sizes import parse_size
 from . import anomalies

@@ -46,6 +46,7 @@ from typing import Any
 from .. import clock, seen, ui
 from ..config import Source, Target
 from ..durations import format_duration, parse_duration
+from ..errors import error_text
 from ..journal import Entry, Journal
 from ..policy.schedule import next_time
 from ..redact import redact_url
@@ -266,9 +267,7 @@ def collect(site: Site, *, accept_missing: bool = False) -> Report:
                 if held[target.name].accepted:
                     report.accepted[target.name] = held[target.name].accepted
             except Exception as exc:
-                from ..runner.replicate import error_text
-
-                status.reachable, status.error = False, error_text(target.name, exc)
+                status.reachable, status.error = False, error_text(exc, target.name)
                 report.warnings.append(f"{status.error} (status cannot see it)")
         if not config.sources:
             report.warnings.append(

@@ -32,7 +32,7 @@ from typing import Any
 
 from .. import clock
 from ..config import Target
-from ..errors import EmberkeepError, UsageError
+from ..errors import EmberkeepError, UsageError, error_text
 from ..policy.retention import ended_period_newest, keep_in_target
 from ..repository import layout
 from ..repository.replicate import CopyStats, copy_snapshot
@@ -160,7 +160,7 @@ def _copy_new(
             return TargetCopy(target.name, "skipped", "it already holds this snapshot")
         stats = copy_snapshot(primary.repo(), dst, snapshot, on_pack=on_pack, on_total=on_total)
     except Exception as exc:  # one target failing never stops the others
-        return TargetCopy(target.name, "failed", error_text(target.name, exc))
+        return TargetCopy(target.name, "failed", error_text(exc, target.name))
     return TargetCopy(target.name, "copied", snapshots=[snapshot.id], stats=stats)
 
 
@@ -176,7 +176,7 @@ def _copy_periodic(
     try:
         offered = [s for s in primary.snapshots() if s.source == snapshot.source]
     except Exception as exc:  # one target failing never stops the others
-        return TargetCopy(target.name, "failed", error_text(target.name, exc))
+        return TargetCopy(target.name, "failed", error_text(exc, target.name))
     copy = _fill(site, target, primary.repo(), offered, on_pack, on_total)
     if copy.status == "skipped" and not copy.left_out:
         unit = {"weekly": "ISO week", "monthly": "month"}[target.copies]
@@ -269,7 +269,7 @@ def _fill(
             outcome.snapshots.append(snapshot.id)
             outcome.stats.add(stats)
     except Exception as exc:  # one target failing never stops the others
-        outcome.status, outcome.reason = "failed", error_text(target.name, exc)
+        outcome.status, outcome.reason = "failed", error_text(exc, target.name)
         return outcome
     if outcome.snapshots:
         outcome.status = "copied"
@@ -308,12 +308,3 @@ def _to_copy(
 
 def _snapshot_ids(repo: Repository) -> set[str]:
     return {layout.leaf(name) for name in repo.snapshot_names()}
-
-
-def error_text(target: str, exc: BaseException) -> str:
-    """A failure's message, naming the target (storage errors already do)."""
-    if isinstance(exc, EmberkeepError | OSError):
-        text = str(exc) or type(exc).__name__
-    else:
-        text = f"{type(exc).__name__}: {exc} (unexpected; please report it)"
-    return text if f"target {target}" in text else f"target {target}: {text}"

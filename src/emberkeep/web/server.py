@@ -63,8 +63,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from .. import clock
-from ..errors import EmberkeepError, UsageError
-from ..journal import KINDS, Entry, Journal, error_text
+from ..errors import EmberkeepError, UsageError, error_text
+from ..journal import KINDS, Entry, Journal
 from ..site import Site
 
 DEFAULT_LISTEN = "127.0.0.1:8470"
@@ -515,7 +515,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _snapshots(self, site: Site, query: dict[str, list[str]], *, json_wanted: bool) -> None:
         from ..policy import retention
-        from ..runner.replicate import error_text as target_error
         from . import page
 
         source = query.get("source", [""])[0] or None
@@ -537,7 +536,7 @@ class _Handler(BaseHTTPRequestHandler):
                 policies = site.config.retention(target.name)
                 held.kept = retention.keep(held.snapshots, now, policies)
             except Exception as exc:
-                held.error = self.dash.redact(target_error(target.name, exc))
+                held.error = self.dash.redact(error_text(exc, target.name))
             found.append(held)
         if json_wanted:
             self._json(200, [_snapshots_json(t, source) for t in found])
