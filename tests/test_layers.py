@@ -50,7 +50,6 @@ LAYERS: list[set[str]] = [
 
 # (importer, imported) module pairs that point up, each with why it is still there.
 KNOWN_UPWARD: dict[tuple[str, str], str] = {
-    ("monitor.status", "runner.replicate"): "wants (a policy rule), error_text (to errors)",
     (
         "monitor.status",
         "runner.pitr",

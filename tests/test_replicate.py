@@ -29,10 +29,10 @@ from servers import S3Server, SshServer, _children, _wait_listening, start_sshd
 from emberkeep import config as config_module
 from emberkeep.config import Retention, Target
 from emberkeep.errors import ConfigError
+from emberkeep.policy.replication import wanted
 from emberkeep.policy.retention import keep_source, period_of
 from emberkeep.repository.snapshot import Snapshot
 from emberkeep.runner import unitfiles
-from emberkeep.runner.replicate import wanted
 from emberkeep.runner.scheduler import jobs_of
 
 MiB = 1024 * 1024

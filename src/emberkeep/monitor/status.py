@@ -565,7 +565,7 @@ def _missing(
     site: Site, target: Target, primary: list[Snapshot], held: list[Snapshot], now: datetime
 ) -> list[Snapshot]:
     """Primary snapshots ``target`` should hold but lacks, oldest first (as replicate picks)."""
-    from ..runner.replicate import wanted as copies_wanted
+    from ..policy.replication import wanted as copies_wanted
 
     taken = [s for s in primary if not target.sources or s.source in target.sources]
     wanted = copies_wanted(target, sorted(taken, key=lambda s: (s.time, s.id)), held, now)

@@ -6,17 +6,8 @@ to every other target whose ``copies`` rule wants it; ``emberkeep replicate``
 Only the packs a target lacks are sent (repository/replicate.py). One target failing never
 stops the others: each target's outcome is reported on its own.
 
-The copies rule (``wanted``): "all" takes every snapshot; "weekly" and "monthly" take, of
-each source, the snapshot the retention rule of the same name keeps for each ISO week or
-calendar month (UTC): the newest of the period, once the period has ended, that is once a
-snapshot of the source lies in a later period or the clock is past the period's end
-(policy/retention.py, ``ended_period_newest``, the same periods prune counts). So the cold
-copy of March is the snapshot local and remote keep as March's ``monthly``: the backup of
-1 April copies 31 March's snapshot (its after-step offers every snapshot of the source, not
-only the new one), and ``emberkeep replicate`` (or its scheduled job) copies it when no
-backup ran since the month ended. The rule asks what the primary *and the target* hold, so it
-stays right when the primary later prunes: a month's snapshot the target holds is not
-replaced by an older one the primary still keeps for another rule.
+The copies rule is policy/replication.py (``wanted``): "all" takes every snapshot, "weekly"
+and "monthly" the newest of each ended period, as retention counts them.
 
 `emberkeep replicate` also leaves out what the target's own retention would not keep: a
 snapshot that target's prune removed is not sent again (a target whose retention is shorter
@@ -25,15 +16,15 @@ than the primary's would otherwise receive, and drop, the same snapshots on ever
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from .. import clock
 from ..config import Target
 from ..errors import EmberkeepError, UsageError, error_text
-from ..policy.retention import ended_period_newest, keep_in_target
+from ..policy.replication import wanted
+from ..policy.retention import keep_in_target
 from ..repository import layout
 from ..repository.replicate import CopyStats, copy_snapshot
 from ..repository.repo import Repository
@@ -71,23 +62,6 @@ class TargetCopy:
         if self.reason is not None:
             data["error" if self.failed else "reason"] = self.reason
         return data
-
-
-# -- the copies rule -------------------------------------------------------------------------
-
-
-def wanted(
-    target: Target, offered: Iterable[Snapshot], held: Iterable[Snapshot], now: datetime
-) -> list[Snapshot]:
-    """Of ``offered`` (the primary's snapshots), those ``target``, holding ``held``, lacks and
-    its copies rule wants (module docstring), in the order offered."""
-    held = list(held)
-    present = {s.id for s in held}
-    missing = [s for s in offered if s.id not in present]
-    if target.copies == "all":
-        return missing
-    closed = ended_period_newest(target.copies, [*held, *missing], now)
-    return [s for s in missing if s.id in closed]
 
 
 # -- after a backup --------------------------------------------------------------------------
