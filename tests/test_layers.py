@@ -50,10 +50,6 @@ LAYERS: list[set[str]] = [
 
 # (importer, imported) module pairs that point up, each with why it is still there.
 KNOWN_UPWARD: dict[tuple[str, str], str] = {
-    (
-        "monitor.status",
-        "runner.pitr",
-    ): "the archive's status (PitrStatus, status_of) belongs in monitor",
     ("sources.mongodb.dump", "config"): "sources should take plain values, not config",
 }
 

@@ -306,7 +306,7 @@ def gather(site: Site, report: status_mod.Report) -> Metrics:
 
 
 def _pitr_metrics(m: Metrics, src: str, pitr: dict[str, Any]) -> None:
-    """A PITR source's oplog archive (runner/pitr.py): lag, window, slices, gaps."""
+    """A PITR source's oplog archive (monitor/pitr.py): lag, window, slices, gaps."""
     m.add(
         "emberkeep_pitr_lag_seconds",
         "Newest oplog entry on the server to the newest archived, as the archiver last saw.",

@@ -106,7 +106,7 @@ class SourceStatus:
     rto_state: str | None = None
     rto_seconds: float | None = None
     anomalies: list[dict[str, Any]] = field(default_factory=list)
-    pitr: dict[str, Any] | None = None  # a mongodb source's oplog archive (runner/pitr.py)
+    pitr: dict[str, Any] | None = None  # a mongodb source's oplog archive (monitor/pitr.py)
 
     def to_json(self) -> dict[str, Any]:
         last = None
@@ -394,9 +394,9 @@ def _archive(
         return
     if primary not in held:
         return
-    from ..runner import pitr
+    from .pitr import status_of
 
-    archive = pitr.status_of(site, source, held[primary].snapshots)
+    archive = status_of(site, source, held[primary].snapshots)
     status.pitr = archive.to_json()
     if archive.windows:
         end = datetime.fromtimestamp(archive.windows[-1][1].time, tz=UTC)
