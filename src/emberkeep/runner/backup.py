@@ -241,10 +241,11 @@ def _backup_mongodb(
 ) -> SourceOutcome:  # fmt: skip
     """The dump streamed into the target; the client closes whatever happens."""
     from ..sources.mongodb.connection import client_for
-    from ..sources.mongodb.dump import MongoDump
+    from ..sources.mongodb.dump import DumpSpec, MongoDump
 
+    spec = DumpSpec(source.name, source.uri, source.databases, source.exclude, source.parallel)
     with client_for(source.uri, f"source {source.name}") as client:
-        dump = MongoDump(source, client)
+        dump = MongoDump(spec, client)
         result = backup(
             repo,
             dump.events(),

@@ -21,13 +21,13 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from bson import Timestamp
 from pymongo.errors import OperationFailure, PyMongoError
 
 from ...clock import iso
-from ...config import MongoSource
 from ...engine.events import (
     Enter,
     Event,
@@ -128,10 +128,22 @@ class CollectionReader:
         )
 
 
+@dataclass(frozen=True)
+class DumpSpec:
+    """What a dump reads, as plain values: the runner fills them in from the source's
+    config (a source never reads the config file, docs/design.md "Layers")."""
+
+    name: str  # the source's, for messages
+    uri: str  # named (redacted) in errors; ``client`` is already connected to it
+    databases: list[str]  # empty: every user database
+    exclude: list[str]  # shell patterns on "db.collection"
+    parallel: int  # collections read at once
+
+
 class MongoDump:
     """One dump of a source. ``extra`` is filled for the snapshot header as the dump ends."""
 
-    def __init__(self, source: MongoSource, client: Client) -> None:
+    def __init__(self, source: DumpSpec, client: Client) -> None:
         self.source = source
         self.client = client
         self.who = f"source {source.name}"
