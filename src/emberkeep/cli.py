@@ -503,7 +503,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo.run import run_demo
 
-        return run_demo(args.dir, media_files=args.media_files, web=args.web)
+        return run_demo(args.dir, cli=main, media_files=args.media_files, web=args.web)
     if args.command == "recover":
         return cmd_recover(args)  # it has no config yet: it fetches it from the target
     if args.command == "config":

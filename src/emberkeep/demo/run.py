@@ -20,6 +20,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from ..errors import EmberkeepError, UsageError
 from . import shopdb
 from .mongoserver import MongoServer
 from .sitegen import DemoSite, generate
+
+Cli = Callable[[list[str]], int]  # the CLI's main: arguments in, exit status out
 
 MARKER = ".emberkeep-demo"
 WEB_PID = "web.pid"
@@ -135,8 +138,16 @@ def tree_digest(root: Path) -> dict[str, tuple[object, ...]]:
 
 
 def run_demo(
-    folder: Path, *, media_files: int = 300, db_mb: float = 4, web: str | None = None
+    folder: Path,
+    *,
+    cli: Cli,
+    media_files: int = 300,
+    db_mb: float = 4,
+    web: str | None = None,
 ) -> int:
+    """The demo in ``folder``, each emberkeep step run in-process through ``cli`` (the CLI's
+    ``main``, handed in by the CLI's ``demo`` command: the demo sits beside the CLI, not
+    below it)."""
     folder = folder.resolve()
     stop_dashboard(folder)  # a dashboard an earlier run left: it holds the port and the folder
     prepare_dir(folder)
@@ -144,7 +155,7 @@ def run_demo(
     step("start a MongoDB wire-protocol server (FerretDB) for the shop's database")
     with MongoServer(folder / "mongodb", oplog_bytes=64 << 20) as server:
         ui.line(f"  listening at {server.uri}")
-        _run_steps(folder, step, server, media_files, db_mb)
+        _run_steps(folder, step, server, cli, media_files, db_mb)
     if web is not None:
         step("the dashboard: status, history charts, back up now (`emberkeep web`)")
         start_dashboard(folder, folder / "emberkeep.toml", web)
@@ -211,10 +222,8 @@ def start_dashboard(folder: Path, config: Path, listen: str) -> None:
 
 
 def _run_steps(
-    folder: Path, step: _Steps, server: MongoServer, media_files: int, db_mb: float
+    folder: Path, step: _Steps, server: MongoServer, cli: Cli, media_files: int, db_mb: float
 ) -> None:
-    from ..cli import main as cli
-
     step("generate a demo shop under " + str(folder / "site") + " and its database")
     site = generate(folder / "site", media_files=media_files)
     with server.client() as client:
