@@ -20,7 +20,7 @@ from .. import clock, ui
 from ..journal import Entry
 from ..monitor.status import Report, SourceStatus, TargetStatus, ago
 from ..repository.snapshot import Snapshot
-from .server import JobState
+from .jobstate import JobState
 
 CLASS = {"ok": "ok", "late": "warning", "untested": "warning", "warning": "warning"}
 CLASS |= {"breached": "breached", "breach": "breached"}

@@ -53,7 +53,7 @@ import stat
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -66,6 +66,7 @@ from .. import clock
 from ..errors import EmberkeepError, UsageError, error_text
 from ..journal import KINDS, Entry, Journal
 from ..site import Site
+from .jobstate import JobState
 
 DEFAULT_LISTEN = "127.0.0.1:8470"
 COOKIE = "emberkeep_token"
@@ -159,24 +160,6 @@ def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
 
 
 # -- the job the dashboard runs ---------------------------------------------------------
-
-
-@dataclass
-class JobState:
-    """The dashboard's current (or last) job, as ``/api/job`` and the page show it."""
-
-    id: int
-    kind: str
-    source: str
-    state: str  # running | ok | failed
-    started: str
-    files: int = 0
-    bytes: int = 0
-    summary: str | None = None
-    error: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Jobs:
