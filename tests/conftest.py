@@ -189,7 +189,7 @@ def repo_objects(repo: Path, folder: str) -> list[Path]:
     )
 
 
-# ---- MongoDB wire-protocol test server (issue 3) -----------------------------------------
+# ---- MongoDB wire-protocol test server (docs/design.md, "Test servers") ------------------
 # FerretDB (or mongod with EMBERKEEP_TEST_MONGO=mongod), one per test session, with an oplog.
 # A server that cannot start makes every test that uses it error out: never a skip.
 

@@ -1,4 +1,4 @@
-"""Backups and prune at the same time (DESIGN.md, Concurrency).
+"""Backups and prune at the same time (docs/design.md, "Concurrency").
 
 Backups are append-only and take no exclusive lock, so two of them run side by side.
 Prune condemns, then deletes after a grace period and only when no backup that began

@@ -1,6 +1,6 @@
 """A backup killed with SIGKILL leaves a repository that check passes, and the next
-backup and prune succeed (DESIGN.md: a crash leaves only unreferenced packs). An init
-killed between its writes leaves no repository that recover cannot use."""
+backup and prune succeed (docs/design.md, "Commit order": a crash leaves only unreferenced
+packs). An init killed between its writes leaves no repository that recover cannot use."""
 
 from __future__ import annotations
 

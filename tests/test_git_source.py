@@ -1,4 +1,5 @@
-"""The git source (issue 5, item 5): bundle of every ref, deduplicated; restore; mirror."""
+"""The git source (docs/design.md, "Sources"): bundle of every ref, deduplicated; restore;
+mirror."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Service hooks (issue 5, item 4): before failure aborts, after always runs, timeouts kill."""
+"""Service hooks (README; runner/hooks.py): before failure aborts, after always runs,
+timeouts kill."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The journal (issue 7, item 1): every run of every job in state_dir/journal.sqlite.
+"""The journal (README, "Monitoring"): every run of every job in state_dir/journal.sqlite.
 
 The API other jobs (the drill) use, its file (0600, WAL), its retention, and the CLI: each
 job command journaled, `emberkeep log [--source S] [--since D] [--kind K] [--json]`.

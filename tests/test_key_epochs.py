@@ -1,5 +1,5 @@
 """Key epochs: recipients added and removed, keys rotated, without rewriting a pack
-(DESIGN.md, "Key epochs"), through the CLI against file, sftp and s3 targets."""
+(docs/design.md, "Key epochs"), through the CLI against file, sftp and s3 targets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics (issue 7, item 5): `emberkeep metrics`, and `emberkeep run` serving
+"""Prometheus metrics (README, "Monitoring"): `emberkeep metrics`, and `emberkeep run` serving
 /metrics on loopback and writing a node_exporter textfile; all parsed with
 prometheus_client's own parser."""
 

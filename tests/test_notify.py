@@ -1,4 +1,4 @@
-"""Alerts (issue 7, item 4): email over a real SMTP server (aiosmtpd on loopback, with
+"""Alerts (README, "Monitoring"): email over a real SMTP server (aiosmtpd on loopback, with
 STARTTLS and AUTH), webhooks to a real local HTTP server; rate limits, "resolved" messages,
 and a notifier that fails never failing the job."""
 

@@ -1,4 +1,4 @@
-"""One backup copied to every target (issue 4, item 3), and `emberkeep replicate`.
+"""One backup copied to every target (docs/design.md, "Replicate"), and `emberkeep replicate`.
 
 Through the real CLI with real servers: Debian's sshd and versitygw (tests/servers.py). The
 first target is the primary; a backup writes there, then copies the snapshot verbatim (same

@@ -1,4 +1,5 @@
-"""Retention (GFS, issue 5): the policy as a pure function, then `prune` applying it.
+"""Retention (GFS; docs/design.md, "Policy"): the policy as a pure function, then `prune`
+applying it.
 
 The semantics are in src/emberkeep/policy/retention.py: restic's `forget --keep-*` per
 source, periods in UTC, newest snapshot of each of the N most recent periods that have

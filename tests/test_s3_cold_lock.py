@@ -1,4 +1,4 @@
-"""S3 cold storage (thaw before reading) and Object Lock (issue 4, items 4 and 5).
+"""S3 cold storage (thaw before reading) and Object Lock (README, "Using it": targets).
 
 What versitygw v1.8.0 (the test server) does, read from its source and checked here:
 

@@ -1,4 +1,5 @@
-"""Schedules and the scheduler (issue 5): the policy as pure functions, then `emberkeep run`.
+"""Schedules and the scheduler (docs/design.md, "Policy"): the policy as pure functions,
+then `emberkeep run`.
 
 The semantics are in src/emberkeep/policy/schedule.py: cron over UTC, a job is due once a
 slot passed since its last start (whatever the outcome), catch-up once after downtime.

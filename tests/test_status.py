@@ -1,4 +1,4 @@
-"""`emberkeep status` (issue 7, items 2 and 3): RPO ok / late / breached under a simulated
+"""`emberkeep status` (README, "Monitoring"): RPO ok / late / breached under a simulated
 clock, RTO from drills in the journal, targets (snapshots, size, free space, last copy,
 replication lag), anomalies (a real FerretDB losing half its documents), low space, and
 the alerts status raises once."""

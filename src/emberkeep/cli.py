@@ -14,7 +14,7 @@ from . import __version__, config, memory, ui
 from .errors import EmberkeepError, UsageError
 from .site import Site
 
-# Exit status beyond DESIGN.md's 0/1/2 (as restic's 3): a backup committed its snapshot, but
+# Exit status beyond docs/design.md's 0/1/2 (as restic's 3): a backup committed its snapshot, but
 # content its sources were asked for could not be read and is not in it.
 INCOMPLETE = 3
 

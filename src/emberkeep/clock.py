@@ -1,7 +1,7 @@
 """The one clock every time-dependent piece reads.
 
 ``EMBERKEEP_NOW`` (ISO 8601) pins the current time, so schedules, retention and
-objectives can be simulated from outside (DESIGN.md, CLI contract).
+objectives can be simulated from outside (docs/design.md, "CLI contract").
 """
 
 from __future__ import annotations

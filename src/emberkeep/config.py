@@ -1,4 +1,4 @@
-"""The TOML config (DESIGN.md, "Config contract"), validated on load.
+"""The TOML config (docs/design.md, "Config contract"), validated on load.
 
 Every problem is reported as ``file: field: what is wrong; what to do`` and exits 2.
 Secrets stay out of those messages: the value of an unknown key or of a webhook is never

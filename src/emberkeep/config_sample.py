@@ -1,7 +1,7 @@
 """The commented sample config that ``emberkeep config sample`` prints.
 
-It expresses the strategy this program implements (DESIGN.md: the seed's
-backup-and-recovery strategy) for the shop it was written for: MongoDB daily with 14 daily,
+It expresses the strategy this program implements (docs/design.md: a
+backup-and-recovery strategy's tables) for the shop it was written for: MongoDB daily with 14 daily,
 3 months of weekly and a year of monthly snapshots; configuration files (the ``.env`` files
 and nginx's site) weekly for 6 months; media daily for 30 days; the git repository; a local,
 a remote (sftp) and a cold (s3, monthly only) target; the RPOs and RTOs of its tables; a

@@ -10,7 +10,7 @@ import os
 
 
 class EmberkeepError(Exception):
-    """A failure the user can act on. ``exit_code`` follows DESIGN.md: 1 failure, 2 usage."""
+    """A failure the user can act on. ``exit_code``: 1 failure, 2 usage (docs/design.md)."""
 
     exit_code = 1
 

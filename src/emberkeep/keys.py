@@ -1,4 +1,4 @@
-"""Keys (DESIGN.md, "Keys").
+"""Keys (docs/design.md, "Keys").
 
 - An *identity* (age X25519, ``AGE-SECRET-KEY-1…``) reads backups; it is held offline.
 - The *writer key* lives on backup hosts. It holds the chunk-id MAC key, the chunker

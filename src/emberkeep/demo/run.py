@@ -55,7 +55,7 @@ def write_config(
     config = folder / "emberkeep.toml"
     media, (env_local, server_env, nginx) = site.media, site.config_files
     config.write_text(
-        f"""# The demo shop's emberkeep config (DESIGN.md config contract).
+        f"""# The demo shop's emberkeep config (`emberkeep config doc` lists every key).
 [site]
 name = "candle-ecommerce-demo"
 state_dir = "{folder / "state"}"

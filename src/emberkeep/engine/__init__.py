@@ -1,1 +1,1 @@
-"""Chunk -> keyed id -> dedup -> zstd -> AEAD -> pack (DESIGN.md, "The shape")."""
+"""Chunk -> keyed id -> dedup -> zstd -> AEAD -> pack (docs/design.md, "The shape")."""

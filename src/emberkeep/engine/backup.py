@@ -1,6 +1,6 @@
 """One backup: a source's events in, one committed snapshot out.
 
-Commit order (DESIGN.md): packs, then one index file, then the snapshot, the only
+Commit order (docs/design.md): packs, then one index file, then the snapshot, the only
 commit point. The run announces itself with a shared lease *before* it reads the index,
 so a concurrent prune either sees the lease or has already marked its condemned packs,
 which this run then never deduplicates against.

@@ -242,7 +242,8 @@ def _check_key_objects(repo: Repository, result: CheckResult) -> None:
 
 def _absent_packs(index: BlobIndex, stored: dict[str, int], result: CheckResult) -> None:
     """Each index file that lists packs the target does not hold: their entries are
-    ignored (a copy in an existing pack is used), and the file is named (DESIGN.md, Check)."""
+    ignored (a copy in an existing pack is used), and the file is named (docs/design.md,
+    "Check")."""
     for index_file, packs in sorted(index.files.items()):
         absent = [(pack, entries) for pack, entries in packs if pack not in stored]
         if not absent:

@@ -168,7 +168,7 @@ class Repository:
 
         Of a blob several packs hold, a copy in a pack that is in the target is used (one
         lookup per pack, only for such blobs): an index file may list packs that were
-        deleted, or never written (DESIGN.md, Check)."""
+        deleted, or never written (docs/design.md, "Check")."""
 
         self.index_names = set()
         present: dict[str, bool] = {}
