@@ -35,7 +35,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "emberkeep"
 
 LAYERS: list[set[str]] = [
     {"", "errors", "clock", "durations", "sizes", "fsutil", "redact", "memory", "ui", "keys"}
-    | {"statefile"},
+    | {"statefile", "cron"},
     {"storage", "journal"},
     {"repository"},
     {"engine"},
