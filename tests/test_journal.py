@@ -17,6 +17,7 @@ import pytest
 from conftest import Site
 
 from emberkeep import journal
+from emberkeep.durations import Duration
 from emberkeep.errors import EmberkeepError
 from emberkeep.journal import Journal
 
@@ -72,7 +73,7 @@ def test_record_and_job_are_one_call_each(tmp_path: Path, monkeypatch: pytest.Mo
 def test_a_site_journal_keeps_rows_for_journal_keep(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = SimpleNamespace(monitor=SimpleNamespace(journal_keep="30d"))
+    config = SimpleNamespace(monitor=SimpleNamespace(journal_keep=Duration("30d")))
     site = SimpleNamespace(state_dir=tmp_path, config=config)
     for day in ("01", "15", "28"):
         monkeypatch.setenv("EMBERKEEP_NOW", f"2026-01-{day}T00:00:00Z")

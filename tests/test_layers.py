@@ -38,7 +38,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "emberkeep"
 
 LAYERS: list[set[str]] = [
     {"", "errors", "clock", "durations", "sizes", "fsutil", "redact", "memory", "ui", "keys"}
-    | {"statefile", "crypto"},
+    | {"statefile", "crypto", "cron"},
     {"storage", "journal"},
     {"repository"},
     {"engine"},

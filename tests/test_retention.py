@@ -19,6 +19,7 @@ from conftest import Site, restored, stored_bytes
 
 from emberkeep import clock, config
 from emberkeep.config import Retention
+from emberkeep.durations import Duration
 from emberkeep.policy import retention
 from emberkeep.repository.snapshot import Snapshot
 from emberkeep.runner.backup import run_backup
@@ -51,6 +52,8 @@ def daily_snapshots(first: str, days: int, hour: str = "02:00:00", source: str =
 
 
 def kept(snapshots: list[Snapshot], now: str, source: str = "db", **rules: Any) -> dict[str, str]:
+    if "within" in rules:  # the config's type, as config.load makes it
+        rules["within"] = Duration(rules["within"])
     return retention.keep(snapshots, at(now), {source: Retention(**rules)})
 
 

@@ -21,6 +21,7 @@ INCOMPLETE = 3
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from .durations import Duration
     from .runner.backup import SourceOutcome
     from .runner.drill import DrillResult
     from .runner.recover import Recovery, Step
@@ -422,10 +423,13 @@ def _subset_text(text: str) -> str:
     return _checked(text, Subset.parse)
 
 
-def _duration_text(text: str) -> str:
-    from .durations import parse_duration
+def _duration_text(text: str) -> Duration:
+    from .durations import Duration
 
-    return _checked(text, parse_duration)
+    value = Duration(text)
+    if value.problem:
+        raise argparse.ArgumentTypeError(value.problem)
+    return value
 
 
 def _checked(text: str, parse: Callable[[str], object]) -> str:

@@ -25,18 +25,13 @@ from urllib.parse import urlparse
 
 import msgspec
 
-from .durations import parse_duration
+from .cron import Cron
+from .durations import Duration
 from .errors import ConfigError, UsageError
 from .redact import looks_like_identity, redact_text
+from .sizes import Size
 
 DEFAULT_PATHS = (Path("emberkeep.toml"), Path("/etc/emberkeep/emberkeep.toml"))
-SCHEDULE_ALIASES = {
-    "@hourly": "0 * * * *",
-    "@daily": "0 0 * * *",
-    "@weekly": "0 0 * * 0",
-    "@monthly": "0 0 1 * *",
-    "@yearly": "0 0 1 1 *",
-}
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Count = Annotated[int, msgspec.Meta(ge=0)]
 Name = Annotated[str, msgspec.Meta(pattern=NAME)]
@@ -62,7 +57,7 @@ class Keys(_Strict):
 
 
 class Retention(_Strict):
-    within: str | None = None
+    within: Duration | None = None
     hourly: Count = 0
     daily: Count = 0
     weekly: Count = 0
@@ -73,16 +68,16 @@ class Retention(_Strict):
 
 
 class Objectives(_Strict):
-    rpo: str | None = None
-    rto: str | None = None
+    rpo: Duration | None = None
+    rto: Duration | None = None
 
     @property
     def rpo_delta(self) -> timedelta | None:
-        return parse_duration(self.rpo) if self.rpo else None
+        return self.rpo.delta if self.rpo else None
 
     @property
     def rto_delta(self) -> timedelta | None:
-        return parse_duration(self.rto) if self.rto else None
+        return self.rto.delta if self.rto else None
 
 
 class SourceHooks(_Strict):
@@ -92,13 +87,13 @@ class SourceHooks(_Strict):
     after_backup: str | None = None
     before_restore: str | None = None
     after_restore: str | None = None
-    timeout: str = "10m"
+    timeout: Duration = Duration("10m")
     env: list[str] = []  # names passed on from emberkeep's environment (runner/hooks.py)
 
 
 class _SourceBase(_Strict, tag_field="type"):
     name: Name
-    schedule: str | None = None
+    schedule: Cron | None = None
     retention: Retention | None = None
     objectives: Objectives | None = None
     hooks: SourceHooks | None = None
@@ -117,17 +112,17 @@ class Pitr(_Strict):
     """Continuous oplog archiving (``emberkeep oplog run``; README, "Point-in-time recovery")."""
 
     enabled: bool = False
-    slice: str = "5s"  # an entry waits at most this long before its slice is sealed
-    max_lag: str = "1m"  # status: archived this far behind the server is late
+    slice: Duration = Duration("5s")  # an entry waits at most this long before its slice is sealed
+    max_lag: Duration = Duration("1m")  # status: archived this far behind the server is late
     max_entries: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000  # per slice
 
     @property
     def slice_seconds(self) -> float:
-        return parse_duration(self.slice).total_seconds()
+        return self.slice.seconds
 
     @property
     def max_lag_delta(self) -> timedelta:
-        return parse_duration(self.max_lag)
+        return self.max_lag.delta
 
 
 class MongoSource(_SourceBase, tag="mongodb", kw_only=True):
@@ -176,47 +171,49 @@ class Notify(_Strict):
 
     email: Email | None = None
     webhooks: list[str] = []
-    rate_limit: str = "6h"  # an ongoing problem's alert is repeated at most this often
+    rate_limit: Duration = Duration(
+        "6h"
+    )  # an ongoing problem's alert is repeated at most this often
     on_success: bool = False  # also a message after each successful backup
-    timeout: str = "10s"  # for each SMTP or HTTP attempt
+    timeout: Duration = Duration("10s")  # for each SMTP or HTTP attempt
 
 
 class Monitor(_Strict):
     """Journal, status and metrics settings (journal/, monitor/)."""
 
-    journal_keep: str = "365d"  # journal rows older than this are removed
-    grace: str = "1h"  # a scheduled source is late once its next run is this overdue
+    journal_keep: Duration = Duration("365d")  # journal rows older than this are removed
+    grace: Duration = Duration("1h")  # a scheduled source is late once its next run is this overdue
     anomaly_change: Annotated[float, msgspec.Meta(gt=0)] = 0.3  # fraction vs the median
     anomaly_runs: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5  # recent backups compared
-    min_free: str = "1GiB"  # a target with less free space raises the low-space alert
+    min_free: Size = Size("1GiB")  # a target with less free space raises the low-space alert
     metrics_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None  # 127.0.0.1
     metrics_textfile: Path | None = None  # for node_exporter's textfile collector
 
 
 class Prune(_Strict):
-    grace: str = "1h"
-    schedule: str | None = None
+    grace: Duration = Duration("1h")
+    schedule: Cron | None = None
     # a snapshot made with `backup --tag` is kept this long whatever the rules say
-    keep_tagged: str | None = "30d"
+    keep_tagged: Duration | None = Duration("30d")
 
 
 class Check(_Strict):
     """The scheduled check: structural, plus a rotating part of the data when a subset is set."""
 
-    schedule: str | None = None
+    schedule: Cron | None = None
     read_data_subset: str | None = None
 
 
 class Replicate(_Strict):
     """The scheduled `emberkeep replicate`: fills in what targets missed (e.g. while down)."""
 
-    schedule: str | None = None
+    schedule: Cron | None = None
 
 
 class Drill(_Strict):
     """The scheduled restore drill: each named source (all when none) from ``target``."""
 
-    schedule: str | None = None
+    schedule: Cron | None = None
     sources: list[str] = []
     target: str | None = None  # default: the first target
 
@@ -224,8 +221,8 @@ class Drill(_Strict):
 class SiteObjectives(_Strict):
     """The RTOs of the strategy's whole-site scenarios (runbook): a new server, a disaster."""
 
-    server_failure: str | None = None
-    disaster: str | None = None
+    server_failure: Duration | None = None
+    disaster: Duration | None = None
 
 
 class Runbook(_Strict):
@@ -336,10 +333,21 @@ def _invalid(path: Path, problems: list[str]) -> ConfigError:
     return ConfigError(redact_text(f"{path}: invalid config{lines}"))
 
 
+_TYPED_STRINGS: dict[type, str] = {
+    Path: "a string path",
+    Duration: "a duration string",
+    Size: "a size string",
+    Cron: "a cron schedule string",
+}
+
+
 def _decode_path(kind: type, value: Any) -> Any:
-    if kind is Path and isinstance(value, str):
-        return Path(value)
-    raise TypeError(f"expected a string path, got {type(value).__name__}")
+    """The config's typed strings (paths, durations, sizes, schedules), made once here."""
+    if kind in _TYPED_STRINGS and isinstance(value, str):
+        return kind(value)
+    raise TypeError(
+        f"expected {_TYPED_STRINGS.get(kind, kind.__name__)}, got {type(value).__name__}"
+    )
 
 
 def _resolve_paths(config: Config, path: Path) -> Config:
@@ -618,33 +626,14 @@ def _identity_file_problem(value: Path | None, where: str) -> Iterator[tuple[str
         )
 
 
-def _cron(value: str | None) -> str | None:
+def _cron(value: Cron | None) -> str | None:
     """The five-field cron expression of a schedule that parses; None if unset or invalid."""
-    if value is None:
-        return None
-    from croniter import croniter
-
-    expr = SCHEDULE_ALIASES.get(value.strip(), value.strip())
-    if len(expr.split()) != 5 or not croniter.is_valid(expr):
-        return None
-    return expr
+    return None if value is None or value.problem else value.expr
 
 
-def _schedule_problem(value: str | None, where: str) -> Iterator[tuple[str, str]]:
-    if value is not None and _cron(value) is None:
-        fields = SCHEDULE_ALIASES.get(value.strip(), value.strip()).split()
-        why = (
-            "a field is out of range or not cron syntax (minute 0-59, hour 0-23, day 1-31, "
-            "month 1-12, weekday 0-7)"
-            if len(fields) == 5
-            else f"it has {len(fields)} fields where cron has five fields (minute hour day "
-            "month weekday)"
-        )
-        yield (
-            where,
-            f"{value!r} is not a cron schedule: {why}; write it like '0 2 * * *', or use "
-            "@hourly/@daily/@weekly/@monthly",
-        )
+def _schedule_problem(value: Cron | None, where: str) -> Iterator[tuple[str, str]]:
+    if value is not None and value.problem:
+        yield where, value.problem
 
 
 def _target_sources_problems(
@@ -772,15 +761,11 @@ def _fields_can_meet(a: str, b: str) -> bool:
 
 def _monitor_problems(config: Config, field: Callable[..., str]) -> Iterator[tuple[str, str]]:
     """[notify] and [monitor]: durations, sizes, and URLs a notifier can use."""
-    from .sizes import parse_size
-
     monitor = config.monitor
     for key in ("journal_keep", "grace"):
         yield from _duration_problem(getattr(monitor, key), field("monitor", key))
-    try:
-        parse_size(monitor.min_free)
-    except ValueError as exc:
-        yield field("monitor", "min_free"), str(exc)
+    if monitor.min_free.problem:
+        yield field("monitor", "min_free"), monitor.min_free.problem
     notify = config.notify
     if notify is None:
         return
@@ -854,13 +839,9 @@ def _hooks_problems(hooks: SourceHooks, where: str) -> Iterator[tuple[str, str]]
             )
 
 
-def _duration_problem(value: str | None, where: str) -> Iterator[tuple[str, str]]:
-    if value is None:
-        return
-    try:
-        parse_duration(value)
-    except ValueError as exc:
-        yield where, str(exc)
+def _duration_problem(value: Duration | None, where: str) -> Iterator[tuple[str, str]]:
+    if value is not None and value.problem:
+        yield where, value.problem
 
 
 def _url_problem(value: str, name: str) -> str | None:

@@ -21,6 +21,9 @@ import msgspec
 import msgspec.inspect as mi
 
 from . import config
+from .cron import Cron
+from .durations import Duration
+from .sizes import Size
 
 HEADER = """\
 # Configuration reference
@@ -120,6 +123,15 @@ def _description(t: mi.Type) -> str:
     return ""
 
 
+# The config's typed strings (config._decode_path makes them), as the reference names them.
+_CUSTOM: dict[type, str] = {
+    Path: "path",
+    Duration: "duration (`90s`, `15m`, `24h`, `7d`, `1h30m`)",
+    Size: "size (`500MB`, `10GiB`)",
+    Cron: "cron schedule (five fields, or `@hourly`/`@daily`/`@weekly`/`@monthly`)",
+}
+
+
 def _type(t: mi.Type) -> str:
     if isinstance(t, mi.Metadata):
         return _type(t.type)
@@ -143,8 +155,8 @@ def _type(t: mi.Type) -> str:
         return f"{kind} ({', '.join(limits)})" if limits else kind
     if isinstance(t, mi.BoolType):
         return "boolean"
-    if isinstance(t, mi.CustomType) and t.cls is Path:
-        return "path"
+    if isinstance(t, mi.CustomType) and t.cls in _CUSTOM:
+        return _CUSTOM[t.cls]
     if isinstance(t, mi.LiteralType):
         return " \\| ".join(f'`"{v}"`' for v in t.values)
     if isinstance(t, mi.ListType):

@@ -1,4 +1,7 @@
-"""Sizes as people write them in config: ``500MB``, ``10GiB``, ``1.5 TB``, ``4096``."""
+"""Sizes as people write them in config: ``500MB``, ``10GiB``, ``1.5 TB``, ``4096``.
+
+``Size`` is the config's type for them, parsed once when the config is read.
+"""
 
 from __future__ import annotations
 
@@ -32,3 +35,28 @@ def parse_size(text: str) -> int:
             "KiB, MiB, GiB, TiB), e.g. '10GiB' or '500MB'"
         )
     return int(float(match[1]) * _UNITS[match[2]])
+
+
+class Size(str):
+    """A size as written in config (``"1GiB"``), parsed once; ``bytes`` is its value.
+
+    Like ``durations.Duration``: a ``str`` that keeps a ``problem`` for the config check
+    rather than raising, and whose value refuses to be read when it has one.
+    """
+
+    _bytes: int | None
+    problem: str | None
+
+    def __new__(cls, text: str) -> Size:
+        value = super().__new__(cls, text)
+        try:
+            value._bytes, value.problem = parse_size(text), None
+        except ValueError as exc:
+            value._bytes, value.problem = None, str(exc)
+        return value
+
+    @property
+    def bytes(self) -> int:
+        if self._bytes is None:
+            raise ValueError(self.problem)
+        return self._bytes

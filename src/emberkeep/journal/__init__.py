@@ -53,7 +53,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .. import clock
-from ..durations import parse_duration
 from ..errors import EmberkeepError, error_text, is_disk_full, state_dir_full
 from ..fsutil import make_dirs, pid_alive
 
@@ -212,7 +211,7 @@ class Journal:
         if isinstance(where, str | os.PathLike):
             return cls(Path(where) / FILE)
         monitor = getattr(where.config, "monitor", None)
-        keep = parse_duration(monitor.journal_keep) if monitor is not None else None
+        keep = monitor.journal_keep.delta if monitor is not None else None
         return cls(where.state_dir / FILE, keep)
 
     @classmethod

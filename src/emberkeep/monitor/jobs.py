@@ -40,7 +40,6 @@ from .. import clock
 from ..errors import EmberkeepError, UsageError, error_text, is_disk_full, state_dir_full
 from ..journal import Entry, Journal
 from ..site import Site
-from ..sizes import parse_size
 from . import anomalies
 from .notify import Alert, Notifier
 
@@ -350,7 +349,7 @@ def _space_after_backup(job: Job, notifier: Notifier) -> None:
     target = site.config.target(entry.target)
     need, until = anomalies.expected_need(site.config, job.journal, target, clock.now())
     problem = anomalies.space_problem(
-        target.name, free, min_free=parse_size(site.config.monitor.min_free), need=need, until=until
+        target.name, free, min_free=site.config.monitor.min_free.bytes, need=need, until=until
     )
     space = Alert("low_space", f"target {target.name} is low on space", target=target.name)
     if problem:

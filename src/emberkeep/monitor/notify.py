@@ -40,7 +40,6 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from .. import __version__, clock
 from ..config import Email, Notify
-from ..durations import parse_duration
 from ..journal import Entry, Journal
 from ..redact import redact_url
 
@@ -213,7 +212,7 @@ def _loopback(host: str) -> bool:
 def channels_of(notify: Notify | None) -> list[Channel]:
     if notify is None:
         return []
-    timeout = parse_duration(notify.timeout).total_seconds() or 10.0
+    timeout = notify.timeout.seconds or 10.0
     found: list[Channel] = []
     if notify.email is not None:
         found.append(EmailChannel(notify.email, timeout))
@@ -239,7 +238,7 @@ class Notifier:
         self.notify = notify
         self.journal = journal
         self.channels = channels_of(notify)
-        self.rate_limit = parse_duration(notify.rate_limit) if notify else None
+        self.rate_limit = notify.rate_limit.delta if notify else None
         self.warn = warn
 
     @property

@@ -45,14 +45,13 @@ from typing import Any
 
 from .. import clock, seen, ui
 from ..config import Source, Target
-from ..durations import format_duration, parse_duration
+from ..durations import Duration, format_duration
 from ..errors import error_text
 from ..journal import Entry, Journal
 from ..policy.schedule import next_time
 from ..redact import redact_url
 from ..repository.snapshot import FUTURE_TOLERANCE, Snapshot, is_future
 from ..site import Site
-from ..sizes import parse_size
 from . import anomalies
 from .notify import Alert, Notifier
 
@@ -94,7 +93,7 @@ class SourceStatus:
     type: str
     schedule: str | None
     objective_rpo: str | None
-    objective_rto: str | None
+    objective_rto: Duration | None
     rpo: RpoState = field(default_factory=lambda: RpoState("ok"))
     last_backup: datetime | None = None
     last_snapshot: str | None = None
@@ -347,7 +346,7 @@ def _source(
         now,
         schedule=source.schedule,
         rpo=rpo,
-        grace=parse_duration(monitor.grace),
+        grace=monitor.grace.delta,
         zone=site.config.site.timezone,
     )
     if source.schedule:
@@ -525,7 +524,7 @@ def _target(
         status.replication_lag_seconds = (
             round((now - missing[0].time).total_seconds(), 3) if missing else 0.0
         )
-        grace = parse_duration(config.monitor.grace)
+        grace = config.monitor.grace.delta
         if missing and now - missing[0].time > grace:
             report.warnings.append(
                 f"target {target.name}: {len(missing)} snapshots of the primary not copied yet, "
@@ -536,7 +535,7 @@ def _target(
     status.low_space = anomalies.space_problem(
         target.name,
         what.free,
-        min_free=parse_size(config.monitor.min_free),
+        min_free=config.monitor.min_free.bytes,
         need=need,
         until=until,
     )

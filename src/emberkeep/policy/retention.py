@@ -48,7 +48,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..durations import format_duration, parse_duration
+from ..durations import format_duration
 from ..repository.snapshot import FUTURE_TOLERANCE, is_future, written_order
 
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ def keep_source(snapshots: Sequence[Snapshot], now: datetime, policy: Retention)
     )
     reasons: dict[str, list[str]] = {s.id: [] for s in newest_first}
     if policy.within:
-        cutoff = now - parse_duration(policy.within)
+        cutoff = now - policy.within.delta
         for snapshot in newest_first:
             if snapshot.time > cutoff:
                 reasons[snapshot.id].append(f"within {policy.within}")
@@ -258,5 +258,5 @@ def keep_in_target(
     tagged = config.prune.keep_tagged
     return keep(
         snapshots, now, config.retention(target), keep_tags=keep_tags,
-        keep_tagged=parse_duration(tagged) if tagged else None,
+        keep_tagged=tagged.delta if tagged else None,
     )  # fmt: skip

@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from ..config import SCHEDULE_ALIASES
+from ..cron import Cron
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,10 @@ class History:
 
 
 def expression(schedule: str) -> str:
-    """The five-field cron expression of ``schedule`` (an alias like @daily resolved)."""
-    text = schedule.strip()
-    return SCHEDULE_ALIASES.get(text, text)
+    """The five-field cron expression of ``schedule`` (an alias like @daily resolved): the
+    config's ``Cron`` carries it; a plain string (a test's, or ``schedule --print``'s) is
+    read here."""
+    return (schedule if isinstance(schedule, Cron) else Cron(schedule)).expr
 
 
 def _utc(moment: datetime) -> datetime:

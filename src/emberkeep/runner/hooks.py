@@ -28,7 +28,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ..config import SourceHooks
-from ..durations import parse_duration
 from ..errors import EmberkeepError
 
 OUTPUT_TAIL = 2000  # characters of a hook's output kept in messages
@@ -152,6 +151,6 @@ def for_job(configured: SourceHooks | None, job: str) -> Hooks | None:
     return Hooks(
         before=getattr(configured, f"before_{job}"),
         after=getattr(configured, f"after_{job}"),
-        timeout=parse_duration(configured.timeout).total_seconds(),
+        timeout=configured.timeout.seconds,
         env=tuple(configured.env),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .. import clock, seen
-from ..durations import parse_duration
+from ..durations import Duration
 from ..policy import retention as retention_policy
 from ..repository.check import CheckResult, Subset, VerifiedLog, check
 from ..repository.lease import LeaseWatch
@@ -45,7 +45,7 @@ def run_prune(
     *,
     forget: list[str],
     dry_run: bool,
-    grace: str | None,
+    grace: Duration | None,
     keep_tags: list[str] | None = None,
 ) -> PruneResult:
     """Apply each source's retention in ``target`` (and remove ``forget``), then free space;
@@ -58,7 +58,7 @@ def run_prune(
         retention=lambda snapshots, now: retention_policy.keep_in_target(
             site.config, target, snapshots, now, keep_tags or ()
         ),
-        grace=parse_duration(grace or site.config.prune.grace),
+        grace=(grace or site.config.prune.grace).delta,
         dry_run=dry_run,
         watch=watch,
         guard=seen.prune_guard(site, target, repo),

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlparse
 
 from .. import keys
 from ..config import Config, FilesSource, GitSource, MongoSource, Source, Target
-from ..durations import format_duration, parse_duration
+from ..durations import format_duration
 from ..redact import redact_url
 from ..site import Site
 
@@ -107,7 +107,7 @@ def scenario_rto(cfg: Config, scenario: Scenario) -> tuple[str, timedelta | None
     if scenario.objective:
         value = getattr(cfg.objectives, scenario.objective)
         if value:
-            return value, parse_duration(value)
+            return value, value.delta
         return f"{scenario.rto}, the strategy's: set [objectives] {scenario.objective}", None
     configured = sorted(
         {s.objectives.rto_delta for s in cfg.sources

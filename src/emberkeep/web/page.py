@@ -422,11 +422,7 @@ def _charts(report: Report, history: History) -> str:
             if e.started
         ]
         if drills or s.objective_rto:
-            rto = None
-            from ..durations import parse_duration
-
-            if s.objective_rto:
-                rto = parse_duration(s.objective_rto).total_seconds()
+            rto = s.objective_rto.seconds if s.objective_rto else None
             charts.append(
                 "<figure><figcaption>drill restore time against the RTO</figcaption>"
                 + bar_chart(f"chart-drills-{name}", f"drills of {name}", drills, rto, history)
