@@ -19,10 +19,11 @@ from .runner.site import Site
 INCOMPLETE = 3
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
     from datetime import datetime
 
-    from .runner.backup import SourceOutcome
     from .runner.drill import DrillResult
+    from .runner.jobs import BackedUp
     from .runner.recover import Recovery, Step
     from .runner.replicate import TargetCopy
 
@@ -612,15 +613,11 @@ def cmd_init(site: Site, args: argparse.Namespace) -> int:
 
 def cmd_backup(site: Site, args: argparse.Namespace) -> int:
     memory.return_large_buffers_promptly()  # backup only: it slows restore by a quarter
-    from .engine.backup import Progress
-    from .monitor.jobs import watch
-    from .runner.backup import run_backup, sources_to_run
-    from .runner.replicate import replicate_after_backup
+    from .runner import jobs
+    from .runner.backup import sources_to_run
     from .sources.files import scan_size
 
-    entries = []
-    failed = []
-    outcomes = []
+    done: list[jobs.BackedUp] = []
     for name in sources_to_run(site, args.sources):
         bar = ui.ByteProgress(f"backup {name}", enabled=not (args.json or args.quiet))
         source = site.config.source(name)
@@ -630,31 +627,28 @@ def cmd_backup(site: Site, args: argparse.Namespace) -> int:
                 b.set_total(scan_size(s.paths, s.exclude))
 
             ui.in_background(scan)
-        with watch(site, "backup", source=name, warn=ui.warning) as job:
-            with bar.shown():
-                progress = Progress(on_file=bar.advance)
-                outcome = job.took(run_backup(site, name, tags=args.tags, progress=progress))
-            copy_bar, add_total = _copy_progress(f"copy {name}", site, args)
-            with copy_bar.shown():
-                copies = job.took(
-                    replicate_after_backup(
-                        site, outcome, on_pack=copy_bar.advance, on_total=add_total
-                    )
-                )
-            entries.append({**outcome.to_json(), "copies": [c.to_json() for c in copies]})
-            outcomes.append(outcome)
-            failed += [(outcome, c) for c in copies if c.failed]
-            if not args.json:
-                _print_backup(outcome, copies)
-    if args.json:
-        ui.print_json(entries)
-    for outcome, copy in failed:
-        ui.error(
-            f"copying snapshot {outcome.result.snapshot.short_id} of source {outcome.source} "
-            f"to target {copy.target} failed: {copy.reason}; the snapshot is committed in "
-            f"{outcome.target}; run `emberkeep replicate` when {copy.target} is reachable"
+        backup = jobs.backup(
+            site,
+            name,
+            tags=args.tags,
+            bar=bar,
+            copy_bar=_copy_bar(f"copy {name}", site, args),
+            warn=ui.warning,
+            show=(lambda b: None) if args.json else _print_backup,
         )
-    incomplete = [o for o in outcomes if o.result.unreadable]
+        done.append(backup)
+    if args.json:
+        ui.print_json([b.to_json() for b in done])
+    for backup in done:
+        for copy in backup.failed_copies:
+            outcome = backup.outcome
+            ui.error(
+                f"copying snapshot {outcome.result.snapshot.short_id} of source "
+                f"{outcome.source} to target {copy.target} failed: {copy.reason}; the snapshot "
+                f"is committed in {outcome.target}; run `emberkeep replicate` when "
+                f"{copy.target} is reachable"
+            )
+    incomplete = [b.outcome for b in done if b.outcome.result.unreadable]
     for outcome in incomplete:
         ui.error(
             f"snapshot {outcome.result.snapshot.short_id} of source {outcome.source} is "
@@ -662,10 +656,12 @@ def cmd_backup(site: Site, args: argparse.Namespace) -> int:
             "read (warned above) and are not in it; give emberkeep read access to them, or "
             "exclude them, and back up again"
         )
+    failed = any(b.failed_copies for b in done)
     return 1 if failed else INCOMPLETE if incomplete else 0
 
 
-def _print_backup(outcome: SourceOutcome, copies: list[TargetCopy]) -> None:
+def _print_backup(backup: BackedUp) -> None:
+    outcome = backup.outcome
     snap = outcome.result.snapshot
     s = snap.summary
     ui.line(
@@ -675,7 +671,7 @@ def _print_backup(outcome: SourceOutcome, copies: list[TargetCopy]) -> None:
         f"{ui.human_bytes(s['bytes_new'])} new, {ui.human_bytes(s['bytes_stored'])} stored, "
         f"{s['seconds']:.1f}s"
     )
-    for copy in copies:
+    for copy in backup.copies:
         _print_copy(copy, indent="  ")
     for warning in outcome.result.warnings:
         ui.warning(f"{warning['path']}: {warning['message']}")
@@ -728,27 +724,18 @@ def cmd_restore(site: Site, args: argparse.Namespace) -> int:
     if mongo_only:
         flag = "--" + mongo_only[0].replace("_", "-")
         raise UsageError(f"{flag} goes with --to-uri (mongodb snapshots only)")
-    from .monitor.jobs import watch
-    from .runner.restore import run_restore
+    from .runner import jobs
 
-    bar = ui.ByteProgress("restore", enabled=not (args.json or args.quiet))
-    with watch(site, "restore", source=args.source, target=args.target) as job, bar.shown():
-        job.entry.details["to"] = str(args.dest.resolve())
-        snapshot, result = job.took(
-            run_restore(
-                site,
-                args.snapshot,
-                args.dest,
-                paths=args.paths,
-                target=args.target,
-                source=args.source,
-                on_file=bar.advance,
-                on_total=bar.set_total,
-                partial=True,
-            )
-        )
-        if result.refused:
-            job.fail(f"{len(result.refused)} entries not restored")
+    restored = jobs.restore(
+        site,
+        args.snapshot,
+        args.dest,
+        paths=args.paths,
+        target=args.target,
+        source=args.source,
+        bar=ui.ByteProgress("restore", enabled=not (args.json or args.quiet)),
+    )
+    snapshot, result = restored.snapshot, restored.result
     if args.json:
         ui.print_json({"snapshot": snapshot.id, "to": str(args.dest), **result.to_json()})
     else:
@@ -785,34 +772,24 @@ def _print_refused(refused: list[dict[str, str]], done: str) -> None:
 
 
 def _restore_mongodb(site: Site, args: argparse.Namespace) -> int:
-    from .monitor.jobs import watch
-    from .runner.restore import run_restore_mongodb
+    from .runner import jobs
     from .sources.mongodb.restore import Selection
 
     if args.paths:
         raise UsageError("a mongodb snapshot restores by --db/--collection, not by PATH")
-    selection = Selection(args.db, args.collection, args.ns_from, args.ns_to)
-    bar = ui.ByteProgress("restore", enabled=not (args.json or args.quiet))
-    options = {
-        "drop": args.drop,
-        "selection": selection,
-        "target": args.target,
-        "source": args.source,
-        "on_file": bar.advance,
-        "on_total": bar.set_total,
-    }
-    with watch(site, "restore", source=args.source, target=args.target) as job, bar.shown():
-        from .redact import redact_url
-
-        job.entry.details["to"] = redact_url(args.to_uri)
-        if args.at_time or args.at_op:
-            from .runner.restore import run_restore_mongodb_at
-
-            point = _restore_point(args)
-            done = run_restore_mongodb_at(site, point, args.to_uri, **options)
-        else:
-            done = run_restore_mongodb(site, args.snapshot, args.to_uri, **options)
-        snapshot, result = job.took(done)
+    restored = jobs.restore_mongodb(
+        site,
+        args.to_uri,
+        spec=args.snapshot,
+        at_time=args.at_time,
+        at_op=args.at_op,
+        drop=args.drop,
+        selection=Selection(args.db, args.collection, args.ns_from, args.ns_to),
+        target=args.target,
+        source=args.source,
+        bar=ui.ByteProgress("restore", enabled=not (args.json or args.quiet)),
+    )
+    snapshot, result = restored.snapshot, restored.result
     failed = 1 if result.problems else 0
     if args.json:
         ui.print_json({"snapshot": snapshot.id, **result.to_json()})
@@ -842,19 +819,6 @@ def _restore_mongodb(site: Site, args: argparse.Namespace) -> int:
     for problem in result.problems:
         ui.error(f"{problem['path']}: {problem['message']}")
     return failed
-
-
-def _restore_point(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """The oplog point of ``--at TIME`` or ``--at-op T:I``."""
-    from .clock import parse_time
-    from .sources.mongodb.pitr import parse_op, point_of_time
-
-    if args.at_op:
-        return parse_op(args.at_op)
-    try:
-        return point_of_time(parse_time(args.at_time))
-    except ValueError as exc:
-        raise UsageError(f"--at {args.at_time!r}: {exc}") from None
 
 
 def cmd_oplog(site: Site, args: argparse.Namespace) -> int:
@@ -1024,39 +988,26 @@ def cmd_export(site: Site, args: argparse.Namespace) -> int:
 
 def cmd_import(site: Site, args: argparse.Namespace) -> int:
     from .clock import parse_time
-    from .engine.backup import Progress
-    from .monitor.jobs import watch
-    from .runner.import_dump import import_source, run_import
-    from .runner.replicate import replicate_after_backup
-    from .sources.mongodb.stockdump import file_size
+    from .runner import jobs
+    from .runner.import_dump import import_source
 
     when = parse_time(args.time) if args.time else None
     name = import_source(site, args.source).name
-    bar = ui.ByteProgress(f"import {name}", enabled=not (args.json or args.quiet))
-    target = site.config.targets[0].name
-    with watch(site, "import", source=name, target=target, warn=ui.warning) as job:
-        if bar.enabled:
-            bar.set_total(file_size(args.dump))
-        with bar.shown():
-            outcome = job.took(
-                run_import(
-                    site,
-                    args.dump,
-                    source=name,
-                    time=when,
-                    tags=args.tags,
-                    progress=Progress(on_file=bar.advance),
-                )
-            )
-        copy_bar, add_total = _copy_progress(f"copy {name}", site, args)
-        with copy_bar.shown():
-            copies = job.took(
-                replicate_after_backup(site, outcome, on_pack=copy_bar.advance, on_total=add_total)
-            )
+    imported = jobs.import_dump(
+        site,
+        args.dump,
+        source=name,
+        time=when,
+        tags=args.tags,
+        bar=ui.ByteProgress(f"import {name}", enabled=not (args.json or args.quiet)),
+        copy_bar=_copy_bar(f"copy {name}", site, args),
+        warn=ui.warning,
+    )
+    outcome, copies = imported.outcome, imported.copies
     if args.json:
         ui.print_json({**outcome.to_json(), "copies": [c.to_json() for c in copies]})
     else:
-        _print_backup(outcome, copies)
+        _print_backup(imported)
     failed = [c for c in copies if c.failed]
     for copy in failed:
         ui.error(
@@ -1067,20 +1018,18 @@ def cmd_import(site: Site, args: argparse.Namespace) -> int:
 
 
 def cmd_drill(site: Site, args: argparse.Namespace) -> int:
-    from .monitor.jobs import watch
-    from .runner.drill import drill_sources, run_drill
+    from .runner import jobs
     from .runner.drill_report import write_report
 
-    names = drill_sources(site, args.sources)
-    if args.snapshot and len(names) != 1:
-        raise UsageError("--snapshot needs exactly one SOURCE")
+    def status(name: str) -> AbstractContextManager[None]:
+        return ui.status(f"drill {name}", enabled=not (args.json or args.quiet))
+
     results = []
-    for name in names:
-        with (
-            ui.status(f"drill {name}", enabled=not (args.json or args.quiet)),
-            watch(site, "drill", source=name, target=args.target, warn=ui.warning) as job,
-        ):
-            result = job.took(run_drill(site, name, target=args.target, snapshot=args.snapshot))
+    for drilled in jobs.drill(
+        site, args.sources, target=args.target, snapshot=args.snapshot, status=status,
+        warn=ui.warning,
+    ):  # fmt: skip
+        result = drilled.result
         results.append(result)
         if not args.json:
             _print_drill(result)
@@ -1111,7 +1060,7 @@ def _print_drill(result: DrillResult) -> None:
 
 def cmd_recover(args: argparse.Namespace) -> int:
     from .clock import parse_time
-    from .runner.recover import execute, plan_recover
+    from .runner.recover import plan_recover
 
     if args.identity is None:
         raise UsageError("recover needs --identity FILE: the key that can read the backups")
@@ -1142,16 +1091,11 @@ def cmd_recover(args: argparse.Namespace) -> int:
         if args.json:
             ui.print_json(plan.to_json())
         return 1 if plan.refused else 0
-    from .monitor.jobs import watch
-    from .redact import redact_url
-    from .runner.recover import recovery_site
+    from .runner import jobs
 
     run_hooks = _hooks_approved(plan, args)
     shown_before = len(plan.warnings)  # the plan's, printed with it
-    site = recovery_site(plan)
-    with watch(site, "recover", target=site.config.targets[0].name, warn=ui.warning) as job:
-        job.entry.details.update({"from": redact_url(plan.url), "only": plan.only})
-        recovery = job.took(execute(plan, run_hooks=run_hooks, on_step=shown))
+    recovery = jobs.recover(plan, run_hooks=run_hooks, on_step=shown, warn=ui.warning).recovery
     if not args.json:
         for warning in recovery.warnings[shown_before:]:
             ui.warning(warning)
@@ -1288,23 +1232,17 @@ def cmd_runbook(site: Site, args: argparse.Namespace) -> int:
 
 
 def cmd_check(site: Site, args: argparse.Namespace) -> int:
-    from .monitor.jobs import watch
-    from .runner import maintenance
+    from .runner import jobs
+
+    def bar(target: str) -> ui.ByteProgress:
+        return ui.ByteProgress(f"check {target}", enabled=not (args.json or args.quiet))
 
     results = {}
-    for target in site.target_names(args.target):
-        bar = ui.ByteProgress(f"check {target}", enabled=not (args.json or args.quiet))
-        with watch(site, "check", target=target, warn=ui.warning) as job, bar.shown():
-            result = job.took(
-                maintenance.run_check(
-                    site,
-                    target,
-                    read_data=args.read_data,
-                    subset=args.read_data_subset,
-                    on_pack=bar.advance,
-                    on_total=bar.set_total,
-                )
-            )
+    for checked in jobs.check(
+        site, args.target, read_data=args.read_data, subset=args.read_data_subset, bar=bar,
+        warn=ui.warning,
+    ):  # fmt: skip
+        target, result = checked.target, checked.result
         results[target] = result
         if not args.json:
             ui.line(
@@ -1332,22 +1270,14 @@ def cmd_check(site: Site, args: argparse.Namespace) -> int:
 
 
 def cmd_prune(site: Site, args: argparse.Namespace) -> int:
-    from .monitor.jobs import watch
-    from .runner import maintenance
+    from .runner import jobs
 
     results = {}
-    for target in site.target_names(args.target):
-        with watch(site, "prune", target=target, warn=ui.warning) as job:
-            result = job.took(
-                maintenance.run_prune(
-                    site,
-                    target,
-                    forget=args.forget,
-                    dry_run=args.dry_run,
-                    grace=args.grace,
-                    keep_tags=args.keep_tags,
-                )
-            )
+    for pruned in jobs.prune(
+        site, args.target, forget=args.forget, dry_run=args.dry_run, grace=args.grace,
+        keep_tags=args.keep_tags, warn=ui.warning,
+    ):  # fmt: skip
+        target, result = pruned.target, pruned.result
         results[target] = result
         if not args.json:
             verb = "would remove" if args.dry_run else "removed"
@@ -1372,14 +1302,11 @@ def cmd_prune(site: Site, args: argparse.Namespace) -> int:
 
 
 def cmd_replicate(site: Site, args: argparse.Namespace) -> int:
-    from .monitor.jobs import watch
-    from .runner.replicate import run_replicate
+    from .runner import jobs
 
-    bar, add_total = _copy_progress("replicate", site, args)
-    with watch(site, "replicate", source=args.source, target=args.target) as job, bar.shown():
-        copies = job.took(
-            run_replicate(site, args.target, args.source, on_pack=bar.advance, on_total=add_total)
-        )
+    copies = jobs.replicate(
+        site, args.target, args.source, bar=_copy_bar("replicate", site, args)
+    ).copies
     if args.json:
         ui.print_json([c.to_json() for c in copies])
     elif not copies:
@@ -1394,20 +1321,11 @@ def cmd_replicate(site: Site, args: argparse.Namespace) -> int:
     return 1 if any(c.failed for c in copies) else 0
 
 
-def _copy_progress(
-    label: str, site: Site, args: argparse.Namespace
-) -> tuple[ui.ByteProgress, Callable[[int], None]]:
-    """A bar over every copy of a run; each copy adds the bytes it is about to send."""
-    shown = len(site.config.targets) > 1 and not (args.json or args.quiet)
-    bar = ui.ByteProgress(label, enabled=shown)
-    total = 0
-
-    def add_total(size: int) -> None:
-        nonlocal total
-        total += size
-        bar.set_total(total)
-
-    return bar, add_total
+def _copy_bar(label: str, site: Site, args: argparse.Namespace) -> ui.ByteProgress:
+    """A bar over every copy of a run (shown when there is another target to copy to)."""
+    return ui.ByteProgress(
+        label, enabled=len(site.config.targets) > 1 and not (args.json or args.quiet)
+    )
 
 
 def _print_copy(copy: TargetCopy, indent: str = "") -> None:
