@@ -560,7 +560,7 @@ def find_exe(name: str, override: str | None) -> Executable:
         if found:
             return Executable([found])
         # Not installed (yet): run the console-script entry point from the source tree.
-        if (ROOT / "src" / "emberkeep" / "cli.py").is_file():
+        if (ROOT / "src" / "emberkeep" / "cli" / "__init__.py").is_file():
             python = venv / "python" if _is_exe(venv / "python") else Path(sys.executable)
             src = str(ROOT / "src")
             pythonpath = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
@@ -568,7 +568,7 @@ def find_exe(name: str, override: str | None) -> Executable:
             return Executable([str(python), "-c", entry], {"PYTHONPATH": pythonpath})
         raise BenchError(
             f"emberkeep executable not found: no {venv / 'emberkeep'}, none on PATH, and no "
-            f"{ROOT / 'src/emberkeep/cli.py'} to run from source (install with "
+            f"{ROOT / 'src/emberkeep/cli/__init__.py'} to run from source (install with "
             "`.venv/bin/pip install -e .`, or pass --emberkeep PATH)"
         )
     found = shutil.which(name)

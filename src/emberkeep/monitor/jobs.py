@@ -1,16 +1,18 @@
 """Every job run journaled, and the alerts it raises or resolves: ``watch``.
 
-The CLI and the scheduler run each job inside one ``watch``::
+Each job (runner/jobs.py, where the CLI, the scheduler and the dashboard start them all)
+runs inside one ``watch``::
 
-    with watch(site, "backup", source=name, warn=ui.warning) as job:
-        outcome = job.took(run_backup(site, name))
-        copies = job.took(replicate_after_backup(site, outcome))
+    with watch(site, "backup", source=name, warn=warn) as job:
+        backup = job.took(BackedUp(run_backup(site, name)))
 
-``took`` hands the job's result over and returns it: a backup's ``SourceOutcome`` (snapshot,
-bytes read/new/stored, files, documents), the ``TargetCopy`` list of a replication (each copy
-journaled as a ``replicate`` row of its own target, with its own failure alert), a
-``CheckResult`` (failed when damage was found), a ``PruneResult``, a restore's ``(snapshot,
-result)``, or a drill's ``DrillResult`` (failed when it did not pass; its RTO in details).
+``took`` hands a result of the job over and returns it. The result says what goes in the
+journal itself (its ``journal_fields()``: a ``JournalFields`` of row columns, details, a
+failure found without an exception, rows of their own, a drill's RTO): a backup's snapshot,
+bytes read/new/stored, files, documents; a replication's copies, each journaled as a
+``replicate`` row of its own target with its own failure alert; a check (failed when damage
+was found), a prune, a restore, a recovery, or a drill (failed when it did not pass; its RTO
+in details).
 The row is written when the job starts (``running``) and completed when the block ends:
 ``ok``, or ``failed`` with the error (the exception goes on). A journal that cannot be
 opened (damaged, locked too long) is warned about and the job runs all the same. A
@@ -33,8 +35,9 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from .. import clock
 from ..errors import EmberkeepError, UsageError, error_text, is_disk_full, state_dir_full
@@ -46,6 +49,36 @@ from .notify import Alert, Notifier
 Warn = Callable[[str], None]
 
 
+@dataclass
+class Rto:
+    """A drill's measured restore time against its source's objective (the ``rto`` alert)."""
+
+    ok: bool | None  # None: the source has no RTO objective
+    seconds: float
+    objective_seconds: float | None
+
+
+@dataclass
+class JournalFields:
+    """What one result of a job puts in the journal: each result type says it itself
+    (its ``journal_fields()``, runner/jobs.py), and ``Job.took`` writes it."""
+
+    row: dict[str, Any] = field(default_factory=dict)  # Entry columns: source, snapshot, bytes…
+    details: dict[str, Any] = field(default_factory=dict)
+    failed: str | None = None  # the run failed though nothing raised (damage, a difference)
+    rows: list[Entry] = field(default_factory=list)  # rows of their own (a copy per target)
+    rto: Rto | None = None  # a drill's: it restored and measured
+
+
+class Journaled(Protocol):
+    """A job's result: it knows its own journal fields."""
+
+    def journal_fields(self) -> JournalFields: ...
+
+
+R = TypeVar("R", bound=Journaled)
+
+
 class Job:
     """One watched run: its journal row, and what ``took`` was given."""
 
@@ -54,126 +87,36 @@ class Job:
         self.journal = journal
         self.entry = entry
         self.warn = warn
-        self.copies: list[Entry] = []  # replicate rows journaled by took()
-        self.backup_measures: dict[str, int] | None = None
-        self.drill: Any = None
+        self.copies: list[Entry] = []  # rows of their own journaled by took()
+        self.rto: Rto | None = None
 
-    def took(self, result: Any) -> Any:
+    def took(self, result: R) -> R:
         """Record ``result`` of the job (module docstring); returns it unchanged."""
-        entry = self.entry
-        name = type(result).__name__
-        if name == "SourceOutcome":
-            self._backup(result)
-        elif isinstance(result, list) and all(type(r).__name__ == "TargetCopy" for r in result):
-            for copy in result:
-                self._copy(copy)
-        elif name == "CheckResult":
-            entry.files = result.packs_read
-            entry.bytes = result.bytes_read
-            entry.details.update(snapshots=result.snapshots, packs=result.packs)
-            if not result.ok:
-                damaged = "; ".join(f"{e['object']}: {e['error']}" for e in result.errors[:3])
-                self.fail(f"check found damage: {damaged}")
-        elif name == "PruneResult":
-            removed = sum(d["action"] == "remove" for d in result.decisions)
-            entry.bytes = result.bytes_freed
-            entry.details.update(
-                dry_run=result.dry_run,
-                snapshots_removed=removed,
-                snapshots_kept=len(result.decisions) - removed,
-                packs_deleted=result.packs_deleted,
-            )
-        elif name == "DrillResult":
-            self.drill = result
-            entry.source, entry.target = result.source, result.target
-            entry.snapshot, entry.bytes = result.snapshot or None, result.bytes
-            entry.details.update(
-                rto_seconds=round(result.rto_seconds, 3),
-                rto_ok=result.rto_ok,
-                rto_objective_seconds=result.rto_objective_seconds,
-                phases={k: round(v, 3) for k, v in result.phases.items()},
-            )
-            if not result.passed:
-                self.fail(result.error or f"restored data differs: {result.first_difference}")
-        elif name == "Recovery":
-            entry.bytes = sum(int(s.snapshot.summary.get("bytes", 0)) for s in result.steps)
-            entry.files = len(result.steps)
-            entry.details.update(
-                to=result.restored_under,
-                config_written=result.config_written,
-                steps=[
-                    {k: step[k] for k in ("source", "snapshot", "destination", "status",
-                                          "seconds")}
-                    for step in (s.to_json() for s in result.steps)
-                ],
-            )  # fmt: skip
-            if result.refused:
-                self.fail(f"{len(result.refused)} objects in the target were refused")
-            elif result.incomplete:
-                names = ", ".join(s.source for s in result.incomplete)
-                self.fail(f"restored with problems: {names}")
-        elif isinstance(result, tuple) and len(result) == 2:  # restore: (snapshot, result)
-            snapshot, outcome = result
-            entry.snapshot, entry.source = snapshot.id, snapshot.source
-            entry.bytes = getattr(outcome, "bytes", None)
-            files = getattr(outcome, "files", None)
-            if files is None and hasattr(outcome, "collections"):
-                files = len(outcome.collections)
-                entry.details["documents"] = sum(c.documents for c in outcome.collections)
-            entry.files = files
-            problems = getattr(outcome, "problems", None)
-            if problems:  # a database restore that lost an option or refused a user
-                self.fail("; ".join(f"{p['path']}: {p['message']}" for p in problems[:3]))
+        fields = result.journal_fields()
+        for column, value in fields.row.items():
+            setattr(self.entry, column, value)
+        self.entry.details.update(fields.details)
+        for row in fields.rows:
+            self._add(row)
+        if fields.rto is not None:
+            self.rto = fields.rto
+        if fields.failed is not None:
+            self.fail(fields.failed)
         return result
 
     def fail(self, error: str) -> None:
         """Mark the run failed without an exception (e.g. a check that found damage)."""
         self.entry.outcome, self.entry.error = "failed", error
 
-    def _backup(self, outcome: Any) -> None:
-        snapshot = outcome.result.snapshot
-        summary = snapshot.summary
-        entry = self.entry
-        entry.source, entry.target, entry.snapshot = outcome.source, outcome.target, snapshot.id
-        entry.bytes = summary.get("bytes")
-        entry.bytes_new = summary.get("bytes_new")
-        entry.bytes_written = summary.get("bytes_stored")
-        entry.files = summary.get("files")
-        entry.details["warnings"] = len(outcome.result.warnings)
-        if outcome.result.unreadable:
-            entry.details["unreadable"] = len(outcome.result.unreadable)
-        mongodb = snapshot.extra.get("mongodb", {})
-        for key, name in (("documents", "documents"), ("bytes", "data_bytes")):
-            if mongodb.get(key) is not None:
-                entry.details[name] = mongodb[key]
-        self.backup_measures = anomalies.measures(entry)
-
-    def _copy(self, copy: Any) -> None:
-        entry = Entry(
-            kind="replicate",
-            source=self.entry.source,
-            target=copy.target,
-            outcome="failed" if copy.failed else "ok",
-            bytes_written=copy.stats.bytes_copied,
-            error=copy.reason if copy.failed else None,
-            details={
-                "status": copy.status,
-                "snapshots": copy.snapshots,
-                "packs_copied": copy.stats.packs_copied,
-                "left_out": copy.left_out,
-                **({"reason": copy.reason} if copy.reason and not copy.failed else {}),
-            },
-        )
-        if len(copy.snapshots) == 1:
-            entry.snapshot = copy.snapshots[0]
+    def _add(self, row: Entry) -> None:
         try:
-            self.journal.add(entry)
+            self.journal.add(row)
         except Exception as exc:  # the copy is done (or reported failed): only warn
             self.warn(
-                f"the copy to target {copy.target} was not journaled: "
+                f"the copy to target {row.target} was not journaled: "
                 f"{_journal_problem(self.site, exc)}"
             )
-        self.copies.append(entry)
+        self.copies.append(row)
 
 
 @contextlib.contextmanager
@@ -223,7 +166,7 @@ def watch(
 def _finish(job: Job, failure: BaseException | None) -> None:
     """Complete the row, then the alerts; a problem here only warns."""
     entry, journal = job.entry, job.journal
-    if entry.kind == "drill" and job.drill is None and not entry.ok:
+    if entry.kind == "drill" and job.rto is None and not entry.ok:
         entry.details["ran"] = False  # it failed before restoring: it measured no RTO
     try:
         if entry.kind == "replicate" and job.copies and entry.ok:
@@ -264,17 +207,17 @@ def _alerts(job: Job) -> None:
             notifier.raise_(alert)
     if entry.kind == "backup" and entry.ok:
         _after_backup(job, notifier)
-    if entry.kind == "drill" and job.drill is not None and job.drill.rto_ok is not None:
+    if entry.kind == "drill" and job.rto is not None and job.rto.ok is not None:
         rto = Alert(
             "rto", f"source {entry.source}: the last drill breached the RTO", source=entry.source
         )
-        if job.drill.rto_ok:
+        if job.rto.ok:
             rto.summary = f"source {entry.source}: the last drill met the RTO"
             notifier.resolve(rto)
         else:
             rto.detail = (
-                f"the restore took {job.drill.rto_seconds:.1f}s; the RTO is "
-                f"{job.drill.rto_objective_seconds:.0f}s"
+                f"the restore took {job.rto.seconds:.1f}s; the RTO is "
+                f"{job.rto.objective_seconds:.0f}s"
             )
             notifier.raise_(rto)
 
@@ -283,19 +226,17 @@ def _after_backup(job: Job, notifier: Notifier) -> None:
     site, entry, journal = job.site, job.entry, job.journal
     monitor = site.config.monitor
     source = entry.source or ""
-    found: list[anomalies.Anomaly] = []
-    if job.backup_measures is not None:
-        earlier = journal.entries(
-            kind="backup",
-            source=source,
-            outcome="ok",
-            limit=monitor.anomaly_runs + 1,
-            newest_first=True,
-        )
-        history = [anomalies.measures(e) for e in earlier if e.id != entry.id]
-        found = anomalies.backup_anomalies(
-            job.backup_measures, history[: monitor.anomaly_runs], change=monitor.anomaly_change
-        )
+    earlier = journal.entries(
+        kind="backup",
+        source=source,
+        outcome="ok",
+        limit=monitor.anomaly_runs + 1,
+        newest_first=True,
+    )
+    history = [anomalies.measures(e) for e in earlier if e.id != entry.id]
+    found = anomalies.backup_anomalies(
+        anomalies.measures(entry), history[: monitor.anomaly_runs], change=monitor.anomaly_change
+    )
     texts = [a.text(source) for a in found]
     if found:
         entry.details["anomalies"] = [

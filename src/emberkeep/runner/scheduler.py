@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
@@ -43,9 +43,6 @@ from ..errors import EmberkeepError, UsageError, is_disk_full, state_dir_full
 from ..fsutil import write_atomic
 from ..policy.schedule import History, Job, due_jobs, next_due
 from ..site import Site
-
-if TYPE_CHECKING:  # imported where used: the drill pulls in restore and the sources
-    from .drill import DrillResult
 
 STATE_FILE = "scheduler.json"
 SLEEP_STEP = 0.5  # seconds: how promptly a sleeping scheduler notices a signal
@@ -174,103 +171,29 @@ class Event:
 def run_job(
     site: Site, job: Job, read_data_subset: str | None = None, *, progress: Any = None
 ) -> str:
-    """Run one job, journaled with its alerts (monitor.jobs); a one-line summary, or raises.
+    """Run one job (runner/jobs.py, journaled with its alerts); a one-line summary, or raises.
 
     Besides the scheduled jobs, ``drill:SOURCE`` drills one source and ``check:TARGET``
     checks one target: the dashboard's actions run this same function (web/server.py),
     and ``progress`` (an ``engine.backup.Progress``) watches its backups."""
-    from ..monitor.jobs import watch
+    from . import jobs
 
-    if job.name.startswith("backup:"):
-        from .backup import run_backup
-        from .replicate import replicate_after_backup
-
-        name = job.name.removeprefix("backup:")
-        with watch(site, "backup", source=name) as watched:
-            outcome = watched.took(run_backup(site, name, progress=progress))
-            # every target tried, whatever fails
-            copies = watched.took(replicate_after_backup(site, outcome))
-        snap = outcome.result.snapshot
-        failed = [c for c in copies if c.failed]
-        if failed:
-            raise EmberkeepError(
-                "; ".join(c.reason or c.target for c in failed)
-                + f"; the snapshot {snap.short_id} is committed in {outcome.target}; run "
-                + f"`emberkeep replicate` when {', '.join(c.target for c in failed)} is reachable"
-            )
-        warnings = len(outcome.result.warnings)
-        note = f", {warnings} warnings" if warnings else ""
-        copied = [c.target for c in copies if c.status == "copied"]
-        also = f", copied to {', '.join(copied)}" if copied else ""
-        return f"snapshot {snap.short_id} in target {outcome.target}{also}{note}"
+    kind, scoped, name = job.name.partition(":")
+    if kind == "backup" and scoped:
+        return jobs.backup(site, name, progress=progress).summary()
     if job.name == "replicate":
-        return _replicate_all(site)
+        return jobs.replicate(site).summary()
     if job.name == "prune":
-        from .maintenance import run_prune
-
-        parts = []
-        for target in site.target_names(None):
-            with watch(site, "prune", target=target) as watched:
-                result = watched.took(run_prune(site, target, forget=[], dry_run=False, grace=None))
-            removed = sum(d["action"] == "remove" for d in result.decisions)
-            parts.append(f"target {target}: removed {removed} of {len(result.decisions)}")
-        return "; ".join(parts)
-    if job.name == "check" or job.name.startswith("check:"):
-        only = job.name.removeprefix("check").removeprefix(":") or None
-        return _check_all(site, site.config.check.read_data_subset, only)
-    if job.name == "drill" or job.name.startswith("drill:"):
-        names = [job.name.removeprefix("drill:")] if job.name.startswith("drill:") else []
-        return _drill_all(site, names)
-    raise UsageError(f"unknown job {job.name!r}")
-
-
-def _replicate_all(site: Site) -> str:
-    """Every other target filled in; raises, after trying them all, when one failed."""
-    from ..monitor.jobs import watch
-    from .replicate import run_replicate
-
-    with watch(site, "replicate") as watched:
-        copies = watched.took(run_replicate(site))
-    failed = [c.reason or c.target for c in copies if c.failed]
-    if failed:
-        raise EmberkeepError("; ".join(failed))
-    parts = [f"target {c.target}: {len(c.snapshots)} snapshots copied" for c in copies]
-    return "; ".join(parts) or "one target only: nothing to copy"
-
-
-def _drill_all(site: Site, names: list[str] | None = None) -> str:
-    """A drill of each of ``names``, else of ``[drill] sources`` (all when none); raises
-    when one failed."""
-    from ..monitor.jobs import watch
-    from .drill import drill_sources, run_drill
-
-    failed: list[DrillResult] = []
-    passed: list[DrillResult] = []
-    for name in drill_sources(site, names or []):
-        with watch(site, "drill", source=name) as watched:
-            result = watched.took(run_drill(site, name))
-        (passed if result.passed else failed).append(result)
-    if failed:
-        first = failed[0]
-        raise EmberkeepError(
-            f"drill of {first.source} FAILED: {first.error or first.first_difference}"
+        return "; ".join(pruned.summary() for pruned in jobs.prune(site))
+    if kind == "check":
+        subset = site.config.check.read_data_subset
+        # a damaged target stops the job: the targets after it are checked next time
+        return "; ".join(
+            checked.summary() for checked in jobs.check(site, name or None, subset=subset)
         )
-    return ", ".join(f"{r.source} ok in {r.rto_seconds:.1f}s" for r in passed)
-
-
-def _check_all(site: Site, subset: str | None, only: str | None = None) -> str:
-    from ..monitor.jobs import watch
-    from .maintenance import run_check
-
-    parts = []
-    for target in site.target_names(only):
-        with watch(site, "check", target=target) as watched:
-            result = watched.took(run_check(site, target, read_data=False, subset=subset))
-        if not result.ok:
-            damaged = "; ".join(f"{e['object']}: {e['error']}" for e in result.errors[:3])
-            raise EmberkeepError(f"target {target}: check FAILED: {damaged}")
-        parts.append(f"target {target}: ok, {result.packs_read} packs read")
-    return "; ".join(parts)
+    if kind == "drill":
+        return jobs.drills_summary(list(jobs.drill(site, [name] if scoped else [])))
+    raise UsageError(f"unknown job {job.name!r}")
 
 
 def _error_text(exc: Exception) -> str:

@@ -1,0 +1,7 @@
+"""`python -m emberkeep.cli`, as `python -m emberkeep`."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
