@@ -38,7 +38,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "emberkeep"
 
 LAYERS: list[set[str]] = [
     {"", "errors", "clock", "durations", "sizes", "fsutil", "redact", "memory", "ui", "keys"}
-    | {"statefile", "crypto", "cron"},
+    | {"statefile", "crypto", "cron", "typedtext"},
     {"storage", "journal"},
     {"repository"},
     {"engine"},

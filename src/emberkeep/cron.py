@@ -8,6 +8,8 @@ schedule is read (the CLI starts from cron often; most commands read none).
 
 from __future__ import annotations
 
+from .typedtext import TypedText
+
 SCHEDULE_ALIASES = {
     "@hourly": "0 * * * *",
     "@daily": "0 0 * * *",
@@ -17,36 +19,28 @@ SCHEDULE_ALIASES = {
 }
 
 
-class Cron(str):
-    """A schedule as written (``"@daily"``, ``"0 2 * * *"``); ``expr`` its five fields.
+class Cron(TypedText[str]):
+    """A schedule as written (``"@daily"``, ``"0 2 * * *"``); ``expr`` its five fields, the
+    alias expanded (typedtext.py)."""
 
-    Like ``durations.Duration``: a ``str`` that keeps a ``problem`` for the config check
-    rather than raising, and whose ``expr`` refuses to be read when it has one.
-    """
-
-    _expr: str | None
-    problem: str | None
-
-    def __new__(cls, text: str) -> Cron:
-        value = super().__new__(cls, text)
-        value._expr, value.problem = _parsed(text)
-        return value
+    @staticmethod
+    def parse(text: str) -> str:
+        return five_fields(text)
 
     @property
     def expr(self) -> str:
-        if self._expr is None:
-            raise ValueError(self.problem)
-        return self._expr
+        return self.value()
 
 
-def _parsed(text: str) -> tuple[str | None, str | None]:
-    """(the five-field expression, None), or (None, what is wrong and how to write it)."""
+def five_fields(text: str) -> str:
+    """The five-field expression of ``text``; ValueError saying what is wrong and how to
+    write it."""
     from croniter import croniter
 
     expr = SCHEDULE_ALIASES.get(text.strip(), text.strip())
     fields = expr.split()
     if len(fields) == 5 and croniter.is_valid(expr):
-        return expr, None
+        return expr
     why = (
         "a field is out of range or not cron syntax (minute 0-59, hour 0-23, day 1-31, "
         "month 1-12, weekday 0-7)"
@@ -54,7 +48,7 @@ def _parsed(text: str) -> tuple[str | None, str | None]:
         else f"it has {len(fields)} fields where cron has five fields (minute hour day "
         "month weekday)"
     )
-    return None, (
+    raise ValueError(
         f"{text!r} is not a cron schedule: {why}; write it like '0 2 * * *', or use "
         "@hourly/@daily/@weekly/@monthly"
     )

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+from .typedtext import TypedText
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+)([smhdw])")
 
@@ -36,31 +38,14 @@ def format_duration(value: timedelta) -> str:
     return f"{seconds}s"
 
 
-class Duration(str):
-    """A duration as written in config (``"24h"``), parsed once when it is read.
+class Duration(TypedText[timedelta]):
+    """A duration as written in config (``"24h"``); ``delta`` is its value (typedtext.py)."""
 
-    A ``str``, so it prints, compares and goes into JSON as the user wrote it; ``delta`` is
-    its value. Text that is not a duration keeps its ``problem`` instead of raising, so the
-    config check reports it beside every other problem at once; its ``delta`` refuses to be
-    read (a config with a problem is never handed out by ``config.load``).
-    """
-
-    _delta: timedelta | None
-    problem: str | None
-
-    def __new__(cls, text: str) -> Duration:
-        value = super().__new__(cls, text)
-        try:
-            value._delta, value.problem = parse_duration(text), None
-        except ValueError as exc:
-            value._delta, value.problem = None, str(exc)
-        return value
+    parse = staticmethod(parse_duration)
 
     @property
     def delta(self) -> timedelta:
-        if self._delta is None:
-            raise ValueError(self.problem)
-        return self._delta
+        return self.value()
 
     @property
     def seconds(self) -> float:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 
+from .typedtext import TypedText
+
 _UNITS = {
     "": 1,
     "b": 1,
@@ -37,26 +39,11 @@ def parse_size(text: str) -> int:
     return int(float(match[1]) * _UNITS[match[2]])
 
 
-class Size(str):
-    """A size as written in config (``"1GiB"``), parsed once; ``bytes`` is its value.
+class Size(TypedText[int]):
+    """A size as written in config (``"1GiB"``); ``bytes`` is its value (typedtext.py)."""
 
-    Like ``durations.Duration``: a ``str`` that keeps a ``problem`` for the config check
-    rather than raising, and whose value refuses to be read when it has one.
-    """
-
-    _bytes: int | None
-    problem: str | None
-
-    def __new__(cls, text: str) -> Size:
-        value = super().__new__(cls, text)
-        try:
-            value._bytes, value.problem = parse_size(text), None
-        except ValueError as exc:
-            value._bytes, value.problem = None, str(exc)
-        return value
+    parse = staticmethod(parse_size)
 
     @property
     def bytes(self) -> int:
-        if self._bytes is None:
-            raise ValueError(self.problem)
-        return self._bytes
+        return self.value()
