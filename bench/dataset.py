@@ -11,12 +11,22 @@ Layout of a generated tree (shares are of the requested total size):
 * ``large/db.img`` -- one large file, about 25 % of the bytes, made of 1 MiB segments
   (~70 % random, ~30 % text), like a database dump or a disk image.
 
-Everything is derived from one seed, so the same ``--size-mb``/``--seed`` always gives
-byte-identical trees. :func:`mutate` applies a deterministic ~1 % change on top.
+Two more datasets, each one kind of data the standard one mixes in:
+
+* ``mixed`` (:func:`generate_mixed`): one file ``mixed.img`` of 1 MiB random, then 1 MiB
+  text, alternating (a tar file, a dump with embedded binaries, a VM image), 40 MiB unless
+  told.
+* ``thumbnails`` (:func:`generate_thumbnails`): ``--files N`` (500,000 unless told) small
+  JPEG-like incompressible files of 256 B .. 2 KiB (log-uniform, about 860 B on average,
+  so about 410 MiB at 500,000), 1,000 to a directory: a media library's thumbnails.
+
+Everything is derived from one seed, so the same ``--size-mb``/``--files``/``--seed`` always
+gives byte-identical trees. :func:`mutate` applies a deterministic ~1 % change on top.
 
 Usage::
 
-    python bench/dataset.py OUT_DIR --size-mb 1024 [--seed 1] [--mutate]
+    python bench/dataset.py OUT_DIR [--kind standard|mixed|thumbnails] [--size-mb 1024]
+        [--files 500000] [--seed 1] [--mutate]
 """
 
 from __future__ import annotations
@@ -49,6 +59,14 @@ LARGE_TEXT_PROB = 0.30
 RANDOM_BLOCK = 1 * MiB  # randbytes() is fastest (and int-size safe) in blocks of this size
 
 LARGE_FILE = Path("large") / "db.img"
+
+KINDS = ("standard", "mixed", "thumbnails")
+MIXED_FILE = Path("mixed.img")
+MIXED_SEGMENT = 1 * MiB
+MIXED_DEFAULT_MB = 40
+THUMB_MIN, THUMB_MAX = 256, 2 * KiB
+THUMB_DEFAULT_FILES = 500_000
+THUMBS_PER_DIR = 1000
 
 _WORD_TEXT = (
     "the of and to in is was for on that with as by at from this be are or an it not "
@@ -247,6 +265,74 @@ def generate(out_dir: str | os.PathLike[str], size_mb: float, seed: int = 1) -> 
     return stats
 
 
+def _empty_root(out_dir: str | os.PathLike[str]) -> Path:
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    if any(root.iterdir()):
+        raise FileExistsError(f"{root} is not empty")
+    return root
+
+
+def generate_mixed(
+    out_dir: str | os.PathLike[str], size_mb: float = MIXED_DEFAULT_MB, seed: int = 1
+) -> DatasetStats:
+    """One file of ``size_mb`` MiB: 1 MiB of random bytes, then 1 MiB of text, alternating.
+
+    A chunk of it begins in either and most hold both, so it shows whether compression
+    looks at a whole chunk or judges it by its start."""
+    root = _empty_root(out_dir)
+    total = int(size_mb * MiB)
+    stats = DatasetStats(root=str(root.resolve()), seed=seed, requested_bytes=total)
+    start = time.perf_counter()
+    gen = _Gen(random.Random(f"{seed}:mixed"))
+    with open(root / MIXED_FILE, "wb") as fh:
+        for n, offset in enumerate(range(0, total, MIXED_SEGMENT)):
+            size = min(MIXED_SEGMENT, total - offset)
+            fh.write(gen.random_bytes(size) if n % 2 == 0 else gen.text_bytes(size))
+    stats.add("mixed", total)
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def generate_thumbnails(
+    out_dir: str | os.PathLike[str], files: int = THUMB_DEFAULT_FILES, seed: int = 1
+) -> DatasetStats:
+    """``files`` small incompressible JPEG-like files, 1,000 to a directory."""
+    root = _empty_root(out_dir)
+    gen = _Gen(random.Random(f"{seed}:thumbnails"))
+    stats = DatasetStats(root=str(root.resolve()), seed=seed, requested_bytes=0)
+    start = time.perf_counter()
+    for index in range(files):
+        folder = root / "thumbs" / f"{index // THUMBS_PER_DIR:04d}"
+        if index % THUMBS_PER_DIR == 0:
+            folder.mkdir(parents=True)
+        size = gen.log_uniform(THUMB_MIN, THUMB_MAX)
+        with open(folder / f"t{index:07d}.jpg", "wb") as fh:
+            fh.write(b"\xff\xd8\xff\xe0" + gen.rng.randbytes(size - 4))
+        stats.add("thumbnail", size)
+    stats.requested_bytes = stats.total_bytes
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def generate_kind(
+    kind: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    size_mb: float | None = None,
+    files: int | None = None,
+    seed: int = 1,
+) -> DatasetStats:
+    """The dataset ``kind`` (one of ``KINDS``); ``size_mb``/``files`` None: its default."""
+    if kind == "standard":
+        return generate(out_dir, 1024 if size_mb is None else size_mb, seed=seed)
+    if kind == "mixed":
+        return generate_mixed(out_dir, MIXED_DEFAULT_MB if size_mb is None else size_mb, seed)
+    if kind == "thumbnails":
+        return generate_thumbnails(out_dir, THUMB_DEFAULT_FILES if files is None else files, seed)
+    raise ValueError(f"unknown dataset kind {kind!r} (one of {', '.join(KINDS)})")
+
+
 def list_files(root: Path) -> list[Path]:
     """All regular files under ``root``, as sorted relative paths."""
     out: list[Path] = []
@@ -317,7 +403,15 @@ def _human(n: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path, help="directory to create (must be empty)")
-    parser.add_argument("--size-mb", type=float, default=1024, help="total size in MiB")
+    parser.add_argument("--kind", choices=KINDS, default="standard", help="dataset (standard)")
+    parser.add_argument(
+        "--size-mb",
+        type=float,
+        help=f"total size in MiB (standard 1024, mixed {MIXED_DEFAULT_MB}; not for thumbnails)",
+    )
+    parser.add_argument(
+        "--files", type=int, help=f"thumbnails: how many files ({THUMB_DEFAULT_FILES:,})"
+    )
     parser.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
     parser.add_argument("--force", action="store_true", help="delete OUT_DIR first")
     parser.add_argument(
@@ -341,7 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.force and args.out_dir.exists():
         shutil.rmtree(args.out_dir)
     try:
-        stats = generate(args.out_dir, args.size_mb, seed=args.seed)
+        stats = generate_kind(
+            args.kind, args.out_dir, size_mb=args.size_mb, files=args.files, seed=args.seed
+        )
     except FileExistsError as exc:
         print(f"error: {exc} (use --force to replace it)", file=sys.stderr)
         return 1

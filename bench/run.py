@@ -2,15 +2,20 @@
 
 Usage::
 
-    python bench/run.py [--size-mb 1024] [--work DIR] [--tools emberkeep,restic,borg]
+    python bench/run.py [--dataset standard|mixed|thumbnails] [--size-mb 1024] [--files N]
+        [--repeat N] [--work DIR] [--tools emberkeep,restic,borg]
 
-Sequence (every tool sees the same bytes, in the same page-cache state):
+Sequence of one round (every tool sees the same bytes, in the same page-cache state):
 
 1. generate the dataset (``bench/dataset.py``), read it once (warm-up, and source hashes);
-2. per tool: untimed setup (key/repo init), then (a) first backup, (b) no-change backup;
+2. per tool: untimed setup (key/repo init); then each step as a pair (every tool, one after
+   the other, the load average read before and after): (a) first backup, (b) no-change backup;
 3. mutate ~1 % of the files once, read the tree again;
-4. per tool: (c) backup after the change; repository size on disk is measured here;
-5. per tool: (d) full restore of the latest snapshot into an empty dir, verified by hash.
+4. (c) backup after the change, per tool; repository size on disk is measured here;
+5. (d) full restore of the latest snapshot into an empty dir, per tool, verified by hash.
+
+``--repeat N`` runs N rounds, each on a freshly generated dataset with fresh repositories;
+the table shows each number's median and each ratio's median and range over the rounds.
 
 Every command's wall time, CPU time and peak RSS come from ``os.wait4`` on that child.
 Results are printed as a markdown table with emberkeep/peer ratio columns and written to
@@ -26,6 +31,7 @@ import os
 import platform
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -520,24 +526,54 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
+def median(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
 def render_table(
-    tools: list[str], results: dict[str, ToolResult], metrics: list[Metric]
-) -> tuple[str, dict[str, dict[str, float | None]]]:
+    tools: list[str], rounds: list[dict[str, ToolResult]], metrics: list[Metric]
+) -> tuple[str, dict[str, dict[str, dict[str, Any]]]]:
+    """One row per metric: each tool's median over the rounds, and per peer the median of
+    the rounds' ratios (each round's tools ran as pairs), with their range when there are
+    several rounds. Also returns, per pair and metric, the median and every round's ratio."""
     peers = [p for p in PEERS if p in tools] if "emberkeep" in tools else []
     header = ["step", "unit", *tools, *(f"emberkeep/{p}" for p in peers), "better"]
     rows = [header, ["---"] * 2 + ["---:"] * (len(header) - 3) + ["---"]]
-    ratios: dict[str, dict[str, float | None]] = {}
+    ratios: dict[str, dict[str, dict[str, Any]]] = {}
     for m in metrics:
-        values = {t: m.get(results[t]) for t in tools}
+        values = {t: median(m.get(r[t]) for r in rounds) for t in tools}
         row = [m.label, m.unit]
         row += ["—" if values[t] is None else m.fmt.format(values[t]) for t in tools]
         for p in peers:
-            r = ratio(values["emberkeep"], values[p])
-            ratios.setdefault(f"emberkeep/{p}", {})[m.label] = r
-            row.append("—" if r is None else f"{r:.2f}")
+            each = [ratio(m.get(r["emberkeep"]), m.get(r[p])) for r in rounds]
+            mid = median(each)
+            known = [x for x in each if x is not None]
+            ratios.setdefault(f"emberkeep/{p}", {})[m.label] = {"median": mid, "rounds": each}
+            cell = "—" if mid is None else f"{mid:.2f}"
+            if len(rounds) > 1 and known:
+                cell += f" ({min(known):.2f}..{max(known):.2f})"
+            row.append(cell)
         row.append(m.better)
         rows.append(row)
     return "\n".join("| " + " | ".join(r) + " |" for r in rows), ratios
+
+
+def _load_text(load: tuple[float, ...] | list[float]) -> str:
+    return " ".join(f"{x:.2f}" for x in load)
+
+
+def render_load(loads: list[dict[str, dict[str, list[float]]]]) -> str:
+    """The machine's load average (1, 5, 15 min) before and after each pair, per round."""
+    rows = [
+        ["round", "pair", "load before (1 5 15 min)", "load after"],
+        ["---:", "---", "---", "---"],
+    ]
+    for n, load in enumerate(loads, 1):
+        for step, seen in load.items():
+            title = STEP_TITLES[step]
+            rows.append([str(n), title, _load_text(seen["before"]), _load_text(seen["after"])])
+    return "\n".join("| " + " | ".join(r) + " |" for r in rows)
 
 
 # --------------------------------------------------------------------------- main
@@ -583,7 +619,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark emberkeep against restic and borg on one synthetic dataset."
     )
-    parser.add_argument("--size-mb", type=float, default=1024, help="dataset size in MiB (1024)")
+    parser.add_argument(
+        "--dataset",
+        choices=dataset.KINDS,
+        default="standard",
+        help="standard (a shop's mix), mixed (one file of 1 MiB random/text runs), "
+        "thumbnails (many small files)",
+    )
+    parser.add_argument(
+        "--size-mb",
+        type=float,
+        help=f"dataset size in MiB (standard 1024, mixed {dataset.MIXED_DEFAULT_MB})",
+    )
+    parser.add_argument(
+        "--files",
+        type=int,
+        help=f"thumbnails: how many files ({dataset.THUMB_DEFAULT_FILES:,}; fewer for quick runs)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds, each with a fresh dataset and repositories; medians and ranges (1)",
+    )
     parser.add_argument(
         "--work", type=Path, default=DEFAULT_WORK, help=f"work dir ({DEFAULT_WORK}); wiped at start"
     )
@@ -605,6 +663,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [t for t in tools if t not in ALL_TOOLS]
     if unknown or not tools or len(set(tools)) != len(tools):
         parser.error(f"--tools must be a comma-separated subset of {','.join(ALL_TOOLS)}")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if args.dataset == "thumbnails" and args.size_mb is not None:
+        parser.error("--size-mb does not apply to --dataset thumbnails (use --files N)")
+    if args.dataset != "thumbnails" and args.files is not None:
+        parser.error("--files applies to --dataset thumbnails only")
+    if args.files is not None and args.files < 1:
+        parser.error("--files must be at least 1")
     args.tool_list = tools
     return args
 
@@ -613,27 +679,55 @@ def log(msg: str) -> None:
     print(f"[bench] {msg}", flush=True)
 
 
-def run_bench(args: argparse.Namespace, report: dict[str, Any]) -> str:
+@dataclass
+class Round:
+    """One round: every tool's results, and the load average around each pair."""
+
+    results: dict[str, ToolResult]
+    load: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)
+    mutation: dict[str, Any] = field(default_factory=dict)
+    final_bytes: int = 0
+
+
+def run_pair(
+    step: str, tools: list[str], rnd: Round, each: Callable[[str], CmdResult]
+) -> dict[str, CmdResult]:
+    """Run ``step`` for every tool one after the other, noting the load before and after."""
+    before = os.getloadavg()
+    done = {t: each(t) for t in tools}
+    after = os.getloadavg()
+    rnd.load[step] = {"before": list(before), "after": list(after)}
+    log(f"load average around the {STEP_TITLES[step]} pair: {_load_text(before)} -> "
+        f"{_load_text(after)}")  # fmt: skip
+    return done
+
+
+def round_dir(work: Path, number: int, repeat: int) -> Path:
+    """Where a round's repositories, caches and logs go: the work dir itself for one round."""
+    return work if repeat == 1 else work / f"round-{number}"
+
+
+def run_round(
+    args: argparse.Namespace, number: int, exes: dict[str, Executable], work: Path
+) -> Round:
     tools: list[str] = args.tool_list
-    exes = {t: find_exe(t, getattr(args, t)) for t in tools}
-    work: Path = args.work.resolve()
-    prepare_work(work)
-    report["work_prepared"] = True  # from here on results.json belongs to this run
+    base = round_dir(work, number, args.repeat)
+    base.mkdir(exist_ok=True)
     data_dir = work / "data"
-    runner = Runner(work / "logs")
-    objs: dict[str, Tool] = {t: TOOL_CLASSES[t](work, data_dir, runner, exes[t]) for t in tools}
-    results = {t: ToolResult() for t in tools}
-    report["results"] = results
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    runner = Runner(base / "logs")
+    objs: dict[str, Tool] = {t: TOOL_CLASSES[t](base, data_dir, runner, exes[t]) for t in tools}
+    rnd = Round({t: ToolResult() for t in tools})
+    if args.repeat > 1:
+        log(f"round {number} of {args.repeat}")
 
-    versions = {t: objs[t].version() for t in tools}
-    report["versions"] = versions
-    for t in tools:
-        print(f"{t}: {exes[t]}\n    {versions[t]}")
-    print(flush=True)
-
-    log(f"generating {args.size_mb:g} MiB dataset in {data_dir}")
-    stats = dataset.generate(data_dir, args.size_mb, seed=args.seed)
-    report["dataset"] = asdict(stats)
+    log(f"generating the {args.dataset} dataset in {data_dir}")
+    stats = dataset.generate_kind(
+        args.dataset, data_dir, size_mb=args.size_mb, files=args.files, seed=args.seed
+    )
+    rnd.dataset = asdict(stats)
     log(f"  {stats.files} files, {stats.total_bytes / MiB:.1f} MiB in {stats.seconds:.1f}s")
     log("warm-up read of the dataset (page cache) + source hashes")
     manifest(data_dir)
@@ -641,50 +735,93 @@ def run_bench(args: argparse.Namespace, report: dict[str, Any]) -> str:
     for t in tools:
         log(f"{t}: setup")
         objs[t].setup()
-        results[t].setup = dict(objs[t].commands)
-        for step in ("first", "nochange"):
+        rnd.results[t].setup = dict(objs[t].commands)
+
+    def backup(step: str) -> Callable[[str], CmdResult]:
+        def each(t: str) -> CmdResult:
             res = objs[t].backup(step)
-            results[t].steps[step] = res
+            rnd.results[t].steps[step] = res
             rss = res.maxrss_kib / 1024
             log(f"{t}: {STEP_TITLES[step]}: {res.wall_s:.2f}s, peak RSS {rss:.0f} MiB")
+            if step == "change":
+                result = rnd.results[t]
+                result.repo_bytes, result.repo_apparent_bytes = disk_usage([objs[t].repo])
+                result.cache_bytes = disk_usage(objs[t].cache_dirs())[0]
+                log(f"{t}: repo {result.repo_bytes / MiB:.1f} MiB")
+            return res
+
+        return each
+
+    for step in ("first", "nochange"):
+        run_pair(step, tools, rnd, backup(step))
 
     log("mutating ~1% of the files")
     mstats = dataset.mutate(data_dir, fraction=0.01, seed=args.seed + 1)
-    report["mutation"] = asdict(mstats)
+    rnd.mutation = asdict(mstats)
     log(f"  changed {mstats.files_changed}, added {mstats.files_added} files")
     log("warm-up read of the mutated dataset + source hashes")
     expected = manifest(data_dir)
-    final_bytes = sum(size for size, _ in expected.values())
-    report["final_bytes"] = final_bytes
+    rnd.final_bytes = sum(size for size, _ in expected.values())
 
-    for t in tools:
-        res = objs[t].backup("change")
-        results[t].steps["change"] = res
-        results[t].repo_bytes, results[t].repo_apparent_bytes = disk_usage([objs[t].repo])
-        results[t].cache_bytes = disk_usage(objs[t].cache_dirs())[0]
-        repo_mib = results[t].repo_bytes / MiB
-        log(f"{t}: {STEP_TITLES['change']}: {res.wall_s:.2f}s; repo {repo_mib:.1f} MiB")
+    run_pair("change", tools, rnd, backup("change"))
 
-    for t in tools:
-        target = work / f"restore-{t}"
+    def restore(t: str) -> CmdResult:
+        target = base / f"restore-{t}"
         target.mkdir()
         res = objs[t].restore(target)
-        results[t].steps["restore"] = res
+        rnd.results[t].steps["restore"] = res
         log(f"{t}: restore: {res.wall_s:.2f}s; verifying")
         verify(expected, objs[t].restored_root(target), t)
-        results[t].verified = True
+        rnd.results[t].verified = True
         log(f"{t}: restore verified ({len(expected)} files identical)")
         if not args.keep_restores:
             shutil.rmtree(target)
+        return res
 
-    metrics = build_metrics(stats.total_bytes, final_bytes)
-    table, ratios = render_table(tools, results, metrics)
+    run_pair("restore", tools, rnd, restore)
+    if number < args.repeat:  # what was measured is in the results; the disk is needed again
+        for t in tools:
+            for path in [objs[t].repo, *objs[t].cache_dirs()]:
+                shutil.rmtree(path, ignore_errors=True)
+    return rnd
+
+
+def run_bench(args: argparse.Namespace, report: dict[str, Any]) -> str:
+    tools: list[str] = args.tool_list
+    exes = {t: find_exe(t, getattr(args, t)) for t in tools}
+    work: Path = args.work.resolve()
+    prepare_work(work)
+    report["work_prepared"] = True  # from here on results.json belongs to this run
+    rounds: list[Round] = []
+    report["rounds"] = rounds
+
+    logs = Runner(round_dir(work, 1, args.repeat) / "logs")
+    versions = {t: TOOL_CLASSES[t](work, work / "data", logs, exes[t]).version() for t in tools}
+    report["versions"] = versions
+    for t in tools:
+        print(f"{t}: {exes[t]}\n    {versions[t]}")
+    print(flush=True)
+
+    for number in range(1, args.repeat + 1):
+        rounds.append(run_round(args, number, exes, work))
+
+    first = rounds[0]
+    report["dataset"], report["mutation"] = first.dataset, first.mutation
+    report["final_bytes"] = first.final_bytes
+    metrics = build_metrics(first.dataset["total_bytes"], first.final_bytes)
+    table, ratios = render_table(tools, [r.results for r in rounds], metrics)
     report["ratios"] = ratios
     report["metrics"] = {
-        m.label: {"unit": m.unit, "better": m.better, **{t: m.get(results[t]) for t in tools}}
+        m.label: {
+            "unit": m.unit,
+            "better": m.better,
+            **{t: median(m.get(r.results[t]) for r in rounds) for t in tools},
+            "rounds": {t: [m.get(r.results[t]) for r in rounds] for t in tools},
+        }
         for m in metrics
     }
-    return table
+    loads = render_load([r.load for r in rounds])
+    return f"{table}\n\nload average around each pair (the machine is shared):\n\n{loads}"
 
 
 def _jsonable(obj: Any) -> Any:
@@ -697,8 +834,12 @@ def _jsonable(obj: Any) -> Any:
             "cache_bytes": obj.cache_bytes,
             "verified": obj.verified,
         }
+    if isinstance(obj, Round):
+        return {**_jsonable(asdict(obj)), "results": _jsonable(obj.results)}
     if isinstance(obj, dict):
         return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_jsonable(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     return obj
@@ -777,14 +918,28 @@ def main(argv: list[str] | None = None) -> int:
     work: Path = args.work.resolve()
     report = start_report(
         command,
-        {"size_mb": args.size_mb, "work": str(work), "tools": args.tool_list, "seed": args.seed},
+        {
+            "dataset": args.dataset,
+            "size_mb": args.size_mb,
+            "files": args.files,
+            "repeat": args.repeat,
+            "work": str(work),
+            "tools": args.tool_list,
+            "seed": args.seed,
+        },
     )
 
     def caption() -> str:
         data = report["dataset"]
+        runs = (
+            "a single run"
+            if args.repeat == 1
+            else f"the median of {args.repeat} rounds; each ratio is the median of the rounds' "
+            "ratios (their range in brackets)"
+        )
         return (
-            f"dataset: {data['total_bytes'] / MiB:.1f} MiB in {data['files']} files "
-            "(+ the 1% mutation); times are wall-clock seconds of a single run; "
+            f"dataset: {args.dataset}, {data['total_bytes'] / MiB:.1f} MiB in {data['files']} "
+            f"files (+ the 1% mutation); times are wall-clock seconds, {runs}; "
             "ratio = emberkeep / peer"
         )
 
