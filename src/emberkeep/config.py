@@ -336,8 +336,9 @@ def schema() -> type[Config]:
     """``Config`` as it is decoded: ``sources`` a tagged union of the registered source
     types (msgspec resolves a union when it first decodes it, so it is made here, again
     after each registration)."""
-    union = Union[tuple(_SOURCE_TYPES.values())]  # noqa: UP007 (a union built at run time)
-    fields = {"__annotations__": {"sources": list[union]}, "sources": [], "__module__": __name__}
+    union = Union.__getitem__(tuple(_SOURCE_TYPES.values()))  # a union made at run time
+    sources = types.GenericAlias(list, (union,))
+    fields = {"__annotations__": {"sources": sources}, "sources": [], "__module__": __name__}
     return types.new_class("Config", (Config,), {}, lambda ns: ns.update(fields))
 
 
@@ -593,8 +594,8 @@ def _semantic_problems(config: Config, raw: dict[str, Any]) -> Iterator[tuple[st
             for key in ("rpo", "rto"):
                 value = getattr(source.objectives, key)
                 yield from _duration_problem(value, field("sources", i, "objectives", key))
-        for loc, problem in source.problems():
-            yield field("sources", i, *loc), problem
+        for loc, text in source.problems():
+            yield field("sources", i, *loc), text
     for i, target in enumerate(config.targets):
         if problem := _url_problem(target.url, target.name):
             yield field("targets", i, "url"), problem
