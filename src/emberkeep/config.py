@@ -179,8 +179,9 @@ def register_source_type(struct: type[SourceConfig]) -> None:
     tag = struct.__struct_config__.tag
     if not isinstance(tag, str) or _SOURCE_TYPES.get(tag, struct) is not struct:
         raise ValueError(f"source type {tag!r} of {struct.__name__}: missing or taken")
-    _SOURCE_TYPES[tag] = struct
-    schema.cache_clear()
+    if tag not in _SOURCE_TYPES:  # the same schema (one Config class) until a new type
+        _SOURCE_TYPES[tag] = struct
+        schema.cache_clear()
 
 
 def unregister_source_type(struct: type[SourceConfig]) -> None:
