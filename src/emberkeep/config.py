@@ -14,13 +14,15 @@ pydantic's cost 0.2 s and 23 MB of RSS there; msgspec's is a few milliseconds.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tomllib
-from collections.abc import Callable, Iterator
+import types
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, dataclass_transform
+from typing import Annotated, Any, Literal, Union, dataclass_transform
 from urllib.parse import urlparse
 
 import msgspec
@@ -91,21 +93,38 @@ class SourceHooks(_Strict):
     env: list[str] = []  # names passed on from emberkeep's environment (runner/hooks.py)
 
 
-class _SourceBase(_Strict, tag_field="type"):
+class SourceConfig(_Strict, tag_field="type"):
+    """What every ``[[sources]]`` table has; each source kind's struct adds its own keys
+    and its ``type`` (the struct's tag), and is registered with ``register_source_type``."""
+
     name: Name
     schedule: Cron | None = None
     retention: Retention | None = None
     objectives: Objectives | None = None
     hooks: SourceHooks | None = None
 
+    @property
+    def type(self) -> str:
+        tag = self.__struct_config__.tag
+        assert isinstance(tag, str), "every source kind's struct has a tag"
+        return tag
 
-class FilesSource(_SourceBase, tag="files", kw_only=True):
+    def problems(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        """What is wrong with the kind's own keys beyond their shape: (the key's path below
+        the source, what is wrong); the config's check reports each with its place."""
+        return iter(())
+
+
+class FilesSource(SourceConfig, tag="files", kw_only=True):
     paths: Annotated[list[Path], msgspec.Meta(min_length=1)]
     exclude: list[str] = []
 
-    @property
-    def type(self) -> str:
-        return "files"
+    def problems(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        for path in self.paths:
+            if "\0" in str(path):
+                yield ("paths",), f"{str(path)!r} holds a NUL character"
+            elif not path.is_absolute():
+                yield ("paths",), f"{str(path)!r} is relative; give an absolute path"
 
 
 class Pitr(_Strict):
@@ -125,7 +144,7 @@ class Pitr(_Strict):
         return self.max_lag.delta
 
 
-class MongoSource(_SourceBase, tag="mongodb", kw_only=True):
+class MongoSource(SourceConfig, tag="mongodb", kw_only=True):
     uri: str = "mongodb://localhost:27017"
     databases: list[str] = []  # default: every database but admin, local and config
     exclude: list[str] = []  # shell patterns on "db.collection"
@@ -133,21 +152,47 @@ class MongoSource(_SourceBase, tag="mongodb", kw_only=True):
     drill_uri: str | None = None  # where drills restore (scratch databases); default `uri`
     pitr: Pitr | None = None
 
-    @property
-    def type(self) -> str:
-        return "mongodb"
+    def problems(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        for key in ("slice", "max_lag"):
+            value = getattr(self.pitr, key) if self.pitr else None
+            if value is not None and value.problem:
+                yield ("pitr", key), value.problem
 
 
-class GitSource(_SourceBase, tag="git", kw_only=True):
+class GitSource(SourceConfig, tag="git", kw_only=True):
     path: Path
     mirror: str | None = None
 
-    @property
-    def type(self) -> str:
-        return "git"
+
+# A source of any kind; ``source_types()`` are the kinds a config may name.
+Source = SourceConfig
+_SOURCE_TYPES: dict[str, type[SourceConfig]] = {
+    "files": FilesSource,
+    "mongodb": MongoSource,
+    "git": GitSource,
+}
 
 
-Source = FilesSource | MongoSource | GitSource
+def register_source_type(struct: type[SourceConfig]) -> None:
+    """Let configs name ``struct``'s tag as a source ``type`` (runner/kinds registers each
+    kind's struct; files, mongodb and git are the config's own)."""
+    tag = struct.__struct_config__.tag
+    if not isinstance(tag, str) or _SOURCE_TYPES.get(tag, struct) is not struct:
+        raise ValueError(f"source type {tag!r} of {struct.__name__}: missing or taken")
+    if tag not in _SOURCE_TYPES:  # the same schema (one Config class) until a new type
+        _SOURCE_TYPES[tag] = struct
+        schema.cache_clear()
+
+
+def unregister_source_type(struct: type[SourceConfig]) -> None:
+    tag = struct.__struct_config__.tag
+    if isinstance(tag, str) and _SOURCE_TYPES.get(tag) is struct:
+        del _SOURCE_TYPES[tag]
+        schema.cache_clear()
+
+
+def source_types() -> list[type[SourceConfig]]:
+    return list(_SOURCE_TYPES.values())
 
 
 class Target(_Strict):
@@ -248,7 +293,7 @@ class Config(_Strict):
     site: Site
     keys: Keys
     targets: Annotated[list[Target], msgspec.Meta(min_length=1)]
-    sources: list[Source] = []
+    sources: list[SourceConfig] = []  # decoded as one of ``source_types()`` (``schema``)
     notify: Notify | None = None
     monitor: Monitor = Monitor()
     prune: Prune = Prune()
@@ -287,6 +332,17 @@ class Config(_Strict):
         raise ConfigError(f"no target named {name!r} in {self.path} (targets: {known})")
 
 
+@functools.cache
+def schema() -> type[Config]:
+    """``Config`` as it is decoded: ``sources`` a tagged union of the registered source
+    types (msgspec resolves a union when it first decodes it, so it is made here, again
+    after each registration)."""
+    union = Union.__getitem__(tuple(_SOURCE_TYPES.values()))  # a union made at run time
+    sources = types.GenericAlias(list, (union,))
+    fields = {"__annotations__": {"sources": sources}, "sources": [], "__module__": __name__}
+    return types.new_class("Config", (Config,), {}, lambda ns: ns.update(fields))
+
+
 def find_config(explicit: str | None) -> Path:
     """The config file: ``-c`` when given, else ./emberkeep.toml, else /etc/emberkeep/."""
     if explicit:
@@ -318,7 +374,7 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
     if "path" in raw:  # the one attribute the user may not set
         raise _invalid(path, ["path: unknown key; remove it"])
     try:
-        config = msgspec.convert(raw, Config, dec_hook=_decode_path)
+        config = msgspec.convert(raw, schema(), dec_hook=_decode_path)
     except msgspec.ValidationError as exc:
         raise _invalid(path, [_describe_shape(str(exc), raw)]) from None
     problems = list(_semantic_problems(config, raw))
@@ -407,7 +463,7 @@ def _describe_shape(message: str, raw: dict[str, Any]) -> str:
         text = "required, but missing; add it"
     elif loc and loc[-1] == "type" and what.startswith("Invalid value"):
         loc.pop()
-        text = "unknown source type; use 'files', 'mongodb' or 'git'"
+        text = f"unknown source type; use {_either(repr(tag) for tag in _SOURCE_TYPES)}"
     elif what.startswith("Expected `int` >= 0"):
         text = "must be a whole number greater than or equal to 0"
     elif what.startswith("Invalid enum value"):
@@ -454,7 +510,7 @@ def _failing_key(raw: dict[str, Any], loc: list[str | int], message: str) -> str
     table = _value_at(raw, loc)
     for key in table if isinstance(table, dict) else ():
         try:
-            msgspec.convert(_replaced(raw, loc, {key: table[key]}), Config, dec_hook=_decode_path)
+            msgspec.convert(_replaced(raw, loc, {key: table[key]}), schema(), dec_hook=_decode_path)
         except msgspec.ValidationError as exc:
             if str(exc) == message:
                 return str(key)
@@ -484,12 +540,17 @@ def _choices(field: str | int) -> str:
     """The allowed values of a Literal-typed field, as a sentence."""
     import typing
 
-    for struct in (Target, FilesSource, MongoSource, GitSource, Config, Site, Prune):
+    for struct in (Target, *_SOURCE_TYPES.values(), Config, Site, Prune):
         hint = typing.get_type_hints(struct).get(str(field))
         if typing.get_origin(hint) is Literal:
-            values = [repr(v) for v in typing.get_args(hint)]
-            return ", ".join(values[:-1]) + " or " + values[-1]
+            return _either(repr(v) for v in typing.get_args(hint))
     return "one of the documented values"
+
+
+def _either(values: Iterable[str]) -> str:
+    """``'a', 'b' or 'c'``."""
+    *rest, last = values
+    return ", ".join(rest) + " or " + last if rest else last
 
 
 def _field_name(loc: list[str | int], raw: dict[str, Any]) -> str:
@@ -534,19 +595,8 @@ def _semantic_problems(config: Config, raw: dict[str, Any]) -> Iterator[tuple[st
             for key in ("rpo", "rto"):
                 value = getattr(source.objectives, key)
                 yield from _duration_problem(value, field("sources", i, "objectives", key))
-        if isinstance(source, MongoSource) and source.pitr:
-            for key in ("slice", "max_lag"):
-                where = field("sources", i, "pitr", key)
-                yield from _duration_problem(getattr(source.pitr, key), where)
-        if isinstance(source, FilesSource):
-            for path in source.paths:
-                if "\0" in str(path):
-                    yield field("sources", i, "paths"), f"{str(path)!r} holds a NUL character"
-                elif not path.is_absolute():
-                    yield (
-                        field("sources", i, "paths"),
-                        f"{str(path)!r} is relative; give an absolute path",
-                    )
+        for loc, text in source.problems():
+            yield field("sources", i, *loc), text
     for i, target in enumerate(config.targets):
         if problem := _url_problem(target.url, target.name):
             yield field("targets", i, "url"), problem

@@ -41,7 +41,7 @@ def render() -> str:
     """The whole reference, as markdown."""
     notes = _field_notes()
     sections: dict[type, list[str]] = {}
-    top = mi.type_info(config.Config)
+    top = mi.type_info(config.schema())
     assert isinstance(top, mi.StructType)
     _collect(top, "", sections)
     out = [HEADER]

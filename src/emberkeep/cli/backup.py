@@ -28,18 +28,19 @@ def add_backup(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 def cmd_backup(site: Site, args: argparse.Namespace) -> int:
     memory.return_large_buffers_promptly()  # backup only: it slows restore by a quarter
-    from ..runner import jobs
+    from ..runner import jobs, kinds
     from ..runner.backup import sources_to_run
-    from ..sources.files import scan_size
 
     done: list[jobs.BackedUp] = []
     for name in sources_to_run(site, args.sources):
         bar = ui.ByteProgress(f"backup {name}", enabled=not (args.json or args.quiet))
         source = site.config.source(name)
-        if bar.enabled and isinstance(source, config.FilesSource):
+        if bar.enabled:
 
-            def scan(s: config.FilesSource = source, b: ui.ByteProgress = bar) -> None:
-                b.set_total(scan_size(s.paths, s.exclude))
+            def scan(s: config.Source = source, b: ui.ByteProgress = bar) -> None:
+                total = kinds.kind_for(s).scan_size(s)  # None: the kind cannot tell beforehand
+                if total is not None:
+                    b.set_total(total)
 
             ui.in_background(scan)
         backup = jobs.backup(

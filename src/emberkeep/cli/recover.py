@@ -15,7 +15,7 @@ from .common import Subparsers
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
-    from ..runner.drill import DrillResult
+    from ..runner.kinds import DrillResult
     from ..runner.recover import Recovery, Step
 
 

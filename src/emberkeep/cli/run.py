@@ -70,10 +70,12 @@ def cmd_run(site: Site, args: argparse.Namespace) -> int:
             ui.line(event.text())
 
     from ..monitor.metrics import Exporter
+    from ..runner import kinds
 
     monitor = site.config.monitor
     exporter = Exporter(
         site,
+        kinds.kind_for,
         port=args.metrics_port or monitor.metrics_port,
         textfile=args.metrics_textfile or monitor.metrics_textfile,
         warn=ui.warning,

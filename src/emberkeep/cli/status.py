@@ -30,8 +30,9 @@ def cmd_status(site: Site, args: argparse.Namespace) -> int:
     from ..journal import Journal
     from ..monitor import status
     from ..monitor.notify import Notifier
+    from ..runner import kinds
 
-    report = status.collect(site, accept_missing=args.accept_missing)
+    report = status.collect(site, kinds.kind_for, accept_missing=args.accept_missing)
     with Journal.open(site) as journal:
         notifier = Notifier(site.config.site.name, site.config.notify, journal, warn=ui.warning)
         status.send_alerts(report, notifier)
@@ -102,9 +103,10 @@ def add_metrics(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 def cmd_metrics(site: Site, args: argparse.Namespace) -> int:
     from ..monitor import metrics
+    from ..runner import kinds
 
     if args.json:
-        ui.print_json(metrics.collect(site).to_json())
+        ui.print_json(metrics.collect(site, kinds.kind_for).to_json())
     else:
-        print(metrics.collect_text(site), end="")
+        print(metrics.collect_text(site, kinds.kind_for), end="")
     return 0

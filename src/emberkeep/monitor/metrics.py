@@ -37,10 +37,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from ..config import Source
 from ..journal import Journal
 from ..site import Site
 from . import status as status_mod
 from .notify import Notifier, channels_of
+from .status import KindStatus
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_AGE = 30.0  # seconds a served text is reused before it is collected again
@@ -332,12 +334,13 @@ def _pitr_metrics(m: Metrics, src: str, pitr: dict[str, Any]) -> None:
           source=src)  # fmt: skip
 
 
-def collect_text(site: Site) -> str:
-    return collect(site).text()
+def collect_text(site: Site, kind_for: Callable[[Source], KindStatus]) -> str:
+    return collect(site, kind_for).text()
 
 
-def collect(site: Site) -> Metrics:
-    return gather(site, status_mod.collect(site))
+def collect(site: Site, kind_for: Callable[[Source], KindStatus]) -> Metrics:
+    """``kind_for``: the kind of a source (``runner.kinds.kind_for``; ``status.collect``)."""
+    return gather(site, status_mod.collect(site, kind_for))
 
 
 def write_textfile(path: Path, text: str) -> None:
@@ -356,6 +359,7 @@ class Exporter:
     def __init__(
         self,
         site: Site,
+        kind_for: Callable[[Source], KindStatus],
         *,
         port: int | None = None,
         textfile: Path | None = None,
@@ -366,6 +370,7 @@ class Exporter:
 
             raise UsageError(f"--metrics-port {port}: give a port from 1 to 65535")
         self.site = site
+        self.kind_for = kind_for
         self.port = port
         self.textfile = textfile
         self.warn = warn
@@ -380,7 +385,7 @@ class Exporter:
         if not self.active:
             return
         try:
-            report = status_mod.collect(self.site)
+            report = status_mod.collect(self.site, self.kind_for)
             with Journal.open(self.site) as journal:
                 notifier = Notifier(
                     self.site.config.site.name, self.site.config.notify, journal, warn=self.warn
@@ -398,7 +403,7 @@ class Exporter:
     def text(self) -> str:
         with self._lock:
             if self._text is None or time.monotonic() - self._at > MAX_AGE:
-                self._text, self._at = collect_text(self.site), time.monotonic()
+                self._text, self._at = collect_text(self.site, self.kind_for), time.monotonic()
             return self._text
 
     @contextlib.contextmanager

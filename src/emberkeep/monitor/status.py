@@ -39,9 +39,10 @@ gone (the CLI exits 1), else ``warning`` when anything else deserves a look, els
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from .. import clock, seen, ui
 from ..config import Source, Target
@@ -243,8 +244,21 @@ class _Held:
     accepted: list[str] = field(default_factory=list)  # gone, and accepted (--accept-missing)
 
 
-def collect(site: Site, *, accept_missing: bool = False) -> Report:
-    """The status of every source and target now (module docstring).
+class KindStatus(Protocol):
+    """What a source's kind adds to its status (runner/kinds; the layers above hand the
+    kinds down, since this layer cannot know them)."""
+
+    def add_status(
+        self, site: Site, source: Source, snapshots: list[Snapshot], status: SourceStatus,
+        report: Report,
+    ) -> None: ...  # fmt: skip
+
+
+def collect(
+    site: Site, kind_for: Callable[[Source], KindStatus], *, accept_missing: bool = False
+) -> Report:
+    """The status of every source and target now (module docstring); ``kind_for``: the
+    kind of a source (``runner.kinds.kind_for``), asked what it adds.
 
     ``accept_missing``: the snapshots gone from a target are accepted as deleted on
     purpose: listed in ``accepted`` and forgotten by the host (seen.py)."""
@@ -273,7 +287,9 @@ def collect(site: Site, *, accept_missing: bool = False) -> Report:
                 f"{config.path} defines no [[sources]]: nothing is backed up; add one"
             )
         for source in config.sources:
-            report.sources.append(_source(site, journal, source, held, now, report))
+            report.sources.append(
+                _source(site, journal, source, kind_for(source), held, now, report)
+            )
         for target, status in zip(config.targets, report.targets, strict=True):
             _target(site, journal, target, status, held, now, report)
     return report
@@ -305,6 +321,7 @@ def _source(
     site: Site,
     journal: Journal,
     source: Source,
+    kind: KindStatus,
     held: dict[str, _Held],
     now: datetime,
     report: Report,
@@ -338,7 +355,9 @@ def _source(
     ):
         status.last_backup, status.last_snapshot = good.started, good.snapshot
         status.last_backup_target = good.target
-    _archive(site, source, held, status, report)
+    primary = site.config.targets[0].name
+    if primary in held:
+        kind.add_status(site, source, held[primary].snapshots, status, report)
     if status.last_backup is not None:
         status.age_seconds = max((now - status.last_backup).total_seconds(), 0.0)
     status.rpo = rpo_state(
@@ -379,40 +398,6 @@ def _drill(journal: Journal, source: str, rto: timedelta | None, status: SourceS
         status.rto_state = "breached"
     else:
         status.rto_state = "ok"
-
-
-def _archive(
-    site: Site, source: Source, held: dict[str, _Held], status: SourceStatus, report: Report
-) -> None:
-    """A PITR source's oplog archive: what it covers is what can be restored, so its newest
-    archived point is the source's last backup for the RPO; a gap is a breach."""
-    from ..config import MongoSource
-
-    primary = site.config.targets[0].name
-    if not isinstance(source, MongoSource) or not (source.pitr and source.pitr.enabled):
-        return
-    if primary not in held:
-        return
-    from .pitr import status_of
-
-    archive = status_of(site, source, held[primary].snapshots)
-    status.pitr = archive.to_json()
-    if archive.windows:
-        end = datetime.fromtimestamp(archive.windows[-1][1].time, tz=UTC)
-        if status.last_backup is None or end > status.last_backup:
-            status.last_backup, status.last_backup_target = end, primary
-            status.last_snapshot = archive.chains[-1].slices[-1].id
-    for gap in archive.gaps:
-        report.breaches.append(
-            f"source {source.name}: the oplog archive has a gap: nothing between "
-            f"{gap['after']} and {gap['until']} can be restored to (found {gap['found']}; a "
-            f"new chain began from base {gap['new_chain'][:12]})"
-        )
-    if archive.state_word == "late":
-        report.warnings.append(
-            f"source {source.name}: the oplog archive lags {archive.lag_seconds:.0f}s behind "
-            f"the server (max_lag {source.pitr.max_lag}): is `emberkeep oplog run` running?"
-        )
 
 
 def _source_findings(status: SourceStatus, now: datetime, report: Report) -> None:

@@ -16,23 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import clock, seen, statefile
-from ..config import FilesSource, GitSource, MongoSource, Target
-from ..engine.backup import BackupResult, Progress, backup
-from ..engine.filescache import FilesCache
-from ..errors import (
-    EmberkeepError,
-    RepositoryError,
-    StorageError,
-    UsageError,
-    is_disk_full,
-    state_dir_full,
-)
+from ..config import Target
+from ..engine.backup import BackupResult, Progress
+from ..errors import EmberkeepError, RepositoryError, StorageError, UsageError
 from ..fsutil import write_atomic
 from ..repository.repo import Repository
 from ..site import Site
-from ..sources.files import FilesWalker
-from ..sources.git import GitRepo, push_mirror, redact
-from . import hooks
+from . import hooks, kinds
+from .kinds.base import state_dir_reason, warn_after_commit
 
 
 @dataclass
@@ -70,12 +61,8 @@ def run_backup(
     with hooks.around(
         hooks.for_job(source.hooks, "backup"), "backup", source.name, target=target.name
     ) as run:
-        if isinstance(source, FilesSource):
-            outcome = _backup_files(site, source, tags, progress, target, repo)
-        elif isinstance(source, MongoSource):
-            outcome = _backup_mongodb(site, source, tags, progress, target, repo)
-        else:
-            outcome = _backup_git(site, source, tags, progress, target, repo)
+        result = kinds.kind_for(source).backup(site, source, repo, tags=tags, progress=progress)
+        outcome = SourceOutcome(source.name, target.name, result, repo)
     outcome.unavailable = unavailable
     outcome.result.warnings.extend(run.warnings)
     outcome.result.warnings.extend(site.repairs)  # what opening the repository repaired
@@ -130,7 +117,7 @@ def _store_site_config(site: Site, outcome: SourceOutcome) -> None:
     except Exception as exc:
         reason = str(exc) or type(exc).__name__
         what = f"the site config could not be stored in target {outcome.target}"
-        _warn_after_commit(outcome.result, str(path), what, reason)
+        warn_after_commit(outcome.result, str(path), what, reason)
         return
     if again:
         last[outcome.target] = tag
@@ -138,25 +125,7 @@ def _store_site_config(site: Site, outcome: SourceOutcome) -> None:
             write_atomic(_last_stored_path(site), json.dumps(last).encode(), mode=0o600)
         except Exception as exc:  # the next backup stores it again: harmless
             what = f"{_last_stored_path(site)} was not updated"
-            _warn_after_commit(outcome.result, str(path), what, _state_dir_reason(site, exc))
-
-
-def _warn_after_commit(result: BackupResult, path: str, what: str, reason: str) -> None:
-    """A failure after the snapshot committed: a warning naming it, never the job's failure
-    (the backup is done; exit 0, or 3 when files were unreadable)."""
-    result.warnings.append(
-        {
-            "path": path,
-            "message": f"snapshot {result.snapshot.short_id} is committed, but {what}: {reason}",
-        }
-    )
-
-
-def _state_dir_reason(site: Site, exc: Exception) -> str:
-    """Why a write under the state dir failed, a full disk named as such."""
-    if is_disk_full(exc, site.config.site.state_dir):
-        return state_dir_full(site.config.site.state_dir)
-    return str(exc) or type(exc).__name__
+            warn_after_commit(outcome.result, str(path), what, state_dir_reason(site, exc))
 
 
 def _last_stored_path(site: Site) -> Path:
@@ -173,96 +142,3 @@ def _last_stored_configs(site: Site, result: BackupResult) -> dict[str, str]:
         what="a record of the site configs stored (target -> tag)",
         then="the site config is stored again in each target",
     )  # fmt: skip
-
-
-def _backup_files(
-    site: Site, source: FilesSource, tags: list[str] | None, progress: Progress | None,
-    target: Target, repo: Repository,
-) -> SourceOutcome:  # fmt: skip
-    walker = FilesWalker(source.paths, source.exclude)
-    walker.check_paths()
-    cache = FilesCache(
-        site.state_dir / "cache" / f"{repo.writer_key.repo_id}-{source.name}.sqlite",
-        repo.writer_key.mac_key,
-    )
-    try:
-        result = backup(
-            repo,
-            walker.walk(),
-            source=source.name,
-            source_type=source.type,
-            paths=walker.roots,
-            now=clock.now(),
-            tags=tags,
-            cache=cache,
-            progress=progress,
-        )
-        try:
-            cache.commit()
-        except Exception as exc:
-            _warn_after_commit(
-                result,
-                str(cache.path),
-                "the files cache was not saved (the next backup reads every file again)",
-                _state_dir_reason(site, exc),
-            )
-    finally:
-        cache.close()
-    return SourceOutcome(source.name, target.name, result, repo)
-
-
-def _backup_git(
-    site: Site, source: GitSource, tags: list[str] | None, progress: Progress | None,
-    target: Target, repo: Repository,
-) -> SourceOutcome:  # fmt: skip
-    """The bundle into the target; then the mirror push, whose failure only warns."""
-    git = GitRepo(source.name, source.path)
-    record = git.check()
-    result = backup(
-        repo,
-        git.events(record),
-        source=source.name,
-        source_type=source.type,
-        paths=[str(source.path)],
-        now=clock.now(),
-        tags=tags,
-        progress=progress,
-    )
-    if source.mirror:
-        problem = push_mirror(source.path, source.mirror)
-        if problem:
-            result.warnings.append({"path": redact(source.mirror), "message": problem})
-    return SourceOutcome(source.name, target.name, result, repo)
-
-
-def _backup_mongodb(
-    site: Site, source: MongoSource, tags: list[str] | None, progress: Progress | None,
-    target: Target, repo: Repository,
-) -> SourceOutcome:  # fmt: skip
-    """The dump streamed into the target; the client closes whatever happens."""
-    from ..sources.mongodb.connection import client_for
-    from ..sources.mongodb.dump import DumpSpec, MongoDump
-
-    spec = DumpSpec(source.name, source.uri, source.databases, source.exclude, source.parallel)
-    with client_for(source.uri, f"source {source.name}") as client:
-        dump = MongoDump(spec, client)
-        result = backup(
-            repo,
-            dump.events(),
-            source=source.name,
-            source_type=source.type,
-            paths=dump_paths(source),
-            now=clock.now(),
-            tags=tags,
-            progress=progress,
-            streams=source.parallel,
-            extra=dump.extra,
-        )
-    return SourceOutcome(source.name, target.name, result, repo)
-
-
-def dump_paths(source: MongoSource) -> list[str]:
-    """What a mongodb snapshot lists as its paths: the server and its databases."""
-    from ..redact import redact_url
-
-    return [redact_url(source.uri), *source.databases]

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..fsutil import write_atomic
-from .drill import DrillResult
+from .kinds import DrillResult
 
 
 def write_report(path: Path, results: list[DrillResult]) -> list[Path]:

@@ -46,7 +46,7 @@ from typing import Any
 import msgspec
 
 from .. import clock, config, keys, statefile
-from ..config import Config, FilesSource, GitSource, MongoSource, Target
+from ..config import Config, Target
 from ..errors import RepositoryError, UsageError
 from ..fsutil import write_atomic
 from ..redact import redact_url
@@ -55,7 +55,7 @@ from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
 from ..site import Site
 from ..storage import open_storage
-from . import recover_review
+from . import kinds, recover_review
 
 FROM_TARGET = "recover-from"
 STATE_FILE = "recover.json"
@@ -409,7 +409,7 @@ def _plan(
                 source.name,
                 source.type,
                 chosen[-1],
-                _destination(source, root),
+                kinds.kind_for(source).recover_destination(source, root),
                 rto_objective_seconds=None if objective is None else objective.total_seconds(),
             )
         )
@@ -418,41 +418,18 @@ def _plan(
 
 def _order(step: Step) -> tuple[int, int]:
     """Databases last; before them the smallest first (config, code, then media)."""
-    return (step.type == "mongodb", int(step.snapshot.summary.get("bytes", 0)))
-
-
-def _destination(source: Any, root: Path | None) -> str:
-    if isinstance(source, MongoSource):
-        return redact_url(source.uri)
-    if isinstance(source, GitSource):
-        return str(_rooted(root, source.path))
-    assert isinstance(source, FilesSource)
-    return str(root or "/")
+    kind = kinds.kind_named(step.type)
+    return (bool(kind and kind.recovers_last), int(step.snapshot.summary.get("bytes", 0)))
 
 
 def _restore_step(site: Site, cfg: Config, step: Step, root: Path | None) -> list[dict[str, str]]:
     """Restore one source; returns what its restore reports it could not bring back as
     it was (a view the server lost, an entry refused), each ``{"path", "message"}``: the
     other sources are restored all the same, and the recovery fails naming them."""
-    from .restore import run_restore, run_restore_mongodb
-
     source = cfg.source(step.source)
     target = cfg.targets[0].name
-    if isinstance(source, MongoSource):
-        from ..sources.mongodb.restore import Selection
-
-        _snapshot, mongo = run_restore_mongodb(
-            site, step.snapshot.id, source.uri, drop=True, selection=Selection(), target=target
-        )
-        return list(mongo.problems)
-    dest = Path(step.destination)
-    if isinstance(source, GitSource) and (dest / ".git").exists():
-        # a repository is there (a resumed or repeated recover): keep it aside, never lose it
-        (dest / ".git").rename(dest / f".git.before-recover-{int(time.time())}")
-    _snapshot, result = run_restore(
-        site, step.snapshot.id, dest, paths=[], target=target, git_in_place=True, partial=True
-    )
-    return [{"path": r["path"], "message": f"not restored: {r['reason']}"} for r in result.refused]
+    kind = kinds.kind_for(source)
+    return kind.recover(site, source, step.snapshot.id, step.destination, target)
 
 
 def _write_config(path: Path, text: str) -> bool:

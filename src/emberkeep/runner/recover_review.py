@@ -18,9 +18,10 @@ from typing import Any
 import msgspec
 
 from .. import clock, statefile
-from ..config import Config, FilesSource, GitSource, MongoSource, Source
+from ..config import Config, Source
 from ..fsutil import write_atomic
 from ..redact import redact_url
+from . import kinds
 
 SEEN_FILE = "recover-seen.json"
 HOOKS = ("before_restore", "after_restore", "before_backup", "after_backup")
@@ -127,11 +128,4 @@ class _Seen(msgspec.Struct):
 
 
 def _where(source: Source) -> str:
-    if isinstance(source, MongoSource):
-        databases = f" ({', '.join(source.databases)})" if source.databases else ""
-        return f"mongodb {redact_url(source.uri)}{databases}"
-    if isinstance(source, GitSource):
-        mirror = f", pushed to {redact_url(source.mirror)}" if source.mirror else ""
-        return f"git {source.path}{mirror}"
-    assert isinstance(source, FilesSource)
-    return "files " + ", ".join(str(p) for p in source.paths)
+    return kinds.kind_for(source).describe(source)

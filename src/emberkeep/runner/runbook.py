@@ -25,10 +25,11 @@ from datetime import timedelta
 from urllib.parse import parse_qs, urlparse
 
 from .. import keys
-from ..config import Config, FilesSource, GitSource, MongoSource, Source, Target
+from ..config import Config, Source, Target
 from ..durations import format_duration
 from ..redact import redact_url
 from ..site import Site
+from . import kinds
 
 
 @dataclass
@@ -262,46 +263,7 @@ def _fallback(target: Target, rto: timedelta | None, copied: dict[str, str]) -> 
 
 def _restore_commands(source: Source, config_flag: str) -> list[str]:
     ek = f"emberkeep {config_flag}".strip()
-    if isinstance(source, MongoSource):
-        return _mongo_commands(source, ek) + _pitr_commands(source, ek)
-    if isinstance(source, GitSource):
-        return [
-            f"{ek} restore latest --source {source.name} --to /tmp/{source.name}-restored",
-            f"# compare, then point the app at it or copy it over {source.path}",
-        ]
-    assert isinstance(source, FilesSource)
-    return [f"{ek} restore latest --source {source.name} --to /"]
-
-
-def _mongo_commands(source: MongoSource, ek: str) -> list[str]:
-    shown = redact_url(source.uri)
-    if shown == source.uri:
-        return [
-            f"{ek} snapshots --source {source.name}",
-            f"{ek} restore latest --source {source.name} --to-uri {shlex.quote(shown)} "
-            "--drop   # or: --db D --collection C for one collection",
-        ]
-    return [  # the URI holds a password: out of argv, through the environment
-        f"{ek} snapshots --source {source.name}",
-        f"read -rs MONGO_URI; export MONGO_URI   # type {shown} with its password",
-        f"{ek} restore latest --source {source.name} --to-uri env:MONGO_URI --drop"
-        "   # or: --db D --collection C for one collection",
-    ]
-
-
-def _pitr_commands(source: MongoSource, ek: str) -> list[str]:
-    """With the oplog archived (README, "Point-in-time recovery"): the lag, the window and
-    the chain first, then a restore to the moment before the damage."""
-    if not (source.pitr and source.pitr.enabled):
-        return []
-    shown = redact_url(source.uri)
-    uri = shlex.quote(shown) if shown == source.uri else "env:MONGO_URI"
-    return [
-        "# to a point in time (the oplog archived; RPO = its lag): window, chain, any gap",
-        f"{ek} oplog status --source {source.name}",
-        f"{ek} restore --source {source.name} --at 2026-03-01T14:03:27Z --to-uri {uri} "
-        "--drop   # or --at-op T:I: up to that operation, inclusive",
-    ]
+    return kinds.kind_for(source).runbook(source, ek)
 
 
 def _matches(source: Source, kinds: tuple[str, ...]) -> bool:

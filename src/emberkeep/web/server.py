@@ -401,6 +401,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _get(self, path: str, query: dict[str, list[str]]) -> None:
         from ..monitor import status
+        from ..runner import kinds
 
         if path == "/favicon.ico":
             self._send(204, "", "image/x-icon")
@@ -425,7 +426,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/":
             from . import page
 
-            report = status.collect(site)
+            report = status.collect(site, kinds.kind_for)
             now = report.time
             backups, drills, growth = _history(site, now - RANGES[range_key], now)
             body = page.render(
@@ -441,7 +442,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path in ("/snapshots", "/api/snapshots"):
             self._snapshots(site, query, json_wanted=path.startswith("/api/"))
         elif path == "/api/status":
-            self._json(200, status.collect(site).to_json())
+            self._json(200, status.collect(site, kinds.kind_for).to_json())
         elif path == "/api/history":
             name = query.get("source", [""])[0]
             if name not in {s.name for s in site.config.sources}:

@@ -14,7 +14,7 @@ from ...site import Site
 from .base import Warn, silent
 
 if TYPE_CHECKING:
-    from ..drill import DrillResult
+    from ..kinds import DrillResult
 
 
 # -- drill ----------------------------------------------------------------------------------
