@@ -181,10 +181,7 @@ def _backup_files(
 ) -> SourceOutcome:  # fmt: skip
     walker = FilesWalker(source.paths, source.exclude)
     walker.check_paths()
-    cache = FilesCache(
-        site.state_dir / "cache" / f"{repo.writer_key.repo_id}-{source.name}.sqlite",
-        repo.writer_key.mac_key,
-    )
+    cache = FilesCache(files_cache_path(site, repo, source.name), repo.writer_key.mac_key)
     try:
         result = backup(
             repo,
@@ -266,3 +263,12 @@ def dump_paths(source: MongoSource) -> list[str]:
     from ..redact import redact_url
 
     return [redact_url(source.uri), *source.databases]
+
+
+def files_cache_path(site: Site, repo: Repository, source: str) -> Path:
+    """One cache per repository, source and writer key generation: what a cache built
+    under a retired key names must never pass for data of the new one (a rotation's
+    next backup reads and uploads everything again, docs/design.md)."""
+    key = repo.writer_key
+    generation = f"-g{key.generation}" if key.generation > 1 else ""
+    return site.state_dir / "cache" / f"{key.repo_id}{generation}-{source}.sqlite"
