@@ -93,9 +93,10 @@ class Site:
                 )
             except RetiredWriterKey:
                 pending = self.pending_writer_key_path
-                if not (read and pending.exists()):
+                if not pending.exists():
                     raise
-                # a rotation cut short on this host, this target done: read with the next key
+                # a rotation cut short on this host, this target done: read with the next
+                # key (writing is refused until it is completed, ``repository_to_write``)
                 repo = Repository.open(
                     self.storage(target),
                     writer_key=keys.WriterKey.load(pending),
@@ -117,6 +118,13 @@ class Site:
         copy of the writer key are repaired where needed (``repository/keycheck.py``), and
         each repair is added to ``repairs``."""
         repo = self.repository(target)
+        held = self.writer_key()
+        if held is not None and repo.writer_key.fingerprint != held.fingerprint:
+            raise RetiredWriterKey(
+                f"target {repo.storage.label}: a writer key rotation on this host was cut "
+                f"short ({self.pending_writer_key_path} is left): run `emberkeep keys rotate "
+                "--writer` again to complete it, then back up"
+            )
         for done in keycheck.upkeep(repo, self.config.path):
             self.repairs.append(
                 {"path": f"{repo.storage.label}/{done.obj}", "message": done.message}

@@ -92,9 +92,12 @@ def _successor(site: Site, held: keys.WriterKey) -> keys.WriterKey | None:
         storage = site.storage(target.name)
         try:
             raw = keyfiles.read_config_bytes(storage)
-            chain = writerchain.parse(keyfiles.peek_config(raw, storage.label), None)
+            peeked = keyfiles.peek_config(raw, storage.label)
+            chain = writerchain.parse(peeked, None)
         except (RepositoryError, IntegrityError, ValueError, KeyError, TypeError):
             continue
+        if peeked.get("id") != held.repo_id:
+            continue  # another site's repository: refused as such below
         if chain.fingerprint is None or chain.generation <= held.generation:
             continue
         identities = site.identities()
