@@ -11,9 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import Site, restored, tree_listing
-
 import pyrage
+from conftest import Site, restored, tree_listing
 
 from emberkeep import keys
 from emberkeep.repository import layout
@@ -81,8 +80,10 @@ def test_rotate_writer_then_backup_uploads_everything_once_more_then_nothing(
     again = _stored(site) - before
     site.run("backup")
     after_that = _stored(site) - before - again
-    print(f"\nbytes uploaded: first backup {first}, unchanged {unchanged}; after rotate "
-          f"--writer {again} ({again / size:.2f}x the data), the backup after {after_that}")  # fmt: skip
+    print(
+        f"\nbytes uploaded: first backup {first}, unchanged {unchanged}; after rotate "
+        f"--writer {again} ({again / size:.2f}x the data), the backup after {after_that}"
+    )
     assert unchanged < 64_000
     assert again >= 0.95 * size  # the old key deduplicates nothing
     assert after_that < 64_000  # the new one does
