@@ -7,12 +7,16 @@ import dataclasses
 import json
 import os
 import random
+import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyrage
+import pytest
 from conftest import Site, restored, tree_listing
+from servers import S3Server, start_versitygw
 
 from emberkeep import keys
 from emberkeep.repository import layout
@@ -215,3 +219,62 @@ def test_sigkill_at_ten_moments_of_rotate_writer_then_it_completes(
         site.run("backup")
     site.run("check")
     _every_snapshot_restores(site, src, tmp_path / "final", new_host=True)
+
+
+# -- key changes on an S3 target with Object Lock -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def versioned_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A versitygw whose buckets are versioned, as AWS requires for Object Lock."""
+    server = start_versitygw(tmp_path_factory.mktemp("versitygw-versioned"), versioning=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["unversioned", "versioned"])
+def lock_server(request: pytest.FixtureRequest) -> S3Server:
+    return request.getfixturevalue(
+        "s3_server" if request.param == "unversioned" else "versioned_s3"
+    )
+
+
+def test_key_changes_on_an_object_lock_target(
+    site: Site, tmp_path: Path, lock_server: S3Server, request: pytest.FixtureRequest
+) -> None:
+    """Object Lock locks ``keys/`` too (storage/s3.py): a versioned bucket takes key
+    changes (each replaced object stays as a locked old version); an unversioned one
+    refuses every overwrite, so a key change there is refused before it changes a thing."""
+    src = tmp_path / "src"
+    _write(src, "one.bin", 50_000)
+    bucket = f"vault-{secrets.token_hex(4)}"
+    lock_server.client().create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    site.env.update(lock_server.env())
+    url = lock_server.url(bucket, "site", lock_days=1)
+    site.write_config([src], targets=f'[[targets]]\nname = "t"\nurl = "{url}"')
+    site.run("init")
+    site.run("backup")
+    second_id, second = site.keygen("second.txt")
+    before = {o["Key"]: o["ETag"] for o in _listed(lock_server, bucket)}
+    versioned = lock_server is not request.getfixturevalue("s3_server")
+    changes = (["keys", "add", second, "--update-config"], ["keys", "rotate"],
+               ["keys", "rotate", "--writer"])  # fmt: skip
+    for args in changes:
+        proc = site.run(*args, ok=versioned)
+        if not versioned:  # refused before anything changed, saying why and what to do
+            assert "S3 Object Lock protects them until" in proc.stderr, proc.stderr
+            assert "nothing was changed" in proc.stderr and "versioned bucket" in proc.stderr
+            assert {o["Key"]: o["ETag"] for o in _listed(lock_server, bucket)} == before
+            assert not (site.state_dir / "writer.key.next").exists()
+    if versioned:  # every change made: the old snapshot restores with the second identity
+        assert site.json("keys", "list")["t"]["recipients"] == sorted(site.recipients)
+        snap = site.snapshots()[0]["id"]
+        site.run("restore", snap, "--to", tmp_path / "out", "--identity", second_id)
+        assert tree_listing(restored(tmp_path / "out", src)) == tree_listing(src)
+    _write(src, "two.bin", 50_000)
+    site.run("backup")  # either way the target goes on taking backups
+
+
+def _listed(server: S3Server, bucket: str) -> list[dict[str, str]]:
+    found = server.client().list_objects_v2(Bucket=bucket, Prefix="site/keys/")
+    return list(found.get("Contents", []))

@@ -23,7 +23,7 @@ from typing import Any
 import pyrage
 
 from .. import keys
-from ..errors import NotFound, UsageError
+from ..errors import NotFound, RepositoryError, UsageError
 from ..fsutil import write_atomic
 from ..repository import epochs, keyfiles, layout, writerchain
 from ..repository import recipients as recipient_set
@@ -107,6 +107,31 @@ def convert(site: Site, target: str | None = None) -> list[Change]:
     return _each(site, target, run)
 
 
+def replaceable_keys(storage: Any) -> None:
+    """Refuse a key change, before it changes anything, in a target that cannot replace
+    its key objects: an S3 bucket with Object Lock and no versioning refuses every
+    overwrite of a locked object, and each key change replaces ``keys/recipients``. The
+    record is written again as it is, which changes nothing anywhere else (on a versioned
+    bucket it adds a version)."""
+    try:
+        raw = storage.get(layout.RECIPIENTS)
+    except NotFound:
+        return
+    try:
+        storage.put(layout.RECIPIENTS, raw, overwrite=True)
+    except ObjectLocked as exc:
+        until = f" until {exc.until:%Y-%m-%d %H:%M}Z" if exc.until else ""
+        raise RepositoryError(
+            f"target {storage.label}: a key change replaces {layout.RECIPIENTS}, the key "
+            f"epoch files and {layout.WRITER_KEY}, and S3 Object Lock protects them{until} "
+            "in a bucket that keeps no old versions, so the server refuses; nothing was "
+            "changed. Use a versioned bucket for a locked target (AWS requires versioning "
+            "for Object Lock; each replaced key object is kept there as a locked old "
+            "version until its retention ends), or `emberkeep replicate` into a new "
+            "repository made with the new recipients"
+        ) from exc
+
+
 def _each(site: Site, target: str | None, run: Any, *, identity: bool = True) -> list[Change]:
     done = []
     for name in site.target_names(target):
@@ -116,6 +141,7 @@ def _each(site: Site, target: str | None, run: Any, *, identity: bool = True) ->
         repo.storage = counted
         started = time.perf_counter()
         with Lease(counted._storage, "exclusive", lease_watch(site)):
+            replaceable_keys(counted._storage)
             repo.forget_keys()  # read under the lease: another change may have just ended
             run(repo, change)
         change.seconds = time.perf_counter() - started
@@ -420,6 +446,10 @@ def rotate_writer(site: Site, target: str | None = None) -> list[Change]:
                 f"({site.writer_key_path}): it is left from another key; move it away"
             )
     else:
+        for name in site.target_names(None):  # before anything changes
+            storage = site.storage(name)
+            with Lease(storage, "exclusive", lease_watch(site)):
+                replaceable_keys(storage)
         new = current.rotated()
         new.save(pending)
     epochs.crash_point("writer-pending")
