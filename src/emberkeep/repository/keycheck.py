@@ -91,9 +91,10 @@ def _seal_config(repo: Repository) -> Finding:
         return _note(
             layout.CONFIG,
             f"{damage}; not written again: after `keys rotate --writer` it lists what the "
-            "retired writer keys sealed, which the key alone does not imply. Copy `config` "
-            "from another target of the site (each lists its own objects; run "
-            "`emberkeep check` there first)",
+            "retired writer keys sealed, which the key alone does not imply (until it is "
+            "whole, what they sealed is refused). Put back a copy of this target's "
+            "`config` from before the damage, or `emberkeep replicate` into a new "
+            "repository from another target of the site",
         )
     try:
         keyfiles.write_config(
