@@ -46,6 +46,11 @@ class RepositoryError(EmberkeepError):
     """The repository is missing, of another site, or in an unexpected state."""
 
 
+class RetiredWriterKey(RepositoryError):
+    """This host's writer key was replaced by ``keys rotate --writer``: the repository no
+    longer takes what it seals (docs/design.md, "Writer key rotation")."""
+
+
 class LockedError(EmberkeepError):
     """Another process holds the exclusive lease."""
 

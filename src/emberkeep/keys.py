@@ -4,6 +4,9 @@
 - The *writer key* lives on backup hosts. It holds the chunk-id MAC key, the chunker
   seed and the index key: enough to write and deduplicate, never to read old data,
   because every pack's data key is wrapped to the recipients and then forgotten.
+- ``keys rotate --writer`` makes generation N+1 of the writer key; it carries the keys it
+  replaced (``retired``, oldest first), so the host and readers still open what the old
+  ones sealed, and the repository id of the first (docs/design.md, "Writer key rotation").
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 import os
 import secrets
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyrage
@@ -32,6 +35,8 @@ class WriterKey:
     mac_key: bytes  # 32 bytes, keys BLAKE3 for chunk ids
     index_key: bytes  # 32 bytes, AES-256-GCM for index files, snapshot headers, pack tables
     chunker_seed: int  # seeds the FastCDC gear table so chunk boundaries leak nothing
+    generation: int = 1  # 1 + how many times ``keys rotate --writer`` replaced it
+    retired: tuple[WriterKey, ...] = ()  # the generations before, oldest first
 
     @classmethod
     def generate(cls) -> WriterKey:
@@ -43,8 +48,27 @@ class WriterKey:
 
     @property
     def repo_id(self) -> str:
-        """A public name for the key: which repositories it belongs to."""
-        return hashlib.sha256(b"emberkeep-repo-id" + self.mac_key).hexdigest()[:32]
+        """A public name for the key: which repositories it belongs to (the first
+        generation's, so a rotation keeps the repository's name)."""
+        first = self.retired[0] if self.retired else self
+        return hashlib.sha256(b"emberkeep-repo-id" + first.mac_key).hexdigest()[:32]
+
+    def rotated(self) -> WriterKey:
+        """The next generation: new MAC key, index key and chunker seed (nothing written
+        before deduplicates against it), this one retired."""
+        fresh = WriterKey.generate()
+        mine = replace(self, retired=())
+        return replace(fresh, generation=self.generation + 1, retired=(*self.retired, mine))
+
+    def generation_of(self, fingerprint: str) -> WriterKey | None:
+        """This key or the retired one with ``fingerprint``."""
+        for key in (self, *self.retired):
+            if hmac.compare_digest(key.fingerprint, fingerprint):
+                return key
+        return None
+
+    def without_chain(self) -> WriterKey:
+        return replace(self, retired=())
 
     @property
     def fingerprint(self) -> str:
@@ -55,16 +79,23 @@ class WriterKey:
         digest = hashlib.sha256(b"emberkeep-writer-key\0" + self.mac_key + self.index_key + seed)
         return digest.hexdigest()[:32]
 
+    def _fields(self) -> dict[str, object]:
+        return {
+            "version": WRITER_KEY_VERSION,
+            "mac_key": base64.b64encode(self.mac_key).decode(),
+            "index_key": base64.b64encode(self.index_key).decode(),
+            "chunker_seed": self.chunker_seed,
+            "fingerprint": self.fingerprint,
+        }
+
     def to_bytes(self) -> bytes:
-        return json.dumps(
-            {
-                "version": WRITER_KEY_VERSION,
-                "mac_key": base64.b64encode(self.mac_key).decode(),
-                "index_key": base64.b64encode(self.index_key).decode(),
-                "chunker_seed": self.chunker_seed,
-                "fingerprint": self.fingerprint,
-            }
-        ).encode()
+        """The key as stored; a first generation exactly as before rotation existed (an
+        older emberkeep reads it), a later one with its generation and the retired keys."""
+        fields = self._fields()
+        if self.generation > 1:
+            fields["generation"] = self.generation
+            fields["retired"] = [{**k._fields(), "generation": k.generation} for k in self.retired]
+        return json.dumps(fields).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes, origin: str) -> WriterKey:
@@ -72,14 +103,26 @@ class WriterKey:
         before fingerprints has none and is taken as it is)."""
         try:
             raw = json.loads(data)
-            key = cls(
-                mac_key=base64.b64decode(raw["mac_key"], validate=True),
-                index_key=base64.b64decode(raw["index_key"], validate=True),
-                chunker_seed=int(raw["chunker_seed"]),
-            )
-            recorded = raw.get("fingerprint")
+            key = cls._from_fields(raw, origin)
+            retired = tuple(cls._from_fields(r, origin) for r in raw.get("retired", []))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UsageError(f"{origin} is not an emberkeep writer key (damaged?)") from exc
+        numbers = [k.generation for k in (*retired, key)]
+        if numbers != list(range(1, len(numbers) + 1)):
+            raise UsageError(
+                f"{origin} is damaged: its writer key generations are {numbers}, not 1, 2, …"
+            )
+        return replace(key, retired=retired)
+
+    @classmethod
+    def _from_fields(cls, raw: dict[str, object], origin: str) -> WriterKey:
+        key = cls(
+            mac_key=base64.b64decode(str(raw["mac_key"]), validate=True),
+            index_key=base64.b64decode(str(raw["index_key"]), validate=True),
+            chunker_seed=int(raw["chunker_seed"]),  # type: ignore[call-overload]
+            generation=int(raw.get("generation", 1)),  # type: ignore[call-overload]
+        )
+        recorded = raw.get("fingerprint")
         if len(key.mac_key) != 32 or len(key.index_key) != 32:
             raise UsageError(f"{origin} is not an emberkeep writer key (damaged?)")
         if recorded is not None and not hmac.compare_digest(str(recorded), key.fingerprint):

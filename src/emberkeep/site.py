@@ -11,7 +11,7 @@ import pyrage
 
 from . import clock, keys
 from .config import Config
-from .errors import IdentityRequired, RepositoryError, UsageError
+from .errors import IdentityRequired, RepositoryError, RetiredWriterKey, UsageError
 from .fsutil import make_dirs
 from .repository import keycheck
 from .repository.repo import Repository
@@ -48,6 +48,11 @@ class Site:
         return self.state_dir / "writer.key"
 
     @property
+    def pending_writer_key_path(self) -> Path:
+        """The next writer key while ``keys rotate --writer`` is under way on this host."""
+        return self.state_dir / "writer.key.next"
+
+    @property
     def recipients(self) -> list[pyrage.x25519.Recipient]:
         return keys.parse_recipients(self.config.keys.recipients)
 
@@ -79,12 +84,25 @@ class Site:
                 f"keys.identity_file in {self.config.path}"
             )
         try:
-            repo = Repository.open(
-                self.storage(target),
-                writer_key=self.writer_key(),
-                recipients=self.recipients,
-                identities=identities,
-            )
+            try:
+                repo = Repository.open(
+                    self.storage(target),
+                    writer_key=self.writer_key(),
+                    recipients=self.recipients,
+                    identities=identities,
+                )
+            except RetiredWriterKey:
+                pending = self.pending_writer_key_path
+                if not pending.exists():
+                    raise
+                # a rotation cut short on this host, this target done: read with the next
+                # key (writing is refused until it is completed, ``repository_to_write``)
+                repo = Repository.open(
+                    self.storage(target),
+                    writer_key=keys.WriterKey.load(pending),
+                    recipients=self.recipients,
+                    identities=identities,
+                )
         except RepositoryError:
             unmounted = unmounted_error(self, self.config.target(target).name)
             if unmounted is not None:
@@ -100,6 +118,13 @@ class Site:
         copy of the writer key are repaired where needed (``repository/keycheck.py``), and
         each repair is added to ``repairs``."""
         repo = self.repository(target)
+        held = self.writer_key()
+        if held is not None and repo.writer_key.fingerprint != held.fingerprint:
+            raise RetiredWriterKey(
+                f"target {repo.storage.label}: a writer key rotation on this host was cut "
+                f"short ({self.pending_writer_key_path} is left): run `emberkeep keys rotate "
+                "--writer` again to complete it, then back up"
+            )
         for done in keycheck.upkeep(repo, self.config.path):
             self.repairs.append(
                 {"path": f"{repo.storage.label}/{done.obj}", "message": done.message}

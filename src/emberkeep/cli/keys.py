@@ -61,6 +61,12 @@ def add_keys(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         )
     k = keys_sub.add_parser("rotate", parents=[common], help="a new key epoch for new data")
     k.add_argument("--target")
+    k.add_argument(
+        "--writer",
+        action="store_true",
+        help="also a new writer key (every target): the next backup uploads all data again, "
+        "and hosts holding only the old key are refused until `init --identity` there",
+    )
     k = keys_sub.add_parser(
         "convert", parents=[common], help="give a repository from before key epochs its epochs"
     )
@@ -79,6 +85,12 @@ def cmd_keys(site: Site, args: argparse.Namespace) -> int:
             return 0
         for target, info in listing.items():
             ui.line(f"target {target}: writer key {info['writer_key']['fingerprint']}")
+            for writer in info["writer_keys"]:
+                state = "current" if writer["current"] else "retired"
+                ui.line(
+                    f"  writer key generation {writer['generation']} ({state}): "
+                    f"{writer['fingerprint']}"
+                )
             for recipient in info["recipients"]:
                 ui.line(f"  recipient {recipient}")
             if not info["converted"]:
@@ -97,6 +109,8 @@ def cmd_keys(site: Site, args: argparse.Namespace) -> int:
         return 0
     if action in ("add", "remove"):
         changes = getattr(rekey, action)(site, args.recipient, args.target)
+    elif action == "rotate" and args.writer:
+        changes = rekey.rotate_writer(site, args.target)
     else:
         changes = getattr(rekey, action)(site, args.target)
     config_note = None

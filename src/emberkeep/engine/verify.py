@@ -55,8 +55,9 @@ def verify_tree(
 ) -> FilesVerification:
     """Compare ``root`` (where the snapshot was restored) with the snapshot's tree."""
     result = FilesVerification()
-    chunker = Chunker(repo.writer_key.chunker_seed)
-    mac = repo.writer_key.mac_key
+    writer_key = repo.key_of_snapshot(snapshot.id)  # its generation's (writerchain.py)
+    chunker = Chunker(writer_key.chunker_seed)
+    mac = writer_key.mac_key
     as_root = os.geteuid() == 0
     expected: set[str] = set()
 

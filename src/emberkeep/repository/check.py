@@ -35,7 +35,7 @@ from ..errors import (
 from ..fsutil import write_atomic
 from . import keycheck, layout
 from .index import BlobIndex, Location
-from .pack import read_table, verify_pack_hash
+from .pack import PackTable, read_table, verify_pack_hash
 from .recipients import RecipientsChanged
 from .repo import Repository
 from .snapshot import FUTURE_TOLERANCE, Snapshot, is_future
@@ -301,7 +301,7 @@ def _verify_pack(
     if len(data) != size:
         raise IntegrityError(name, f"pack holds {len(data)} bytes, the index says {size}")
     verify_pack_hash(name, data)
-    table = read_table(name, data, repo.writer_key.index_key)
+    table = _read_table(repo, name, data)
     listed = {e.id: e for e in table.entries}
     for blob_id, location in blobs:
         entry = listed.get(blob_id)
@@ -311,3 +311,18 @@ def _verify_pack(
             )
         repo.open_blob(blob_id, location, data[location.offset : location.offset + location.length])
     return len(data)
+
+
+def _read_table(repo: Repository, name: str, data: bytes) -> PackTable:
+    """The pack's table, sealed with the index key of its writer generation (the likeliest
+    is tried first; the current key's failure is the one reported)."""
+    first, *others = repo.table_keys(name)
+    try:
+        return read_table(name, data, first)
+    except IntegrityError as exc:
+        for index_key in others:
+            try:
+                return read_table(name, data, index_key)
+            except IntegrityError:
+                continue
+        raise exc from None

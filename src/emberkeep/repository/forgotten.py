@@ -74,7 +74,8 @@ def _read(repo: Repository, storage: Storage, name: str, size: int, found: Recor
     if size > RECORD_MAX:
         return f"{size} bytes, more than a record may hold ({RECORD_MAX}); not read"
     try:
-        doc = sealing.unseal(repo.writer_key, KIND, storage.get(name), name)
+        raw = storage.get(name)
+        _, doc = repo.sealed_by(name, lambda key: sealing.unseal(key, KIND, raw, name))
     except NotFound:
         return None  # deleted since the listing (a prune expiring it)
     except EmberkeepError as exc:

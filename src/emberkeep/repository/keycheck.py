@@ -87,8 +87,19 @@ def upkeep(repo: Repository, config_path: Path | None) -> list[Finding]:
 
 def _seal_config(repo: Repository) -> Finding:
     damage = repo.config_state.damage
+    if repo.writer_key.generation > 1 and damage:
+        return _note(
+            layout.CONFIG,
+            f"{damage}; not written again: after `keys rotate --writer` it lists what the "
+            "retired writer keys sealed, which the key alone does not imply (until it is "
+            "whole, what they sealed is refused). Put back a copy of this target's "
+            "`config` from before the damage, or `emberkeep replicate` into a new "
+            "repository from another target of the site",
+        )
     try:
-        keyfiles.write_config(repo.storage, repo.writer_key, overwrite=True)
+        keyfiles.write_config(
+            repo.storage, repo.writer_key, overwrite=True, retired=repo.chain.retired
+        )
     except ObjectLocked as exc:
         return _note(layout.CONFIG, f"{damage or 'not sealed'}; not written again: {exc}")
     repo.config_state = keyfiles.ConfigState(sealed=True)

@@ -15,7 +15,7 @@ is not a recipient or the copy is damaged; the SHA-256 of the copy a writer wrot
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyrage
@@ -25,31 +25,39 @@ from ..errors import (
     IntegrityError,
     NotFound,
     RepositoryError,
+    RetiredWriterKey,
     UsageError,
     WrongIdentity,
 )
 from ..storage.base import Storage
-from . import layout, sealing
+from . import layout, sealing, writerchain
 from . import recipients as recipient_set
 from .snapshot import decode_snapshot
 
 CONFIG_KIND = "config"
 AGE_MAGIC = b"age-encryption.org/v1\n"
 # A writer key's age payload: a 16-byte nonce, its JSON (about 180 bytes), a 16-byte tag.
-COPY_PAYLOAD = range(16 + 100 + 16, 16 + 2000 + 16)
+# After rotations it carries the retired generations too, about 250 bytes each.
+COPY_PAYLOAD = range(16 + 100 + 16, 16 + 64000 + 16)
 
 
 @dataclass(frozen=True)
 class ConfigState:
     """How ``config`` verified: ``sealed``; or ``damage`` says what is wrong with it in a
-    repository that other sealed objects show is this writer key's (so it can go on)."""
+    repository that other sealed objects show is this writer key's (so it can go on).
+    ``chain``: the writer generations it names (``writerchain.py``)."""
 
     sealed: bool
     damage: str | None = None
+    chain: writerchain.Chain = field(default_factory=writerchain.Chain)
 
 
-def config_body(writer_key: keys.WriterKey) -> dict[str, Any]:
-    return {
+def config_body(
+    writer_key: keys.WriterKey, retired: tuple[writerchain.Retired, ...] = ()
+) -> dict[str, Any]:
+    """What ``config`` holds: format 1 for a first-generation key (as before rotation
+    existed), format 2, naming the generations and what the retired ones sealed, after."""
+    body: dict[str, Any] = {
         "format": layout.FORMAT_VERSION,
         "id": writer_key.repo_id,
         "chunker": {
@@ -58,10 +66,20 @@ def config_body(writer_key: keys.WriterKey) -> dict[str, Any]:
             "max": layout.CHUNK_MAX,
         },
     }
+    if writer_key.generation > 1:
+        body["format"] = layout.FORMAT_ROTATED
+        body["writer"] = writerchain.body_part(writer_key, retired)
+    return body
 
 
-def write_config(storage: Storage, writer_key: keys.WriterKey, *, overwrite: bool = False) -> None:
-    sealed = sealing.seal(writer_key, CONFIG_KIND, config_body(writer_key))
+def write_config(
+    storage: Storage,
+    writer_key: keys.WriterKey,
+    *,
+    overwrite: bool = False,
+    retired: tuple[writerchain.Retired, ...] = (),
+) -> None:
+    sealed = sealing.seal(writer_key, CONFIG_KIND, config_body(writer_key, retired))
     storage.put(layout.CONFIG, sealed, overwrite=overwrite)
 
 
@@ -77,14 +95,15 @@ def read_config_bytes(storage: Storage) -> bytes:
 def peek_config(raw: bytes, label: str) -> dict[str, Any]:
     """The config's fields, unverified (no key needed): for messages and format checks."""
     config = sealing.parse(raw, f"{label}/{layout.CONFIG}")
-    if config.get("format") != layout.FORMAT_VERSION:
+    if config.get("format") not in layout.FORMATS:
         raise _unsupported(label, config.get("format"))
     return config
 
 
 def verify_config(storage: Storage, raw: bytes, writer_key: keys.WriterKey) -> ConfigState:
     """Check ``config`` against ``writer_key``: sealed by it, or (written before sealing)
-    exactly what the key implies. Otherwise it is another site's repository
+    exactly what the key implies. A config naming a later writer generation than this
+    key is ``RetiredWriterKey``. Otherwise it is another site's repository
     (``RepositoryError``), or damaged: an ``IntegrityError``, unless another object
     authenticates with the key (the recipient record, a snapshot header), which proves
     the repository is this key's (then the damage is returned, for a writer to repair
@@ -93,14 +112,51 @@ def verify_config(storage: Storage, raw: bytes, writer_key: keys.WriterKey) -> C
     try:
         opened = sealing.unseal(writer_key, CONFIG_KIND, raw, obj)
     except IntegrityError as exc:
+        _refuse_if_retired(storage.label, raw, writer_key)
         return _damaged_or_foreign(storage, raw, writer_key, exc.detail)
     body = opened.body
-    if body.get("format") != layout.FORMAT_VERSION:
+    if body.get("format") not in layout.FORMATS:
         raise _unsupported(storage.label, body.get("format"))
-    if body != config_body(writer_key):
+    try:
+        chain = writerchain.parse(body, writer_key)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        chain = None
+    implied = config_body(writer_key, chain.retired if chain else ())
+    if chain is None or body != implied or not _names_key(chain, writer_key):
+        _refuse_if_retired(storage.label, raw, writer_key)
         detail = "it is not what this repository's writer key implies (altered or damaged)"
         return _damaged_or_foreign(storage, raw, writer_key, detail)
-    return ConfigState(sealed=opened.sealed)
+    return ConfigState(sealed=opened.sealed, chain=chain)
+
+
+def _names_key(chain: writerchain.Chain, writer_key: keys.WriterKey) -> bool:
+    if writer_key.generation == 1 and chain.fingerprint is None:
+        return True
+    return writerchain.matches(chain, writer_key)
+
+
+def _refuse_if_retired(label: str, raw: bytes, writer_key: keys.WriterKey) -> None:
+    """``RetiredWriterKey`` when the config (unverified: the storage side could have
+    written it, which makes this a refusal, the safe direction) names a later generation
+    of this repository's writer key than ``writer_key``."""
+    try:
+        found = sealing.parse(raw, layout.CONFIG)
+        chain = writerchain.parse(found, None)
+    except (IntegrityError, ValueError, KeyError, TypeError, AttributeError):
+        return
+    if chain.fingerprint is None or found.get("id") != writer_key.repo_id:
+        return
+    if chain.generation <= writer_key.generation:
+        return
+    raise RetiredWriterKey(
+        f"target {label}: this host's writer key (generation {writer_key.generation}, "
+        f"fingerprint {writer_key.fingerprint}) was retired by `emberkeep keys rotate "
+        f"--writer`; the repository takes generation {chain.generation} (fingerprint "
+        f"{chain.fingerprint}) only. Run `emberkeep init --identity FILE` on this host: it "
+        f"fetches the new key from the repository's copy ({layout.WRITER_KEY}). If a "
+        "rotation on this host was cut short, run `emberkeep keys rotate --writer` again "
+        "to complete it"
+    )
 
 
 def _damaged_or_foreign(
@@ -112,7 +168,7 @@ def _damaged_or_foreign(
         found = sealing.parse(raw, layout.CONFIG)
     except IntegrityError:
         found = {}
-    if found.get("format") not in (None, layout.FORMAT_VERSION):
+    if found.get("format") not in (None, *layout.FORMATS):
         raise _unsupported(storage.label, found.get("format"))
     if isinstance(found.get("id"), str) and found["id"] != writer_key.repo_id:
         raise RepositoryError(
@@ -150,7 +206,7 @@ def _owned_by(storage: Storage, writer_key: keys.WriterKey) -> bool:
 def _unsupported(label: str, found: object) -> RepositoryError:
     return RepositoryError(
         f"target {label}: repository format {found} is not supported by this emberkeep "
-        f"(format {layout.FORMAT_VERSION})"
+        f"(formats {', '.join(map(str, layout.FORMATS))})"
     )
 
 

@@ -29,6 +29,8 @@ object's bytes, so uploads are idempotent and every object verifies itself.
 from __future__ import annotations
 
 FORMAT_VERSION = 1
+FORMAT_ROTATED = 2  # a config after `keys rotate --writer`: it names the writer generations
+FORMATS = (FORMAT_VERSION, FORMAT_ROTATED)
 CONFIG = "config"
 WRITER_KEY = "keys/writer.age"
 RECIPIENTS = "keys/recipients"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pyrage
 
@@ -113,8 +114,10 @@ def write(storage: Storage, writer_key: keys.WriterKey, record: Record) -> None:
     storage.put(RECIPIENTS, _seal(record, writer_key), overwrite=True)
 
 
-def read(storage: Storage, writer_key: keys.WriterKey) -> Record | None:
-    """The record, verified with the writer key; None when there is none."""
+def read(storage: Storage, writer_key: keys.WriterKey, chain: Any = None) -> Record | None:
+    """The record, verified with the writer key; None when there is none. With the
+    repository's writer ``chain`` (``writerchain.Chain``), also the record a rotation
+    left sealed with the retired key when it was cut short (it lists its SHA-256)."""
     try:
         raw = storage.get(RECIPIENTS)
     except NotFound:
@@ -123,6 +126,9 @@ def read(storage: Storage, writer_key: keys.WriterKey) -> Record | None:
     try:
         return _open(raw, writer_key, obj)
     except IntegrityError as exc:
+        old = chain.retired_record_key(raw, writer_key) if chain is not None else None
+        if old is not None:
+            return _open(raw, old, obj)
         raise IntegrityError(
             obj,
             f"{exc.detail}: damaged, or replaced by someone without this repository's "

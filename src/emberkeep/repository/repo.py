@@ -6,9 +6,9 @@ import contextlib
 import struct
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 import pyrage
 
@@ -22,12 +22,13 @@ from ..errors import (
     WrongIdentity,
 )
 from ..storage.base import Storage, prepare_read
-from . import epochs, keyfiles, layout
+from . import epochs, keyfiles, layout, writerchain
 from . import recipients as recipient_set
 from .index import BlobIndex, Location, PackRecord, decode_index, encode_index
 from .pack import TRAILER, blob_aad
 from .snapshot import SeenBefore, Snapshot, decode_snapshot, encode_snapshot, written_order
 
+T = TypeVar("T")
 RUN_SPAN = 8 << 20  # the most one ranged read of adjacent blobs fetches
 
 
@@ -78,6 +79,10 @@ class Repository:
     _index_sizes: dict[str, int] = field(default_factory=dict)  # index file -> size listed
     record: recipient_set.Record | None = None  # keys/recipients, once read (key_record)
     _keyring: epochs.LazyKeyring = field(default_factory=epochs.LazyKeyring)
+    # After `keys rotate --writer` (writerchain.py): the retired key each pack's index file
+    # and each snapshot was sealed with (absent: the current key)
+    _pack_writer: dict[str, keys.WriterKey] = field(default_factory=dict)
+    _snapshot_writer: dict[str, keys.WriterKey] = field(default_factory=dict)
 
     # -- creating and opening ------------------------------------------------------------
 
@@ -128,10 +133,18 @@ class Repository:
                     "(keys.identity_file or --identity) to read the repository's copy"
                 )
             writer_key = keyfiles.read_writer_key(storage, identities)
-        state = keyfiles.verify_config(storage, raw, writer_key)
+            state, writer_key = _verify_copy(storage, raw, writer_key)
+        else:
+            state = keyfiles.verify_config(storage, raw, writer_key)
         return cls(
             storage, writer_key, recipients, identities, config_state=state, writer_key_held=held
         )
+
+    def table_keys(self, pack: str) -> list[bytes]:
+        """The index keys a pack's table may be sealed with, likeliest first."""
+        first = self._pack_writer.get(pack, self.writer_key)
+        others = [k for k in (self.writer_key, *self.writer_key.retired) if k is not first]
+        return [first.index_key, *(k.index_key for k in others)]
 
     # -- index ---------------------------------------------------------------------------
 
@@ -161,7 +174,55 @@ class Repository:
                 name, f"index file of {size} bytes, more than the {layout.INDEX_FILE_MAX} "
                 "an index file may hold (damaged or forged); not read"
             )  # fmt: skip
-        return list(decode_index(name, self.storage.get(name), self.writer_key.index_key))
+        data = self.storage.get(name)
+        key, packs = self.sealed_by(name, lambda k: list(decode_index(name, data, k.index_key)))
+        if key is not self.writer_key:
+            for pack in packs:
+                self._pack_writer[pack.name] = key
+        return packs
+
+    @property
+    def chain(self) -> writerchain.Chain:
+        return self.config_state.chain
+
+    def sealed_by(
+        self, name: str, opens: Callable[[keys.WriterKey], T]
+    ) -> tuple[keys.WriterKey, T]:
+        """The key that sealed object ``name``: the current one, or the retired one that
+        sealed it before it was retired (``writerchain.py``). One a retired key opens but
+        that was not there at its rotation is refused by name (a host holding only the
+        old key wrote it); any other failure is the current key's ``IntegrityError``."""
+        try:
+            return self.writer_key, opens(self.writer_key)
+        except IntegrityError as exc:
+            first = exc
+        listed = self.chain.key_for(name)
+        if listed is not None:
+            return listed, opens(listed)
+        for old in reversed(self.writer_key.retired):
+            try:
+                opens(old)
+            except IntegrityError:
+                continue
+            raise IntegrityError(
+                name,
+                f"sealed with writer key generation {old.generation} (fingerprint "
+                f"{old.fingerprint}) after `keys rotate --writer` retired it: written by a "
+                "host holding only the old key (lost, or not yet given the new one with "
+                "`emberkeep init --identity FILE`); not used",
+            )
+        raise first
+
+    def key_of_snapshot(self, snapshot_id: str) -> keys.WriterKey:
+        """The writer key generation a snapshot's chunk ids and chunk boundaries are of."""
+        return self._snapshot_writer.get(snapshot_id, self.writer_key)
+
+    def mac_keys_of(self, pack: str) -> list[bytes]:
+        """The MAC keys a blob of ``pack`` may be keyed with, likeliest first (a pack of a
+        retired generation, or one prune repacked old blobs into)."""
+        first = self._pack_writer.get(pack, self.writer_key)
+        others = [k for k in (self.writer_key, *self.writer_key.retired) if k is not first]
+        return [first.mac_key, *(k.mac_key for k in others)]
 
     def load_index(self, avoid: frozenset[str] = frozenset()) -> BlobIndex:
         """Load every index file; a damaged one is recorded in ``damage`` and skipped.
@@ -212,7 +273,11 @@ class Repository:
         return [info.name for info in self.storage.list(f"{layout.SNAPSHOTS}/")]
 
     def load_snapshot(self, name: str) -> Snapshot:
-        return decode_snapshot(name, self.storage.get(name), self.writer_key.index_key)
+        data = self.storage.get(name)
+        key, snapshot = self.sealed_by(name, lambda k: decode_snapshot(name, data, k.index_key))
+        if key is not self.writer_key:
+            self._snapshot_writer[snapshot.id] = key
+        return snapshot
 
     def snapshots(self, skip: Collection[str] = ()) -> list[Snapshot]:
         """Every readable snapshot but those whose ids are in ``skip``, in the order they were
@@ -239,7 +304,7 @@ class Repository:
     def key_record(self) -> recipient_set.Record | None:
         """``keys/recipients``, read once (None in a repository from before it)."""
         if self.record is None:
-            self.record = recipient_set.read(self.storage, self.writer_key)
+            self.record = recipient_set.read(self.storage, self.writer_key, self.chain)
         return self.record
 
     def pack_wrapping(self) -> tuple[list[pyrage.x25519.Recipient], int]:
@@ -349,7 +414,7 @@ class Repository:
                 f"blob {blob_id.hex()[:16]} holds {len(data)} bytes, the index says "
                 f"{location.raw_length} (damaged or forged)",
             )
-        if crypto.blob_id(self.writer_key.mac_key, data) != blob_id:
+        if all(crypto.blob_id(mac, data) != blob_id for mac in self.mac_keys_of(location.pack)):
             raise IntegrityError(
                 location.pack, f"blob {blob_id.hex()[:16]} decrypts to other content (damaged)"
             )
@@ -474,6 +539,28 @@ def check_location(blob_id: bytes, location: Location) -> None:
             f"({location.length} sealed), more than a {_KIND_NAMES[location.type]} blob may "
             f"hold ({limit}): damaged or forged",
         )
+
+
+def _verify_copy(
+    storage: Storage, raw: bytes, writer_key: keys.WriterKey
+) -> tuple[keyfiles.ConfigState, keys.WriterKey]:
+    """``config`` verified with the key read from the repository's copy; or, when a writer
+    key rotation was cut short after the copy and before ``config`` (its commit point),
+    with the generation before, which the copy carries (``writerchain.py``)."""
+    try:
+        return keyfiles.verify_config(storage, raw, writer_key), writer_key
+    except (IntegrityError, RepositoryError):
+        if not writer_key.retired:
+            raise
+        before = replace(writer_key.retired[-1], retired=writer_key.retired[:-1])
+        try:
+            state = keyfiles.verify_config(storage, raw, before)
+        except (IntegrityError, RepositoryError):
+            pass
+        else:
+            if state.damage is None:
+                return state, before
+        raise
 
 
 def _already_initialized(storage: Storage) -> RepositoryError:

@@ -34,7 +34,7 @@ from ..errors import (
     WrongIdentity,
 )
 from ..storage.base import Storage
-from . import sealing
+from . import sealing, writerchain
 from .layout import SITE_CONFIG
 
 FORMAT = 2  # sealed; format 1 (before sealing) had no seal
@@ -109,14 +109,17 @@ def store(
 
 
 def load_all(
-    storage: Storage, identities: list[pyrage.x25519.Identity], writer_key: keys.WriterKey
+    storage: Storage,
+    identities: list[pyrage.x25519.Identity],
+    writer_key: keys.WriterKey,
+    chain: writerchain.Chain | None = None,
 ) -> Found:
     """Every stored config, each verified with ``writer_key``; what cannot be trusted is
     refused by name, never silently skipped."""
     found = Found()
     for info in storage.list(f"{SITE_CONFIG}/"):
         try:
-            found.configs.append(_load(storage, info.name, identities, writer_key))
+            found.configs.append(_load(storage, info.name, identities, writer_key, chain))
         except _Refusal as exc:
             found.refused.append(Refused(info.name, exc.reason))
     found.configs.sort(key=lambda c: c.time)
@@ -188,6 +191,7 @@ def _load(
     name: str,
     identities: list[pyrage.x25519.Identity],
     writer_key: keys.WriterKey,
+    chain: writerchain.Chain | None = None,
 ) -> StoredConfig:
     try:
         plain = keys.unwrap(storage.get(name), identities, name)
@@ -201,7 +205,13 @@ def _load(
     try:
         opened = sealing.unseal(writer_key, KIND, plain, name)
     except IntegrityError as exc:
-        raise _Refusal(exc.detail) from exc
+        old = chain.key_for(name) if chain is not None else None  # sealed before a rotation
+        if old is None:
+            raise _Refusal(exc.detail) from exc
+        try:
+            opened = sealing.unseal(old, KIND, plain, name)
+        except IntegrityError as again:
+            raise _Refusal(again.detail) from again
     raw = opened.body
     try:
         path, time, text = raw["path"], parse_time(raw["time"]), raw["toml"]

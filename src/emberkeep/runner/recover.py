@@ -194,7 +194,7 @@ def plan_recover(
     repo = Repository.open(storage, writer_key=None, recipients=[], identities=identities)
     writer_key = repo.writer_key
     _expect(storage.label, writer_key, expect_repository)
-    found = siteconfig.load_all(storage, identities, writer_key)
+    found = siteconfig.load_all(storage, identities, writer_key, repo.chain)
     choice = siteconfig.choose(storage, found, at, allow_unverified=allow_unverified or dry_run)
     stored = choice.config
     path = _rooted(root, Path(config_path or stored.path))

@@ -23,9 +23,9 @@ from typing import Any
 import pyrage
 
 from .. import keys
-from ..errors import NotFound, UsageError
+from ..errors import NotFound, RepositoryError, UsageError
 from ..fsutil import write_atomic
-from ..repository import epochs, keyfiles, layout
+from ..repository import epochs, keyfiles, layout, writerchain
 from ..repository import recipients as recipient_set
 from ..repository.lease import Lease
 from ..repository.repo import Repository
@@ -107,6 +107,31 @@ def convert(site: Site, target: str | None = None) -> list[Change]:
     return _each(site, target, run)
 
 
+def replaceable_keys(storage: Any) -> None:
+    """Refuse a key change, before it changes anything, in a target that cannot replace
+    its key objects: an S3 bucket with Object Lock and no versioning refuses every
+    overwrite of a locked object, and each key change replaces ``keys/recipients``. The
+    record is written again as it is, which changes nothing anywhere else (on a versioned
+    bucket it adds a version)."""
+    try:
+        raw = storage.get(layout.RECIPIENTS)
+    except NotFound:
+        return
+    try:
+        storage.put(layout.RECIPIENTS, raw, overwrite=True)
+    except ObjectLocked as exc:
+        until = f" until {exc.until:%Y-%m-%d %H:%M}Z" if exc.until else ""
+        raise RepositoryError(
+            f"target {storage.label}: a key change replaces {layout.RECIPIENTS}, the key "
+            f"epoch files and {layout.WRITER_KEY}, and S3 Object Lock protects them{until} "
+            "in a bucket that keeps no old versions, so the server refuses; nothing was "
+            "changed. Use a versioned bucket for a locked target (AWS requires versioning "
+            "for Object Lock; each replaced key object is kept there as a locked old "
+            "version until its retention ends), or `emberkeep replicate` into a new "
+            "repository made with the new recipients"
+        ) from exc
+
+
 def _each(site: Site, target: str | None, run: Any, *, identity: bool = True) -> list[Change]:
     done = []
     for name in site.target_names(target):
@@ -116,6 +141,7 @@ def _each(site: Site, target: str | None, run: Any, *, identity: bool = True) ->
         repo.storage = counted
         started = time.perf_counter()
         with Lease(counted._storage, "exclusive", lease_watch(site)):
+            replaceable_keys(counted._storage)
             repo.forget_keys()  # read under the lease: another change may have just ended
             run(repo, change)
         change.seconds = time.perf_counter() - started
@@ -287,8 +313,30 @@ def describe(repo: Repository) -> dict[str, Any]:
         "writer_key": {
             "fingerprint": repo.writer_key.fingerprint,
             "object": layout.WRITER_KEY,
+            "generation": repo.writer_key.generation,
+            "current": True,
         },
+        "writer_keys": _writer_keys(repo),
     }
+
+
+def _writer_keys(repo: Repository) -> list[dict[str, Any]]:
+    """The writer key generations, current last: what each retired one sealed before it
+    was retired is still read (repository/writerchain.py), nothing else it seals."""
+    listed = {r.fingerprint: r for r in repo.chain.retired}
+    found = []
+    for key in (*repo.writer_key.retired, repo.writer_key):
+        entry = listed.get(key.fingerprint)
+        found.append(
+            {
+                "generation": key.generation,
+                "fingerprint": key.fingerprint,
+                "current": key is repo.writer_key,
+                "retired": key is not repo.writer_key,
+                "objects_sealed_before_retired": len(entry.objects) if entry else None,
+            }
+        )
+    return found
 
 
 def _stanzas(repo: Repository, obj: str) -> int | None:
@@ -353,7 +401,7 @@ def store_site_config(site: Site, target: str | None = None) -> None:
         repo = site.repository(name, read=True)
         # Stored configs are dated to the second and recover takes the newest: this one
         # must come after the config stored by a backup a moment ago.
-        found = siteconfig.load_all(repo.storage, repo.identities, repo.writer_key)
+        found = siteconfig.load_all(repo.storage, repo.identities, repo.writer_key, repo.chain)
         newest = max((c.time for c in found.configs), default=None)
         when = clock.now().replace(microsecond=0)
         if newest is not None and when <= newest:
@@ -361,3 +409,96 @@ def store_site_config(site: Site, target: str | None = None) -> None:
         stored = siteconfig.StoredConfig(str(path), when, path.read_text())
         recipients = keys.parse_recipients(sorted(site.config.keys.recipients))
         siteconfig.store(repo.storage, repo.writer_key, recipients, stored, again=True)
+
+
+# -- a new writer key ------------------------------------------------------------------
+
+
+def rotate_writer(site: Site, target: str | None = None) -> list[Change]:
+    """``keys rotate --writer`` (repository/writerchain.py): a new key epoch and a new
+    writer key generation in every target, then on this host. The next key is kept in
+    ``writer.key.next`` until every target took it, so running the command again after a
+    crash completes the same rotation; each target's ``config`` is its commit point."""
+    if target is not None:
+        raise UsageError(
+            "the writer key is the site's, shared by every target (replicate copies between "
+            "them): `keys rotate --writer` changes it in all of them; leave out --target"
+        )
+    current = site.writer_key()
+    if current is None:
+        raise UsageError(
+            f"this host has no writer key ({site.writer_key_path}): rotate it on a backup "
+            "host, or run `emberkeep init --identity FILE` here first"
+        )
+    pending = site.pending_writer_key_path
+    if pending.exists():
+        new = keys.WriterKey.load(pending)
+        if new.fingerprint == current.fingerprint:  # cut short after the host took it
+            pending.unlink()
+            return [
+                Change(n, "writer key rotation already complete") for n in site.target_names(None)
+            ]
+        if new.generation_of(current.fingerprint) != current.without_chain() or (
+            new.generation != current.generation + 1
+        ):
+            raise UsageError(
+                f"{pending} is not the successor of this host's writer key "
+                f"({site.writer_key_path}): it is left from another key; move it away"
+            )
+    else:
+        for name in site.target_names(None):  # before anything changes
+            storage = site.storage(name)
+            with Lease(storage, "exclusive", lease_watch(site)):
+                replaceable_keys(storage)
+        new = current.rotated()
+        new.save(pending)
+    epochs.crash_point("writer-pending")
+    done = []
+    for name in site.target_names(None):
+        change = Change(name, "")
+        storage = site.storage(name)
+        counted = _Counting(storage, change)
+        started = time.perf_counter()
+        with Lease(storage, "exclusive", lease_watch(site)):
+            repo = _rotate_writer_in(site, counted, current, new, change)
+        change.seconds = time.perf_counter() - started
+        record = repo.key_record()
+        change.recipients = list(record.recipients) if record else []
+        done.append(change)
+    new.save(site.writer_key_path)  # from here on this host writes with the new key
+    epochs.crash_point("writer-host-key")
+    pending.unlink()
+    return done
+
+
+def _rotate_writer_in(
+    site: Site, storage: Any, old: keys.WriterKey, new: keys.WriterKey, change: Change
+) -> Repository:
+    """One target: a new key epoch (as ``keys rotate``), then the new key's copy, then
+    ``config`` naming it and listing what the old key sealed (the commit point), then the
+    recipient record sealed with it. A target that committed already gets the last two."""
+    raw = keyfiles.read_config_bytes(storage)
+    taken = writerchain.parse(keyfiles.peek_config(raw, storage.label), None)
+    if taken.fingerprint != new.fingerprint:
+        repo = Repository.open(storage, writer_key=old, recipients=site.recipients)
+        _rotate(repo, change)
+        record = _record(repo)
+        retired = writerchain.freeze(storage, old, repo.chain)
+        recipients = keys.parse_recipients(record.recipients)
+        keyfiles.put_writer_key(storage, new, recipients)
+        epochs.crash_point("writer-copy")
+        keyfiles.write_config(storage, new, overwrite=True, retired=retired)
+        epochs.crash_point("writer-config")
+    repo = Repository.open(storage, writer_key=new, recipients=site.recipients)
+    record = _record(repo)  # sealed with the old key until the next line (writerchain.py)
+    digest = keyfiles.put_writer_key(storage, new, keys.parse_recipients(record.recipients))
+    recipient_set.write(storage, new, replace(record, writer_key_sha256=digest))
+    repo.forget_keys()
+    number = repo.key_record().current_epoch().number  # type: ignore[union-attr]
+    change.message = (
+        f"writer key generation {new.generation} (fingerprint {new.fingerprint}) and key "
+        f"epoch {number}: the next backup reads and uploads all data again (nothing "
+        "deduplicates against the old key), and a host holding only the old key is refused "
+        "until `emberkeep init --identity FILE` there fetches the new one"
+    )
+    return repo

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import clock, keys
 from ..errors import IntegrityError, RepositoryError
-from ..repository import keycheck, layout
+from ..repository import keycheck, keyfiles, layout, writerchain
 from ..repository.keyfiles import read_writer_key
 from ..repository.repo import Repository, read_config
 from ..site import Site, unmounted_error
@@ -46,6 +46,9 @@ def init(site: Site, only: str | None = None, *, new: bool = False) -> list[Init
         )
     if not site.writer_key_path.exists():
         writer_key.save(site.writer_key_path)
+    fetched = None if new else _successor(site, writer_key)
+    if fetched is not None:
+        writer_key = fetched
     for name in site.target_names(only):
         storage = site.storage(name)
         try:
@@ -71,7 +74,59 @@ def init(site: Site, only: str | None = None, *, new: bool = False) -> list[Init
         outcomes.append(InitOutcome(name, True, "created"))
     if replaced is not None and outcomes:
         outcomes[0].message += f", with {replaced}"
+    if fetched is not None and outcomes:
+        outcomes[0].message += (
+            f"; this host's writer key replaced by generation {fetched.generation} "
+            f"(fingerprint {fetched.fingerprint}), fetched from the repository's copy"
+        )
     return outcomes
+
+
+def _successor(site: Site, held: keys.WriterKey) -> keys.WriterKey | None:
+    """When a target's config names a later generation of this host's writer key
+    (``keys rotate --writer`` elsewhere): that key, read from the target's copy with an
+    identity and saved here. The copy must carry this host's key as a retired generation,
+    name the same repository and open the config: anything else is forged or another
+    site's, and refused (the host's key is kept)."""
+    for target in site.config.targets:
+        storage = site.storage(target.name)
+        try:
+            raw = keyfiles.read_config_bytes(storage)
+            peeked = keyfiles.peek_config(raw, storage.label)
+            chain = writerchain.parse(peeked, None)
+        except (RepositoryError, IntegrityError, ValueError, KeyError, TypeError):
+            continue
+        if peeked.get("id") != held.repo_id:
+            continue  # another site's repository: refused as such below
+        if chain.fingerprint is None or chain.generation <= held.generation:
+            continue
+        identities = site.identities()
+        if not identities:
+            raise RepositoryError(
+                f"target {target.name} takes writer key generation {chain.generation}, this "
+                f"host holds generation {held.generation}: give an identity (--identity) so "
+                "init can read the new key from the repository's copy"
+            )
+        found = read_writer_key(storage, identities)
+        mine = found.generation_of(held.fingerprint)
+        if found.repo_id != held.repo_id or mine != held.without_chain():
+            raise RepositoryError(
+                f"target {target.name}: the writer key in {layout.WRITER_KEY} (repository "
+                f"{found.repo_id}, fingerprint {found.fingerprint}) is not a successor of "
+                f"this host's (repository {held.repo_id}, fingerprint {held.fingerprint}): "
+                "forged, or another site's; not taken, this host's key is kept. Check the "
+                "target URL, and run `emberkeep check` there"
+            )
+        state = keyfiles.verify_config(storage, raw, found)
+        if state.damage or not state.sealed or found.fingerprint != chain.fingerprint:
+            raise RepositoryError(
+                f"target {target.name}: the writer key in {layout.WRITER_KEY} does not open "
+                "its config (a rotation still under way, or a forged copy); not taken. Run "
+                "`emberkeep keys rotate --writer` again on the host that began it"
+            )
+        found.save(site.writer_key_path)
+        return found
+    return None
 
 
 def _new_writer_key(site: Site) -> tuple[keys.WriterKey, str | None]:

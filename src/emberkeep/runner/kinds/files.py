@@ -7,6 +7,8 @@ and comparing every entry and byte; recovered at / (or the recovery's root).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ... import clock
 from ...config import FilesSource, SourceConfig
 from ...engine.backup import BackupResult, Progress, backup
@@ -15,6 +17,15 @@ from ...repository.repo import Repository
 from ...site import Site
 from ...sources.files import FilesWalker, scan_size
 from .base import TreeKind, state_dir_reason, warn_after_commit
+
+
+def files_cache_path(site: Site, repo: Repository, source: str) -> Path:
+    """One cache per repository, source and writer key generation: what a cache built
+    under a retired key names must never pass for data of the new one (a rotation's
+    next backup reads and uploads everything again, docs/design.md)."""
+    key = repo.writer_key
+    generation = f"-g{key.generation}" if key.generation > 1 else ""
+    return site.state_dir / "cache" / f"{key.repo_id}{generation}-{source}.sqlite"
 
 
 def _files(source: SourceConfig) -> FilesSource:
@@ -33,10 +44,7 @@ class FilesKind(TreeKind):
         files = _files(source)
         walker = FilesWalker(files.paths, files.exclude)
         walker.check_paths()
-        cache = FilesCache(
-            site.state_dir / "cache" / f"{repo.writer_key.repo_id}-{files.name}.sqlite",
-            repo.writer_key.mac_key,
-        )
+        cache = FilesCache(files_cache_path(site, repo, files.name), repo.writer_key.mac_key)
         try:
             result = backup(
                 repo,
