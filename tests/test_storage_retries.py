@@ -24,8 +24,8 @@ from servers import FlakyProxy, S3Server, SshServer
 
 from emberkeep.errors import AlreadyExists, StorageError
 from emberkeep.storage import open_storage
-from emberkeep.storage import s3 as s3_backend
 from emberkeep.storage import sftp as sftp_backend
+from emberkeep.storage.s3 import backend as s3_backend
 
 MiB = 1024 * 1024
 Meddle = Callable[[str], None]  # runs after the real call, before the reply is lost

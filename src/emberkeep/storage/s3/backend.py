@@ -98,10 +98,10 @@ import boto3
 import botocore.exceptions as boto_errors
 from botocore.config import Config
 
-from ..durations import format_duration
-from ..errors import AlreadyExists, EmberkeepError, NotFound, StorageError, UsageError
-from . import urlquery
-from .base import (
+from ...durations import format_duration
+from ...errors import AlreadyExists, EmberkeepError, NotFound, StorageError, UsageError
+from .. import urlquery
+from ..base import (
     ObjectInfo,
     ObjectLocked,
     Payload,
