@@ -1,18 +1,16 @@
-"""s3:// targets (``backend.S3Storage``); see ``backend``.
+"""s3:// targets (``backend.S3Storage``), one module per concern; see ``backend``.
 
-Re-exported here: what the rest of emberkeep and the tests import.
+Re-exported here: the backend, its location and the thaw API.
 """
 
 from __future__ import annotations
 
-from .backend import (
+from .backend import S3Storage
+from .location import S3Location
+from .thaw import (
     ARCHIVED,
-    ARCHIVED_CLASSES,
     READY,
-    THAW_HOURS,
     THAWING,
-    S3Location,
-    S3Storage,
     ThawProgress,
     ThawTimeout,
     thaw_packs,
@@ -22,10 +20,8 @@ from .backend import (
 
 __all__ = [
     "ARCHIVED",
-    "ARCHIVED_CLASSES",
     "READY",
     "THAWING",
-    "THAW_HOURS",
     "S3Location",
     "S3Storage",
     "ThawProgress",
