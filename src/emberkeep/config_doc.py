@@ -21,6 +21,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from . import config
+from .config import checks as config_source
 from .cron import Cron
 from .durations import Duration
 from .sizes import Size
@@ -196,7 +197,7 @@ def _toml(value: Any) -> str:
 
 def _field_notes() -> dict[tuple[str, str], str]:
     """(class name, field) -> the comment at the end of the field's line in config.py."""
-    source = inspect.getsource(config)
+    source = inspect.getsource(config_source)
     comments = {
         tok.start[0]: tok.string.lstrip("#").strip()
         for tok in tokenize.generate_tokens(io.StringIO(source).readline)

@@ -25,11 +25,11 @@ from urllib.parse import urlparse
 
 import msgspec
 
-from .cron import Cron
-from .durations import Duration
-from .errors import ConfigError, UsageError
-from .redact import looks_like_identity, redact_text
-from .sizes import Size
+from ..cron import Cron
+from ..durations import Duration
+from ..errors import ConfigError, UsageError
+from ..redact import looks_like_identity, redact_text
+from ..sizes import Size
 
 DEFAULT_PATHS = (Path("emberkeep.toml"), Path("/etc/emberkeep/emberkeep.toml"))
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -813,7 +813,7 @@ def _email_problems(email: Email, field: Callable[..., str]) -> Iterator[tuple[s
 def _subset_problem(value: str | None, where: str) -> Iterator[tuple[str, str]]:
     if value is None:
         return
-    from .repository.check import Subset  # only when a subset is configured
+    from ..repository.check import Subset  # only when a subset is configured
 
     try:
         Subset.parse(value)
@@ -855,7 +855,7 @@ def _url_problem(value: str, name: str) -> str | None:
         parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/")
     ):
         return f"{_quoted_url(value)}: a file URL needs three slashes and an absolute path, like file:///var/backups"
-    from .storage import check_url  # the backend's own parser: its options and their bounds
+    from ..storage import check_url  # the backend's own parser: its options and their bounds
 
     try:
         check_url(value, name=name)
