@@ -1,8 +1,8 @@
 """``docs/config.md``: the reference of every config key, generated from the schema.
 
-One source of truth: the msgspec structs in ``config.py`` give the keys, their types,
-bounds and defaults; a struct's docstring and a field's ``Meta(description=...)`` (else the
-comment beside it) give the prose.
+One source of truth: the msgspec structs in ``config/schema.py`` give the keys, their
+types, bounds and defaults; a struct's docstring and a field's ``Meta(description=...)``
+(else the comment beside it) give the prose.
 ``emberkeep config doc`` prints it; ``tests/test_config_sample.py`` checks that the
 committed file is what this prints, so the reference cannot drift from the code.
 """
@@ -21,7 +21,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from . import config
-from .config import checks as config_source
+from .config import schema
 from .cron import Cron
 from .durations import Duration
 from .sizes import Size
@@ -124,7 +124,7 @@ def _description(t: mi.Type) -> str:
     return ""
 
 
-# The config's typed strings (config._decode_path makes them), as the reference names them.
+# The config's typed strings (schema.decode_typed makes them), as the reference names them.
 _CUSTOM: dict[type, str] = {
     Path: "path",
     Duration: "duration (`90s`, `15m`, `24h`, `7d`, `1h30m`)",
@@ -196,8 +196,8 @@ def _toml(value: Any) -> str:
 
 
 def _field_notes() -> dict[tuple[str, str], str]:
-    """(class name, field) -> the comment at the end of the field's line in config.py."""
-    source = inspect.getsource(config_source)
+    """(class name, field) -> the comment at the end of the field's line in the schema."""
+    source = inspect.getsource(schema)
     comments = {
         tok.start[0]: tok.string.lstrip("#").strip()
         for tok in tokenize.generate_tokens(io.StringIO(source).readline)

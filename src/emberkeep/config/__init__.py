@@ -1,12 +1,26 @@
-"""The TOML config (docs/design.md, "Config contract"); see ``checks``.
+"""The TOML config (docs/design.md, "Config contract"), validated on load.
 
-Re-exported here: the schema and the loading functions, ``from emberkeep.config import X``.
+Every problem is reported as ``file: field: what is wrong; what to do`` and exits 2.
+Secrets stay out of those messages: the value of an unknown key or of a webhook is never
+shown, an age identity never, and every message passes through ``redact_text``.
+Validation runs in two passes: msgspec checks the shape (types, unknown or missing keys,
+ranges), then ``checks.semantic_problems`` checks meaning (cron expressions, durations,
+recipients, URLs, unique names) and reports every problem it finds at once. Relative
+paths in the file are taken relative to the file's own directory.
+
+One module per concern: ``schema`` (the structs, and the decode hook that types durations,
+sizes and schedules once), ``loading`` (finding and reading the file, the two passes),
+``messages`` (msgspec's errors said the way the user wrote the file), ``checks`` and
+``clashes`` (the meaning pass). What the rest of emberkeep uses is re-exported here.
+
+msgspec rather than pydantic: a CLI started by cron pays the import on every run, and
+pydantic's cost 0.2 s and 23 MB of RSS there; msgspec's is a few milliseconds.
 """
 
 from __future__ import annotations
 
-from .checks import (
-    DEFAULT_PATHS,
+from .loading import DEFAULT_PATHS, find_config, load, parse
+from .schema import (
     NAME,
     Check,
     Config,
@@ -32,9 +46,6 @@ from .checks import (
     SourceHooks,
     Target,
     Web,
-    find_config,
-    load,
-    parse,
 )
 
 __all__ = [
