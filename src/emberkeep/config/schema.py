@@ -32,31 +32,34 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
 
 
 class Site(_Strict):
-    name: Annotated[str, msgspec.Meta(min_length=1)]
+    name: Annotated[str, msgspec.Meta(min_length=1)]  # as alerts, runbook and dashboard name it
+    # this host's writer key, files cache, journal and scheduler state (mode 0700)
     state_dir: Path = Path("/var/lib/emberkeep")
     # the wall clock schedules are read in (an IANA name; policy.schedule: DST handling)
     timezone: str = "UTC"
 
 
 class Keys(_Strict):
+    # age recipients (age1…, from `emberkeep keygen`): any one of their identities reads backups
     recipients: Annotated[list[str], msgspec.Meta(min_length=1)]
+    # a file holding an age identity (mode 0600), only on hosts that may read backups
     identity_file: Path | None = None
 
 
 class Retention(_Strict):
-    within: Duration | None = None
-    hourly: Count = 0
-    daily: Count = 0
-    weekly: Count = 0
-    monthly: Count = 0
-    yearly: Count = 0
+    within: Duration | None = None  # every snapshot newer than now minus this is kept
+    hourly: Count = 0  # the newest snapshot of each of the N latest hours that have one
+    daily: Count = 0  # the newest snapshot of each of the N latest days that have one
+    weekly: Count = 0  # the newest snapshot of each of the N latest ISO weeks that have one
+    monthly: Count = 0  # the newest snapshot of each of the N latest months that have one
+    yearly: Count = 0  # the newest snapshot of each of the N latest years that have one
     # snapshots with one of these tags are kept whatever the rules say (restic --keep-tag)
     keep_tags: list[str] = []
 
 
 class Objectives(_Strict):
-    rpo: Duration | None = None
-    rto: Duration | None = None
+    rpo: Duration | None = None  # the newest snapshot older than this breaches the RPO (status)
+    rto: Duration | None = None  # a restore must take at most this (drills and runbook)
 
     @property
     def rpo_delta(self) -> timedelta | None:
@@ -70,24 +73,25 @@ class Objectives(_Strict):
 class SourceHooks(_Strict):
     """Shell commands around a source's jobs (runner/hooks.py says how they run)."""
 
-    before_backup: str | None = None
-    after_backup: str | None = None
-    before_restore: str | None = None
-    after_restore: str | None = None
-    timeout: Duration = Duration("10m")
+    before_backup: str | None = None  # its failure or timeout aborts the backup
+    after_backup: str | None = None  # runs whatever the outcome (EMBERKEEP_OUTCOME)
+    before_restore: str | None = None  # e.g. stop the app; its failure aborts the restore
+    after_restore: str | None = None  # e.g. start the app again; runs whatever the outcome
+    timeout: Duration = Duration("10m")  # a hook past it is killed with all it started
     env: list[str] = []  # names passed on from emberkeep's environment (runner/hooks.py)
 
 
 class _SourceBase(_Strict, tag_field="type"):
-    name: Name
-    schedule: Cron | None = None
-    retention: Retention | None = None
-    objectives: Objectives | None = None
-    hooks: SourceHooks | None = None
+    name: Name  # how commands (--source), snapshots and reports name it
+    schedule: Cron | None = None  # when `emberkeep run` backs it up; none: only by hand
+    retention: Retention | None = None  # what prune keeps of its snapshots; none: all
+    objectives: Objectives | None = None  # its RPO and RTO, watched by status and alerts
+    hooks: SourceHooks | None = None  # shell commands around its backups and restores
 
 
 class FilesSource(_SourceBase, tag="files", kw_only=True):
-    paths: Annotated[list[Path], msgspec.Meta(min_length=1)]
+    paths: Annotated[list[Path], msgspec.Meta(min_length=1)]  # absolute files and folders
+    # shell patterns, on the whole path when they hold a '/', else on the name
     exclude: list[str] = []
 
     @property
@@ -98,7 +102,7 @@ class FilesSource(_SourceBase, tag="files", kw_only=True):
 class Pitr(_Strict):
     """Continuous oplog archiving (``emberkeep oplog run``; README, "Point-in-time recovery")."""
 
-    enabled: bool = False
+    enabled: bool = False  # archive this source's oplog (`emberkeep oplog run`)
     slice: Duration = Duration("5s")  # an entry waits at most this long before its slice is sealed
     max_lag: Duration = Duration("1m")  # status: archived this far behind the server is late
     max_entries: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000  # per slice
@@ -113,12 +117,12 @@ class Pitr(_Strict):
 
 
 class MongoSource(_SourceBase, tag="mongodb", kw_only=True):
-    uri: str = "mongodb://localhost:27017"
+    uri: str = "mongodb://localhost:27017"  # the server backed up (a connection string)
     databases: list[str] = []  # default: every database but admin, local and config
     exclude: list[str] = []  # shell patterns on "db.collection"
     parallel: Annotated[int, msgspec.Meta(ge=1, le=16)] = 4  # collections read at once
     drill_uri: str | None = None  # where drills restore (scratch databases); default `uri`
-    pitr: Pitr | None = None
+    pitr: Pitr | None = None  # continuous oplog archiving, for restores to any moment
 
     @property
     def type(self) -> str:
@@ -126,7 +130,8 @@ class MongoSource(_SourceBase, tag="mongodb", kw_only=True):
 
 
 class GitSource(_SourceBase, tag="git", kw_only=True):
-    path: Path
+    path: Path  # the repository backed up: every ref, as a bundle
+    # a remote URL, `git push --mirror` to it after each successful backup
     mirror: str | None = None
 
     @property
@@ -138,8 +143,9 @@ Source = FilesSource | MongoSource | GitSource
 
 
 class Target(_Strict):
-    name: Name
-    url: str
+    name: Name  # how commands (--target) and reports name it
+    url: str  # file:///path, sftp://user@host/path or s3://bucket/prefix, with options
+    # all: every snapshot; weekly, monthly: one per source and ISO week or month (UTC)
     copies: Literal["all", "weekly", "monthly"] = "all"
     # the sources this target takes (empty: every source), e.g. only the database in cold
     sources: list[str] = []
@@ -148,16 +154,16 @@ class Target(_Strict):
 
 
 class Email(_Strict):
-    url: str
-    to: Annotated[list[str], msgspec.Meta(min_length=1)]
-    from_: str = msgspec.field(name="from")
+    url: str  # smtp://[user:password@]host[:port][?starttls=true], or smtps:// (TLS at once)
+    to: Annotated[list[str], msgspec.Meta(min_length=1)]  # the addresses alerts go to
+    from_: str = msgspec.field(name="from")  # the sender's address
 
 
 class Notify(_Strict):
     """Where alerts go (monitor/notify.py): failures, RPO/RTO breaches, anomalies, low space."""
 
-    email: Email | None = None
-    webhooks: list[str] = []
+    email: Email | None = None  # alerts by email
+    webhooks: list[str] = []  # URLs each alert is POSTed to as JSON (Slack-style "text")
     rate_limit: Duration = Duration(
         "6h"
     )  # an ongoing problem's alert is repeated at most this often
@@ -178,8 +184,8 @@ class Monitor(_Strict):
 
 
 class Prune(_Strict):
-    grace: Duration = Duration("1h")
-    schedule: Cron | None = None
+    grace: Duration = Duration("1h")  # condemned packs wait this long before deletion
+    schedule: Cron | None = None  # when `emberkeep run` prunes; none: only by hand
     # a snapshot made with `backup --tag` is kept this long whatever the rules say
     keep_tagged: Duration | None = Duration("30d")
 
@@ -187,35 +193,36 @@ class Prune(_Strict):
 class Check(_Strict):
     """The scheduled check: structural, plus a rotating part of the data when a subset is set."""
 
-    schedule: Cron | None = None
+    schedule: Cron | None = None  # when `emberkeep run` checks; none: only by hand
+    # also read and verify that part of the data: a percentage (10%) or a slice (2/7)
     read_data_subset: str | None = None
 
 
 class Replicate(_Strict):
     """The scheduled `emberkeep replicate`: fills in what targets missed (e.g. while down)."""
 
-    schedule: Cron | None = None
+    schedule: Cron | None = None  # when `emberkeep run` replicates; none: only by hand
 
 
 class Drill(_Strict):
     """The scheduled restore drill: each named source (all when none) from ``target``."""
 
-    schedule: Cron | None = None
-    sources: list[str] = []
+    schedule: Cron | None = None  # when `emberkeep run` drills; none: only by hand
+    sources: list[str] = []  # the sources restored; empty: every source
     target: str | None = None  # default: the first target
 
 
 class SiteObjectives(_Strict):
     """The RTOs of the strategy's whole-site scenarios (runbook): a new server, a disaster."""
 
-    server_failure: Duration | None = None
-    disaster: Duration | None = None
+    server_failure: Duration | None = None  # a server failure: the whole site on a new server
+    disaster: Duration | None = None  # a disaster: the site back from its off-site copies
 
 
 class Runbook(_Strict):
     """Who does what in the generated runbook: operator, keyholder, approver -> a name."""
 
-    roles: dict[str, str] = {}
+    roles: dict[str, str] = {}  # operator, keyholder, approver -> who (the runbook's names)
 
 
 class Web(_Strict):
@@ -224,7 +231,7 @@ class Web(_Strict):
     Any address but loopback needs ``token_file``, and TLS (``tls_cert`` and ``tls_key``)
     or `--insecure-http` (web/server.py)."""
 
-    listen: str = "127.0.0.1:8470"
+    listen: str = "127.0.0.1:8470"  # host:port the dashboard serves on
     token_file: Path | None = None  # one line, mode 0600: the bearer token
     tls_cert: Path | None = None  # PEM certificate (chain) to serve HTTPS with
     tls_key: Path | None = None  # its PEM private key, mode 0600
