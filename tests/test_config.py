@@ -896,6 +896,6 @@ url = "file:///var/backups/x"
 read_data_subset = "150%"
 """
     )
-    with pytest.raises(config.ConfigError) as error:
+    with pytest.raises(ConfigError) as error:
         config.parse(raw, tmp_path / "c.toml")
     assert "check.read_data_subset" in str(error.value) and "150%" in str(error.value)

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from conftest import ROOT, Site
 
-from emberkeep import config
+from emberkeep import config, config_doc
 
 
 def test_the_sample_with_recipients_filled_in_validates_and_is_the_strategy(site: Site) -> None:
@@ -87,3 +87,31 @@ def test_the_committed_config_reference_is_what_config_doc_generates(site: Site)
     for struct in (config.MongoSource, config.Email, config.Monitor):
         for name in struct.__struct_encode_fields__:
             assert f"| `{name}` |" in generated, f"{struct.__name__}.{name} undocumented"
+
+
+def test_every_key_in_the_config_reference_says_what_it_is_for() -> None:
+    """Each row of docs/config.md has an "about": a comment beside the field in
+    config/schema.py (or alone on the line above it), or its ``Meta(description=...)``."""
+    section, undescribed = "", []
+    for line in config_doc.render().splitlines():
+        if line.startswith("## "):
+            section = line.removeprefix("## ")
+        elif line.startswith("| `"):
+            key, about = line.split(" | ")[0].removeprefix("| "), line.rsplit("|", 2)[1]
+            if not about.strip():
+                undescribed.append(f"{section} {key}")
+    assert not undescribed, f"no description in config/schema.py for: {undescribed}"
+
+
+def test_a_field_without_a_comment_takes_none_from_the_field_above() -> None:
+    source = (
+        "class A:\n"
+        "    a: int = 0  # about a\n"
+        "    b: int = 0\n"
+        "    # about c\n"
+        "    c: int = 0\n"
+        "    # two lines above d\n"
+        "    # are not d's\n"
+        "    d: int = 0\n"
+    )
+    assert config_doc.field_notes(source) == {("A", "a"): "about a", ("A", "c"): "about c"}

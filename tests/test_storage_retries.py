@@ -24,8 +24,9 @@ from servers import FlakyProxy, S3Server, SshServer
 
 from emberkeep.errors import AlreadyExists, StorageError
 from emberkeep.storage import open_storage
-from emberkeep.storage import s3 as s3_backend
 from emberkeep.storage import sftp as sftp_backend
+from emberkeep.storage.s3 import retry as s3_retry
+from emberkeep.storage.s3 import upload as s3_upload
 
 MiB = 1024 * 1024
 Meddle = Callable[[str], None]  # runs after the real call, before the reply is lost
@@ -102,7 +103,7 @@ def test_s3_lost_reply_then_another_object_stays_already_exists(s3_target: Any) 
 def test_s3_lost_reply_of_a_multipart_completion_is_success(
     s3_target: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(s3_backend, "MULTIPART_THRESHOLD", MiB)
+    monkeypatch.setattr(s3_upload, "MULTIPART_THRESHOLD", MiB)
     st = s3_target
     pack = bytes(range(256)) * (2 * MiB // 256)  # one part of 2 MiB: a multipart upload
     name = _content_named(pack, "data/00")
@@ -123,7 +124,7 @@ def test_s3_lost_reply_of_a_multipart_completion_then_the_object_gone(
 ) -> None:
     """versitygw answers a retried completion 200 while the object is there (the test above),
     NoSuchUpload once it is gone: not success, since nothing holds what was written."""
-    monkeypatch.setattr(s3_backend, "MULTIPART_THRESHOLD", MiB)
+    monkeypatch.setattr(s3_upload, "MULTIPART_THRESHOLD", MiB)
     st = s3_target
     pack = b"\x01" * 2 * MiB
 
@@ -185,10 +186,10 @@ def test_s3_a_connection_cut_every_time_fails_naming_the_drop(
     with pytest.raises(StorageError) as caught:
         st.put(name, blob) if direction == "up" else st.get(name)
     message = str(caught.value)
-    assert st.proxy.dropped == s3_backend.ATTEMPTS, message
+    assert st.proxy.dropped == s3_retry.ATTEMPTS, message
     doing = "writing" if direction == "up" else "reading"
     assert message.startswith("target t-s3: the connection to "), message
-    assert f"dropped {s3_backend.ATTEMPTS} times while {doing} {name}" in message, message
+    assert f"dropped {s3_retry.ATTEMPTS} times while {doing} {name}" in message, message
     assert time.monotonic() - started < 60  # bounded: five tries and four pauses
 
 

@@ -1,8 +1,8 @@
 """``docs/config.md``: the reference of every config key, generated from the schema.
 
-One source of truth: the msgspec structs in ``config.py`` give the keys, their types,
-bounds and defaults; a struct's docstring and a field's ``Meta(description=...)`` (else the
-comment beside it) give the prose.
+One source of truth: the msgspec structs in ``config/schema.py`` give the keys, their
+types, bounds and defaults; a struct's docstring and a field's ``Meta(description=...)``
+(else the comment beside it) give the prose.
 ``emberkeep config doc`` prints it; ``tests/test_config_sample.py`` checks that the
 committed file is what this prints, so the reference cannot drift from the code.
 """
@@ -21,6 +21,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from . import config
+from .config import schema
 from .cron import Cron
 from .durations import Duration
 from .sizes import Size
@@ -28,7 +29,7 @@ from .sizes import Size
 HEADER = """\
 # Configuration reference
 
-Every key of `emberkeep.toml`. Generated from the schema in `src/emberkeep/config.py` by
+Every key of `emberkeep.toml`. Generated from the schema in `src/emberkeep/config/schema.py` by
 `emberkeep config doc > docs/config.md`; do not edit by hand (a test checks it is current).
 `emberkeep config sample` prints a complete, commented example; `emberkeep config check`
 validates a file. Durations are like `90s`, `15m`, `24h`, `7d`; sizes like `512MiB`, `1GiB`;
@@ -39,9 +40,9 @@ schedules are cron expressions in UTC (`0 2 * * *`) or `@hourly`, `@daily`, `@we
 
 def render() -> str:
     """The whole reference, as markdown."""
-    notes = _field_notes()
+    notes = field_notes(inspect.getsource(schema))
     sections: dict[type, list[str]] = {}
-    top = mi.type_info(config.schema())
+    top = mi.type_info(config.decoded_config())
     assert isinstance(top, mi.StructType)
     _collect(top, "", sections)
     out = [HEADER]
@@ -123,7 +124,7 @@ def _description(t: mi.Type) -> str:
     return ""
 
 
-# The config's typed strings (config._decode_path makes them), as the reference names them.
+# The config's typed strings (schema.decode_typed makes them), as the reference names them.
 _CUSTOM: dict[type, str] = {
     Path: "path",
     Duration: "duration (`90s`, `15m`, `24h`, `7d`, `1h30m`)",
@@ -194,14 +195,17 @@ def _toml(value: Any) -> str:
     return json.dumps(value)
 
 
-def _field_notes() -> dict[tuple[str, str], str]:
-    """(class name, field) -> the comment at the end of the field's line in config.py."""
-    source = inspect.getsource(config)
-    comments = {
-        tok.start[0]: tok.string.lstrip("#").strip()
+def field_notes(source: str) -> dict[tuple[str, str], str]:
+    """(class name, field) -> the comment at the end of the field's line in ``source`` (the
+    schema's), else the one comment on the line above it."""
+    tokens = [
+        tok
         for tok in tokenize.generate_tokens(io.StringIO(source).readline)
         if tok.type == tokenize.COMMENT
-    }
+    ]
+    comments = {tok.start[0]: tok.string.lstrip("#").strip() for tok in tokens}
+    # a comment on a line of its own; the one ending the field above is that field's
+    alone = {tok.start[0] for tok in tokens if tok.line.strip().startswith("#")}
     notes: dict[tuple[str, str], str] = {}
     for node in ast.parse(source).body:
         if not isinstance(node, ast.ClassDef):
@@ -209,9 +213,9 @@ def _field_notes() -> dict[tuple[str, str], str]:
         for item in node.body:
             if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
                 comment = comments.get(item.end_lineno or item.lineno)
-                above = comments.get(item.lineno - 1)
+                above = item.lineno - 1
                 if comment:
                     notes[(node.name, item.target.id)] = comment
-                elif above and not comments.get(item.lineno - 2):
-                    notes[(node.name, item.target.id)] = above
+                elif above in alone and above - 1 not in alone:
+                    notes[(node.name, item.target.id)] = comments[above]
     return notes

@@ -126,7 +126,7 @@ def on_this_host(target: Target) -> bool:
 
 def archive_class(target: Target) -> tuple[str, str] | None:
     """(storage class, thaw tier) of a target whose data must be thawed before a read."""
-    from ..storage.s3 import ARCHIVED_CLASSES
+    from ..storage.s3.thaw import ARCHIVED_CLASSES
 
     if not target.url.startswith("s3://"):
         return None
@@ -139,7 +139,7 @@ def archive_class(target: Target) -> tuple[str, str] | None:
 
 def thaw_hours(target: Target) -> float | None:
     """At most how long reading ``target`` waits for a thaw (None: it needs none)."""
-    from ..storage.s3 import THAW_HOURS
+    from ..storage.s3.thaw import THAW_HOURS
 
     found = archive_class(target)
     return None if found is None else THAW_HOURS.get(found, THAW_HOURS[(found[0], "Bulk")])
