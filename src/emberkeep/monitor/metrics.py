@@ -1,7 +1,7 @@
 """Prometheus metrics: ``emberkeep metrics`` prints them; ``emberkeep run`` serves and writes them.
 
 The text exposition format (version 0.0.4), every metric a gauge, built from a status report
-(monitor/status.py) and the journal:
+(monitor/report.py) and the journal:
 
 - per source: ``emberkeep_source_last_backup_timestamp_seconds``, ``..._backup_age_seconds``,
   ``..._rpo_seconds`` / ``..._rto_seconds`` (the objectives), ``emberkeep_source_rpo_state``
@@ -40,7 +40,9 @@ from typing import Any
 from ..journal import Journal
 from ..site import Site
 from . import status as status_mod
+from .alerts import send_alerts
 from .notify import Notifier, channels_of
+from .report import Report
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_AGE = 30.0  # seconds a served text is reused before it is collected again
@@ -108,12 +110,12 @@ def _ts(moment: datetime | None) -> float | None:
     return moment.timestamp() if moment else None
 
 
-def render(site: Site, report: status_mod.Report) -> str:
+def render(site: Site, report: Report) -> str:
     """The metrics of ``report`` and the journal, as exposition text."""
     return gather(site, report).text()
 
 
-def gather(site: Site, report: status_mod.Report) -> Metrics:
+def gather(site: Site, report: Report) -> Metrics:
     """The metrics of ``report`` and the journal."""
     m = Metrics()
     for s in report.sources:
@@ -385,7 +387,7 @@ class Exporter:
                 notifier = Notifier(
                     self.site.config.site.name, self.site.config.notify, journal, warn=self.warn
                 )
-                status_mod.send_alerts(report, notifier)
+                send_alerts(report, notifier)
             if self.port or self.textfile:
                 text = render(self.site, report)
                 with self._lock:

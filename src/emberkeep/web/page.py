@@ -1,6 +1,6 @@
 """The dashboard's one page: HTML rendered on the server, charts as inline SVG.
 
-The top line answers "are we protected?" as `emberkeep status` does (monitor/status.py: the
+The top line answers "are we protected?" as `emberkeep status` does (monitor/report.py: the
 same report, the same state); each source's card says its RPO state in words and as a class
 (``ok``, ``warning`` for late or untested, ``breached``). The charts have one point per
 finished backup in the journal in the chosen range (duration; bytes read and new for the ok
@@ -18,7 +18,7 @@ from html import escape
 
 from .. import clock, ui
 from ..journal import Entry
-from ..monitor.status import Report, SourceStatus, TargetStatus, ago
+from ..monitor.report import Report, SourceStatus, TargetStatus, ago
 from ..repository.snapshot import Snapshot
 from .jobstate import JobState
 
