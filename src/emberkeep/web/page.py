@@ -173,7 +173,7 @@ def _source_card(s: SourceStatus, now: datetime, csrf: str | None, running: bool
 
 
 def _action(path: str, css: str, label: str, csrf: str, running: bool) -> str:
-    """A POST button (web/server.py: the CSRF token in the form), off while a job runs."""
+    """A POST button (web/handler.py: the CSRF token in the form), off while a job runs."""
     disabled = " disabled" if running else ""
     return (
         f'<form method="post" action="{path}"><input type="hidden" name="csrf" value="{csrf}">'
