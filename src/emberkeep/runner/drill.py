@@ -29,8 +29,9 @@ from typing import Any
 
 from .. import clock
 from ..config import MongoSource
-from ..engine.restore import RestoreIncomplete, Restorer, RestoreResult, walk_tree
+from ..engine.restore import RestoreIncomplete, Restorer, RestoreResult
 from ..engine.verify import verify_tree
+from ..engine.walk import walk_tree
 from ..errors import EmberkeepError, UsageError
 from ..fsutil import make_dirs
 from ..repository.repo import Repository

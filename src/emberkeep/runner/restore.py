@@ -11,8 +11,9 @@ from pathlib import Path
 from bson import Timestamp
 
 from ..engine.fetch import read_in_order
-from ..engine.restore import RestoreIncomplete, Restorer, RestoreResult, file_problem, walk_tree
+from ..engine.restore import RestoreIncomplete, Restorer, RestoreResult
 from ..engine.tree import Node, shown
+from ..engine.walk import file_problem, walk_tree
 from ..errors import IntegrityError, UsageError
 from ..fsutil import make_dirs, storage_error
 from ..redact import redact_url
