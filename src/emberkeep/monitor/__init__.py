@@ -5,7 +5,8 @@
   collected into a ``report`` (the model), whose rpo/rto/low-space ``alerts`` it raises;
 - ``anomalies``: a backup unlike its recent ones; a target running out of space;
 - ``notify``: email (SMTP) and webhooks, rate-limited, with "resolved" messages;
-- ``metrics``: Prometheus text for `emberkeep metrics`, `run`'s /metrics and textfile.
+- ``metrics``: Prometheus text for `emberkeep metrics`, `run`'s /metrics and textfile
+  (``exporter``: what `run` does between jobs: alerts, the textfile, the served text).
 
 Each module is imported where it is used: a backup from cron loads only ``jobs``.
 """
