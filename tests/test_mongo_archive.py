@@ -22,12 +22,9 @@ import pytest
 from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
 
 from emberkeep.sources.mongodb import archive as A
-from emberkeep.sources.mongodb.archive import (
-    ArchiveCollection,
-    ArchiveError,
-    read_archive,
-    write_archive,
-)
+from emberkeep.sources.mongodb import crc64
+from emberkeep.sources.mongodb.archive import ArchiveCollection, ArchiveError, write_archive
+from emberkeep.sources.mongodb.archive_read import read_archive
 
 TERM = b"\xff\xff\xff\xff"
 MAX_BSON = 16 * 1024 * 1024
@@ -68,27 +65,30 @@ def test_independent_crc_matches_known_vectors():
 
 def test_module_crc_matches_vectors_and_chains_like_go_update():
     for data, want in VECTORS:
-        assert A.crc64_update(0, data) == want
-        assert A.crc64_update_python(0, data) == want
+        assert crc64.crc64_update(0, data) == want
+        assert crc64.crc64_update_python(0, data) == want
         # Update(Update(0, a), b) == Checksum(a + b), whatever the split
         for cut in range(len(data) + 1):
-            assert A.crc64_update(A.crc64_update(0, data[:cut]), data[cut:]) == want
-            assert A.crc64_update_python(A.crc64_update_python(0, data[:cut]), data[cut:]) == want
+            assert crc64.crc64_update(crc64.crc64_update(0, data[:cut]), data[cut:]) == want
+            assert (
+                crc64.crc64_update_python(crc64.crc64_update_python(0, data[:cut]), data[cut:])
+                == want
+            )
 
 
 def test_python_crc_equals_bitwise_and_native_on_random_data():
     rng = random.Random(7)
     small = rng.randbytes(3001)  # odd length: the 8-byte loop and the tail both run
-    assert A.crc64_update_python(0, small) == crc64_bitwise(small)
+    assert crc64.crc64_update_python(0, small) == crc64_bitwise(small)
     big = rng.randbytes(1 << 20)
-    want = A.crc64_update_python(0, big)
+    want = crc64.crc64_update_python(0, big)
     crc, pos = 0, 0
     while pos < len(big):
         step = rng.randrange(1, 70000)
-        crc = A.crc64_update(crc, memoryview(big)[pos : pos + step])
+        crc = crc64.crc64_update(crc, memoryview(big)[pos : pos + step])
         pos += step
     assert crc == want
-    assert A.crc64_backend() in ("liblzma", "python")
+    assert crc64.crc64_backend() in ("liblzma", "python")
 
 
 # --- an independent parser, from the spec ----------------------------------------------------
@@ -461,8 +461,8 @@ def test_timeseries_data_namespace_follows_server_version():
 
 
 def test_pure_python_crc_writes_the_same_archive(archive_bytes, monkeypatch):
-    monkeypatch.setattr(A, "_native_crc64", lambda: None)
-    assert A.crc64_backend() == "python"
+    monkeypatch.setattr(crc64, "_native_crc64", lambda: None)
+    assert crc64.crc64_backend() == "python"
     assert build() == archive_bytes
 
 

@@ -501,7 +501,7 @@ def test_export_formats_match_the_snapshot(
     formats, on FerretDB 1.24 and DocumentDB: test_mongo_fidelity.)"""
     import tarfile
 
-    from emberkeep.sources.mongodb.archive import read_archive
+    from emberkeep.sources.mongodb.archive_read import read_archive
 
     client[db_name].items.insert_many([{"_id": i, "n": i, "pad": "x" * i} for i in range(400)])
     client[db_name].empty.insert_one({"_id": 0})

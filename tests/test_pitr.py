@@ -28,15 +28,9 @@ from servers_mongo import MongoTestServer, client_of, module_server
 from emberkeep.demo.oplogwriter import Writer, live_entries
 from emberkeep.errors import IntegrityError
 from emberkeep.sources.mongodb.oplog import Oplog, Replayer
+from emberkeep.sources.mongodb.oplogcmd import Transactions, UnsupportedEntry
 from emberkeep.sources.mongodb.optime import LAST_INC
-from emberkeep.sources.mongodb.pitr import (
-    SliceInfo,
-    Transactions,
-    UnsupportedEntry,
-    chains,
-    entry_digest,
-    slice_entries,
-)
+from emberkeep.sources.mongodb.pitr import SliceInfo, chains, entry_digest, slice_entries
 
 PITR = '[sources.pitr]\nenabled = true\nslice = "1s"\nmax_lag = "1m"\n'
 

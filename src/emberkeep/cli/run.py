@@ -69,7 +69,7 @@ def cmd_run(site: Site, args: argparse.Namespace) -> int:
         else:
             ui.line(event.text())
 
-    from ..monitor.metrics import Exporter
+    from ..monitor.exporter import Exporter
     from ..runner import kinds
 
     monitor = site.config.monitor

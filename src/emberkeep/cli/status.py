@@ -29,17 +29,19 @@ def add_status(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 def cmd_status(site: Site, args: argparse.Namespace) -> int:
     from ..journal import Journal
     from ..monitor import status
+    from ..monitor.alerts import send_alerts
     from ..monitor.notify import Notifier
     from ..runner import kinds
+    from .status_text import show
 
     report = status.collect(site, kinds.kind_for, accept_missing=args.accept_missing)
     with Journal.open(site) as journal:
         notifier = Notifier(site.config.site.name, site.config.notify, journal, warn=ui.warning)
-        status.send_alerts(report, notifier)
+        send_alerts(report, notifier)
     if args.json:
         ui.print_json(report.to_json())
     else:
-        status.show(report)
+        show(report)
     return report.exit_code
 
 

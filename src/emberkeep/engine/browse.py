@@ -1,6 +1,6 @@
 """Browse snapshots without restoring them: list a directory, find paths, compare two trees.
 
-Every listing read goes through ``restore.walk_tree``'s ``_listing`` (``tree.decode_listing``):
+Every listing read goes through ``walk.read_listing`` (``tree.decode_listing``):
 an entry a hostile writer forged is reported with its path and left out, never followed,
 exactly as a restore treats it (README, "How it keeps data safe"). A lookup descends one
 listing per path component, so ``ls /a/b`` reads three trees, not the whole snapshot; a
@@ -18,8 +18,8 @@ from typing import Any
 
 from ..errors import UsageError
 from ..repository.repo import Repository
-from .restore import Refuse, _listing, walk_tree
 from .tree import Node, shown
+from .walk import Refuse, read_listing, walk_tree
 
 ROOT_MODE = 0o755  # the snapshot root has no node of its own; shown as a plain directory
 
@@ -48,7 +48,7 @@ def lookup(repo: Repository, tree_id: bytes, path: str, on_refused: Refuse) -> N
         if node["type"] != "dir":
             return None
         found = None
-        for child_path, child in _listing(repo, node["subtree"], where, on_refused):
+        for child_path, child in read_listing(repo, node["subtree"], where, on_refused):
             if child["name"] == part:
                 found = child
                 where = child_path
@@ -63,7 +63,7 @@ def children(
 ) -> Iterator[tuple[str, Node]]:
     """The entries of the directory ``node`` at ``path``, by name."""
     prefix = "" if normalized(path) == "/" else normalized(path)
-    yield from _listing(repo, node["subtree"], prefix, on_refused)
+    yield from read_listing(repo, node["subtree"], prefix, on_refused)
 
 
 def list_path(
@@ -150,8 +150,8 @@ def diff(repo: Repository, tree_a: bytes, tree_b: bytes, on_refused: Refuse) -> 
         prefix, a_id, b_id = stack.pop()
         if a_id == b_id:
             continue
-        a = dict(_listing(repo, a_id, prefix, on_refused))
-        b = dict(_listing(repo, b_id, prefix, on_refused))
+        a = dict(read_listing(repo, a_id, prefix, on_refused))
+        b = dict(read_listing(repo, b_id, prefix, on_refused))
         nested: list[tuple[str, bytes, bytes]] = []
         for path in sorted(a.keys() | b.keys()):
             old, new = a.get(path), b.get(path)

@@ -30,6 +30,11 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 Parts = tuple[str, ...]
 
 
+def parts_of(path: str) -> Parts:
+    """A snapshot path (``/a/b``) as the parts a ``Destination`` opens (``("a", "b")``)."""
+    return tuple(path.strip("/").split("/"))
+
+
 class NotADir(OSError):
     """A component of a path under the destination is not a real directory (a symlink or a
     file is where the snapshot has a directory)."""

@@ -34,32 +34,29 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import stat
 import threading
-import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import IntegrityError, NotFound, StorageError, UsageError
+from ..errors import IntegrityError, NotFound, UsageError
 from ..fsutil import temp_name
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
-from .confined import PRIVATE_DIR, Destination, NotADir, Parts, make_dir, make_dirs_at, open_dir
+from .aside import Asides, lstat_of, same_file
+from .confined import PRIVATE_DIR, Destination, NotADir, make_dir, open_dir, parts_of
 from .fetch import read_in_order
-from .tree import BadTree, Node, content_problem, content_size_differs, decode_listing, shown
+from .tree import Node, content_problem, content_size_differs, shown
+from .walk import walk_tree
 
 PRIVATE_FILE = 0o600  # modes while restoring; the snapshot's are set once a file is complete
 SETID = stat.S_ISUID | stat.S_ISGID
 SMALL_GROUP_BYTES = 4 << 20  # consecutive small files restored together by one worker
 SMALL_GROUP_FILES = 128
-_CHUNK = 1 << 20
-
-Refuse = Callable[[str, str], None]
 
 
 @dataclass
@@ -69,7 +66,7 @@ class RestoreResult:
     symlinks: int = 0
     bytes: int = 0
     warnings: list[dict[str, str]] = field(default_factory=list)
-    replaced: int = 0  # entries at the destination that differed, moved aside (_keep_aside)
+    replaced: int = 0  # entries at the destination that differed, moved aside (engine/aside.py)
     kept_in: list[str] = field(default_factory=list)  # where: one directory per filesystem
     refused: list[dict[str, str]] = field(default_factory=list)  # not restored: path, reason
     setid: list[dict[str, Any]] = field(default_factory=list)  # setuid/setgid files
@@ -88,59 +85,6 @@ class RestoreIncomplete(IntegrityError):
         self.refused = refused
 
 
-def walk_tree(
-    repo: Repository, tree_id: bytes, prefix: str = "", on_refused: Refuse | None = None
-) -> Iterator[tuple[str, Node]]:
-    """Every valid node of a snapshot tree with its absolute snapshot path, parents first.
-
-    An entry that is not valid (``tree.decode_listing``) or a listing that cannot be read
-    is reported to ``on_refused(path, reason)`` and left out, with all below it; without
-    ``on_refused`` it raises ``IntegrityError`` naming the path. Iterative: a deep tree
-    costs no recursion.
-    """
-    refuse = on_refused or _raise_refused
-    stack = [_listing(repo, tree_id, prefix, refuse)]
-    while stack:
-        item = next(stack[-1], None)
-        if item is None:
-            stack.pop()
-            continue
-        yield item
-        path, node = item
-        if node["type"] == "dir":
-            stack.append(_listing(repo, node["subtree"], path, refuse))
-
-
-def _listing(
-    repo: Repository, tree_id: bytes, prefix: str, refuse: Refuse
-) -> Iterator[tuple[str, Node]]:
-    try:
-        listing = decode_listing(repo.read_tree(tree_id))
-    except (IntegrityError, NotFound, BadTree) as exc:
-        refuse(prefix or "/", f"its listing cannot be read: {exc}")
-        return
-    for bad in listing.bad:
-        refuse(f"{prefix}/{bad.name}", bad.reason)
-    for node in listing.nodes:
-        yield f"{prefix}/{node['name']}", node
-
-
-def file_problem(repo: Repository, node: Node) -> str | None:
-    """Why a file node cannot be restored as it says, known before a byte is fetched:
-    ``tree.content_problem`` with the blob sizes the index lists."""
-    sizes = []
-    for blob_id in node["content"]:
-        location = repo.index.find(blob_id)
-        if location is None:
-            return f"blob {blob_id.hex()[:16]} is not in the index (its pack or index is lost)"
-        sizes.append(location.raw_length)
-    return content_problem(node, sizes)
-
-
-def _raise_refused(path: str, reason: str) -> None:
-    raise IntegrityError(shown(path), reason)
-
-
 def _selected(path: str, includes: list[str]) -> bool:
     """True when ``path`` is one of the includes, inside one, or an ancestor of one."""
     if not includes:
@@ -155,56 +99,8 @@ def _inside(path: str, includes: list[str]) -> bool:
     return not includes or any(path == i or path.startswith(i + "/") for i in includes)
 
 
-def _parts(path: str) -> Parts:
-    return tuple(path.strip("/").split("/"))
-
-
 class _Refused(Exception):
     """An entry this restore will not write (the reason is the message)."""
-
-
-def _lstat(parent: int, name: str) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=parent, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-
-
-def _same_bytes(a: int, b: int) -> bool:
-    if os.fstat(a).st_size != os.fstat(b).st_size:
-        return False
-    offset = 0
-    while True:
-        left, right = os.pread(a, _CHUNK, offset), os.pread(b, _CHUNK, offset)
-        if left != right:
-            return False
-        if not left:
-            return True
-        offset += len(left)
-
-
-def _same_file(st: os.stat_result, parent: int, name: str, other_parent: int, other: str) -> bool:
-    """Whether ``name`` (whose lstat is ``st``) is a regular file holding the bytes of
-    ``other``; unreadable counts as not."""
-    if not stat.S_ISREG(st.st_mode):
-        return False
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        a = os.open(name, flags, dir_fd=parent)
-    except OSError:
-        return False
-    try:
-        b = os.open(other, flags, dir_fd=other_parent)
-    except OSError:
-        os.close(a)
-        return False
-    try:
-        return _same_bytes(a, b)
-    except OSError:
-        return False
-    finally:
-        os.close(a)
-        os.close(b)
 
 
 class Restorer:
@@ -234,14 +130,19 @@ class Restorer:
         self.result = RestoreResult()
         self.as_root = os.geteuid() == 0
         self._lock = threading.Lock()
-        self._asides: dict[int, tuple[int, Parts]] = {}  # per filesystem: see _keep_aside
         self._created: dict[str, tuple[int, int]] = {}  # path -> (dev, ino) of files written
         self._root: Destination | None = None
+        self._aside: Asides | None = None
 
     @property
     def root(self) -> Destination:
         assert self._root is not None, "restore() opens the destination"
         return self._root
+
+    @property
+    def aside(self) -> Asides:
+        assert self._aside is not None, "restore() opens the destination"
+        return self._aside
 
     def restore(self, snapshot: Snapshot, includes: list[str] | None = None) -> RestoreResult:
         includes = [("/" + p.strip("/")) if p.strip("/") else "/" for p in (includes or [])]
@@ -249,12 +150,12 @@ class Restorer:
         self.repo.require_identity("restore")
         self._thaw(snapshot, includes)
         self._root = Destination(self.dest)
+        self._aside = Asides(self._root, self._lock, self.result)
         try:
             self._restore(snapshot, includes)
         finally:
-            for fd, _ in self._asides.values():
-                os.close(fd)
-            self._asides.clear()
+            self._aside.close()
+            self._aside = None
             self._root.close()
             self._root = None
         return self.result
@@ -365,7 +266,7 @@ class Restorer:
 
     def _write(self, path: str, node: Node, blobs: Iterable[bytes]) -> None:
         """Write under a temp name, check its length, set metadata, rename into place."""
-        parts = _parts(path)
+        parts = parts_of(path)
         name = parts[-1]
         try:
             with self.root.opened(parts[:-1]) as parent:
@@ -387,8 +288,8 @@ class Restorer:
                     st = os.fstat(fd)
                     os.close(fd)
                     fd = -1
-                    self._keep_aside(
-                        path, parent, name, lambda st: _same_file(st, parent, name, parent, temp)
+                    self.aside.keep_aside(
+                        path, parent, name, lambda st: same_file(st, parent, name, parent, temp)
                     )
                     os.replace(temp, name, src_dir_fd=parent, dst_dir_fd=parent)
                 except BaseException:
@@ -448,18 +349,18 @@ class Restorer:
         if made is None:
             self._refuse(path, f"hardlink to {shown(first)}, which was not restored")
             return
-        src, dst = _parts(first), _parts(path)
+        src, dst = parts_of(first), parts_of(path)
         try:
             with self.root.opened(src[:-1]) as src_dir, self.root.opened(dst[:-1]) as dst_dir:
-                st = _lstat(src_dir, src[-1])
+                st = lstat_of(src_dir, src[-1])
                 if st is None or (st.st_dev, st.st_ino) != made:
                     self._refuse(path, f"hardlink to {shown(first)}, no longer the file restored")
                     return
-                self._keep_aside(
+                self.aside.keep_aside(
                     path,
                     dst_dir,
                     dst[-1],
-                    lambda st: _same_file(st, dst_dir, dst[-1], src_dir, src[-1]),
+                    lambda st: same_file(st, dst_dir, dst[-1], src_dir, src[-1]),
                 )
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(dst[-1], dir_fd=dst_dir)
@@ -482,12 +383,12 @@ class Restorer:
     def _dir(self, path: str) -> bool:
         """Make the directory (0700 until its final mode) unless a real one is there; what
         is in its place is kept aside. False when it is refused."""
-        parts = _parts(path)
+        parts = parts_of(path)
         try:
             with self.root.opened(parts[:-1]) as parent:
-                st = _lstat(parent, parts[-1])
+                st = lstat_of(parent, parts[-1])
                 if st is not None and not stat.S_ISDIR(st.st_mode):
-                    self._keep_aside(path, parent, parts[-1], lambda _: False)
+                    self.aside.keep_aside(path, parent, parts[-1], lambda _: False)
                 fd, _ = make_dir(parent, parts[-1], PRIVATE_DIR)
                 os.close(fd)
         except NotADir as exc:
@@ -496,7 +397,7 @@ class Restorer:
         return True
 
     def _dir_metadata(self, path: str, node: Node) -> None:
-        parts = _parts(path)
+        parts = parts_of(path)
         try:
             with self.root.opened(parts[:-1]) as parent:
                 fd = open_dir(parent, parts[-1])
@@ -512,7 +413,7 @@ class Restorer:
             os.close(fd)
 
     def _symlink(self, path: str, node: Node) -> None:
-        parts = _parts(path)
+        parts = parts_of(path)
         name, target = parts[-1], node["target"]
 
         def same(st: os.stat_result) -> bool:
@@ -520,7 +421,7 @@ class Restorer:
 
         try:
             with self.root.opened(parts[:-1]) as parent:
-                self._keep_aside(path, parent, name, same)
+                self.aside.keep_aside(path, parent, name, same)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(name, dir_fd=parent)
                 os.symlink(target, name, dir_fd=parent)
@@ -535,74 +436,3 @@ class Restorer:
             self._refuse(path, f"a parent directory {exc.strerror}; not restored")
             return
         self.result.symlinks += 1
-
-    # -- what is in the way --------------------------------------------------------------
-
-    def _keep_aside(
-        self, path: str, parent: int, name: str, same: Callable[[os.stat_result], bool]
-    ) -> None:
-        """Move what is at ``name`` (in ``parent``) out of the way, unless ``same`` says it
-        already is what is restored there.
-
-        A restore into a directory that is in use (``--to /`` to put files back) must not
-        destroy what is there: a file that differs from the snapshot's (an edit made since,
-        which may be the only copy), a symlink, or a directory where the snapshot has a file
-        is moved under a ``.emberkeep-replaced-<time>-…`` directory with its snapshot path,
-        and counted in the result. That directory is made (exclusively, 0700) at the top of
-        the target's filesystem within the destination, so the move is a rename on the same
-        disk, and away from programs that read every file of a directory (``sites-enabled/*``).
-        """
-        st = _lstat(parent, name)
-        if st is None:
-            return
-        try:
-            if same(st):
-                return  # nothing to keep; the caller replaces it
-        except OSError:
-            pass  # unreadable counts as differing
-        aside, _ = self._aside_dir(_parts(path), st.st_dev)
-        parts = _parts(path)
-        with self._lock:  # two workers may make the same folders under the aside directory
-            folder = make_dirs_at(aside, parts[:-1])
-        try:
-            os.rename(name, parts[-1], src_dir_fd=parent, dst_dir_fd=folder)
-        except OSError as exc:
-            raise StorageError(
-                f"cannot move {self.root.path(parts)} aside to restore the snapshot's "
-                f"{shown(path)} there ({exc.strerror}): is it a mount point or in use? "
-                "Restore elsewhere with --to"
-            ) from exc
-        finally:
-            os.close(folder)
-        self.root.forget(parts)  # a directory moved aside: its handles no longer lead here
-        with self._lock:
-            self.result.replaced += 1
-
-    def _aside_dir(self, parts: Parts, device: int) -> tuple[int, Parts]:
-        """The directory kept entries go to on ``device``, made when first needed: in the
-        directory nearest the destination's root, on the way to ``parts``, that lies on
-        that filesystem (the destination itself, unless another disk is mounted below it)."""
-        with self._lock:
-            known = self._asides.get(device)
-            if known is not None:
-                return known
-            top: Parts = parts[:-1]
-            for depth in range(len(parts)):
-                with self.root.opened(parts[:depth]) as fd:
-                    if os.fstat(fd).st_dev == device:
-                        top = parts[:depth]
-                        break
-            stamp = time.strftime("%Y%m%dT%H%M%S")
-            with self.root.opened(top) as fd:
-                while True:
-                    name = f".emberkeep-replaced-{stamp}-{secrets.token_hex(4)}"
-                    try:
-                        os.mkdir(name, PRIVATE_DIR, dir_fd=fd)
-                        break
-                    except FileExistsError:
-                        continue  # never a name someone made or planted before
-                aside_fd = open_dir(fd, name)
-                os.fchmod(aside_fd, PRIVATE_DIR)
-            self._asides[device] = (aside_fd, (*top, name))
-            self.result.kept_in.append(str(self.root.path((*top, name))))
-            return self._asides[device]

@@ -2,11 +2,11 @@
 hardlinks as stored, file content streamed blob by blob (memory stays flat).
 
 A tar is extracted by other tools, which trust its member names: so only entries a
-restore would accept go in (``restore.walk_tree``: one path component per name, each once
+restore would accept go in (``walk.walk_tree``: one path component per name, each once
 per directory, so no member lies below a symlink member); a hardlink member names only a
 file written earlier in the same tar (else the file's own content is written); and a
 file's content is checked against its node before its header is written
-(``restore.file_problem``). A refused entry is left out and returned by path and reason.
+(``walk.file_problem``). A refused entry is left out and returned by path and reason.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import BinaryIO
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
 from .fetch import read_in_order
-from .restore import file_problem, walk_tree
 from .tree import Node, shown
+from .walk import file_problem, walk_tree
 
 _TYPES = {"dir": tarfile.DIRTYPE, "file": tarfile.REGTYPE, "symlink": tarfile.SYMTYPE}
 

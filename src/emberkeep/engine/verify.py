@@ -21,8 +21,8 @@ from .. import crypto
 from ..repository.repo import Repository
 from ..repository.snapshot import Snapshot
 from .chunker import Chunker
-from .restore import walk_tree
 from .tree import DIGEST_DIFFERS, Node, content_digest
+from .walk import walk_tree
 
 
 @dataclass

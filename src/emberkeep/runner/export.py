@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..engine.restore import Restorer, walk_tree
+from ..engine.restore import Restorer
 from ..engine.tarball import write_tar
 from ..engine.tree import Node
+from ..engine.walk import walk_tree
 from ..errors import IntegrityError, UsageError
 from ..fsutil import atomic_output, write_atomic
 from ..repository.repo import Repository

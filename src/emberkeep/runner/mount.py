@@ -10,7 +10,7 @@ The snapshots are listed once, when the mount starts. Nothing is read before it 
 for: a directory's listing when it is first listed or looked into (``engine.tree``'s
 ``decode_listing``: a forged entry is left out and reported on stderr, never shown, as a
 restore refuses it), a file's blobs when its bytes are read. A file whose content cannot
-be what its node says (its digest or its blob sizes, ``restore.file_problem``) opens with
+be what its node says (its digest or its blob sizes, ``walk.file_problem``) opens with
 EIO; every blob is re-hashed as it is read. The FUSE binding is ``mfusepy`` (pyproject: why).
 """
 
@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from ..clock import iso
-from ..engine.restore import file_problem
 from ..engine.tree import BadTree, Node, decode_listing, shown
+from ..engine.walk import file_problem
 from ..errors import EmberkeepError, IntegrityError, NotFound, UsageError
 from ..repository import layout
 from ..repository.repo import Repository

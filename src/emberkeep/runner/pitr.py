@@ -36,7 +36,7 @@ from .. import clock
 from ..config import MongoSource
 from ..engine.backup import backup
 from ..engine.events import bytes_stream, made_node
-from ..engine.restore import walk_tree
+from ..engine.walk import walk_tree
 from ..errors import EmberkeepError, UsageError
 from ..fsutil import make_dirs, write_atomic
 from ..monitor.pitr import (

@@ -174,7 +174,7 @@ def run_job(
     """Run one job (runner/jobs.py, journaled with its alerts); a one-line summary, or raises.
 
     Besides the scheduled jobs, ``drill:SOURCE`` drills one source and ``check:TARGET``
-    checks one target: the dashboard's actions run this same function (web/server.py),
+    checks one target: the dashboard's actions run this same function (web/dashboard.py),
     and ``progress`` (an ``engine.backup.Progress``) watches its backups."""
     from . import jobs
 

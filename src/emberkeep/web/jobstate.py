@@ -1,4 +1,4 @@
-"""The record of the dashboard's job: server.py runs the job and fills it in, page.py shows it."""
+"""The record of the dashboard's job: dashboard.py runs it and fills this in, page.py shows it."""
 
 from __future__ import annotations
 

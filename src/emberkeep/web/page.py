@@ -1,6 +1,6 @@
 """The dashboard's one page: HTML rendered on the server, charts as inline SVG.
 
-The top line answers "are we protected?" as `emberkeep status` does (monitor/status.py: the
+The top line answers "are we protected?" as `emberkeep status` does (monitor/report.py: the
 same report, the same state); each source's card says its RPO state in words and as a class
 (``ok``, ``warning`` for late or untested, ``breached``). The charts have one point per
 finished backup in the journal in the chosen range (duration; bytes read and new for the ok
@@ -18,7 +18,7 @@ from html import escape
 
 from .. import clock, ui
 from ..journal import Entry
-from ..monitor.status import Report, SourceStatus, TargetStatus, ago
+from ..monitor.report import Report, SourceStatus, TargetStatus, ago
 from ..repository.snapshot import Snapshot
 from .jobstate import JobState
 
@@ -173,7 +173,7 @@ def _source_card(s: SourceStatus, now: datetime, csrf: str | None, running: bool
 
 
 def _action(path: str, css: str, label: str, csrf: str, running: bool) -> str:
-    """A POST button (web/server.py: the CSRF token in the form), off while a job runs."""
+    """A POST button (web/handler.py: the CSRF token in the form), off while a job runs."""
     disabled = " disabled" if running else ""
     return (
         f'<form method="post" action="{path}"><input type="hidden" name="csrf" value="{csrf}">'

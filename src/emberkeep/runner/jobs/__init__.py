@@ -1,6 +1,6 @@
 """Every job, each in one function: what runs, in what order, and how it is journaled.
 
-The CLI, the scheduler (``scheduler.run_job``) and the dashboard (web/server.py, through
+The CLI, the scheduler (``scheduler.run_job``) and the dashboard (web/dashboard.py, through
 ``run_job``) start a job by calling its function here and only show the result. A function
 runs its job inside ``monitor.jobs.watch`` (the journal row and the alerts) and returns a
 result that knows its own journal fields (``journal_fields()``), its ``summary()`` (the

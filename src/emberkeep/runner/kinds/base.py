@@ -31,7 +31,7 @@ from ...engine.restore import RestoreIncomplete, Restorer, RestoreResult
 from ...engine.verify import verify_tree
 from ...errors import UsageError, is_disk_full, state_dir_full
 from ...fsutil import make_dirs, storage_error
-from ...monitor.status import Report, SourceStatus
+from ...monitor.report import Report, SourceStatus
 from ...repository.repo import Repository
 from ...repository.snapshot import Snapshot
 from ...site import Site

@@ -19,9 +19,10 @@ from ... import clock
 from ...config import GitSource, SourceConfig
 from ...engine.backup import BackupResult, Progress, backup
 from ...engine.fetch import read_in_order
-from ...engine.restore import Restorer, RestoreResult, file_problem, walk_tree
+from ...engine.restore import Restorer, RestoreResult
 from ...engine.tree import Node, shown
 from ...engine.verify import verify_tree
+from ...engine.walk import file_problem, walk_tree
 from ...errors import IntegrityError, UsageError
 from ...fsutil import make_dirs
 from ...redact import redact_url

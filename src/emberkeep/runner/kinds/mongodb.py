@@ -21,9 +21,10 @@ from pathlib import Path
 from ... import clock
 from ...config import MongoSource, SourceConfig
 from ...engine.backup import BackupResult, Progress, backup
-from ...engine.restore import RestoreResult, walk_tree
+from ...engine.restore import RestoreResult
+from ...engine.walk import walk_tree
 from ...errors import EmberkeepError, UsageError
-from ...monitor.status import Report, SourceStatus
+from ...monitor.report import Report, SourceStatus
 from ...redact import redact_url
 from ...repository.repo import Repository
 from ...repository.snapshot import Snapshot

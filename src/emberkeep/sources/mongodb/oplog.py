@@ -136,7 +136,7 @@ class ReplayStats:
 class Replayer:
     """Applies oplog entries to a server, with namespaces renamed by ``rename``.
 
-    Transactions (``pitr.Transactions``) are unpacked into their operations, committed
+    Transactions (``oplogcmd.Transactions``) are unpacked into their operations, committed
     ones only. ``ddl=False`` (a dump's own window) skips command entries: the snapshot's
     catalog already says what exists. ``ddl=True`` (the slices after a base, in
     ``pitr``) replays them (``Commands``) or refuses the entry by name. ``whole_db`` maps a
@@ -153,7 +153,7 @@ class Replayer:
         whole_db: Any = None,
         transactions: Any = None,
     ) -> None:
-        from .pitr import Transactions
+        from .oplogcmd import Transactions
 
         self.client = client
         self.rename = rename  # (db, coll) -> (db, coll) | None (None: not restored)
@@ -190,7 +190,7 @@ class Replayer:
         return self.stats
 
     def _command(self, entry: dict[str, Any]) -> None:
-        from .pitr import Commands
+        from .oplogcmd import Commands
 
         if Commands(self.client, self.rename, self.whole_db).apply(entry):
             self.stats.applied += 1

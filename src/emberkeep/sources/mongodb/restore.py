@@ -38,7 +38,8 @@ from . import snapshotfiles
 from .catalog import CollectionInfo
 from .connection import Client, server_error
 from .oplog import Replayer, ReplayStats
-from .pitr import PointExtension, Transactions
+from .oplogcmd import Transactions
+from .pitr import PointExtension
 from .record import OPLOG, RECORD, DumpRecord
 from .users import ROLES_FILE, USERS_FILE, AuthRestored, restore_auth
 

@@ -3,7 +3,7 @@
 Three shapes are taken, each what mongo-tools' ``mongodump`` writes (``mongodump/prepare.go``,
 ``mongodump/mongodump.go``):
 
-- ``--archive=FILE``, gzipped (``--gzip``) or not: one stream (``archive.ArchiveReader``)
+- ``--archive=FILE``, gzipped (``--gzip``) or not: one stream (``archive_read.ArchiveReader``)
   whose namespaces mongodump interleaves (``concurrent_collections`` at once). The snapshot
   holds each collection as one file, so the archive is first split into one spool file per
   namespace, in a private folder (0700) that is removed afterwards: an import needs room
@@ -54,7 +54,8 @@ from ...engine.events import (
     made_node,
 )
 from ...errors import EmberkeepError, UsageError
-from .archive import OPLOG_COLLECTION, OPLOG_DB, ArchiveError, ArchiveReader
+from .archive import OPLOG_COLLECTION, OPLOG_DB, ArchiveError
+from .archive_read import ArchiveReader
 from .catalog import PRELUDE, SYSTEM_DATABASES, CollectionInfo
 from .optime import ts_json
 from .record import (
