@@ -23,7 +23,7 @@ from servers import FlakyProxy, SshServer
 
 from emberkeep.errors import StorageError
 from emberkeep.storage import open_storage
-from emberkeep.storage import sftp as sftp_backend
+from emberkeep.storage.sftp import pool as sftp_pool
 
 MiB = 1024 * 1024
 
@@ -61,7 +61,7 @@ def test_a_connection_cut_every_time_fails_naming_the_drop(
         st.put("data/aa/big", os.urandom(4 * MiB))
     st.close()  # type: ignore[attr-defined]
     message = str(caught.value)
-    assert proxy.dropped == sftp_backend.ATTEMPTS, message
+    assert proxy.dropped == sftp_pool.ATTEMPTS, message
     assert f"target remote: the connection to 127.0.0.1:{proxy.port} dropped" in message
     assert "while writing data/aa/big" in message and "4 times" in message, message
     assert "subsystem" not in message, message

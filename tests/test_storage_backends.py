@@ -300,9 +300,12 @@ def test_sftp_short_reads_are_completed(
     sftp_server: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Ask for more per request than OpenSSH sends (255 KiB): each reply is short."""
-    from emberkeep.storage import sftp
+    from emberkeep.storage.sftp import session
 
-    monkeypatch.setattr(sftp._Session, "learn_limits", lambda self: setattr(self, "read_size", MiB))
+    def learn_limits(self: session.Session) -> None:
+        self.read_size = MiB
+
+    monkeypatch.setattr(session.Session, "learn_limits", learn_limits)
     st = open_storage(sftp_server.url(tmp_path / "t"), name="remote")
     blob = os.urandom(5 * MiB + 3)
     st.put("data/aa/x", blob)
