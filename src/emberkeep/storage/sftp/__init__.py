@@ -1,13 +1,18 @@
 """sftp:// targets: one file per object on an SSH server, written temp -> fsync -> rename.
 
-URL: ``sftp://[user@]host[:port]/path[?key=FILE&known_hosts=FILE&timeout=SECONDS]``. The path
-is absolute on the server; ``/~/path`` is relative to the user's home folder. ``timeout`` is
-from 1 to 3600 seconds (default 30).
+URL: ``sftp://[user@]host[:port]/path[?key=FILE&known_hosts=FILE&timeout=SECONDS&ssh=CLIENT
+&ssh_config=FILE]``. The path is absolute on the server; ``/~/path`` is relative to the user's
+home folder. ``timeout`` is from 1 to 3600 seconds (default 30).
 
-- **Authentication** is by key only: the SSH agent and the keys in ``~/.ssh``, or only the key
-  file given with ``key``. The server's host key must already be in known_hosts
-  (``~/.ssh/known_hosts``, or the file given with ``known_hosts``): an unknown or changed key is
-  refused, never learnt.
+- **The SSH client** (``ssh=``): ``openssh`` runs the user's ``ssh -s sftp`` per session
+  (``openssh_client``; the user's ssh config applies, or ``ssh_config=FILE``), the default
+  where ``ssh`` is on PATH; ``paramiko`` connects in Python (``paramiko_client``). The same
+  request layer, pool and errors serve both (README "sftp targets").
+
+- **Authentication** is by key only: the SSH agent and the keys in ``~/.ssh`` (or the ssh
+  config's), or only the key file given with ``key``. The server's host key must already be in
+  known_hosts (``~/.ssh/known_hosts``, or the file given with ``known_hosts``): an unknown or
+  changed key is refused, never learnt.
 - **Create-only writes** rename the fsynced temp file with the plain SFTP rename, which OpenSSH's
   server makes atomic and refusing to replace an existing name (it hard-links the new name, then
   unlinks the temp one). Overwrites use ``posix-rename@openssh.com`` where the server offers it;
@@ -27,8 +32,8 @@ from 1 to 3600 seconds (default 30).
   missing name, overwrites).
 
 The modules: ``location`` (the URL), ``session`` and ``protocol`` (the SFTP request layer),
-``pool`` (sessions and retries), ``paramiko_client`` (the SSH connection), ``failures`` (the
-errors), ``backend`` (the storage interface).
+``pool`` (sessions and retries), ``paramiko_client`` and ``openssh_client`` (the SSH
+clients), ``failures`` (the errors), ``backend`` (the storage interface).
 """
 
 from __future__ import annotations

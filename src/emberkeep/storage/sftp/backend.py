@@ -26,8 +26,9 @@ from ...errors import AlreadyExists, EmberkeepError, NotFound, StorageError, Sto
 from ..base import ObjectInfo, Payload, holds_written
 from . import failures
 from .location import SftpLocation
+from .openssh_client import OpensshConnector
 from .paramiko_client import ParamikoConnector
-from .pool import DROPS, SessionPool
+from .pool import DROPS, Connector, SessionPool
 from .protocol import (
     IN_FLIGHT,
     close_after,
@@ -66,7 +67,12 @@ class SftpStorage:
     def __init__(self, url: str, *, label: str = "") -> None:
         self.label = label or "sftp target"
         self.loc = SftpLocation.parse(url, self.label)
-        self._pool = SessionPool(self.label, self.loc, ParamikoConnector(self.label, self.loc))
+        connector: Connector = (
+            OpensshConnector(self.label, self.loc)
+            if self.loc.client == "openssh"
+            else ParamikoConnector(self.label, self.loc)
+        )
+        self._pool = SessionPool(self.label, self.loc, connector)
 
     # -- the interface -------------------------------------------------------------------
 

@@ -82,7 +82,11 @@ def changed_host(label: str, loc: SftpLocation, offered: str) -> StorageError:
 
 
 def keys_named(loc: SftpLocation) -> str:
-    return f"key file {loc.key_file}" if loc.key_file else "the SSH agent's and ~/.ssh keys"
+    if loc.key_file:
+        return f"key file {loc.key_file}"
+    if loc.client == "openssh":
+        return "the keys your ssh config and agent offer"
+    return "the SSH agent's and ~/.ssh keys"
 
 
 def passphrase(label: str, loc: SftpLocation) -> StorageError:
@@ -92,11 +96,16 @@ def passphrase(label: str, loc: SftpLocation) -> StorageError:
     )
 
 
-def refused_user(label: str, loc: SftpLocation) -> StorageError:
+def refused_user(
+    label: str, loc: SftpLocation, *, user: str | None = None, host: str | None = None
+) -> StorageError:
+    """Authentication failed (as ``user`` at ``host`` where ssh named another, a jump host)."""
+    user = user or loc.user
+    where = host or f"{loc.host}:{loc.port}"
     return StorageError(
-        f"target {label}: {loc.host}:{loc.port} refused user {loc.user} with "
-        f"{keys_named(loc)}; add the public key to ~{loc.user}/.ssh/authorized_keys on "
-        f"{loc.host}, or name the right private key with ?key=FILE in the target URL"
+        f"target {label}: {where} refused user {user} with "
+        f"{keys_named(loc)}; add the public key to ~{user}/.ssh/authorized_keys on "
+        f"{host or loc.host}, or name the right private key with ?key=FILE in the target URL"
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import paramiko
 from paramiko.message import Message
@@ -20,6 +20,18 @@ LIMITS = "limits@openssh.com"
 FSYNC = "fsync@openssh.com"
 POSIX_RENAME = "posix-rename@openssh.com"
 STATVFS = "statvfs@openssh.com"
+
+
+@runtime_checkable
+class Link(Protocol):
+    """What a session runs over besides a paramiko channel (``openssh_client``'s pipes):
+    paramiko's SFTP client calls ``send``, ``recv`` and ``close``."""
+
+    def send(self, data: bytes) -> int: ...
+    def recv(self, size: int) -> bytes: ...
+    def close(self) -> None: ...
+    def get_name(self) -> str: ...
+    def usable(self) -> bool: ...
 
 
 class Session(paramiko.SFTPClient):
@@ -35,7 +47,8 @@ class Session(paramiko.SFTPClient):
     if TYPE_CHECKING:
         # paramiko's private request layer this package builds on (see the package
         # docstring); its stubs leave it out, so the signatures used here are stated for the
-        # checker.
+        # checker. A session runs over a paramiko channel or a ``Link``.
+        def __init__(self, sock: paramiko.Channel | Link) -> None: ...
         def _send_packet(self, t: int, packet: Message) -> None: ...
         def _read_packet(self) -> tuple[int, bytes]: ...
         def _request(self, t: int, *args: object) -> tuple[int, Message]: ...
@@ -67,8 +80,10 @@ class Session(paramiko.SFTPClient):
         self.write_size = max(REQUEST, min(write, MAX_REQUEST))
 
     def usable(self) -> bool:
-        channel = self.get_channel()
-        return channel is not None and not channel.closed and channel.get_transport().is_active()
+        link = self.get_channel()
+        if isinstance(link, paramiko.Channel):
+            return not link.closed and link.get_transport().is_active()
+        return isinstance(link, Link) and link.usable()
 
 
 def _extensions(data: bytes) -> dict[str, bytes]:
