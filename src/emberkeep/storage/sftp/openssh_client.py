@@ -20,6 +20,7 @@ import select
 import shutil
 import subprocess
 import threading
+import weakref
 from collections import deque
 from typing import IO
 
@@ -46,6 +47,9 @@ class _SshPipe:
         self.timeout = timeout
         self.closed = False
         self._stdin, self._stdout = proc.stdin, proc.stdout
+        # A session nobody closed ends when it is collected: its ssh sees the end of its
+        # input and exits (Popen itself keeps a running child's pipes open for ever).
+        weakref.finalize(self, _close_quietly, proc.stdin)
         self._to = proc.stdin.fileno()
         self._from = proc.stdout.fileno()
         for fd in (self._to, self._from):
@@ -53,7 +57,11 @@ class _SshPipe:
             with contextlib.suppress(OSError):
                 fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
         self.messages: deque[str] = deque(maxlen=STDERR_LINES)
-        self._reader = threading.Thread(target=self._collect, args=(proc.stderr,), daemon=True)
+        # The reader holds the stream and the lines, not this object, so that it can be
+        # collected (below).
+        self._reader = threading.Thread(
+            target=_collect, args=(proc.stderr, self.messages), daemon=True
+        )
         self._reader.start()
 
     def send(self, data: bytes) -> int:
@@ -103,12 +111,19 @@ class _SshPipe:
         with contextlib.suppress(OSError, ValueError):
             self._stdout.close()
 
-    def _collect(self, stream: IO[bytes]) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            for line in stream:
-                self.messages.append(line.decode("utf-8", "replace").strip())
-        with contextlib.suppress(OSError):
-            stream.close()
+
+def _close_quietly(stream: IO[bytes]) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        stream.close()
+
+
+def _collect(stream: IO[bytes], messages: deque[str]) -> None:
+    """Keep ssh's last messages (its stderr) until it exits."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in stream:
+            messages.append(line.decode("utf-8", "replace").strip())
+    with contextlib.suppress(OSError):
+        stream.close()
 
 
 class OpensshConnector:
