@@ -3,13 +3,16 @@
 Usage::
 
     .venv/bin/python bench/remote.py [--size-mb 256] [--repeat 1] [--work DIR] [--targets sftp,s3]
+        [--sftp-client openssh|paramiko]
 
 The servers are the ones the storage tests use (``tests/servers.py``): Debian's OpenSSH
 ``sshd`` with its built-in SFTP server, and versitygw (``scripts/setup --test`` builds it
 into the tool cache) with its posix backend, each on a free 127.0.0.1 port with keys and
 credentials generated for the run. Both tools write to the same servers:
 
-* sftp: emberkeep ``sftp://USER@127.0.0.1:PORT/DIR?key=..&known_hosts=..`` (paramiko);
+* sftp: emberkeep ``sftp://USER@127.0.0.1:PORT/DIR?key=..&known_hosts=..&ssh=CLIENT``
+  (``--sftp-client``: ``openssh``, the default, runs OpenSSH's client with an ssh config of
+  the run's own like restic's below; ``paramiko``, the Python client);
   restic ``sftp:USER@127.0.0.1:/DIR`` with ``-o sftp.command='ssh -p PORT -i KEY ... -s sftp'``
   (OpenSSH's client);
 * s3: emberkeep ``s3://BUCKET/emberkeep?endpoint=http://127.0.0.1:PORT&region=us-east-1``;
@@ -57,6 +60,7 @@ import servers  # tests/servers.py
 MiB = harness.MiB
 DEFAULT_WORK = Path("/tmp/emberkeep-bench-remote")
 ALL_TARGETS = ("sftp", "s3")
+SFTP_CLIENTS = ("openssh", "paramiko")  # emberkeep's ?ssh= for sftp
 TOOLS = ("emberkeep", "restic")
 STEPS = ("first", "nochange", "restore")
 STEP_TITLES = harness.STEP_TITLES
@@ -70,8 +74,9 @@ BenchError = harness.BenchError
 class Servers:
     """The running sshd and versitygw, and how each tool reaches them."""
 
-    def __init__(self, work: Path, targets: list[str]) -> None:
+    def __init__(self, work: Path, targets: list[str], sftp_client: str = "openssh") -> None:
         self.work = work
+        self.sftp_client = sftp_client
         self.ssh: servers.SshServer | None = None
         self.s3: servers.S3Server | None = None
         self.buckets: dict[str, str] = {}
@@ -171,7 +176,13 @@ class RemoteEmberkeep(harness.Emberkeep):
         self.config = work / f"emberkeep-{tag}.toml"
         if kind == "sftp":
             assert srv.ssh is not None
-            self.url = srv.ssh.url(srv.sftp_dir(slot))
+            options: dict[str, str] = {"ssh": srv.sftp_client}
+            if srv.sftp_client == "openssh":
+                # No ~/.ssh/config and no agent, as for restic below.
+                config = work / "emberkeep-ssh_config"
+                config.write_text("IdentityAgent none\n")
+                options["ssh_config"] = str(config)
+            self.url = srv.ssh.url(srv.sftp_dir(slot), **options)
         else:
             assert srv.s3 is not None
             self.url = srv.s3.url(srv.bucket(slot), "emberkeep")
@@ -399,6 +410,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tools", default=",".join(TOOLS), help="comma-separated subset of: emberkeep,restic"
     )
+    parser.add_argument(
+        "--sftp-client",
+        choices=SFTP_CLIENTS,
+        default="openssh",
+        help="emberkeep's SSH client for sftp (?ssh=): openssh (default) or paramiko",
+    )
     parser.add_argument("--seed", type=int, default=1, help="dataset seed (1)")
     parser.add_argument(
         "--repeat",
@@ -492,7 +509,7 @@ def run_bench(args: argparse.Namespace, report: dict[str, Any]) -> str:
     expected = harness.manifest(data_dir)
 
     log("starting the servers (tests/servers.py)")
-    srv = Servers(work, targets)
+    srv = Servers(work, targets, args.sftp_client)
     try:
         report["servers"] = srv.describe()
         for kind, text in report["servers"].items():
@@ -555,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
             "tools": args.tool_list,
             "seed": args.seed,
             "repeat": args.repeat,
+            "sftp_client": args.sftp_client,
         },
     )
 
@@ -567,7 +585,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return (
             f"dataset: {data['total_bytes'] / MiB:.1f} MiB in {data['files']} files; "
-            f"servers on 127.0.0.1; {rounds}; ratio = emberkeep / restic"
+            f"servers on 127.0.0.1; emberkeep's sftp client {args.sftp_client}; {rounds}; "
+            "ratio = emberkeep / restic"
         )
 
     return harness.run_reported(work, report, lambda: run_bench(args, report), caption, _jsonable)

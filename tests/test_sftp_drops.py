@@ -1,10 +1,10 @@
 """sftp through a network that drops: a proxy of our own (servers.FlakyProxy) between emberkeep
 and the real sshd cuts the connection mid-transfer, with an end of file or a TCP reset.
 
-One cut during an upload or a download is retried on a new connection and the call
-succeeds; a connection cut every time fails with an error naming the drop, the host and what
-was being done; a server that never sends its banner is one clear line, with no thread
-traceback on stderr.
+Through OpenSSH's ssh and through paramiko alike: one cut during an upload or a download is
+retried on a new connection and the call succeeds; a connection cut every time fails with an
+error naming the drop, the host and what was being done; a server that never sends its banner
+is one clear line, with no thread traceback on stderr.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from servers import FlakyProxy, SshServer
 
 from emberkeep.errors import StorageError
 from emberkeep.storage import open_storage
-from emberkeep.storage import sftp as sftp_backend
+from emberkeep.storage.sftp import pool as sftp_pool
 
 MiB = 1024 * 1024
+CLIENTS = ["openssh", "paramiko"]  # ?ssh= in sftp URLs
 
 
 @pytest.fixture
@@ -34,12 +35,19 @@ def proxy(sftp_server: SshServer) -> Iterator[FlakyProxy]:
         yield running
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 @pytest.mark.parametrize("cut", ["close", "reset"])
 @pytest.mark.parametrize("direction", ["up", "down"])
 def test_one_cut_during_a_transfer_is_retried_and_succeeds(
-    sftp_server: SshServer, proxy: FlakyProxy, tmp_path: Path, direction: str, cut: str
+    sftp_server: SshServer,
+    proxy: FlakyProxy,
+    tmp_path: Path,
+    direction: str,
+    cut: str,
+    client: str,
 ) -> None:
-    st = open_storage(sftp_server.url_via(proxy.port, tmp_path / "t"), name="remote")
+    url = sftp_server.url_via(proxy.port, tmp_path / "t", ssh=client)
+    st = open_storage(url, name="remote")
     blob = os.urandom(6 * MiB)
     proxy.arm(drops=1, after_bytes=MiB, direction=direction, cut=cut)
     try:
@@ -51,17 +59,19 @@ def test_one_cut_during_a_transfer_is_retried_and_succeeds(
     assert (tmp_path / "t" / "data" / "aa" / "big").read_bytes() == blob
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_a_connection_cut_every_time_fails_naming_the_drop(
-    sftp_server: SshServer, proxy: FlakyProxy, tmp_path: Path
+    sftp_server: SshServer, proxy: FlakyProxy, tmp_path: Path, client: str
 ) -> None:
-    st = open_storage(sftp_server.url_via(proxy.port, tmp_path / "t"), name="remote")
+    url = sftp_server.url_via(proxy.port, tmp_path / "t", ssh=client)
+    st = open_storage(url, name="remote")
     proxy.arm(drops=1000, after_bytes=MiB, cut="reset")
     started = time.monotonic()
     with pytest.raises(StorageError) as caught:
         st.put("data/aa/big", os.urandom(4 * MiB))
     st.close()  # type: ignore[attr-defined]
     message = str(caught.value)
-    assert proxy.dropped == sftp_backend.ATTEMPTS, message
+    assert proxy.dropped == sftp_pool.ATTEMPTS, message
     assert f"target remote: the connection to 127.0.0.1:{proxy.port} dropped" in message
     assert "while writing data/aa/big" in message and "4 times" in message, message
     assert "subsystem" not in message, message

@@ -25,6 +25,7 @@ from emberkeep.storage import Storage, open_storage
 from emberkeep.storage.base import ObjectInfo
 
 MiB = 1024 * 1024
+CLIENTS = ["openssh", "paramiko"]  # ?ssh= in sftp URLs
 
 
 @dataclass
@@ -49,7 +50,7 @@ class Backend:
         path.with_name(f".{path.name}.tmp-0123456789ab").write_bytes(b"half of it")
 
 
-@pytest.fixture(params=["local", "sftp", "s3"])
+@pytest.fixture(params=["local", "sftp", "sftp-paramiko", "s3"])
 def backend(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Backend]:
@@ -57,9 +58,11 @@ def backend(
     folder = tmp_path / "target"
     if kind == "local":
         yield Backend(kind, open_storage(f"file://{folder}", name="t-local"), folder=folder)
-    elif kind == "sftp":
+    elif kind.startswith("sftp"):
+        # sftp through OpenSSH's ssh (the default) and through paramiko (?ssh=paramiko).
+        client = {"sftp": "openssh", "sftp-paramiko": "paramiko"}[kind]
         server: SshServer = request.getfixturevalue("sftp_server")
-        storage = open_storage(server.url(folder), name="t-sftp")
+        storage = open_storage(server.url(folder, ssh=client), name="t-sftp")
         yield Backend(kind, storage, folder=folder)
         storage.close()  # type: ignore[attr-defined]
     else:
@@ -225,13 +228,18 @@ def _fails_in_time(call, timeout: float, *patterns: str) -> StorageError:
     return caught.value
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_sftp_unreachable_and_silent_endpoints_fail_within_the_timeout(
-    sftp_server: SshServer, tmp_path: Path, silent_port: int
+    sftp_server: SshServer, tmp_path: Path, client: str, silent_port: int
 ) -> None:
-    closed = sftp_server.url(tmp_path, timeout=2).replace(str(sftp_server.port), str(free_port()))
+    closed = sftp_server.url(tmp_path, timeout=2, ssh=client).replace(
+        str(sftp_server.port), str(free_port())
+    )
     st = open_storage(closed, name="down")
     _fails_in_time(lambda: st.get("config"), 2, "target down:", "cannot connect", "refused")
-    silent = sftp_server.url(tmp_path, timeout=2).replace(str(sftp_server.port), str(silent_port))
+    silent = sftp_server.url(tmp_path, timeout=2, ssh=client).replace(
+        str(sftp_server.port), str(silent_port)
+    )
     st = open_storage(silent, name="mute")
     _fails_in_time(lambda: st.get("config"), 2, "target mute:", "did not answer within 2s")
 
@@ -249,39 +257,46 @@ def test_s3_unreachable_and_silent_endpoints_fail_within_the_timeout(
     _fails_in_time(lambda: st.stat("config"), 2, "target mute:", "did not answer within 2s")
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_sftp_unknown_host_key_is_refused_with_the_fix(
-    sftp_server: SshServer, tmp_path: Path
+    sftp_server: SshServer, tmp_path: Path, client: str
 ) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    st = open_storage(sftp_server.url(tmp_path, known_hosts=str(empty)), name="remote")
+    st = open_storage(sftp_server.url(tmp_path, known_hosts=str(empty), ssh=client), name="remote")
     error = _fails_in_time(
         lambda: list(st.list("")), 30, "target remote:", "is not in", "ssh-keyscan"
     )
     assert f"-p {sftp_server.port} 127.0.0.1 >> {empty}" in str(error)
 
 
-def test_sftp_wrong_host_key_is_refused(sftp_server: SshServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", CLIENTS)
+def test_sftp_wrong_host_key_is_refused(
+    sftp_server: SshServer, tmp_path: Path, client: str
+) -> None:
     from servers import _keygen
 
     other = _keygen(tmp_path / "impostor")
     wrong = tmp_path / "known_hosts"
     wrong.write_text(sftp_server.host_entry_for(other))
-    st = open_storage(sftp_server.url(tmp_path, known_hosts=str(wrong)), name="remote")
+    st = open_storage(sftp_server.url(tmp_path, known_hosts=str(wrong), ssh=client), name="remote")
     _fails_in_time(
         lambda: st.put("config", b"x"), 30, "target remote:", "does not match", "ssh-keygen -R"
     )
     assert not (tmp_path / "config").exists()
 
 
-def test_sftp_wrong_credentials(sftp_server: SshServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", CLIENTS)
+def test_sftp_wrong_credentials(sftp_server: SshServer, tmp_path: Path, client: str) -> None:
     from servers import _keygen
 
     _keygen(tmp_path / "stranger")
-    url = sftp_server.url(tmp_path, key=str(tmp_path / "stranger"))
+    url = sftp_server.url(tmp_path, key=str(tmp_path / "stranger"), ssh=client)
     st = open_storage(url, name="remote")
     _fails_in_time(lambda: st.get("config"), 30, "target remote:", "refused user", "authorized")
-    st = open_storage(sftp_server.url(tmp_path, key=str(tmp_path / "nokey")), name="remote")
+    st = open_storage(
+        sftp_server.url(tmp_path, key=str(tmp_path / "nokey"), ssh=client), name="remote"
+    )
     _fails_in_time(lambda: st.get("config"), 30, "target remote:", "does not exist")
 
 
@@ -300,9 +315,12 @@ def test_sftp_short_reads_are_completed(
     sftp_server: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Ask for more per request than OpenSSH sends (255 KiB): each reply is short."""
-    from emberkeep.storage import sftp
+    from emberkeep.storage.sftp import session
 
-    monkeypatch.setattr(sftp._Session, "learn_limits", lambda self: setattr(self, "read_size", MiB))
+    def learn_limits(self: session.Session) -> None:
+        self.read_size = MiB
+
+    monkeypatch.setattr(session.Session, "learn_limits", learn_limits)
     st = open_storage(sftp_server.url(tmp_path / "t"), name="remote")
     blob = os.urandom(5 * MiB + 3)
     st.put("data/aa/x", blob)

@@ -24,9 +24,9 @@ from servers import FlakyProxy, S3Server, SshServer
 
 from emberkeep.errors import AlreadyExists, StorageError
 from emberkeep.storage import open_storage
-from emberkeep.storage import sftp as sftp_backend
 from emberkeep.storage.s3 import retry as s3_retry
 from emberkeep.storage.s3 import upload as s3_upload
+from emberkeep.storage.sftp import session as sftp_session
 
 MiB = 1024 * 1024
 Meddle = Callable[[str], None]  # runs after the real call, before the reply is lost
@@ -209,7 +209,7 @@ def _lose_sftp_rename(
     monkeypatch: pytest.MonkeyPatch, meddle: Callable[[str], None] | None = None
 ) -> list[int]:
     """Make the first create-only rename happen on the server, then drop the session."""
-    real = sftp_backend._Session.rename
+    real = sftp_session.Session.rename
     calls: list[int] = []
 
     def rename(self: Any, old: str, new: str) -> None:
@@ -221,7 +221,7 @@ def _lose_sftp_rename(
             self.get_channel().close()  # the session is gone before its reply is read
             raise EOFError
 
-    monkeypatch.setattr(sftp_backend._Session, "rename", rename)
+    monkeypatch.setattr(sftp_session.Session, "rename", rename)
     return calls
 
 
