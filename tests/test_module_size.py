@@ -16,7 +16,6 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "emberkeep"
 LIMIT = 420  # "about 400"
 
 NOTES: dict[str, str] = {
-    "storage/sftp.py": "being split (branch sftp-openssh)",
     "runner/rekey.py": (
         "every key change (add, remove, rotate, rotate --writer, convert) runs the same way: "
         "per target under the exclusive lease, in the write order of repository/epochs.py, "
