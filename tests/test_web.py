@@ -783,7 +783,7 @@ def test_run_web_serves_the_dashboard_while_the_scheduler_waits(month: DemoSite)
 # -- a year of daily history for four sources ---------------------------------------------------
 
 
-def test_the_page_loads_fast_with_a_year_of_daily_history_for_four_sources(
+def test_the_page_shows_a_year_of_daily_history_for_four_sources(
     browser: Any, tmp_path: Path
 ) -> None:
     daily = {"schedule": '"0 2 * * *"', "objectives": '{ rpo = "24h", rto = "1h" }'}
@@ -808,8 +808,8 @@ def test_the_page_loads_fast_with_a_year_of_daily_history_for_four_sources(
     print(
         "\ndashboard page load, 4 sources x 1 year of daily backups (1460 rows, 208 drills): "
         + shown
-    )
-    assert min(loads["30d"]) < 3.0 and min(loads["1y"]) < 3.0  # loose: the target is 300 ms
+    )  # printed, not asserted: a test must not depend on the machine's speed (CONTRIBUTING)
+    assert all(len(times) == 5 and min(times) > 0 for times in loads.values())
 
 
 def _load(browser: Any, url: str) -> float:
