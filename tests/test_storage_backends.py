@@ -222,7 +222,9 @@ def _fails_in_time(call, timeout: float, *patterns: str) -> StorageError:
     with pytest.raises(StorageError) as caught:
         call()
     elapsed = time.monotonic() - start
-    assert elapsed < timeout + 2, f"took {elapsed:.1f}s with a {timeout}s timeout"
+    # Bounded by the target's timeout, not the clients' own (60 s and more); the margin is
+    # wide because on a loaded machine starting the client alone can take seconds.
+    assert elapsed < timeout + 20, f"took {elapsed:.1f}s with a {timeout}s timeout"
     for pattern in patterns:
         assert pattern in str(caught.value), str(caught.value)
     return caught.value
