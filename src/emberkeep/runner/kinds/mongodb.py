@@ -17,6 +17,7 @@ import time
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ... import clock
 from ...config import MongoSource, SourceConfig
@@ -29,15 +30,12 @@ from ...redact import redact_url
 from ...repository.repo import Repository
 from ...repository.snapshot import Snapshot
 from ...site import Site
-from ...sources.mongodb.pitr import PointExtension
-from ...sources.mongodb.restore import (
-    MongoRestore,
-    MongoRestoreResult,
-    Selection,
-    check_mongo_snapshot,
-)
 from .. import hooks
 from .base import DrillResult, OnFile, OnTotal, TreeKind, open_snapshot, restore_tree
+
+if TYPE_CHECKING:  # pymongo loads only when a mongodb source is worked on (startup time)
+    from ...sources.mongodb.pitr import PointExtension
+    from ...sources.mongodb.restore import MongoRestoreResult, Selection
 
 SCRATCH_PREFIX = "emberkeep_drill_"
 
@@ -93,6 +91,7 @@ class MongoKind(TreeKind):
         result: DrillResult,
     ) -> None:  # fmt: skip
         from ...sources.mongodb.connection import client_for
+        from ...sources.mongodb.restore import MongoRestore, Selection
         from ...sources.mongodb.verify import verify_collection
 
         src = _mongo(source)
@@ -142,6 +141,8 @@ class MongoKind(TreeKind):
     def recover(
         self, site: Site, source: SourceConfig, snapshot_id: str, destination: str, target: str
     ) -> list[dict[str, str]]:
+        from ...sources.mongodb.restore import Selection, check_mongo_snapshot
+
         repo, snapshot = open_snapshot(site, target, snapshot_id)
         check_mongo_snapshot(snapshot)
         result = restore_into_server(
@@ -212,6 +213,7 @@ def restore_into_server(
     """One mongodb snapshot (and, for a point in time, the oplog after it) into ``uri``,
     between the source's restore hooks."""
     from ...sources.mongodb.connection import client_for
+    from ...sources.mongodb.restore import MongoRestore
 
     nodes = {path: node for path, node in walk_tree(repo, snapshot.tree)}
     configured = next((s.hooks for s in site.config.sources if s.name == snapshot.source), None)
