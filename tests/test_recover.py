@@ -406,6 +406,8 @@ def test_the_runbook_takes_its_rtos_from_the_config_and_recovers_off_the_host(
         "Configuration issues (RTO 15 minutes, the strategy's: set objectives.rto on the source)",
         "Complete server failure (RTO 3h)",
         "Disaster recovery (RTO 6h)",
+        "Key rotation",
+        "A team member leaves",
     }
     sftp = "sftp://backup-user@backup-server.example.com/backups/candle?key=/root/.ssh/backup"
     for title in ("Complete server failure (RTO 3h)", "Disaster recovery (RTO 6h)"):
@@ -444,3 +446,36 @@ def test_recover_dry_run_says_how_old_the_snapshots_are(site: Site, tmp_path: Pa
     warnings = json.loads(out.stdout)["warnings"]
     assert any("up to 2d old" in w or "up to 54h old" in w for w in warnings), warnings
     assert not any("thaw" in w for w in warnings)
+
+
+def test_the_runbook_has_the_key_rotation_and_leaver_procedures_for_this_site(
+    site: Site, tmp_path: Path
+) -> None:
+    site.keygen()
+    site.keygen("second.txt")
+    site.write_config(
+        [tmp_path],
+        identity=False,
+        targets=(
+            f'[[targets]]\nname = "local"\nurl = "file://{site.repo}"\n'
+            f'[[targets]]\nname = "offsite"\nurl = "file://{tmp_path / "offsite"}"\n'
+        ),
+        extra='[runbook]\nroles = { operator = "Sam (on call)", keyholder = "Alex" }\n',
+    )
+    text = site.run("runbook").stdout
+    rotation = text.split("## Key rotation\n")[1].split("\n## ")[0]
+    ek = f"emberkeep -c {site.config_path}"
+    assert "every target (`local`, `offsite`)" in rotation
+    assert "No `[keys] rotate_every` is set" in rotation and "Who: Sam (on call)" in rotation
+    assert f"{ek} keys rotate " in rotation and f"{ek} keys list" in rotation
+    assert f"{ek} keys check --identity /path/to/identity.txt" in rotation
+    leaves = text.split("## A team member leaves\n")[1].split("\n## ")[0]
+    assert f"`{site.recipients[0]}`, `{site.recipients[1]}`" in leaves and "Who: Alex" in leaves
+    assert f"{ek} keys remove RECIPIENT --update-config --identity /path/to/identity.txt" in leaves
+    assert f"{ek} keys rotate --writer" in leaves and f"{ek} keys check" in leaves
+    assert f"{ek} init --target NEW" in leaves and f"{ek} replicate --target NEW" in leaves
+
+    config = site.config_path.read_text()
+    site.config_path.write_text(config.replace("[keys]\n", '[keys]\nrotate_every = "180d"\n', 1))
+    text = site.run("runbook").stdout
+    assert '`[keys] rotate_every = "180d"`: `emberkeep status` warns' in text

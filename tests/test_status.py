@@ -497,3 +497,57 @@ def test_a_drill_that_could_not_run_leaves_the_rto_untested_not_breached(
     assert not report["breaches"]
     assert any("untested: the last drill" in w and "did not run" in w and "identity" in w
                for w in report["warnings"])  # fmt: skip
+
+
+def test_the_newest_key_epoch_past_rotate_every_is_a_warning_read_without_an_identity(
+    site: Site, tmp_path: Path
+) -> None:
+    """The epoch's start is in the sealed keys/recipients record, read with the writer key:
+    a write-only host (no identity) sees its age; past [keys] rotate_every it warns (no
+    breach, exit 0), and `keys rotate` makes it fresh again."""
+    site.write_config([tree(tmp_path / "data")], identity=False)
+    text = site.config_path.read_text()
+    site.config_path.write_text(text.replace("[keys]\n", '[keys]\nrotate_every = "1d"\n', 1))
+    site.env["EMBERKEEP_NOW"] = "2026-03-01T00:00:00Z"
+    site.run("init")
+    backup_at(site, "2026-03-01T01:00:00Z")
+
+    code, report = status(site, "2026-03-01T12:00:00Z")  # half a day: fresh
+    assert code == 0 and report["state"] == "ok", report
+    [target] = report["targets"]
+    assert target["key_epoch"]["number"] == 1
+    assert target["key_epoch"]["created"] == "2026-03-01T00:00:00Z"
+    assert target["key_epoch"]["age_seconds"] == 12 * 3600
+    assert target["key_epoch"]["rotate_every"] == "1d"
+    assert target["key_epoch"]["rotation_due"] is False
+
+    code, report = status(site, "2026-03-03T00:00:00Z")  # two days: rotation due
+    assert code == 0 and report["state"] == "warning" and not report["breaches"], report
+    [target] = report["targets"]
+    assert target["key_epoch"]["age_seconds"] == 2 * 86400
+    assert target["key_epoch"]["rotation_due"] is True
+    [warning] = report["warnings"]
+    assert "target local: key rotation due" in warning
+    assert "past [keys] rotate_every = 1d" in warning and "emberkeep keys rotate" in warning
+    text_out = site.run("status").stdout
+    assert "key epoch 1 2d 0h old, rotate every 1d" in text_out
+
+    site.run("keys", "rotate")  # at 2026-03-03T00:00:00Z, still pinned
+    code, report = status(site, "2026-03-03T06:00:00Z")
+    assert report["state"] == "ok", report
+    assert report["targets"][0]["key_epoch"]["number"] == 2
+    assert report["targets"][0]["key_epoch"]["age_seconds"] == 6 * 3600
+
+
+def test_without_rotate_every_the_key_epoch_age_is_shown_and_never_warned(
+    site: Site, tmp_path: Path
+) -> None:
+    site.write_config([tree(tmp_path / "data")])
+    site.env["EMBERKEEP_NOW"] = "2026-03-01T00:00:00Z"
+    site.run("init")
+    backup_at(site, "2026-03-01T01:00:00Z")
+    code, report = status(site, "2027-03-01T00:00:00Z")
+    assert code == 0 and report["state"] == "ok", report
+    epoch = report["targets"][0]["key_epoch"]
+    assert epoch["age_seconds"] == 365 * 86400
+    assert epoch["rotate_every"] is None and epoch["rotation_due"] is None

@@ -33,6 +33,7 @@ state_dir = "/var/lib/emberkeep"            # writer key, files cache, journal; 
 # identities to back up; keep them offline.
 recipients = {recipients}
 # identity_file = "/etc/emberkeep/identity.txt"   # only on a host that restores or drills
+# rotate_every = "180d"   # status warns when the newest key epoch is older: `keys rotate`
 
 # ---- what is backed up ------------------------------------------------------------------
 

@@ -56,6 +56,13 @@ def show(report: Report) -> None:
                 f"lag {ago(timedelta(seconds=t.replication_lag_seconds))} "
                 f"({t.missing_snapshots} missing)"
             )
+        epoch = t.key_epoch
+        if epoch is not None and epoch["age_seconds"] is not None:
+            every = f", rotate every {epoch['rotate_every']}" if epoch["rotate_every"] else ""
+            parts.append(
+                f"key epoch {epoch['number']} {ago(timedelta(seconds=epoch['age_seconds']))} "
+                f"old{every}"
+            )
         ui.line(", ".join(parts), label=head)
     for text in report.breaches:
         ui.line(text, label="breach: ", style="red")

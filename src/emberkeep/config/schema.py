@@ -45,6 +45,8 @@ class Keys(_Strict):
     recipients: Annotated[list[str], msgspec.Meta(min_length=1)]
     # a file holding an age identity (mode 0600), only on hosts that may read backups
     identity_file: Path | None = None
+    # status warns once the newest read-key epoch of a target is older (`emberkeep keys rotate`)
+    rotate_every: Duration | None = None
 
 
 class Retention(_Strict):

@@ -20,7 +20,8 @@ Per **source** (``SourceStatus``):
 
 Per **target** (``TargetStatus``): reachable or not, snapshots held (per source), repository
 size, free space, the last successful copy into it, the replication lag, low space and
-snapshots dated in the future.
+snapshots dated in the future, and the age of its newest read-key epoch against ``[keys]
+rotate_every`` (monitor/keyage.py).
 
 The report's state is ``breach`` when any source's RPO or RTO is breached or a snapshot is
 gone (the CLI exits 1), else ``warning`` when anything else deserves a look, else ``ok``.
@@ -128,6 +129,7 @@ class TargetStatus:
     missing_snapshots: int | None = None
     low_space: str | None = None
     future_snapshots: int | None = None  # dated more than a day after now
+    key_epoch: dict[str, Any] | None = None  # the newest read-key epoch's age (keyage.py)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -146,6 +148,7 @@ class TargetStatus:
             "missing_snapshots": self.missing_snapshots,
             "low_space": self.low_space,
             "future_snapshots": self.future_snapshots,
+            "key_epoch": self.key_epoch,
         }
 
 

@@ -18,7 +18,8 @@ Per **target**: every object listed for the repository size, free space (local a
 None for S3), the last successful copy into it (a backup for the primary, a replicate for
 the others), and for the other targets the replication lag: how long the oldest primary
 snapshot that the target should hold (its ``copies`` rule and retention) has been missing;
-low space (monitor/anomalies.py).
+low space (monitor/anomalies.py); the age of its newest read-key epoch, a warning past
+``[keys] rotate_every`` (monitor/keyage.py).
 
 Snapshots dated more than a day after now (``is_future``: a wrong clock or a forged header)
 count for no RPO until then, and are warned about. A snapshot this host wrote or saw that is
@@ -45,7 +46,7 @@ from ..policy.schedule import next_time
 from ..redact import redact_url
 from ..repository.snapshot import FUTURE_TOLERANCE, Snapshot, is_future
 from ..site import Site
-from . import anomalies
+from . import anomalies, keyage
 from .report import Report, RpoState, SourceStatus, TargetStatus, ago, iso_or_none
 
 FINISHED = ("ok", "failed", "interrupted")
@@ -83,6 +84,7 @@ class _Held:
     gone: list[str] = field(default_factory=list)  # what the host's memory misses there
     notes: list[str] = field(default_factory=list)  # on that memory itself
     accepted: list[str] = field(default_factory=list)  # gone, and accepted (--accept-missing)
+    epoch: keyage.NewestEpoch = field(default_factory=keyage.NewestEpoch)
 
 
 class KindStatus(Protocol):
@@ -143,12 +145,16 @@ def _look(site: Site, target: str, accept_missing: bool = False) -> _Held:
         size = sum(info.size for info in repo.storage.list(""))
         free = repo.storage.free_bytes()
         found = seen.look(site, target, repo, snapshots, accept=accept_missing)
+        try:  # read with the writer key: no identity needed (monitor/keyage.py)
+            epoch = keyage.newest(repo.key_record())
+        except Exception as exc:
+            epoch = keyage.NewestEpoch(error=error_text(exc, target))
     finally:
         close = getattr(repo.storage, "close", None)
         if close is not None:
             with contextlib.suppress(Exception):
                 close()
-    return _Held(snapshots, size, free, found.gone, found.notes, found.accepted)
+    return _Held(snapshots, size, free, found.gone, found.notes, found.accepted, epoch)
 
 
 def _last_finished(journal: Journal, kind: str, **filters: Any) -> Entry | None:
@@ -344,6 +350,7 @@ def _target(
     for snap in what.snapshots:
         status.snapshots_by_source[snap.source] = status.snapshots_by_source.get(snap.source, 0) + 1
     status.repository_bytes, status.free_bytes = what.size, what.free
+    keyage.add_status(target.name, what.epoch, now, config.keys.rotate_every, status, report)
     primary = held.get(config.targets[0].name)
     if not status.primary and primary is not None:
         missing = _missing(site, target, primary.snapshots, what.snapshots, now)

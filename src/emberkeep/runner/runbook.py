@@ -14,7 +14,8 @@ recover from the freshest target that is not on the lost host (``recovery_target
 ``file://`` target lies on the site's own disk and is named as lost with it; a target
 that gets every snapshot comes before one that gets only weekly or monthly copies, and an
 archive storage class (Glacier, Deep Archive) comes last, with its thaw time and the age of
-its copies set against the RTO.
+its copies set against the RTO. After them, the key procedures (runner/runbook_keys.py): a
+key rotation, and a team member who leaves.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ..config import Config, Source, Target
 from ..durations import format_duration
 from ..redact import redact_url
 from ..site import Site
-from . import kinds
+from . import kinds, runbook_keys
 
 
 @dataclass
@@ -100,6 +101,8 @@ def render(
     ]
     for scenario in SCENARIOS:
         lines += _scenario(cfg, scenario, config_flag, drills, expect, copied)
+    ek = f"emberkeep {config_flag}".strip()
+    lines += runbook_keys.procedures(cfg, ek, _role(cfg, "operator"), _role(cfg, "keyholder"))
     return "\n".join(lines) + "\n"
 
 

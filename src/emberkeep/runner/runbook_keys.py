@@ -1,0 +1,64 @@
+"""The runbook's key procedures: a key rotation, and a team member who leaves.
+
+Generated from the site's config like the recovery scenarios (runner/runbook.py): its
+targets, its recipients, ``[keys] rotate_every``, whether this host holds an identity. What
+each command does and costs: README, "Keys and team changes".
+"""
+
+from __future__ import annotations
+
+from ..config import Config
+
+
+def procedures(cfg: Config, ek: str, operator: str, keyholder: str) -> list[str]:
+    """The two procedures as Markdown lines; ``ek``: ``emberkeep -c CONFIG``."""
+    targets = ", ".join(f"`{t.name}`" for t in cfg.targets)
+    identity = "" if cfg.keys.identity_file else " --identity /path/to/identity.txt"
+    every = cfg.keys.rotate_every
+    when = (
+        f'`[keys] rotate_every = "{every}"`: `emberkeep status` warns once the newest key '
+        "epoch of a target is older."
+        if every
+        else "No `[keys] rotate_every` is set: `emberkeep status` shows each target's key epoch "
+        'age only; set one (e.g. `rotate_every = "180d"`) to be warned when a rotation is due.'
+    )
+    recipients = ", ".join(f"`{r}`" for r in cfg.keys.recipients)
+    return [
+        "## Key rotation",
+        "",
+        f"A new read-key epoch for new data, in every target ({targets}). {when} No identity "
+        f"is needed and no data is rewritten; old snapshots stay readable. Who: {operator}.",
+        "",
+        "```sh",
+        f"{ek} keys list    # the epochs, and which snapshots need each",
+        f"{ek} keys rotate  # a new epoch: new packs use it from now on",
+        "# every pack's key opens under the identity:",
+        f"{ek} keys check{identity}",
+        "```",
+        "",
+        "## A team member leaves",
+        "",
+        f"Their identity must stop reading new backups. The recipients now: {recipients}. "
+        "`keys remove` takes theirs (`age1…`, or its label: RECIPIENT below) with a remaining "
+        "recipient's identity, re-encrypts the epoch files in every target (a few kilobytes) "
+        f"and starts a new epoch. Who: {keyholder}.",
+        "",
+        "```sh",
+        f"{ek} keys remove RECIPIENT --update-config{identity}",
+        "# if they had a backup host (its writer key): lock it out; the next backup uploads",
+        "# everything once more, and every other backup host runs `emberkeep init --identity`",
+        f"{ek} keys rotate --writer",
+        "# what the removed recipient can still read, and the fix:",
+        f"{ek} keys check{identity}",
+        "```",
+        "",
+        "What was written before the epoch they were removed in, they can still read if they "
+        "kept a copy of its key. To shut them out of that too, replicate into a new "
+        "repository: add a `[[targets]]` entry for it, then:",
+        "",
+        "```sh",
+        f"{ek} init --target NEW",
+        f"{ek} replicate --target NEW",
+        "```",
+        "",
+    ]
