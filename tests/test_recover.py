@@ -468,12 +468,12 @@ def test_the_runbook_has_the_key_rotation_and_leaver_procedures_for_this_site(
     assert "every target (`local`, `offsite`)" in rotation
     assert "No `[keys] rotate_every` is set" in rotation and "Who: Sam (on call)" in rotation
     assert f"{ek} keys rotate " in rotation and f"{ek} keys list" in rotation
-    assert f"{ek} keys check --identity /path/to/identity.txt" in rotation
+    assert f"{ek} check --read-data --identity /path/to/identity.txt" in rotation
     leaves = text.split("## A team member leaves\n")[1].split("\n## ")[0]
     assert f"`{site.recipients[0]}`, `{site.recipients[1]}`" in leaves and "Who: Alex" in leaves
     assert f"{ek} keys remove RECIPIENT --update-config --identity /path/to/identity.txt" in leaves
-    assert f"{ek} keys rotate --writer" in leaves and f"{ek} keys check" in leaves
-    assert f"{ek} init --target NEW" in leaves and f"{ek} replicate --target NEW" in leaves
+    assert f"{ek} keys rotate --writer" in leaves and f"{ek} keys list" in leaves
+    assert "take their storage credentials away" in leaves
 
     config = site.config_path.read_text()
     site.config_path.write_text(config.replace("[keys]\n", '[keys]\nrotate_every = "180d"\n', 1))

@@ -32,14 +32,14 @@ def procedures(cfg: Config, ek: str, operator: str, keyholder: str) -> list[str]
         "```sh",
         f"{ek} keys list    # the epochs, and which snapshots need each",
         f"{ek} keys rotate  # a new epoch: new packs use it from now on",
-        "# every pack's key opens under the identity:",
-        f"{ek} keys check{identity}",
+        "# every pack is read and decrypted under the identity (every epoch's key opens):",
+        f"{ek} check --read-data{identity}",
         "```",
         "",
         "## A team member leaves",
         "",
         f"Their identity must stop reading new backups. The recipients now: {recipients}. "
-        "`keys remove` takes theirs (`age1…`, or its label: RECIPIENT below) with a remaining "
+        "`keys remove` takes theirs (its `age1…`: RECIPIENT below) with a remaining "
         "recipient's identity, re-encrypts the epoch files in every target (a few kilobytes) "
         f"and starts a new epoch. Who: {keyholder}.",
         "",
@@ -48,17 +48,14 @@ def procedures(cfg: Config, ek: str, operator: str, keyholder: str) -> list[str]
         "# if they had a backup host (its writer key): lock it out; the next backup uploads",
         "# everything once more, and every other backup host runs `emberkeep init --identity`",
         f"{ek} keys rotate --writer",
-        "# what the removed recipient can still read, and the fix:",
-        f"{ek} keys check{identity}",
+        "# the epochs, and which snapshots need each: what they could read before",
+        f"{ek} keys list",
         "```",
         "",
         "What was written before the epoch they were removed in, they can still read if they "
-        "kept a copy of its key. To shut them out of that too, replicate into a new "
-        "repository: add a `[[targets]]` entry for it, then:",
-        "",
-        "```sh",
-        f"{ek} init --target NEW",
-        f"{ek} replicate --target NEW",
-        "```",
+        "kept a copy of its key and can reach the storage: take their storage credentials "
+        "away (the targets' SSH keys, S3 access keys). emberkeep does not yet re-encrypt old "
+        "packs under a new key (`replicate` copies the epoch keys as they are), so those "
+        "snapshots stay readable to such a copy until retention prunes them.",
         "",
     ]
