@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -116,6 +117,55 @@ class Site:
 
     def snapshots(self) -> list[dict[str, Any]]:
         return self.json("snapshots")
+
+
+# The groups of the suite (CONTRIBUTING.md, "Tests"), as markers set at collection, so a
+# file keeps the tests of one concept together: `scripts/test -m unit` runs what needs no
+# server and no CLI subprocess, `-m integration` what talks to a real server, `-m e2e` what
+# drives the CLI. A test may be both integration and e2e.
+SERVER_FIXTURES = {
+    "mongo_server",
+    "mongo_client",
+    "mongo_db_name",
+    "documentdb",
+    "documentdb_ferretdb",
+    "sftp_server",
+    "s3_server",
+    "browser",  # tests/test_web.py: headless chromium
+}
+SERVER_MODULES = ("servers", "servers_mongo", "notify_servers")
+
+
+def _imports(module: Any, names: tuple[str, ...]) -> bool:
+    """The module imports one of ``names`` or something from it."""
+    for value in vars(module).values():
+        name = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", "")
+        if isinstance(name, str) and name.split(".")[0] in names:
+            return True
+    return False
+
+
+def suite_groups(item: pytest.Item) -> set[str]:
+    fixtures = set(getattr(item, "fixturenames", ()))
+    module = getattr(item, "module", None)
+    groups = set()
+    # a module that imports a server helper may start a server without a shared fixture
+    if fixtures & SERVER_FIXTURES or (module is not None and _imports(module, SERVER_MODULES)):
+        groups.add("integration")
+    # the CLI in a subprocess: the `site` fixture, this file's Site, or a module's own
+    # subprocess calls (the demo, the scheduler, the dashboard's server)
+    drives_cli = module is not None and (
+        vars(module).get("Site") is Site or _imports(module, ("subprocess",))
+    )
+    if "site" in fixtures or drives_cli:
+        groups.add("e2e")
+    return groups or {"unit"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for group in suite_groups(item):
+            item.add_marker(group)
 
 
 @pytest.fixture(autouse=True)

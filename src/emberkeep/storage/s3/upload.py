@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -89,23 +90,52 @@ class S3Uploads(S3Locks):
         create_only: bool,
     ) -> None:
         args = {"Bucket": self.loc.bucket, "Key": key, "Body": body, **self._extra(name)}
+        self._write_once(
+            f"writing {name}",
+            name,
+            key,
+            parts,
+            lambda **cond: self.client.put_object(**args, **cond),
+            create_only=create_only,
+            recheck=False,  # put() sent its HEAD already when the server lacks If-None-Match
+        )
+
+    def _write_once(
+        self,
+        what: str,
+        name: str,
+        key: str,
+        parts: builtins.list[memoryview],
+        call: Callable[..., Any],
+        *,
+        create_only: bool,
+        recheck: bool,
+    ) -> None:
+        """Send ``call`` (a PutObject or a CompleteMultipartUpload) and judge a refusal.
+
+        A create-only write sends If-None-Match while the server takes it. Once the server
+        says it does not, the name is checked with a HEAD before the plain write; with
+        ``recheck`` also when that was learned before this write (a completion: its upload
+        took long enough for another writer to come first).
+        """
         if create_only and self._conditional:
-            send = Tries(lambda: self.client.put_object(**args, IfNoneMatch="*"))
+            conditional = Tries(lambda: call(IfNoneMatch="*"))
             try:
-                self._call(f"writing {name}", send)
+                self._call(what, conditional)
                 return
             except boto_errors.ClientError as exc:
                 if not refuses_condition(exc):
-                    self._refused(send, exc, name, key, parts, create_only=True)
+                    self._refused(conditional, exc, name, key, parts, create_only=True)
                     return  # a lost reply: the first attempt stored it
                 self._conditional = False
-            if self._head(name, key) is not None:
-                raise self._exists(name)
-        send = Tries(lambda: self.client.put_object(**args))
+            recheck = True
+        if create_only and recheck and self._head(name, key) is not None:
+            raise self._exists(name)
+        plain = Tries(call)
         try:
-            self._call(f"writing {name}", send)
+            self._call(what, plain)
         except boto_errors.ClientError as exc:
-            self._refused(send, exc, name, key, parts, create_only=create_only)
+            self._refused(plain, exc, name, key, parts, create_only=create_only)
 
     def _refused(
         self,
@@ -171,24 +201,15 @@ class S3Uploads(S3Locks):
         """Complete an upload. A completion retried after its reply was lost may be answered
         200 (versitygw, AWS), 412 or NoSuchUpload: the last two are checked like a put's."""
         args = {**base, "MultipartUpload": {"Parts": done}}
-        what, key = f"writing {name}", base["Key"]
-        if create_only and self._conditional:
-            complete = Tries(lambda: self.client.complete_multipart_upload(**args, IfNoneMatch="*"))
-            try:
-                self._call(what, complete)
-                return
-            except boto_errors.ClientError as exc:
-                if not refuses_condition(exc):
-                    self._refused(complete, exc, name, key, parts, create_only=True)
-                    return  # a lost reply: the first attempt completed it
-                self._conditional = False
-        if create_only and self._head(name, key) is not None:
-            raise self._exists(name)
-        complete = Tries(lambda: self.client.complete_multipart_upload(**args))
-        try:
-            self._call(what, complete)
-        except boto_errors.ClientError as exc:
-            self._refused(complete, exc, name, key, parts, create_only=create_only)
+        self._write_once(
+            f"writing {name}",
+            name,
+            base["Key"],
+            parts,
+            lambda **cond: self.client.complete_multipart_upload(**args, **cond),
+            create_only=create_only,
+            recheck=True,
+        )
 
     def _abort(self, name: str, key: str, upload_id: str, *, quiet: bool = False) -> None:
         args = {"Bucket": self.loc.bucket, "Key": key, "UploadId": upload_id}
