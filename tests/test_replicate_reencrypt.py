@@ -195,3 +195,37 @@ def test_sigkill_mid_copy_leaves_the_target_checkable_and_the_next_run_completes
     result = site.json("check", "--read-data", "--target", "new", "--identity", b_id)["new"]
     assert result["ok"], result
     assert not any(_opens(p, kept) for p in _packs(new))
+
+
+def test_blobs_in_packs_a_plain_replicate_brought_are_sealed_again(
+    site: Site, tmp_path: Path
+) -> None:
+    """A target that got a snapshot verbatim holds packs of the primary's old epoch: a later
+    re-encrypted copy stores its blobs anew rather than pointing at those packs."""
+    src = _tree(tmp_path / "src")
+    a_id, a = site.keygen("a.txt")
+    b_id, b = site.keygen("b.txt")
+    new = site.root / "new-repo"
+    site.write_config([src], identity=False, targets=_targets(site, "local", "new"))
+    site.run("init")
+    site.run("backup")  # copied verbatim to new, with its epoch
+    kept = _epoch_keys(site.repo, a_id)
+    verbatim = set(_packs(new))
+    assert verbatim and all(_opens(p, kept) for p in verbatim)
+    site.run("keys", "remove", a, "--update-config", "--identity", b_id)
+    site.recipients[:] = [b]
+    (src / "later.txt").write_text("written after A left\n")
+    site.write_config([src], identity=False, targets=_targets(site, "local"))
+    site.run("backup")  # the primary only: its photo blob is in the old epoch's pack
+    site.write_config([src], identity=False, targets=_targets(site, "local", "new"))
+
+    [copy] = site.json("replicate", "--target", "new", "--re-encrypt", "--identity", b_id)
+    assert copy["status"] == "copied" and len(copy["snapshots"]) == 1, copy
+    assert copy["bytes_copied"] > MiB, copy  # the photo sealed again, not reused
+    written = set(_packs(new)) - verbatim
+    assert len(written) == copy["packs_copied"] >= 2
+    assert not any(_opens(p, kept) for p in written)
+    latest = copy["snapshots"][0]
+    out = tmp_path / "out"
+    _restore(site, "new", latest, b_id, out)
+    assert tree_listing(restored(out, src)) == tree_listing(src)
