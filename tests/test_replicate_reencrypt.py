@@ -16,6 +16,7 @@ from typing import Any
 import pyrage
 import pytest
 from conftest import Site, repo_objects, restored, tree_listing
+from servers import S3Server
 
 from emberkeep import config as config_module
 from emberkeep.errors import WrongIdentity
@@ -229,3 +230,31 @@ def test_blobs_in_packs_a_plain_replicate_brought_are_sealed_again(
     out = tmp_path / "out"
     _restore(site, "new", latest, b_id, out)
     assert tree_listing(restored(out, src)) == tree_listing(src)
+
+
+def test_re_encrypt_into_a_new_s3_target(site: Site, s3_server: S3Server, tmp_path: Path) -> None:
+    """The same copy into versitygw: B restores it byte for byte, A's identity reads none."""
+    src = _tree(tmp_path / "src")
+    a_id, a = site.keygen("a.txt")
+    b_id, b = site.keygen("b.txt")
+    site.env.update(s3_server.env())
+    local = _targets(site, "local")
+    site.write_config([src], identity=False, targets=local)
+    site.run("init")
+    snap = site.json("backup")[0]["snapshot"]["id"]
+    site.run("keys", "remove", a, "--update-config", "--identity", b_id)
+    site.recipients[:] = [b]
+    cold = f'[[targets]]\nname = "new"\nurl = "{s3_server.url(s3_server.make_bucket(), "site")}"'
+    site.write_config([src], identity=False, targets=f"{local}\n{cold}")
+    site.run("init", "--target", "new")
+
+    [copy] = site.json("replicate", "--target", "new", "--re-encrypt", "--identity", b_id)
+    assert copy["status"] == "copied" and copy["snapshots"] == [snap], copy
+    assert copy["packs_copied"] >= 2 and copy["bytes_copied"] > MiB
+    out = tmp_path / "out"
+    _restore(site, "new", snap, b_id, out)
+    assert tree_listing(restored(out, src)) == tree_listing(src)
+    proc = _restore(site, "new", snap, a_id, tmp_path / "out-a", ok=False)
+    assert "not one of the recipients" in proc.stderr or "not a recipient" in proc.stderr
+    result = site.json("check", "--read-data", "--target", "new", "--identity", b_id)["new"]
+    assert result["ok"] and result["packs_read"] == copy["packs_copied"], result
