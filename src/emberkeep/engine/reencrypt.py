@@ -83,7 +83,7 @@ def reencrypt_snapshot(
         lease.ensure_live(
             f"snapshot {snapshot.short_id} was not copied into {dst.storage.label} (a prune "
             "may have deleted packs it reuses); earlier snapshots there are intact; run "
-            "`emberkeep replicate --re-encrypt` again"
+            f"`emberkeep replicate --target {dst.storage.label} --re-encrypt` again"
         )
         with contextlib.suppress(AlreadyExists):  # another copy committed it meanwhile
             dst.storage.put(name, header)
