@@ -143,6 +143,13 @@ def add_replicate(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--target", help="only this target (default: every target but the first)")
     p.add_argument("--source", help="only snapshots of this source")
+    p.add_argument(
+        "--re-encrypt",
+        action="store_true",
+        help="decrypt each blob (needs --identity) and seal it into new packs under the "
+        "target's own key epoch, instead of copying packs and their epoch keys as they are: "
+        "a new target no removed team member's old key opens (with --target)",
+    )
     p.set_defaults(handler=cmd_replicate)
 
 
@@ -150,7 +157,11 @@ def cmd_replicate(site: Site, args: argparse.Namespace) -> int:
     from ..runner import jobs
 
     copies = jobs.replicate(
-        site, args.target, args.source, bar=_copy_bar("replicate", site, args)
+        site,
+        args.target,
+        args.source,
+        re_encrypt=args.re_encrypt,
+        bar=_copy_bar("replicate", site, args),
     ).copies
     if args.json:
         ui.print_json([c.to_json() for c in copies])
@@ -160,8 +171,10 @@ def cmd_replicate(site: Site, args: argparse.Namespace) -> int:
         if not args.json:
             _print_copy(copy)
         if copy.failed:
+            again = f" --target {copy.target} --re-encrypt" if copy.re_encrypted else ""
             ui.error(
-                f"{copy.reason}; run `emberkeep replicate` again when {copy.target} is reachable"
+                f"{copy.reason}; run `emberkeep replicate{again}` again when {copy.target} is "
+                "reachable"
             )
     return 1 if any(c.failed for c in copies) else 0
 
@@ -179,6 +192,14 @@ def _print_copy(copy: TargetCopy, indent: str = "") -> None:
     if copy.status == "copied":
         count = len(copy.snapshots)
         st = copy.stats
+        if copy.re_encrypted:
+            ui.line(
+                f"copied {count} snapshot{'s' if count != 1 else ''} re-encrypted: "
+                f"{st.packs_copied} new packs ({ui.human_bytes(st.bytes_copied)}) under its "
+                "own key epoch",
+                label=head,
+            )
+            return
         ui.line(
             f"copied {count} snapshot{'s' if count != 1 else ''}: {st.packs_copied} packs sent "
             f"({ui.human_bytes(st.bytes_copied)}), {st.packs_reused} already there",

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from .. import crypto
 from ..errors import AlreadyExists
 from ..repository import layout
+from ..repository.epochs import crash_point
 from ..repository.index import PackRecord
 from ..repository.pack import PackWriter
 from ..repository.repo import Repository
@@ -100,6 +101,7 @@ class _Uploader:
         # Same bytes, same name: a restarted backup may have sent it already.
         with contextlib.suppress(AlreadyExists):
             self.repo.storage.put(name, parts)
+        crash_point("pack-stored")
         return record
 
     def send(self, pack: PackWriter) -> None:
@@ -191,6 +193,21 @@ class BlobWriter:
             self._add(pack.writer, blob_id, layout.BLOB_TREE, sealed, len(data))
             self._flush_retired()
         return blob_id
+
+    # -- blobs of another target of the site ---------------------------------------------
+
+    def copy_blob(self, blob_id: bytes, kind: int, data: bytes) -> None:
+        """Store a blob read (and verified) from another target of the site under the id
+        it has there: the site's targets share the writer key, so it is the id its content
+        has here too. Sealed anew, in the caller's thread, into this repository's packs
+        (engine/reencrypt.py)."""
+        self.referenced.add(blob_id)
+        if self.known(blob_id):
+            return
+        pack = self._pack_for(kind, len(data))
+        sealed = pack.writer.seal(blob_id, kind, data)
+        self._add(pack.writer, blob_id, kind, sealed, len(data))
+        self._flush_retired()
 
     # -- packs ---------------------------------------------------------------------------
 

@@ -82,7 +82,7 @@ def copy_snapshot(
     name = layout.snapshot_object(snapshot.id)
     if dst.storage.stat(name) is not None:
         return stats
-    header = _read_verified(src, name)
+    header = read_verified(src, name)
     with Lease(dst.storage, "backup") as lease:
         # After the lease: a prune that starts from now on sees it (module docstring).
         prune_running = _prune_running(dst)
@@ -137,7 +137,7 @@ def copy_site_configs(src: Repository, dst: Repository) -> int:
     return copied
 
 
-def _read_verified(src: Repository, name: str) -> bytes:
+def read_verified(src: Repository, name: str) -> bytes:
     """An object of ``src`` whose name is the SHA-256 of its bytes, checked before it spreads."""
     data = src.storage.get(name)
     if hashlib.sha256(data).hexdigest() != layout.leaf(name):

@@ -12,6 +12,10 @@ and "monthly" the newest of each ended period, as retention counts them.
 `emberkeep replicate` also leaves out what the target's own retention would not keep: a
 snapshot that target's prune removed is not sent again (a target whose retention is shorter
 than the primary's would otherwise receive, and drop, the same snapshots on every run).
+
+`emberkeep replicate --target NAME --re-encrypt` copies the same snapshots, but decrypted
+from the primary with an identity and sealed into new packs under the target's own key
+epoch (engine/reencrypt.py): a new target that no removed team member's old key opens.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from typing import Any
 
 from .. import clock
 from ..config import Target
-from ..errors import EmberkeepError, UsageError, error_text
+from ..engine.reencrypt import reencrypt_snapshot
+from ..errors import EmberkeepError, IdentityRequired, UsageError, error_text
 from ..policy.replication import wanted
 from ..policy.retention import keep_in_target
 from ..repository import layout
@@ -34,6 +39,7 @@ from .backup import SourceOutcome
 
 OnPack = Callable[[str, int], None]
 OnTotal = Callable[[int], None]
+Copier = Callable[..., CopyStats]  # copy_snapshot or reencrypt_snapshot
 
 
 @dataclass
@@ -46,6 +52,7 @@ class TargetCopy:
     snapshots: list[str] = field(default_factory=list)  # ids copied
     stats: CopyStats = field(default_factory=CopyStats)
     left_out: int = 0  # snapshots the rule wants but the target's retention would not keep
+    re_encrypted: bool = False  # copied with --re-encrypt (engine/reencrypt.py)
 
     @property
     def failed(self) -> bool:
@@ -59,6 +66,8 @@ class TargetCopy:
             **self.stats.to_json(),
             "left_out": self.left_out,
         }
+        if self.re_encrypted:
+            data["re_encrypted"] = True
         if self.reason is not None:
             data["error" if self.failed else "reason"] = self.reason
         return data
@@ -169,6 +178,7 @@ def run_replicate(
     target: str | None = None,
     source: str | None = None,
     *,
+    re_encrypt: bool = False,
     on_pack: OnPack = lambda name, size: None,
     on_total: OnTotal = lambda size: None,
 ) -> list[TargetCopy]:
@@ -177,6 +187,7 @@ def run_replicate(
     Oldest first; a weekly or monthly target receives the newest of each ended period
     (``wanted``); what the target's retention would not keep is left out (``_to_copy``).
     An unreachable primary fails the whole run; an unreachable target fails only its part.
+    ``re_encrypt`` (``target`` only): each copied re-encrypted (module docstring).
     """
     primary = site.config.targets[0]
     if target == primary.name:
@@ -184,17 +195,36 @@ def run_replicate(
             f"target {target} is the primary (the first [[targets]] in {site.config.path}): "
             "backups write there and replicate copies from it; name another target"
         )
+    if re_encrypt and target is None:
+        raise UsageError(
+            "--re-encrypt copies into one target: name it, `emberkeep replicate --target "
+            "NEW --re-encrypt` (a target a removed team member's old keys never opened)"
+        )
     chosen = [site.config.target(target)] if target else site.config.targets[1:]
     if not chosen:
         return []
-    src = site.repository(primary.name)
+    src = _primary_to_read(site, primary.name) if re_encrypt else site.repository(primary.name)
+    copier: Copier = reencrypt_snapshot if re_encrypt else copy_snapshot
     snapshots = [s for s in src.snapshots() if source is None or s.source == source]
     if source is not None and not snapshots:
         site.config.source(source)  # a name the config does not know: say so
-    copies = [_fill(site, t, src, _taken(t, snapshots), on_pack, on_total) for t in chosen]
+    copies = [_fill(site, t, src, _taken(t, snapshots), on_pack, on_total, copier) for t in chosen]
+    for copy in copies:
+        copy.re_encrypted = re_encrypt
     if target is None:
         copies += _backfill_primary(site, primary, source, on_pack, on_total)
     return copies
+
+
+def _primary_to_read(site: Site, name: str) -> Repository:
+    """The primary, opened with the identities that decrypt it (--re-encrypt)."""
+    if not site.identities():
+        raise IdentityRequired(
+            f"`emberkeep replicate --re-encrypt` decrypts what it copies from the primary "
+            f"{name}: pass --identity FILE (a current recipient's identity) or set "
+            f"keys.identity_file in {site.config.path}"
+        )
+    return site.repository(name, read=True)
 
 
 def _taken(target: Target, snapshots: list[Snapshot]) -> list[Snapshot]:
@@ -233,13 +263,14 @@ def _fill(
     snapshots: list[Snapshot],
     on_pack: OnPack,
     on_total: OnTotal,
+    copier: Copier = copy_snapshot,
 ) -> TargetCopy:
     outcome = TargetCopy(target.name, "skipped")
     try:
         dst = site.repository(target.name)
         chosen, outcome.left_out = _to_copy(site, target, snapshots, dst)
         for snapshot in chosen:
-            stats = copy_snapshot(src, dst, snapshot, on_pack=on_pack, on_total=on_total)
+            stats = copier(src, dst, snapshot, on_pack=on_pack, on_total=on_total)
             outcome.snapshots.append(snapshot.id)
             outcome.stats.add(stats)
     except Exception as exc:  # one target failing never stops the others

@@ -52,10 +52,20 @@ def procedures(cfg: Config, ek: str, operator: str, keyholder: str) -> list[str]
         f"{ek} keys list",
         "```",
         "",
-        "What was written before the epoch they were removed in, they can still read if they "
-        "kept a copy of its key and can reach the storage: take their storage credentials "
-        "away (the targets' SSH keys, S3 access keys). emberkeep does not yet re-encrypt old "
-        "packs under a new key (`replicate` copies the epoch keys as they are), so those "
-        "snapshots stay readable to such a copy until retention prunes them.",
+        "What was written before the epoch they were removed in, they can still read in the "
+        "targets they can reach, if they kept a copy of its key: take their storage "
+        "credentials away (the targets' SSH keys, S3 access keys). A plain `replicate` copies "
+        "packs and their epoch keys as they are; to shut such a copy out of the old data as "
+        "well, copy it re-encrypted into a new target (a location they never had credentials "
+        "for), under that target's own key epoch, then make it the primary:",
+        "",
+        "```sh",
+        "# a new [[targets]] block NEW in the config (after `keys remove`), then:",
+        f"{ek} init --target NEW",
+        f"{ek} replicate --target NEW --re-encrypt{identity}",
+        f"{ek} check --read-data --target NEW{identity}",
+        "# move NEW's block first in [[targets]] (backups write there from now on); the old",
+        "# targets keep what their old keys open: delete them once NEW is what you keep",
+        "```",
         "",
     ]

@@ -196,14 +196,18 @@ def replicate(
     target: str | None = None,
     source: str | None = None,
     *,
+    re_encrypt: bool = False,
     bar: Bar | None = None,
     warn: Warn = silent,
 ) -> Replicated:
     """Fill each other target (or ``target``) with the primary's snapshots it lacks and
-    wants; every target tried, a failed one in the result."""
+    wants; every target tried, a failed one in the result. ``re_encrypt``: decrypted and
+    sealed anew under the target's own key epoch (runner/replicate.py)."""
     from ..replicate import run_replicate
 
     with watch(site, "replicate", source=source, target=target, warn=warn) as job, shown_while(bar):
         on_pack, on_total = copy_feed(bar)
-        copies = run_replicate(site, target, source, on_pack=on_pack, on_total=on_total)
+        copies = run_replicate(
+            site, target, source, re_encrypt=re_encrypt, on_pack=on_pack, on_total=on_total
+        )
         return job.took(Replicated(source, copies))
