@@ -60,7 +60,15 @@ def test_labels_from_config_add_remove_list_and_a_fresh_host(site: Site, tmp_pat
     entries = _config_entries(site)
     assert {"key": carol, "label": "dba"} in entries and bob in entries, entries
     assert {"key": alice, "label": "alice"} in entries
-    site.run("backup")  # the config names the set again: accepted, no label warning
+    plan = site.run("recover", "--from", f"file://{site.repo}", "--identity", alice_id,
+                    "--dry-run", "--json")  # fmt: skip
+    planned = json.loads(plan.stdout)
+    assert planned["labels"] == {alice: "alice", carol: "dba"}, planned
+    assert f"recipient {carol} (dba) added" in planned["changes_since_previous"], planned
+    proc = site.run("backup")  # the config names the set again: accepted, no label warning
+    assert "recipient labels differ" not in proc.stdout + proc.stderr
+    runbook = site.run("runbook").stdout
+    assert f"`dba` (`{carol}`)" in runbook and f"`alice` (`{alice}`)" in runbook
     text = site.run("keys", "list").stdout + site.run("keys", "list").stderr
     assert f"recipient {carol} (dba)" in text and f"recipient {bob}\n" in text, text
 
@@ -176,7 +184,7 @@ def test_keys_check_counts_packs_per_epoch_and_names_a_foreign_or_damaged_key(
     assert all(p == o for p, o in per_epoch.values()) and per_epoch[2][0] >= 4
     assert t["reads"] == 2 * len(packs)  # the trailer and the wrapped key, nothing else
     assert t["bytes_read"] <= (8 + 2 + 2048) * len(packs), t  # the trailer, then the key
-    text = site.run("keys", "check").stdout
+    text = site.run("keys", "check", "--target", "local").stdout
     assert f"all {len(packs)} packs' data keys open" in text, text
 
     data_packs = sorted(repo_objects(site.repo, "data"))

@@ -157,6 +157,7 @@ class Recovery:
             "refused": [{"object": r.name, "reason": r.reason} for r in self.refused],
             "ignored": self.ignored,
             "recipients": self.summary.get("recipients", []),
+            "labels": self.summary.get("labels", {}),
             "targets": self.summary.get("targets", {}),
             "sources": self.summary.get("sources", {}),
             "hooks": self.summary.get("hooks", {}),

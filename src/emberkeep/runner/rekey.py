@@ -233,16 +233,17 @@ def _change_set(
     drop: frozenset[str] = frozenset(),
     labels: dict[str, str] | None = None,
 ) -> None:
-    converted = _convert(repo, change)
-    record = _record(repo)
-    names = sorted((set(record.recipients) | add) - drop)
-    for key, label in (labels or {}).items():
-        holder = next((k for k, v in record.labels.items() if v == label and k != key), None)
+    for key, label in (labels or {}).items():  # before anything changes
+        taken = _record(repo).labels
+        holder = next((k for k, v in taken.items() if v == label and k != key), None)
         if holder is not None:
             raise UsageError(
                 f"target {change.target}: label {label!r} is {holder}'s already; choose "
                 "another, or `emberkeep keys list` to see the labels"
             )
+    converted = _convert(repo, change)
+    record = _record(repo)
+    names = sorted((set(record.recipients) | add) - drop)
     if not names:
         raise UsageError("that would leave no recipient: nobody could read the backups")
     missing = drop - set(record.recipients)
