@@ -87,7 +87,7 @@ class Audit:
 
     def reads(self) -> str:
         return (
-            f"read {self.keys.reads} ranged reads, {self.keys.bytes_read} bytes: per pack its "
+            f"{self.keys.reads} ranged reads, {self.keys.bytes_read} bytes: per pack its "
             "8-byte trailer and the wrapped data key at the head of its table, no blob"
         )
 
