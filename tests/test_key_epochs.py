@@ -171,6 +171,15 @@ def test_a_recipient_change_on_a_thousand_packs_writes_a_few_small_objects(
     _restore(site, "latest", site.identities[1], out)
     assert tree_listing(restored(out, src)) == tree_listing(src)
 
+    started = time.perf_counter()
+    checked = site.json("keys", "check", "--identity", site.identities[1])["targets"]["local"]
+    took = time.perf_counter() - started
+    assert checked["ok"] and checked["packs"] == packs and checked["reads"] == 2 * packs
+    print(
+        f"keys check on {packs} packs: {checked['reads']} ranged reads, "
+        f"{checked['bytes_read']} bytes, {took:.2f}s for the whole command"
+    )
+
 
 def test_rotate_then_backup_both_restore_and_prune_drops_the_unused_epoch(
     site: Site, tmp_path: Path

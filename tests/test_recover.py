@@ -474,6 +474,9 @@ def test_the_runbook_has_the_key_rotation_and_leaver_procedures_for_this_site(
     assert f"{ek} keys remove RECIPIENT --update-config --identity /path/to/identity.txt" in leaves
     assert f"{ek} keys rotate --writer" in leaves and f"{ek} keys list" in leaves
     assert "take their storage credentials away" in leaves
+    assert f"{ek} keys check --identity /path/to/identity.txt" in leaves
+    assert "replicate --target NEW --re-encrypt" in leaves
+    assert f"{ek} keys check --identity /path/to/identity.txt" in rotation
 
     config = site.config_path.read_text()
     site.config_path.write_text(config.replace("[keys]\n", '[keys]\nrotate_every = "180d"\n', 1))

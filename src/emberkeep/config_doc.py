@@ -162,7 +162,10 @@ def _type(t: mi.Type) -> str:
         return " \\| ".join(f'`"{v}"`' for v in t.values)
     if isinstance(t, mi.ListType):
         at_least = f", at least {t.min_length}" if t.min_length else ""
-        if isinstance(t.item_type, mi.StructType | mi.UnionType):
+        item = t.item_type
+        if isinstance(item, mi.StructType) or (
+            isinstance(item, mi.UnionType) and _type(item) == "table"
+        ):
             return f"list of tables{at_least}"
         return f"list of {_type(t.item_type)}{at_least}"
     if isinstance(t, mi.DictType):

@@ -30,7 +30,8 @@ state_dir = "/var/lib/emberkeep"            # writer key, files cache, journal; 
 [keys]
 # Who can read backups: the age recipients (public keys) of `emberkeep keygen`, one per
 # person holding an identity. Any one of them can restore. This host needs none of the
-# identities to back up; keep them offline.
+# identities to back up; keep them offline. A recipient may carry a label naming its holder
+# (shown by `keys list`, accepted by `keys remove`): {{ key = "age1…", label = "dba" }}.
 recipients = {recipients}
 # identity_file = "/etc/emberkeep/identity.txt"   # only on a host that restores or drills
 # rotate_every = "180d"   # status warns when the newest key epoch is older: `keys rotate`

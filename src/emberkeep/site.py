@@ -54,7 +54,14 @@ class Site:
 
     @property
     def recipients(self) -> list[pyrage.x25519.Recipient]:
-        return keys.parse_recipients(self.config.keys.recipients)
+        return keys.parse_recipients(self.config.keys.recipient_keys)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The config's recipient labels, by canonical ``age1…`` (as the record keeps them)."""
+        return {str(r): label for r, label in zip(
+            keys.parse_recipients(list(self.config.keys.labels)),
+            self.config.keys.labels.values(), strict=True)}  # fmt: skip
 
     def identities(self) -> list[pyrage.x25519.Identity]:
         """The identities this host may use; empty on a write-only host."""
@@ -110,6 +117,7 @@ class Site:
             raise
         if not self.writer_key_path.exists():
             repo.writer_key.save(self.writer_key_path)  # rebuilt from the repository's copy
+        repo.labels = self.labels
         return repo
 
     def repository_to_write(self, target: str | None = None) -> Repository:

@@ -50,15 +50,31 @@ def add_keys(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     keys_sub = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     k = keys_sub.add_parser("list", parents=[common], help="recipients, key epochs, writer key")
     k.add_argument("--target")
-    for action, what in (("add", "give RECIPIENT access"), ("remove", "take RECIPIENT's away")):
+    for action, what, which in (
+        ("add", "give RECIPIENT access", "an age1… recipient"),
+        ("remove", "take RECIPIENT's away", "an age1… recipient, or its label"),
+    ):
         k = keys_sub.add_parser(action, parents=[common], help=what)
-        k.add_argument("recipient", metavar="RECIPIENT", help="an age1… recipient")
+        k.add_argument("recipient", metavar="RECIPIENT", help=which)
         k.add_argument("--target", help="only this target (default: every target)")
         k.add_argument(
             "--update-config",
             action="store_true",
             help="also rewrite [keys] recipients in the config file to the new set",
         )
+        if action == "add":
+            k.add_argument(
+                "--label",
+                metavar="NAME",
+                help="a short name for the recipient (e.g. dba), shown by `keys list` and "
+                "accepted by `keys remove`; on an existing recipient, relabels it",
+            )
+    k = keys_sub.add_parser(
+        "check",
+        parents=[common],
+        help="every pack's data key opens; what a removed recipient can still read",
+    )
+    k.add_argument("--target")
     k = keys_sub.add_parser("rotate", parents=[common], help="a new key epoch for new data")
     k.add_argument("--target")
     k.add_argument(
@@ -75,7 +91,7 @@ def add_keys(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_keys(site: Site, args: argparse.Namespace) -> int:
-    from ..runner import rekey
+    from ..runner import keyconfig, rekey
 
     action = args.keys_command
     if action == "list":
@@ -92,7 +108,14 @@ def cmd_keys(site: Site, args: argparse.Namespace) -> int:
                     f"{writer['fingerprint']}"
                 )
             for recipient in info["recipients"]:
-                ui.line(f"  recipient {recipient}")
+                label = info["labels"].get(recipient)
+                ui.line(f"  recipient {recipient}" + (f" ({label})" if label else ""))
+            for gone in info["removed"]:
+                label = f" ({gone['label']})" if gone["label"] else ""
+                ui.line(
+                    f"  removed {gone['recipient']}{label} at {gone['removed']}: its key "
+                    f"files were encrypted to it for epochs {gone['epochs'] or 'none left'}"
+                )
             if not info["converted"]:
                 ui.line(
                     f"  no key epochs yet ({info['legacy_packs']} packs wrapped to the "
@@ -107,8 +130,12 @@ def cmd_keys(site: Site, args: argparse.Namespace) -> int:
                     f"its key encrypted to {epoch['encrypted_to']} recipients"
                 )
         return 0
-    if action in ("add", "remove"):
-        changes = getattr(rekey, action)(site, args.recipient, args.target)
+    if action == "check":
+        return _cmd_check(site, args)
+    if action == "add":
+        changes = rekey.add(site, args.recipient, args.target, args.label)
+    elif action == "remove":
+        changes = rekey.remove(site, args.recipient, args.target)
     elif action == "rotate" and args.writer:
         changes = rekey.rotate_writer(site, args.target)
     else:
@@ -116,17 +143,21 @@ def cmd_keys(site: Site, args: argparse.Namespace) -> int:
     config_note = None
     if action in ("add", "remove") and changes:
         names = changes[0].recipients
+        labels = keyconfig.merged_labels(site, names, changes[0].labels)
         if args.update_config:
-            rekey.update_config(site, names)
+            rekey.update_config(site, names, labels)
             site = Site(config.load(args.config), identity_file=args.identity)
-        if sorted(site.config.keys.recipients) == names:
+        same = sorted(str(r) for r in site.recipients) == names
+        if same:
             rekey.store_site_config(site, args.target)  # what recover starts from
-        elif sorted(site.config.keys.recipients) != names:
+        if not keyconfig.names_them(site, names, labels):
             config_note = (
                 f"put this line in [keys] of {site.config.path} (or run again with "
-                f"--update-config); backups are refused until it is there: "
-                f"{rekey.config_line(names)}"
-            )
+                "--update-config); "
+                + ("its labels differ from the repository's: " if same else
+                   "backups are refused until it is there: ")
+                + rekey.config_line(names, labels)
+            )  # fmt: skip
     if args.json:
         ui.print_json({"changes": [c.to_json() for c in changes], "config": config_note})
         return 0
@@ -138,6 +169,20 @@ def cmd_keys(site: Site, args: argparse.Namespace) -> int:
     if config_note:
         ui.warning(config_note)
     return 0
+
+
+def _cmd_check(site: Site, args: argparse.Namespace) -> int:
+    from ..runner import keyaudit
+
+    audits = keyaudit.check(site, args.target)
+    ok = all(a.ok for a in audits)
+    if args.json:
+        ui.print_json({"ok": ok, "targets": {a.target: a.to_json() for a in audits}})
+        return 0 if ok else 1
+    for audit in audits:
+        for line in keyaudit.text(audit):
+            ui.line(line)
+    return 0 if ok else 1
 
 
 def add_init(sub: Subparsers, common: argparse.ArgumentParser) -> None:

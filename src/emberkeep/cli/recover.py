@@ -190,7 +190,9 @@ def _print_recovery_plan(plan: Recovery) -> None:
     )  # fmt: skip
     ui.line(f"site config {plan.config_object} of {iso(plan.config_time)}: {sealed}")
     summary = plan.summary
-    ui.line(f"  recipients: {', '.join(summary['recipients'])}")
+    labels = summary.get("labels", {})
+    named = [f"{r} ({labels[r]})" if r in labels else r for r in summary["recipients"]]
+    ui.line(f"  recipients: {', '.join(named)}")
     for name, where in summary["targets"].items():
         ui.line(f"  target {name}: {where}")
     for name, where in summary["sources"].items():

@@ -22,14 +22,15 @@ from ..errors import UsageError
 from ..redact import looks_like_identity
 from .clashes import schedule_clash_problems
 from .messages import field_name, quoted_url
-from .schema import Config, Email, SourceHooks
+from .schema import LABEL, Config, Email, SourceHooks
 
 
 def semantic_problems(config: Config, raw: dict[str, Any]) -> Iterator[tuple[str, str]]:
     def field(*loc: str | int) -> str:
         return field_name(list(loc), raw)
 
-    yield from _recipient_problems(config.keys.recipients, field("keys", "recipients"))
+    yield from _recipient_problems(config.keys.recipient_keys, field("keys", "recipients"))
+    yield from _label_problems(config.keys.labels, field("keys", "recipients"))
     yield from _identity_file_problem(config.keys.identity_file, field("keys", "identity_file"))
     for i, source in enumerate(config.sources):
         yield from _schedule_problem(source.schedule, field("sources", i, "schedule"))
@@ -116,6 +117,23 @@ def _recipient_problems(values: list[str], where: str) -> Iterator[tuple[str, st
             )
     if len(set(values)) != len(values):
         yield where, "a recipient is listed twice; list each once"
+
+
+def _label_problems(labels: dict[str, str], where: str) -> Iterator[tuple[str, str]]:
+    """Labels name recipients in `keys remove NAME` and `keys check`: short and unique."""
+    seen: set[str] = set()
+    for label in labels.values():
+        if not re.fullmatch(LABEL, label):
+            yield (
+                where,
+                f"label {label!r} is not a short name: use 1-32 lower-case letters, digits, "
+                "'.', '_' or '-' (e.g. \"dba\" or \"alice\")",
+            )
+        elif label.startswith("age1"):
+            yield where, f"label {label!r} starts like a recipient (age1…); name the person"
+        elif label in seen:
+            yield where, f"label {label!r} names two recipients; give each its own label"
+        seen.add(label)
 
 
 def _identity_file_problem(value: Path | None, where: str) -> Iterator[tuple[str, str]]:

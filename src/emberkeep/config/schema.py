@@ -40,13 +40,41 @@ class Site(_Strict):
     timezone: str = "UTC"
 
 
+LABEL = r"^[a-z0-9._-]{1,32}$"
+
+
+class LabelledRecipient(_Strict):
+    """A recipient with a label: `{ key = "age1…", label = "dba" }` in `[keys] recipients`.
+    The label names the person or role in `keys list`, `keys remove NAME` and `keys check`."""
+
+    key: str  # the age1… recipient, as `emberkeep keygen` printed it
+    # a short name, unique in the set: lower-case letters, digits, `.`, `_`, `-` (1-32)
+    label: str
+
+
 class Keys(_Strict):
-    # age recipients (age1…, from `emberkeep keygen`): any one of their identities reads backups
-    recipients: Annotated[list[str], msgspec.Meta(min_length=1)]
+    recipients: Annotated[
+        list[str | LabelledRecipient],
+        msgspec.Meta(
+            min_length=1,
+            description="age recipients (age1…, from `emberkeep keygen`): any one of their "
+            'identities reads backups; each a string, or `{ key = "age1…", label = "dba" }`',
+        ),
+    ]
     # a file holding an age identity (mode 0600), only on hosts that may read backups
     identity_file: Path | None = None
     # status warns once the newest read-key epoch of a target is older (`emberkeep keys rotate`)
     rotate_every: Duration | None = None
+
+    @property
+    def recipient_keys(self) -> list[str]:
+        """The ``age1…`` strings, labelled or not, in the config's order."""
+        return [r if isinstance(r, str) else r.key for r in self.recipients]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The labelled recipients' labels, by their ``age1…`` string as written."""
+        return {r.key: r.label for r in self.recipients if not isinstance(r, str)}
 
 
 class Retention(_Strict):

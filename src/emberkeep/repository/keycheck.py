@@ -70,9 +70,14 @@ def upkeep(repo: Repository, config_path: Path | None) -> list[Finding]:
     then ``config`` sealed and the writer key's copy the recorded one, repaired from this
     host's key where not. Returns what was repaired, as notes."""
     storage, writer_key = repo.storage, repo.writer_key
-    record = recipient_set.ensure(storage, writer_key, repo.recipients, config_path)
+    record = recipient_set.ensure(
+        storage, writer_key, repo.recipients, config_path, labels=repo.labels
+    )
     repo.record = record
     done = []
+    mismatch = recipient_set.label_mismatch(record, repo.labels)
+    if mismatch:
+        done.append(_note(layout.RECIPIENTS, mismatch))
     state = repo.config_state
     if state.damage or not state.sealed:
         done.append(_seal_config(repo))
@@ -173,7 +178,8 @@ def _record_findings(repo: Repository) -> tuple[recipient_set.Record | None, lis
             "until the config names the ones the data is encrypted to"
         )
         return record, [Finding(layout.RECIPIENTS, differ)]
-    return record, []
+    mismatch = recipient_set.label_mismatch(record, repo.labels)
+    return record, [Finding(layout.RECIPIENTS, mismatch, error=False)] if mismatch else []
 
 
 def _writer_key_findings(repo: Repository, record: recipient_set.Record | None) -> list[Finding]:

@@ -10,11 +10,17 @@ neither read nor forge it) at
 its first write, and every write checks the config against it before storing anything. The
 record also holds the SHA-256 of the writer key's copy (``keys/writer.age``), so that
 ``check`` on a host without an identity can tell whether that copy is the one written.
+
+It also keeps the recipients' labels (``keys add --label``; a record without them has none)
+and, for each recipient ``keys remove`` took out, when, and the key epochs whose files were
+encrypted to it until then: what it may still read (``keys check``). Only the keys are
+compared with the config; a label that differs is a warning (``label_mismatch``), because
+a label names a person for humans and changes nothing anybody can read.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +32,7 @@ from ..storage.base import Storage
 from . import sealing
 from .layout import RECIPIENTS
 
-FORMAT = 3  # format 1 had no writer_key_sha256, format 2 no epochs; sealed the same way
+FORMAT = 4  # 1 had no writer_key_sha256, 2 no epochs, 3 no labels or removed; sealed the same
 KIND = "recipients"
 
 
@@ -50,6 +56,21 @@ class Epoch:
 
 
 @dataclass(frozen=True)
+class Removed:
+    """A recipient ``keys remove`` took out: its label then, when (ISO time), and the tags
+    of the key epochs whose files were encrypted to it until then."""
+
+    key: str
+    label: str | None
+    when: str
+    epochs: tuple[int, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {"key": self.key, "label": self.label, "when": self.when,
+                "epochs": list(self.epochs)}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Record:
     """What ``keys/recipients`` says: the recipient set, and the SHA-256 of the copy of the
     writer key (``keys/writer.age``) the writer last wrote, so that a host without an
@@ -61,9 +82,28 @@ class Record:
     writer_key_sha256: str | None = None
     epochs: tuple[Epoch, ...] = ()
     current: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # recipient -> label
+    removed: tuple[Removed, ...] = ()
 
     def current_epoch(self) -> Epoch | None:
         return next((e for e in self.epochs if e.tag == self.current), None)
+
+
+def label_mismatch(record: Record, labels: dict[str, str]) -> str | None:
+    """The recipients the config labels otherwise than the record does (a warning, not a
+    refusal: the keys decide who reads), or None."""
+    differ = [
+        f"{_short(key)} is {labels[key]!r} in the config, {label!r} in the repository"
+        for key, label in sorted(record.labels.items())
+        if key in labels and labels[key] != label
+    ]
+    if not differ:
+        return None
+    return (
+        f"recipient labels differ: {'; '.join(differ)}. The repository's labels are what "
+        "`keys list` and `recover` show: put them in [keys] recipients, or record the "
+        "config's with `emberkeep keys add KEY --label NAME`"
+    )
 
 
 def names(recipients: list[pyrage.x25519.Recipient]) -> list[str]:
@@ -79,6 +119,7 @@ def ensure(
     *,
     writer_key_sha256: str | None = None,
     epochs: tuple[Epoch, ...] = (),
+    labels: dict[str, str] | None = None,
 ) -> Record:
     """The repository's record, written when there is none (with ``writer_key_sha256``,
     the digest of the copy just written, from ``init``); ``RecipientsChanged`` when it
@@ -90,7 +131,8 @@ def ensure(
     if recorded is None:
         try:
             current = epochs[-1].tag if epochs else None
-            record = Record(wanted, writer_key_sha256, epochs, current)
+            kept = {k: v for k, v in (labels or {}).items() if k in wanted}
+            record = Record(wanted, writer_key_sha256, epochs, current, kept)
             storage.put(RECIPIENTS, _seal(record, writer_key))
             return record
         except AlreadyExists:  # another writer recorded it first: compare with theirs
@@ -149,11 +191,18 @@ def _open(raw: bytes, writer_key: keys.WriterKey, obj: str) -> Record:
         )
         current = body.get("current")
         current = None if current is None else int(current)
-    except (KeyError, TypeError, ValueError) as exc:
+        labels = {str(k): str(v) for k, v in body.get("labels", {}).items()}
+        removed = tuple(
+            Removed(str(r["key"]), None if r.get("label") is None else str(r["label"]),
+                    str(r["when"]), tuple(int(t) for t in r["epochs"]))
+            for r in body.get("removed", [])
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise IntegrityError(obj, "not a recipients record") from exc
     if current is not None and all(e.tag != current for e in epochs):
         raise IntegrityError(obj, "its current key epoch is not one it lists (damaged)")
-    return Record(recipients, None if digest is None else str(digest), epochs, current)
+    digest = None if digest is None else str(digest)
+    return Record(recipients, digest, epochs, current, labels, removed)
 
 
 def _seal(record: Record, writer_key: keys.WriterKey) -> bytes:
@@ -163,6 +212,10 @@ def _seal(record: Record, writer_key: keys.WriterKey) -> bytes:
     if record.epochs:
         body["epochs"] = [e.to_json() for e in record.epochs]
         body["current"] = record.current
+    if record.labels:
+        body["labels"] = dict(sorted(record.labels.items()))
+    if record.removed:
+        body["removed"] = [r.to_json() for r in record.removed]
     return sealing.seal_secret(writer_key, KIND, body)
 
 

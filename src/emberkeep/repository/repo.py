@@ -78,6 +78,7 @@ class Repository:
     seen_before: SeenBefore = field(default_factory=SeenBefore)  # set by the runner
     _index_sizes: dict[str, int] = field(default_factory=dict)  # index file -> size listed
     record: recipient_set.Record | None = None  # keys/recipients, once read (key_record)
+    labels: dict[str, str] = field(default_factory=dict)  # the config's, by age1… (keycheck)
     _keyring: epochs.LazyKeyring = field(default_factory=epochs.LazyKeyring)
     # After `keys rotate --writer` (writerchain.py): the retired key each pack's index file
     # and each snapshot was sealed with (absent: the current key)
@@ -92,6 +93,7 @@ class Repository:
         storage: Storage,
         writer_key: keys.WriterKey,
         recipients: list[pyrage.x25519.Recipient],
+        labels: dict[str, str] | None = None,
     ) -> Repository:
         """Create the repository: the writer key's copy first, then ``config``, the commit
         point, so a crash between them leaves no repository rather than one that
@@ -107,9 +109,13 @@ class Repository:
             raise _already_initialized(storage) from None
         # recorded once, create-only: under Object Lock nothing of keys/ is ever replaced
         record = recipient_set.ensure(
-            storage, writer_key, recipients, None, writer_key_sha256=digest, epochs=first.epochs
-        )
-        return cls(storage, writer_key, recipients, writer_key_held=True, record=record)
+            storage, writer_key, recipients, None, writer_key_sha256=digest, epochs=first.epochs,
+            labels=labels,
+        )  # fmt: skip
+        return cls(
+            storage, writer_key, recipients, writer_key_held=True, record=record,
+            labels=dict(labels or {}),
+        )  # fmt: skip
 
     @classmethod
     def open(

@@ -157,6 +157,7 @@ class Recovery:
             "refused": [{"object": r.name, "reason": r.reason} for r in self.refused],
             "ignored": self.ignored,
             "recipients": self.summary.get("recipients", []),
+            "labels": self.summary.get("labels", {}),
             "targets": self.summary.get("targets", {}),
             "sources": self.summary.get("sources", {}),
             "hooks": self.summary.get("hooks", {}),
@@ -200,7 +201,7 @@ def plan_recover(
     path = _rooted(root, Path(config_path or stored.path))
     parsed = _parse_stored(stored, path)
     cfg = _with_source_target(parsed, url)
-    repo.recipients = keys.parse_recipients(cfg.keys.recipients)
+    repo.recipients = keys.parse_recipients(cfg.keys.recipient_keys)
     recovery = Recovery(
         url, path, stored.time, dry_run=dry_run, repository_id=writer_key.repo_id,
         writer_key_fingerprint=writer_key.fingerprint, config_object=stored.name,

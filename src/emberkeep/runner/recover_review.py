@@ -31,7 +31,8 @@ RESTORE_HOOKS = ("before_restore", "after_restore")
 def summarize(cfg: Config) -> dict[str, Any]:
     """What of a config decides what a recovered site does and who can read it."""
     return {
-        "recipients": sorted(cfg.keys.recipients),
+        "recipients": sorted(cfg.keys.recipient_keys),
+        "labels": dict(sorted(cfg.keys.labels.items())),
         "targets": {t.name: redact_url(t.url) for t in cfg.targets},
         "sources": {s.name: _where(s) for s in cfg.sources},
         "hooks": {
@@ -57,8 +58,13 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Line by line, what ``new`` changes from ``old`` (summaries of ``summarize``)."""
     lines = []
     was, now = set(old.get("recipients", [])), set(new["recipients"])
-    lines += [f"recipient {r} added" for r in sorted(now - was)]
-    lines += [f"recipient {r} removed" for r in sorted(was - now)]
+    labels = {**old.get("labels", {}), **new.get("labels", {})}
+
+    def named(r: str) -> str:
+        return f"{r} ({labels[r]})" if r in labels else r
+
+    lines += [f"recipient {named(r)} added" for r in sorted(now - was)]
+    lines += [f"recipient {named(r)} removed" for r in sorted(was - now)]
     for section, what in (("targets", "target"), ("sources", "source"), ("hooks", "hook")):
         before, after = old.get(section, {}), new[section]
         for key in sorted(set(before) | set(after)):
@@ -112,9 +118,10 @@ def remember(
     write_atomic(state_dir / SEEN_FILE, json.dumps(record, indent=1).encode(), mode=0o600)
 
 
-class _Summary(msgspec.Struct):
+class _Summary(msgspec.Struct, kw_only=True):
     recipients: list[str]
     targets: dict[str, str]
+    labels: dict[str, str] = {}
     sources: dict[str, str]
     hooks: dict[str, str]
 

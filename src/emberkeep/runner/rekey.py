@@ -13,24 +13,24 @@ the record last; running the same command again after a crash completes the chan
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from typing import Any
 
 import pyrage
 
-from .. import keys
+from .. import clock, keys
 from ..errors import NotFound, RepositoryError, UsageError
-from ..fsutil import write_atomic
 from ..repository import epochs, keyfiles, layout, writerchain
 from ..repository import recipients as recipient_set
 from ..repository.lease import Lease
 from ..repository.repo import Repository
 from ..site import Site
 from ..storage.base import ObjectLocked
+from .keyconfig import config_line as config_line  # the config's line: keyconfig.py
+from .keyconfig import store_site_config as store_site_config
+from .keyconfig import update_config as update_config
 from .maintenance import lease_watch
 
 
@@ -44,6 +44,7 @@ class Change:
     bytes_written: int = 0
     seconds: float = 0.0
     recipients: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)  # recipient -> label, as recorded
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -53,6 +54,7 @@ class Change:
             "bytes_written": self.bytes_written,
             "seconds": round(self.seconds, 4),
             "recipients": self.recipients,
+            "labels": self.labels,
         }
 
 
@@ -85,14 +87,54 @@ def parse_recipient(text: str) -> str:
 # -- the changes -------------------------------------------------------------------------
 
 
-def add(site: Site, recipient: str, target: str | None = None) -> list[Change]:
+LABEL = re.compile(r"[a-z0-9._-]{1,32}")  # as config/schema.py LABEL
+
+
+def parse_label(text: str) -> str:
+    if not LABEL.fullmatch(text) or text.startswith("age1"):
+        raise UsageError(
+            f"label {text!r} is not a short name: use 1-32 lower-case letters, digits, '.', "
+            "'_' or '-' (e.g. dba or alice), not starting with age1"
+        )
+    return text
+
+
+def add(
+    site: Site, recipient: str, target: str | None = None, label: str | None = None
+) -> list[Change]:
+    """``keys add``; with ``label``, the recipient is recorded with it (an existing one too:
+    that only relabels it)."""
     wanted = parse_recipient(recipient)
-    return _each(site, target, lambda repo, c: _change_set(repo, c, add=frozenset({wanted})))
+    labels = {wanted: parse_label(label)} if label is not None else {}
+
+    def run(repo: Repository, change: Change) -> None:
+        _change_set(repo, change, add=frozenset({wanted}), labels=labels)
+
+    return _each(site, target, run)
 
 
 def remove(site: Site, recipient: str, target: str | None = None) -> list[Change]:
-    unwanted = parse_recipient(recipient)
-    return _each(site, target, lambda repo, c: _change_set(repo, c, drop=frozenset({unwanted})))
+    """``keys remove age1…|LABEL``: a label is looked up in each target's record."""
+
+    def run(repo: Repository, change: Change) -> None:
+        unwanted = _resolve(_record(repo), recipient, change.target)
+        _change_set(repo, change, drop=frozenset({unwanted}))
+
+    return _each(site, target, run)
+
+
+def _resolve(record: recipient_set.Record, text: str, target: str) -> str:
+    """An ``age1…`` recipient as given, or the recipient a label names in the record."""
+    if text.strip().startswith("age1"):
+        return parse_recipient(text)
+    for key, label in record.labels.items():
+        if label == text:
+            return key
+    known = ", ".join(sorted(record.labels.values())) or "none"
+    raise UsageError(
+        f"target {target}: no recipient is labelled {text!r} (labels: {known}); give its "
+        "age1… recipient, or see `emberkeep keys list`"
+    )
 
 
 def rotate(site: Site, target: str | None = None) -> list[Change]:
@@ -147,6 +189,7 @@ def _each(site: Site, target: str | None, run: Any, *, identity: bool = True) ->
         change.seconds = time.perf_counter() - started
         record = repo.key_record()
         change.recipients = list(record.recipients) if record else []
+        change.labels = dict(record.labels) if record else {}
         done.append(change)
     return done
 
@@ -188,7 +231,16 @@ def _change_set(
     *,
     add: frozenset[str] = frozenset(),
     drop: frozenset[str] = frozenset(),
+    labels: dict[str, str] | None = None,
 ) -> None:
+    for key, label in (labels or {}).items():  # before anything changes
+        taken = _record(repo).labels
+        holder = next((k for k, v in taken.items() if v == label and k != key), None)
+        if holder is not None:
+            raise UsageError(
+                f"target {change.target}: label {label!r} is {holder}'s already; choose "
+                "another, or `emberkeep keys list` to see the labels"
+            )
     converted = _convert(repo, change)
     record = _record(repo)
     names = sorted((set(record.recipients) | add) - drop)
@@ -196,9 +248,10 @@ def _change_set(
         raise UsageError("that would leave no recipient: nobody could read the backups")
     missing = drop - set(record.recipients)
     if missing:
+        known = ", ".join(sorted(record.labels.values())) or "none"
         raise UsageError(
             f"target {change.target}: {', '.join(missing)} is not a recipient "
-            f"({len(record.recipients)} are; `emberkeep keys list` shows them)"
+            f"({len(record.recipients)} are, labels: {known}; `emberkeep keys list` shows them)"
         )
     ring = repo.keyring()
     unread = [e for e in record.epochs if e.tag not in ring.secrets]
@@ -214,24 +267,37 @@ def _change_set(
     digest = keyfiles.put_writer_key(repo.storage, repo.writer_key, recipients)
     epochs.crash_point("change-writer-key")
     configs = _rewrap_site_configs(repo, recipients)
-    if drop:  # new data goes to a key the removed recipient never could read
+    history = record.removed
+    if drop:  # what they could read until now (keys check), then a key they never had
+        when = clock.iso(clock.now())
+        history += tuple(
+            recipient_set.Removed(key, record.labels.get(key), when,
+                                  tuple(e.tag for e in record.epochs))
+            for key in sorted(drop)
+        )  # fmt: skip
         record, _ = epochs.new_epoch(repo.storage, record, recipients)
         epochs.crash_point("change-new-epoch")
-    record = replace(record, recipients=names, writer_key_sha256=digest)
+    kept = {k: v for k, v in {**record.labels, **(labels or {})}.items() if k in names}
+    record = replace(
+        record, recipients=names, writer_key_sha256=digest, labels=kept, removed=history
+    )
     recipient_set.write(repo.storage, repo.writer_key, record)
     repo.forget_keys()
     verb = "added" if add else "removed"
+    shown = {**{r.key: r.label for r in history if r.label}, **kept}
+    who = [f"{k} ({shown[k]})" if k in shown else k for k in sorted(add or drop)]
     change.message = (
         f"{'converted to key epochs; ' if converted else ''}{verb} "
-        f"{', '.join(sorted(add or drop))}: {len(names)} recipients; "
+        f"{', '.join(who)}: {len(names)} recipients; "
         f"{len(record.epochs)} epoch keys, the writer key and {configs} stored site "
         "configs re-encrypted, no pack touched"
     )
     if drop:
         change.message += (
             f"; new data uses epoch {record.current_epoch().number}. A removed recipient who "  # type: ignore[union-attr]
-            "kept a copy of an older epoch key can still read what was written before: to "
-            "shut them out of that too, `emberkeep replicate` into a new repository"
+            "kept a copy of an older epoch key can still read what was written before "
+            "(`emberkeep keys check` says what); to shut them out of that too, "
+            "`emberkeep replicate --target NEW --re-encrypt` into a new repository"
         )
 
 
@@ -305,8 +371,19 @@ def describe(repo: Repository) -> dict[str, Any]:
             }
         )
     unconverted = not record or not record.epochs
+    numbers = {e.tag: e.number for e in record.epochs} if record else {}
     return {
         "recipients": list(record.recipients) if record else [],
+        "labels": dict(sorted(record.labels.items())) if record else {},
+        "removed": [
+            {
+                "recipient": r.key,
+                "label": r.label,
+                "removed": r.when,
+                "epochs": sorted(numbers[t] for t in r.epochs if t in numbers),
+            }
+            for r in (record.removed if record else ())
+        ],
         "epochs": sorted(listed, key=lambda e: e["number"]),
         "converted": not unconverted,
         "legacy_packs": packs.get(epochs.LEGACY, 0) if unconverted else 0,
@@ -352,63 +429,6 @@ def _stanzas(repo: Repository, obj: str) -> int | None:
 
 def list_keys(site: Site, target: str | None = None) -> dict[str, Any]:
     return {name: describe(site.repository(name)) for name in site.target_names(target)}
-
-
-# -- the config's line -------------------------------------------------------------------
-
-_RECIPIENTS_LINE = re.compile(r"(?ms)^(\s*recipients\s*=\s*)\[[^\]]*\]")
-
-
-def config_line(recipients: list[str]) -> str:
-    return f"recipients = {json.dumps(recipients)}"
-
-
-def update_config(site: Site, recipients: list[str]) -> bool:
-    """Rewrite ``[keys] recipients`` in the config file; False when it already names them.
-    A config whose line this cannot find is a ``UsageError`` saying what to write."""
-    path = site.config.path
-    if path is None:
-        raise UsageError("no config file to update; put " + config_line(recipients) + " in it")
-    if sorted(site.config.keys.recipients) == recipients:
-        return False
-    text = path.read_text()
-    section = re.search(r"(?m)^\[keys\]\s*$", text)
-    end = re.search(r"(?m)^\[", text[section.end() :]) if section else None
-    stop = section.end() + end.start() if section and end else len(text)
-    body = text[section.end() : stop] if section else ""
-    if section is None or not _RECIPIENTS_LINE.search(body):
-        raise UsageError(
-            f"cannot find the recipients line of [keys] in {path}; write it yourself: "
-            + config_line(recipients)
-        )
-    new_body = _RECIPIENTS_LINE.sub(lambda m: m.group(1) + json.dumps(recipients), body, count=1)
-    mode = path.stat().st_mode & 0o777
-    write_atomic(path, (text[: section.end()] + new_body + text[stop:]).encode(), mode=mode)
-    return True
-
-
-def store_site_config(site: Site, target: str | None = None) -> None:
-    """The config file, naming the new recipients, stored in every target for ``recover``
-    (repository/siteconfig.py): the ones stored before are encrypted to the recipients of
-    their day, so a new recipient could not read them."""
-    from .. import clock
-    from ..repository import siteconfig
-
-    path = site.config.path
-    if path is None:
-        return
-    for name in site.target_names(target):
-        repo = site.repository(name, read=True)
-        # Stored configs are dated to the second and recover takes the newest: this one
-        # must come after the config stored by a backup a moment ago.
-        found = siteconfig.load_all(repo.storage, repo.identities, repo.writer_key, repo.chain)
-        newest = max((c.time for c in found.configs), default=None)
-        when = clock.now().replace(microsecond=0)
-        if newest is not None and when <= newest:
-            when = newest + timedelta(seconds=1)
-        stored = siteconfig.StoredConfig(str(path), when, path.read_text())
-        recipients = keys.parse_recipients(sorted(site.config.keys.recipients))
-        siteconfig.store(repo.storage, repo.writer_key, recipients, stored, again=True)
 
 
 # -- a new writer key ------------------------------------------------------------------

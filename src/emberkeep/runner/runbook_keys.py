@@ -22,7 +22,10 @@ def procedures(cfg: Config, ek: str, operator: str, keyholder: str) -> list[str]
         else "No `[keys] rotate_every` is set: `emberkeep status` shows each target's key epoch "
         'age only; set one (e.g. `rotate_every = "180d"`) to be warned when a rotation is due.'
     )
-    recipients = ", ".join(f"`{r}`" for r in cfg.keys.recipients)
+    labels = cfg.keys.labels
+    recipients = ", ".join(
+        f"`{labels[r]}` (`{r}`)" if r in labels else f"`{r}`" for r in cfg.keys.recipient_keys
+    )
     return [
         "## Key rotation",
         "",
@@ -32,28 +35,33 @@ def procedures(cfg: Config, ek: str, operator: str, keyholder: str) -> list[str]
         "```sh",
         f"{ek} keys list    # the epochs, and which snapshots need each",
         f"{ek} keys rotate  # a new epoch: new packs use it from now on",
-        "# every pack is read and decrypted under the identity (every epoch's key opens):",
+        "# every pack's data key opens under the identity (its wrapped key only, per epoch):",
+        f"{ek} keys check{identity}",
+        "# every pack is read and decrypted under the identity:",
         f"{ek} check --read-data{identity}",
         "```",
         "",
         "## A team member leaves",
         "",
         f"Their identity must stop reading new backups. The recipients now: {recipients}. "
-        "`keys remove` takes theirs (its `age1…`: RECIPIENT below) with a remaining "
-        "recipient's identity, re-encrypts the epoch files in every target (a few kilobytes) "
-        f"and starts a new epoch. Who: {keyholder}.",
+        "`keys remove` takes theirs (its `age1…` or its label: RECIPIENT below) with a "
+        "remaining recipient's identity, re-encrypts the epoch files in every target (a few "
+        f"kilobytes) and starts a new epoch. Who: {keyholder}.",
         "",
         "```sh",
         f"{ek} keys remove RECIPIENT --update-config{identity}",
         "# if they had a backup host (its writer key): lock it out; the next backup uploads",
         "# everything once more, and every other backup host runs `emberkeep init --identity`",
         f"{ek} keys rotate --writer",
-        "# the epochs, and which snapshots need each: what they could read before",
+        "# the recipients, their labels and the epochs:",
         f"{ek} keys list",
+        "# what they can still read, per target (the snapshots, from when to when):",
+        f"{ek} keys check{identity}",
         "```",
         "",
         "What was written before the epoch they were removed in, they can still read in the "
-        "targets they can reach, if they kept a copy of its key: take their storage "
+        "targets they can reach, if they kept a copy of its key (`keys check` lists those "
+        "snapshots, and the later ones that reuse some of their packs): take their storage "
         "credentials away (the targets' SSH keys, S3 access keys). A plain `replicate` copies "
         "packs and their epoch keys as they are; to shut such a copy out of the old data as "
         "well, copy it re-encrypted into a new target (a location they never had credentials "

@@ -69,7 +69,7 @@ def init(site: Site, only: str | None = None, *, new: bool = False) -> list[Init
                 f"{unmounted} To start a new repository there anyway, run "
                 f"`emberkeep init --new --target {name}`"
             )
-        repo = Repository.init(storage, writer_key, site.recipients)
+        repo = Repository.init(storage, writer_key, site.recipients, site.labels)
         keycheck.upkeep(repo, site.config.path)  # records the recipients and the key copy
         outcomes.append(InitOutcome(name, True, "created"))
     if replaced is not None and outcomes:
