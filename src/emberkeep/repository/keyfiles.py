@@ -117,6 +117,15 @@ def verify_config(storage: Storage, raw: bytes, writer_key: keys.WriterKey) -> C
     body = opened.body
     if body.get("format") not in layout.FORMATS:
         raise _unsupported(storage.label, body.get("format"))
+    if not opened.sealed and (body.get("format") != layout.FORMAT_VERSION or "writer" in body):
+        # Format 2 came after sealing: unsealed, its list of what the retired keys sealed
+        # would be the storage side's (writerchain.py), and the next backup would seal it.
+        _refuse_if_retired(storage.label, raw, writer_key)
+        detail = (
+            "it names writer key generations but is not sealed, as every config since "
+            "`keys rotate --writer` is (altered)"
+        )
+        return _damaged_or_foreign(storage, raw, writer_key, detail)
     try:
         chain = writerchain.parse(body, writer_key)
     except (ValueError, KeyError, TypeError, AttributeError):

@@ -1,0 +1,69 @@
+"""The writer key chain against a hostile storage side (README, "How it keeps data safe"):
+it can write any object but holds no secret, save perhaps a writer key that
+``keys rotate --writer`` retired (the reason to rotate). What it forges or replays in
+``config`` and ``keys/writer.age`` is refused by name, never trusted, never a traceback."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from conftest import Site
+
+from emberkeep import keys
+from emberkeep.repository import layout
+from emberkeep.repository.snapshot import decode_snapshot, encode_snapshot
+
+
+def _rotated_site(site: Site, tmp_path: Path) -> tuple[keys.WriterKey, str]:
+    """A site with one backup and a rotated writer key; the retired key (what the
+    attacker is assumed to hold) and the snapshot taken under it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "one.bin").write_bytes(os.urandom(50_000))
+    site.write_config([src])
+    site.run("init")
+    site.run("backup")
+    old_key = keys.WriterKey.load(site.state_dir / "writer.key")
+    (snap,) = site.snapshots()
+    site.run("keys", "rotate", "--writer")
+    return old_key, snap["id"]
+
+
+def test_an_unsealed_config_cannot_list_what_a_retired_key_sealed_after_rotation(
+    site: Site, tmp_path: Path
+) -> None:
+    """With the retired key, a snapshot can be sealed; the rotation's config lists what
+    that key may have sealed. A config of format 2 is always sealed (it came after
+    sealing): one without a seal that adds the planted snapshot to that list is refused,
+    and never sealed by the next backup."""
+    old_key, first = _rotated_site(site, tmp_path)
+    name = next((site.repo / layout.SNAPSHOTS).iterdir())
+    snap = decode_snapshot(name.name, name.read_bytes(), old_key.index_key)
+    forged = dataclasses.replace(snap, tags=["planted"])
+    forged_name, sealed = encode_snapshot(forged, old_key.index_key)
+    (site.repo / forged_name).write_bytes(sealed)
+
+    config = site.repo / layout.CONFIG
+    real = config.read_text()
+    body = json.loads(real)
+    assert body["format"] == layout.FORMAT_ROTATED
+    del body["seal"]
+    retired = body["writer"]["retired"][0]
+    retired["objects"] = sorted([*retired["objects"], forged_name])
+    config.write_text(json.dumps(body))
+
+    listed = site.run("snapshots", "--json", ok=None)
+    taken = json.loads(listed.stdout) if listed.returncode == 0 else []
+    assert forged.id not in [s["id"] for s in taken], taken
+    backup = site.run("backup", ok=None)
+    said = backup.stdout + backup.stderr
+    assert "config" in said and "not sealed" in said, said
+    assert json.loads(config.read_text()) == body  # not sealed by the backup: left as found
+    proc = site.run("check", ok=False)
+    assert "is not sealed" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    config.write_text(real)  # the sealed one back: what the old key sealed before is read
+    ids = [s["id"] for s in site.snapshots()]
+    assert first in ids and forged.id not in ids, ids
