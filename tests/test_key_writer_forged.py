@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+import pyrage
 from conftest import Site
 
 from emberkeep import keys
@@ -67,3 +68,41 @@ def test_an_unsealed_config_cannot_list_what_a_retired_key_sealed_after_rotation
     config.write_text(real)  # the sealed one back: what the old key sealed before is read
     ids = [s["id"] for s in site.snapshots()]
     assert first in ids and forged.id not in ids, ids
+
+
+def test_a_config_with_an_infinite_or_huge_generation_is_refused_by_name(
+    site: Site, tmp_path: Path
+) -> None:
+    _rotated_site(site, tmp_path)
+    config = site.repo / layout.CONFIG
+    real = config.read_text()
+    for generation in (float("inf"), 10**4000 // 10**3990, "2"):
+        body = json.loads(real)
+        body["writer"]["generation"] = generation
+        config.write_text(json.dumps(body))
+        for args in (("backup",), ("snapshots",), ("keys", "rotate", "--writer")):
+            proc = site.run(*args, ok=None)  # no traceback (Site.run)
+            if proc.returncode != 0:
+                assert "config" in proc.stderr, (generation, args, proc.stderr)
+    config.write_text(real)
+    site.run("backup")
+
+
+def test_a_writer_key_copy_with_an_infinite_generation_is_refused_by_name(
+    site: Site, tmp_path: Path
+) -> None:
+    _rotated_site(site, tmp_path)
+    recipients = keys.parse_recipients(site.recipients)
+    copy = site.repo / layout.WRITER_KEY
+    held = keys.WriterKey.load(site.state_dir / "writer.key")
+    for field, value in (("generation", float("inf")), ("chunker_seed", float("inf"))):
+        fields = json.loads(held.to_bytes())
+        fields[field] = value
+        copy.write_bytes(pyrage.encrypt(json.dumps(fields).encode(), recipients))
+        aside = site.state_dir / "writer.key.aside"
+        (site.state_dir / "writer.key").rename(aside)
+        try:
+            proc = site.run("snapshots", "--identity", site.identities[0], ok=False)
+        finally:
+            aside.rename(site.state_dir / "writer.key")
+        assert layout.WRITER_KEY in proc.stderr, (field, proc.stderr)

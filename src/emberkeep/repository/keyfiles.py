@@ -150,9 +150,9 @@ def _refuse_if_retired(label: str, raw: bytes, writer_key: keys.WriterKey) -> No
     of this repository's writer key than ``writer_key``."""
     try:
         found = sealing.parse(raw, layout.CONFIG)
-        chain = writerchain.parse(found, None)
-    except (IntegrityError, ValueError, KeyError, TypeError, AttributeError):
+    except IntegrityError:
         return
+    chain = writerchain.peek(found)
     if chain.fingerprint is None or found.get("id") != writer_key.repo_id:
         return
     if chain.generation <= writer_key.generation:
@@ -160,9 +160,10 @@ def _refuse_if_retired(label: str, raw: bytes, writer_key: keys.WriterKey) -> No
     raise RetiredWriterKey(
         f"target {label}: this host's writer key (generation {writer_key.generation}, "
         f"fingerprint {writer_key.fingerprint}) was retired by `emberkeep keys rotate "
-        f"--writer`; the repository takes generation {chain.generation} (fingerprint "
-        f"{chain.fingerprint}) only. Run `emberkeep init --identity FILE` on this host: it "
-        f"fetches the new key from the repository's copy ({layout.WRITER_KEY}). If a "
+        f"--writer`; the repository's {layout.CONFIG} names generation {chain.generation} "
+        f"(fingerprint {chain.fingerprint}) as the only one it takes. Run `emberkeep init "
+        f"--identity FILE` on this host: it fetches the new key from the repository's copy "
+        f"({layout.WRITER_KEY}). If a "
         "rotation on this host was cut short, run `emberkeep keys rotate --writer` again "
         "to complete it"
     )
