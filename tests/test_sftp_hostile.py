@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 import threading
 import tracemalloc
 from collections import deque
@@ -17,6 +18,8 @@ import pytest
 from conftest import Site
 from servers import SshServer, start_sshd
 
+from emberkeep.errors import StorageError
+from emberkeep.storage import open_storage
 from emberkeep.storage.sftp import SftpLocation
 from emberkeep.storage.sftp.openssh_client import (
     LINE_MAX,
@@ -116,3 +119,45 @@ def test_stderr_is_kept_in_bounded_lines_whatever_its_length() -> None:
     assert peak < 8 * MiB, peak
     assert [len(m) for m in messages] == [LINE_MAX, len("last words?[2J")], messages
     assert messages[-1] == "last words?[2J"
+
+
+SERVER = Path(__file__).parent / "fixtures" / "hostile_sftp_server.py"
+
+
+@pytest.fixture(scope="module")
+def lying_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SshServer, Path]]:
+    """An sshd whose sftp subsystem lies about lengths (``fixtures/hostile_sftp_server.py``,
+    its behaviour chosen by the file returned)."""
+    workdir = tmp_path_factory.mktemp("lying-sshd")
+    script = workdir / "server.py"
+    script.write_text(SERVER.read_text())
+    mode = workdir / "mode"
+    mode.write_text("bigdata")
+    server = start_sshd(workdir / "sshd", subsystem=f"{sys.executable} {script}")
+    yield server, mode
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    "mode, said",
+    [
+        ("garbage", "does not speak SFTP"),
+        ("extension", "does not speak SFTP"),
+        ("bigdata", "the server sent 4194304 bytes for a read of 32768"),
+    ],
+)
+def test_a_server_with_absurd_packet_lengths_is_refused_by_name(
+    lying_sshd: tuple[SshServer, Path], tmp_path: Path, mode: str, said: str
+) -> None:
+    server, mode_file = lying_sshd
+    mode_file.write_text(mode)
+    storage = open_storage(server.url(tmp_path / "repo", ssh="openssh", timeout=20), name="far")
+    tracemalloc.start()
+    try:
+        with pytest.raises(StorageError) as raised:
+            storage.get("config")
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "target far" in str(raised.value) and said in str(raised.value), raised.value
+    assert peak < 64 * MiB, peak  # a few replies at most, never the 128 in flight
