@@ -106,3 +106,37 @@ def test_a_writer_key_copy_with_an_infinite_generation_is_refused_by_name(
         finally:
             aside.rename(site.state_dir / "writer.key")
         assert layout.WRITER_KEY in proc.stderr, (field, proc.stderr)
+
+
+def _grow(path: Path, size: int) -> None:
+    """Make ``path`` ``size`` bytes long (sparse: no disk, but a read of it is that long)."""
+    with path.open("r+b") as handle:
+        handle.truncate(size)
+
+
+def test_oversized_key_objects_are_refused_unread(site: Site, tmp_path: Path) -> None:
+    """The storage side can make any object any size; ``config``, the recipient record and
+    the writer key's copy are read whole, so one larger than it may be is refused by name
+    (read up to its limit, never the whole)."""
+    _rotated_site(site, tmp_path)
+    for name, limit in ((layout.CONFIG, layout.CONFIG_MAX),
+                        (layout.RECIPIENTS, layout.RECIPIENTS_MAX)):  # fmt: skip
+        path = site.repo / name
+        real = path.read_bytes()
+        _grow(path, limit + 4096)
+        proc = site.run("backup", ok=False)
+        assert f"{name}: larger than the {limit} bytes" in proc.stderr, proc.stderr
+        path.write_bytes(real)
+    copy = site.repo / layout.WRITER_KEY
+    _grow(copy, 2 * layout.WRITER_KEY_MAX)
+    aside = site.state_dir / "writer.key.aside"
+    (site.state_dir / "writer.key").rename(aside)
+    try:
+        proc = site.run("snapshots", "--identity", site.identities[0], ok=False)
+    finally:
+        aside.rename(site.state_dir / "writer.key")
+    assert f"{layout.WRITER_KEY}: larger than the" in proc.stderr, proc.stderr
+    proc = site.run("check", ok=None)  # the host holding the key writes the copy again
+    assert f"{layout.WRITER_KEY}: larger than the" in proc.stdout + proc.stderr
+    assert copy.stat().st_size < layout.WRITER_KEY_MAX
+    site.run("check")

@@ -29,7 +29,7 @@ from ..errors import (
     UsageError,
     WrongIdentity,
 )
-from ..storage.base import Storage
+from ..storage.base import Storage, get_at_most
 from . import layout, sealing, writerchain
 from . import recipients as recipient_set
 from .snapshot import decode_snapshot
@@ -85,10 +85,16 @@ def write_config(
 
 def read_config_bytes(storage: Storage) -> bytes:
     try:
-        return storage.get(layout.CONFIG)
+        return get_at_most(storage, layout.CONFIG, layout.CONFIG_MAX)
     except NotFound:
         raise RepositoryError(
             f"target {storage.label} holds no repository; run `emberkeep init` first"
+        ) from None
+    except IntegrityError as exc:
+        raise IntegrityError(
+            exc.obj,
+            f"{exc.detail}. Put back a copy of this target's `{layout.CONFIG}` from before the "
+            "damage, or `emberkeep replicate` into a new repository from another target",
         ) from None
 
 
@@ -258,9 +264,11 @@ def read_writer_key(storage: Storage, identities: list[pyrage.x25519.Identity]) 
     identity is not a recipient (``WrongIdentity``)."""
     obj = f"{storage.label}/{layout.WRITER_KEY}"
     try:
-        data = storage.get(layout.WRITER_KEY)
+        data = get_at_most(storage, layout.WRITER_KEY, layout.WRITER_KEY_MAX)
     except NotFound:
         raise IntegrityError(obj, f"missing. {_REWRITE}") from None
+    except IntegrityError as exc:
+        raise IntegrityError(obj, f"{exc.detail}. {_REWRITE}") from None
     try:
         plain = keys.unwrap(data, identities, f"the writer key in {storage.label}")
     except IntegrityError as exc:

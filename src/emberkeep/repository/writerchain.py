@@ -24,7 +24,7 @@ from typing import Any
 
 from .. import keys
 from ..errors import NotFound
-from ..storage.base import Storage
+from ..storage.base import Storage, get_at_most
 from . import layout
 
 FROZEN_PREFIXES = (layout.SNAPSHOTS, layout.INDEX, layout.FORGOTTEN, layout.SITE_CONFIG)
@@ -143,7 +143,8 @@ def freeze(storage: Storage, old: keys.WriterKey, before: Chain) -> tuple[Retire
     for prefix in FROZEN_PREFIXES:
         names |= {i.name for i in storage.list(f"{prefix}/")} - earlier
     try:
-        record = hashlib.sha256(storage.get(layout.RECIPIENTS)).hexdigest()
+        raw = get_at_most(storage, layout.RECIPIENTS, layout.RECIPIENTS_MAX)
+        record = hashlib.sha256(raw).hexdigest()
     except NotFound:
         record = None
     mine = Retired(old.generation, old.fingerprint, frozenset(names), record)
