@@ -6,6 +6,7 @@ line, and a command it suggests to paste has nothing of the server's outside quo
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 import threading
@@ -18,8 +19,9 @@ import pytest
 from conftest import Site
 from servers import SshServer, start_sshd
 
-from emberkeep.errors import StorageError
+from emberkeep.errors import StorageError, UsageError
 from emberkeep.storage import open_storage
+from emberkeep.storage.s3.location import S3Location
 from emberkeep.storage.sftp import SftpLocation
 from emberkeep.storage.sftp.openssh_client import (
     LINE_MAX,
@@ -161,3 +163,37 @@ def test_a_server_with_absurd_packet_lengths_is_refused_by_name(
         tracemalloc.stop()
     assert "target far" in str(raised.value) and said in str(raised.value), raised.value
     assert peak < 64 * MiB, peak  # a few replies at most, never the 128 in flight
+
+
+@pytest.mark.parametrize(
+    "url, said",
+    [
+        ("sftp://a;touch${IFS}x/b", "the host in the sftp URL holds ';'"),
+        ("sftp://u@h$(id)/b", "the host in the sftp URL holds '$'"),
+        ("sftp://u@h`id`/b", "the host in the sftp URL holds '`'"),
+        ("sftp://us%0Aer@h/b", "the user in the sftp URL holds '\\n'"),
+        ("sftp://u%20x@h/b", "the user in the sftp URL holds ' '"),
+        ("sftp://u%3Bid@h/b", "the user in the sftp URL holds ';'"),
+        ("sftp://-oProxyCommand=x@h/b", "the user in the sftp URL holds a leading '-'"),
+        ("sftp://u@h/srv/backups;old", "holds ';old', which would be dropped"),
+    ],
+)
+def test_hostile_parts_of_an_sftp_url_are_refused(url: str, said: str) -> None:
+    """ssh takes the host and user as arguments (after ``--``; no shell), but an ssh
+    config's ProxyCommand or Match exec hands them to a shell (%h, %r): OpenSSH before 9.6
+    passes shell characters on. And urlparse drops ';…' from a path."""
+    with pytest.raises(UsageError, match=re.escape(said)):
+        SftpLocation.parse(url, "t")
+
+
+def test_ordinary_sftp_urls_still_parse() -> None:
+    loc = SftpLocation.parse("sftp://backup.user+x@host-1.example.org:2222/~/b%3Bc", "t")
+    assert (loc.user, loc.host, loc.port, loc.root) == (
+        "backup.user+x",
+        "host-1.example.org",
+        2222,
+        "b;c",
+    )
+    assert SftpLocation.parse("sftp://u@[::1]/srv/b", "t").host == "::1"
+    # urlparse splits ';' off sftp paths only (its uses_params), not off s3 prefixes
+    assert S3Location.parse("s3://bucket/pre;fix", "s").prefix == "pre;fix/"
