@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import shutil
 from pathlib import Path
 
 import pyrage
@@ -140,3 +142,48 @@ def test_oversized_key_objects_are_refused_unread(site: Site, tmp_path: Path) ->
     assert f"{layout.WRITER_KEY}: larger than the" in proc.stdout + proc.stderr
     assert copy.stat().st_size < layout.WRITER_KEY_MAX
     site.run("check")
+
+
+def test_a_repository_forged_with_the_retired_key_fails_the_runbooks_expect_repository(
+    site: Site, tmp_path: Path
+) -> None:
+    """The repository id is the first generation's (it stays the same across rotations),
+    so whoever holds a retired key can make a whole repository of its own with that id:
+    the retired key, then a generation of theirs after it, encrypted to the public
+    recipients. After a rotation the runbook pins the current key's fingerprint instead."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "one.bin").write_bytes(os.urandom(50_000))
+    site.write_config([src])
+    site.run("init")
+    site.run("backup")
+    forged_repo = tmp_path / "forged"
+    shutil.copytree(site.repo, forged_repo)
+    old_key = (site.state_dir / "writer.key").read_bytes()
+    site.run("keys", "rotate", "--writer")
+    runbook = site.run("runbook").stdout
+    expected = re.findall(r"--expect-repository (\S+?)`?\s", runbook)
+    assert expected, runbook
+
+    # the holder of the retired key: the pre-rotation repository, rotated by them
+    attacker = Site(tmp_path / "attacker", recipients=list(site.recipients))
+    attacker.root.mkdir()
+    attacker.write_config(
+        [src], identity=False, targets=f'[[targets]]\nname = "t"\nurl = "file://{forged_repo}"'
+    )
+    attacker.state_dir.mkdir(mode=0o700)
+    (attacker.state_dir / "writer.key").write_bytes(old_key)
+    (attacker.state_dir / "writer.key").chmod(0o600)
+    attacker.run("keys", "rotate", "--writer")
+    forged = keys.WriterKey.load(attacker.state_dir / "writer.key")
+    real = keys.WriterKey.load(site.state_dir / "writer.key")
+    assert forged.repo_id == real.repo_id and forged.fingerprint != real.fingerprint
+
+    args: list[str | Path] = ["recover", "--from", f"file://{forged_repo}", "--identity"]
+    args.append(site.identities[0])
+    for value in set(expected):
+        proc = site.run(*args, "--dry-run", "--expect-repository", value, ok=False)
+        assert "not the expected" in proc.stderr, (value, proc.stderr)
+    genuine = site.run(*args[:2], f"file://{site.repo}", *args[3:], "--dry-run",
+                       "--expect-repository", expected[0])  # fmt: skip
+    assert real.fingerprint in genuine.stdout
