@@ -138,7 +138,8 @@ def _children(parent: int) -> list[int]:
     return found
 
 
-def start_sshd(workdir: Path) -> SshServer:
+def start_sshd(workdir: Path, subsystem: str = "internal-sftp") -> SshServer:
+    """An sshd on loopback; ``subsystem``: the command it runs as sftp (a hostile one)."""
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     if not os.path.exists(sshd):
         raise ServerError("sshd is not installed: run scripts/setup --test (openssh-server)")
@@ -164,7 +165,7 @@ def start_sshd(workdir: Path) -> SshServer:
                 "PasswordAuthentication no",
                 "KbdInteractiveAuthentication no",
                 "PermitRootLogin prohibit-password",
-                "Subsystem sftp internal-sftp",
+                f"Subsystem sftp {subsystem}",
                 "LogLevel VERBOSE",
                 "",
             ]

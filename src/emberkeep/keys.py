@@ -105,7 +105,8 @@ class WriterKey:
             raw = json.loads(data)
             key = cls._from_fields(raw, origin)
             retired = tuple(cls._from_fields(r, origin) for r in raw.get("retired", []))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+            # OverflowError: a number field of Infinity (``int(float("inf"))``)
             raise UsageError(f"{origin} is not an emberkeep writer key (damaged?)") from exc
         numbers = [k.generation for k in (*retired, key)]
         if numbers != list(range(1, len(numbers) + 1)):

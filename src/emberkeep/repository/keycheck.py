@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .. import keys
 from ..errors import IntegrityError, NotFound, UsageError, WrongIdentity
-from ..storage.base import ObjectLocked
+from ..storage.base import ObjectLocked, get_at_most
 from . import epochs, keyfiles, layout
 from . import recipients as recipient_set
 from .repo import Repository
@@ -82,9 +82,11 @@ def upkeep(repo: Repository, config_path: Path | None) -> list[Finding]:
     if state.damage or not state.sealed:
         done.append(_seal_config(repo))
     try:
-        copy: bytes | None = storage.get(layout.WRITER_KEY)
+        copy: bytes | None = get_at_most(storage, layout.WRITER_KEY, layout.WRITER_KEY_MAX)
     except NotFound:
         copy = None
+    except IntegrityError:
+        copy = b""  # too large to be one: damaged, written again below
     if copy is None or _sha256(copy) != record.writer_key_sha256:
         done.append(_write_copy_again(repo, record, copy))
     return done
@@ -185,9 +187,11 @@ def _record_findings(repo: Repository) -> tuple[recipient_set.Record | None, lis
 def _writer_key_findings(repo: Repository, record: recipient_set.Record | None) -> list[Finding]:
     obj = layout.WRITER_KEY
     try:
-        copy = repo.storage.get(obj)
+        copy = get_at_most(repo.storage, obj, layout.WRITER_KEY_MAX)
     except NotFound:
         return [Finding(obj, "missing: recover cannot rebuild the writer key from this target")]
+    except IntegrityError as exc:
+        return [Finding(obj, exc.detail)]
     problem = keyfiles.copy_problem(copy, len(record.recipients) if record else None)
     if problem is not None:
         return [Finding(obj, f"damaged: {problem}")]

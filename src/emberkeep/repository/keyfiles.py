@@ -29,7 +29,7 @@ from ..errors import (
     UsageError,
     WrongIdentity,
 )
-from ..storage.base import Storage
+from ..storage.base import Storage, get_at_most
 from . import layout, sealing, writerchain
 from . import recipients as recipient_set
 from .snapshot import decode_snapshot
@@ -85,10 +85,16 @@ def write_config(
 
 def read_config_bytes(storage: Storage) -> bytes:
     try:
-        return storage.get(layout.CONFIG)
+        return get_at_most(storage, layout.CONFIG, layout.CONFIG_MAX)
     except NotFound:
         raise RepositoryError(
             f"target {storage.label} holds no repository; run `emberkeep init` first"
+        ) from None
+    except IntegrityError as exc:
+        raise IntegrityError(
+            exc.obj,
+            f"{exc.detail}. Put back a copy of this target's `{layout.CONFIG}` from before the "
+            "damage, or `emberkeep replicate` into a new repository from another target",
         ) from None
 
 
@@ -117,6 +123,15 @@ def verify_config(storage: Storage, raw: bytes, writer_key: keys.WriterKey) -> C
     body = opened.body
     if body.get("format") not in layout.FORMATS:
         raise _unsupported(storage.label, body.get("format"))
+    if not opened.sealed and (body.get("format") != layout.FORMAT_VERSION or "writer" in body):
+        # Format 2 came after sealing: unsealed, its list of what the retired keys sealed
+        # would be the storage side's (writerchain.py), and the next backup would seal it.
+        _refuse_if_retired(storage.label, raw, writer_key)
+        detail = (
+            "it names writer key generations but is not sealed, as every config since "
+            "`keys rotate --writer` is (altered)"
+        )
+        return _damaged_or_foreign(storage, raw, writer_key, detail)
     try:
         chain = writerchain.parse(body, writer_key)
     except (ValueError, KeyError, TypeError, AttributeError):
@@ -141,9 +156,9 @@ def _refuse_if_retired(label: str, raw: bytes, writer_key: keys.WriterKey) -> No
     of this repository's writer key than ``writer_key``."""
     try:
         found = sealing.parse(raw, layout.CONFIG)
-        chain = writerchain.parse(found, None)
-    except (IntegrityError, ValueError, KeyError, TypeError, AttributeError):
+    except IntegrityError:
         return
+    chain = writerchain.peek(found)
     if chain.fingerprint is None or found.get("id") != writer_key.repo_id:
         return
     if chain.generation <= writer_key.generation:
@@ -151,9 +166,10 @@ def _refuse_if_retired(label: str, raw: bytes, writer_key: keys.WriterKey) -> No
     raise RetiredWriterKey(
         f"target {label}: this host's writer key (generation {writer_key.generation}, "
         f"fingerprint {writer_key.fingerprint}) was retired by `emberkeep keys rotate "
-        f"--writer`; the repository takes generation {chain.generation} (fingerprint "
-        f"{chain.fingerprint}) only. Run `emberkeep init --identity FILE` on this host: it "
-        f"fetches the new key from the repository's copy ({layout.WRITER_KEY}). If a "
+        f"--writer`; the repository's {layout.CONFIG} names generation {chain.generation} "
+        f"(fingerprint {chain.fingerprint}) as the only one it takes. Run `emberkeep init "
+        f"--identity FILE` on this host: it fetches the new key from the repository's copy "
+        f"({layout.WRITER_KEY}). If a "
         "rotation on this host was cut short, run `emberkeep keys rotate --writer` again "
         "to complete it"
     )
@@ -248,9 +264,11 @@ def read_writer_key(storage: Storage, identities: list[pyrage.x25519.Identity]) 
     identity is not a recipient (``WrongIdentity``)."""
     obj = f"{storage.label}/{layout.WRITER_KEY}"
     try:
-        data = storage.get(layout.WRITER_KEY)
+        data = get_at_most(storage, layout.WRITER_KEY, layout.WRITER_KEY_MAX)
     except NotFound:
         raise IntegrityError(obj, f"missing. {_REWRITE}") from None
+    except IntegrityError as exc:
+        raise IntegrityError(obj, f"{exc.detail}. {_REWRITE}") from None
     try:
         plain = keys.unwrap(data, identities, f"the writer key in {storage.label}")
     except IntegrityError as exc:

@@ -58,6 +58,13 @@ BLOB_MAX = {BLOB_DATA: CHUNK_MAX, BLOB_TREE: TREE_MAX}
 # about 350 MiB): a larger object is refused unread. Its zstd payload holds random ids and
 # so barely compresses; a payload inflating more than INDEX_INFLATION times is forged.
 INDEX_FILE_MAX = 1024 * 1024 * 1024
+# The key objects are read whole, so a larger one is refused unread (``base.get_at_most``).
+# ``config`` lists what each retired writer key sealed, ~80 bytes an object (800,000
+# snapshots, index files and site configs); the recipient record holds a line per key
+# epoch; the writer key's copy is a few hundred bytes per generation.
+CONFIG_MAX = 64 * 1024 * 1024
+RECIPIENTS_MAX = 16 * 1024 * 1024
+WRITER_KEY_MAX = 1024 * 1024
 INDEX_INFLATION = 8
 
 

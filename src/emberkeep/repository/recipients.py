@@ -28,9 +28,9 @@ import pyrage
 
 from .. import keys
 from ..errors import AlreadyExists, IntegrityError, NotFound, RepositoryError
-from ..storage.base import Storage
+from ..storage.base import Storage, get_at_most
 from . import sealing
-from .layout import RECIPIENTS
+from .layout import RECIPIENTS, RECIPIENTS_MAX
 
 FORMAT = 4  # 1 had no writer_key_sha256, 2 no epochs, 3 no labels or removed; sealed the same
 KIND = "recipients"
@@ -160,24 +160,30 @@ def read(storage: Storage, writer_key: keys.WriterKey, chain: Any = None) -> Rec
     """The record, verified with the writer key; None when there is none. With the
     repository's writer ``chain`` (``writerchain.Chain``), also the record a rotation
     left sealed with the retired key when it was cut short (it lists its SHA-256)."""
+    obj = f"{storage.label}/{RECIPIENTS}"
     try:
-        raw = storage.get(RECIPIENTS)
+        raw = get_at_most(storage, RECIPIENTS, RECIPIENTS_MAX)
     except NotFound:
         return None
-    obj = f"{storage.label}/{RECIPIENTS}"
+    except IntegrityError as exc:
+        raise _damaged(obj, exc.detail) from None
     try:
         return _open(raw, writer_key, obj)
     except IntegrityError as exc:
         old = chain.retired_record_key(raw, writer_key) if chain is not None else None
         if old is not None:
             return _open(raw, old, obj)
-        raise IntegrityError(
-            obj,
-            f"{exc.detail}: damaged, or replaced by someone without this repository's "
-            "writer key. If the repository is this site's and [keys] recipients are the "
-            f"ones its data is encrypted to, delete {RECIPIENTS} from the target: the next "
-            "backup records them",
-        ) from exc
+        raise _damaged(obj, exc.detail) from exc
+
+
+def _damaged(obj: str, detail: str) -> IntegrityError:
+    return IntegrityError(
+        obj,
+        f"{detail}: damaged, or replaced by someone without this repository's "
+        "writer key. If the repository is this site's and [keys] recipients are the "
+        f"ones its data is encrypted to, delete {RECIPIENTS} from the target: the next "
+        "backup records them",
+    )
 
 
 def _open(raw: bytes, writer_key: keys.WriterKey, obj: str) -> Record:

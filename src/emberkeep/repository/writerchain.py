@@ -24,7 +24,7 @@ from typing import Any
 
 from .. import keys
 from ..errors import NotFound
-from ..storage.base import Storage
+from ..storage.base import Storage, get_at_most
 from . import layout
 
 FROZEN_PREFIXES = (layout.SNAPSHOTS, layout.INDEX, layout.FORGOTTEN, layout.SITE_CONFIG)
@@ -90,7 +90,7 @@ def parse(body: dict[str, Any], key: keys.WriterKey | None) -> Chain:
         raise ValueError("its writer field is not an object")
     retired = tuple(
         Retired(
-            int(r["generation"]),
+            _generation(r["generation"]),
             str(r["fingerprint"]),
             frozenset(str(o) for o in r.get("objects", [])),
             None if r.get("recipients_sha256") is None else str(r["recipients_sha256"]),
@@ -103,7 +103,24 @@ def parse(body: dict[str, Any], key: keys.WriterKey | None) -> Chain:
             old = key.generation_of(entry.fingerprint)
             if old is not None:
                 by_object.update(dict.fromkeys(entry.objects, old))
-    return Chain(int(writer["generation"]), str(writer["fingerprint"]), retired, by_object)
+    return Chain(_generation(writer["generation"]), str(writer["fingerprint"]), retired, by_object)
+
+
+def peek(body: dict[str, Any]) -> Chain:
+    """The chain an unverified config names, for deciding what to refuse or skip; a
+    malformed one (the storage side may have written it) names none."""
+    try:
+        return parse(body, None)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return Chain()
+
+
+def _generation(value: object) -> int:
+    """A generation number as a config lists it: a JSON integer from 1 (not text, not a
+    float: ``int(Infinity)`` would be an ``OverflowError``)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"its writer generation {value!r} is not a whole number from 1")
+    return value
 
 
 def matches(chain: Chain, key: keys.WriterKey) -> bool:
@@ -126,7 +143,8 @@ def freeze(storage: Storage, old: keys.WriterKey, before: Chain) -> tuple[Retire
     for prefix in FROZEN_PREFIXES:
         names |= {i.name for i in storage.list(f"{prefix}/")} - earlier
     try:
-        record = hashlib.sha256(storage.get(layout.RECIPIENTS)).hexdigest()
+        raw = get_at_most(storage, layout.RECIPIENTS, layout.RECIPIENTS_MAX)
+        record = hashlib.sha256(raw).hexdigest()
     except NotFound:
         record = None
     mine = Retired(old.generation, old.fingerprint, frozenset(names), record)

@@ -498,7 +498,7 @@ def _rotate_writer_in(
     ``config`` naming it and listing what the old key sealed (the commit point), then the
     recipient record sealed with it. A target that committed already gets the last two."""
     raw = keyfiles.read_config_bytes(storage)
-    taken = writerchain.parse(keyfiles.peek_config(raw, storage.label), None)
+    taken = writerchain.peek(keyfiles.peek_config(raw, storage.label))
     if taken.fingerprint != new.fingerprint:
         repo = Repository.open(storage, writer_key=old, recipients=site.recipients)
         _rotate(repo, change)

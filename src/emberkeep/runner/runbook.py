@@ -79,7 +79,7 @@ def render(
     copied = copied or {}
     config_flag = f"-c {shlex.quote(str(cfg.path))}" if cfg.path else ""
     writer_key = site.writer_key()
-    expect = f" --expect-repository {writer_key.repo_id}" if writer_key else ""
+    expect = f" --expect-repository {expected_repository(writer_key)}" if writer_key else ""
     lines = [
         f"# Recovery runbook: {cfg.site.name}",
         "",
@@ -158,6 +158,15 @@ def recovery_targets(cfg: Config) -> tuple[list[Target], list[Target]]:
     return off, lost
 
 
+def expected_repository(writer_key: keys.WriterKey) -> str:
+    """What ``recover --expect-repository`` is given: the repository id, or after `keys
+    rotate --writer` the current key's fingerprint. The id is the first generation's, so
+    whoever holds a retired key can make a whole repository with it (that key, then a
+    generation of theirs, encrypted to the public recipients); only the fingerprint of
+    the generation after it is beyond them."""
+    return writer_key.fingerprint if writer_key.generation > 1 else writer_key.repo_id
+
+
 def _repository_line(writer_key: keys.WriterKey | None) -> str:
     """The id that tells this site's repository from one fabricated by whoever can write
     to a target (README, "How it keeps data safe"); ``recover`` prints it and checks it."""
@@ -169,7 +178,15 @@ def _repository_line(writer_key: keys.WriterKey | None) -> str:
         f"- **Repository**: id `{writer_key.repo_id}`, writer key fingerprint "
         f"`{writer_key.fingerprint}`. `recover` prints both and, given "
         "`--expect-repository`, refuses any other: a different id is another site's "
-        "repository or a forged one. Read the plan `--dry-run` prints (hooks, targets, "
+        "repository or a forged one"
+        + (
+            " (after `keys rotate --writer` the commands name the fingerprint: a retired "
+            "key could make a repository with the same id; regenerate this runbook after "
+            "every rotation)."
+            if writer_key.generation > 1
+            else "."
+        )
+        + " Read the plan `--dry-run` prints (hooks, targets, "
         "recipients, what changed) before running it; its restore hooks run only after a "
         "yes typed at the terminal, or with `--yes`."
     )

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from ..errors import StorageError
+from ..errors import IntegrityError, NotFound, StorageError
 
 Payload = bytes | bytearray | memoryview | list[bytes | bytearray]
 """An object's bytes, whole or as a list of parts written one after another."""
@@ -81,6 +81,24 @@ def prepare_read(
     method = getattr(storage, "prepare_read", None)
     if method is not None:
         method(names, on_progress)
+
+
+def get_at_most(storage: Storage, name: str, limit: int) -> bytes:
+    """The whole of the small object ``name``: the storage side can make any object any
+    size, so one the target lists as larger than ``limit`` is refused by name
+    (``IntegrityError``) before it is read. (Its size is asked first: a ranged read is
+    only for objects that never change, which backends may cache, ``local.py``.)"""
+    info = storage.stat(name)
+    if info is None:
+        raise NotFound(f"target {storage.label}: object {name} is missing")
+    data = b"" if info.size > limit else storage.get(name)
+    if info.size > limit or len(data) > limit:
+        size = max(info.size, len(data))
+        raise IntegrityError(
+            f"{storage.label}/{name}",
+            f"larger than the {limit} bytes it may hold ({size}: damaged or forged); not read",
+        )
+    return data
 
 
 def locked_until(storage: Storage, name: str) -> datetime | None:

@@ -18,6 +18,12 @@ MAX_TIMEOUT = 3600.0
 def parse(url: str, label: str, options: Sequence[str]) -> tuple[ParseResult, dict[str, list[str]]]:
     """A target URL and its query; a user error naming any option not in ``options``."""
     parsed = urlparse(url)
+    if parsed.params:  # urlparse takes ";…" off the path's last segment: a folder not named
+        raise UsageError(
+            f"target {label}: the path in the {parsed.scheme} URL holds ';{parsed.params}', "
+            f"which would be dropped from it (the folder would be {parsed.path}); write a ';' "
+            "in a folder name as %3B"
+        )
     query = parse_qs(parsed.query, keep_blank_values=True)
     unknown = sorted(set(query) - set(options))
     if unknown:

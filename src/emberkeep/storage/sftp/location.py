@@ -61,11 +61,19 @@ class SftpLocation:
             )
         if parsed.hostname.startswith("-"):
             raise UsageError(f"target {label}: the host in the sftp URL starts with '-'")
+        user = unquote(parsed.username) if parsed.username else getpass.getuser()
+        for what, value in (("host", parsed.hostname), ("user", user)):
+            if bad := _unsafe(value):
+                raise UsageError(
+                    f"target {label}: the {what} in the sftp URL holds {bad}, which no host or "
+                    "user name has (an ssh config's ProxyCommand or Match exec would pass it "
+                    f"to a shell); fix the {what} in the target URL"
+                )
         key = urlquery.last(query, "key")
         known_hosts = urlquery.last(query, "known_hosts")
         ssh_config = urlquery.last(query, "ssh_config")
         return cls(
-            user=unquote(parsed.username) if parsed.username else getpass.getuser(),
+            user=user,
             host=parsed.hostname,
             port=port,
             root=root,
@@ -89,6 +97,19 @@ class SftpLocation:
         """The command that adds the host's keys to our known_hosts file."""
         port = "" if self.port == 22 else f"-p {self.port} "
         return f"ssh-keyscan {port}{self.host} >> {self.known_hosts}"
+
+
+_SHELL = set("'\"`$\\;&<>|(){}*?[]!#~")
+
+
+def _unsafe(value: str) -> str | None:
+    """What in a host or user name a shell would read (as OpenSSH 9.6 refuses them)."""
+    if value.startswith("-"):
+        return "a leading '-'"
+    for char in value:
+        if char in _SHELL or not char.isprintable() or char.isspace():
+            return repr(char)
+    return None
 
 
 def _client(value: str | None, ssh_config: str | None, label: str) -> str:

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import select
+import shlex
 import shutil
 import subprocess
 import threading
@@ -35,6 +36,8 @@ from .session import Session
 PIPE_SIZE = 1024 * 1024  # bytes a pipe to ssh holds (Linux's default limit for a user)
 _F_SETPIPE_SZ = 1031  # fcntl's name for it, which Python 3.11 does not export
 STDERR_LINES = 40  # of ssh's messages kept for the error
+LINE_MAX = 1000  # bytes of each kept
+SSH_FAILED = 255  # ssh's exit status for its own failures (not the remote command's)
 
 
 class _SshPipe:
@@ -118,10 +121,16 @@ def _close_quietly(stream: IO[bytes]) -> None:
 
 
 def _collect(stream: IO[bytes], messages: deque[str]) -> None:
-    """Keep ssh's last messages (its stderr) until it exits."""
+    """Keep ssh's last messages (its stderr) until it exits: ``STDERR_LINES`` lines of at
+    most ``LINE_MAX`` characters, control characters shown as ``?``. The server writes
+    there too (its banner, its stderr), as much as it likes and with no line end."""
     with contextlib.suppress(OSError, ValueError):
-        for line in stream:
-            messages.append(line.decode("utf-8", "replace").strip())
+        while line := stream.readline(LINE_MAX):
+            rest = line
+            while not rest.endswith(b"\n") and (rest := stream.readline(LINE_MAX)):
+                pass  # the rest of a longer line, dropped
+            text = line.decode("utf-8", "replace").strip()
+            messages.append("".join(c if c.isprintable() else "?" for c in text))
     with contextlib.suppress(OSError):
         stream.close()
 
@@ -169,7 +178,8 @@ class OpensshConnector:
             pipe.finished()
             raise failures.timed_out(self.label, self.loc, "connecting") from exc
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise self._refusal(pipe.finished(), exc) from exc
+            messages = pipe.finished()
+            raise self._refusal(messages, exc, pipe.proc.returncode) from exc
 
     def forget(self, sftp: Session) -> bool:
         return True  # the others may have lost their connections too: open new ones
@@ -208,9 +218,19 @@ class OpensshConnector:
             start_new_session=True,  # no terminal to prompt on, and no Ctrl-C mid-write
         )
 
-    def _refusal(self, messages: list[str], exc: BaseException) -> BaseException:
-        """The error for an ssh that exited before the SFTP session began, from its stderr."""
+    def _refusal(
+        self, messages: list[str], exc: BaseException, status: int | None = SSH_FAILED
+    ) -> BaseException:
+        """The error for an ssh that exited before the SFTP session began, from its stderr.
+        ssh's own failures exit ``SSH_FAILED``; any other status is the server's sftp
+        command's, after login: its stderr may mimic ssh's messages, so none is read."""
         label, loc = self.label, self.loc
+        if status != SSH_FAILED and status is not None and status >= 0:
+            last = messages[-1] if messages else str(exc)
+            return Dropped(
+                ConnectionError(f"its sftp command exited with status {status}: {last}"),
+                refused_session=True,
+            )
         text = "\n".join(messages)
         if "has changed and you have requested strict checking" in text:
             return _changed_host(label, loc, text)
@@ -245,7 +265,9 @@ def _changed_host(label: str, loc: SftpLocation, text: str) -> StorageError:
     """A changed host key: the host, the known_hosts file and line, the new fingerprint."""
     host = re.search(r"Host key for (\S+) has changed", text)
     line = re.search(r"Offending \S+ key in (.+):(\d+)\s*$", text, re.MULTILINE)
-    offered = re.search(r"The fingerprint for the (\S+) key .*\n(SHA256:\S+?)\.?\s*$", text, re.M)
+    offered = re.search(
+        r"The fingerprint for the (\w+) key .*\n(SHA256:[A-Za-z0-9+/]+)\.?\s*$", text, re.M
+    )
     entry = host[1] if host else loc.host_entry
     where = f"{line[1]} line {line[2]}" if line else "known_hosts"
     file = line[1] if line else str(loc.known_hosts)
@@ -253,8 +275,8 @@ def _changed_host(label: str, loc: SftpLocation, text: str) -> StorageError:
         f"target {label}: the host key of {entry} does not match the one in {where}"
         + (f" (the server offers {offered[1]} {offered[2]})" if offered else "")
         + ": someone may be intercepting the connection, or the server was reinstalled. Only "
-        f"if its admin confirms that fingerprint, replace the entry: ssh-keygen -R '{entry}' "
-        f"-f {file} && {_keyscan(entry, file)}"
+        f"if its admin confirms that fingerprint, replace the entry: ssh-keygen -R "
+        f"{shlex.quote(entry)} -f {shlex.quote(file)} && {_keyscan(entry, file)}"
     )
 
 
@@ -268,7 +290,9 @@ def _unknown_host(label: str, loc: SftpLocation, entry: str) -> StorageError:
 
 
 def _keyscan(entry: str, file: str) -> str:
-    """The command that adds the keys of the host known_hosts calls ``entry`` to ``file``."""
+    """The command that adds the keys of the host known_hosts calls ``entry`` to ``file``.
+    Its parts may come from what ssh printed, which the server can mimic: each is quoted
+    for the shell the operator pastes it into."""
     match = re.fullmatch(r"\[(.+)\]:(\d+)", entry)
     host, port = (match[1], f"-p {match[2]} ") if match else (entry, "")
-    return f"ssh-keyscan {port}{host} >> {file}"
+    return f"ssh-keyscan {port}{shlex.quote(host)} >> {shlex.quote(file)}"

@@ -37,18 +37,52 @@ IN_FLIGHT = 4 * 1024 * 1024  # bytes of requests in flight per transfer
 
 
 class _Replies:
-    """Collects the replies to pipelined requests by request number (paramiko calls in)."""
+    """Collects the replies to pipelined requests by request number (paramiko calls in).
+
+    The data of a read is taken out as it arrives, and refused if it is more than the read
+    asked for (``asked``): ``IN_FLIGHT`` bounds what a transfer holds only if every reply
+    is bounded, also the replies still in flight when a transfer is abandoned."""
 
     def __init__(self) -> None:
         self.got: dict[int, tuple[int, Message]] = {}
+        self.asked: dict[int, int] = {}  # read request number -> bytes it asked for
+        self.data: dict[int, bytes] = {}
+        self.refused: dict[int, SFTPError] = {}
 
     def _async_response(self, kind: int, msg: Message, num: int) -> None:
-        self.got[num] = (kind, msg)
+        asked = self.asked.pop(num, None)
+        if asked is None or kind != CMD_DATA:
+            self.got[num] = (kind, msg)
+            return
+        data = msg.get_string()
+        if len(data) > asked:
+            self.refused[num] = SFTPError(
+                f"the server sent {len(data)} bytes for a read of {asked}"
+            )
+        else:
+            self.data[num] = data
 
     def wait(self, sftp: Session, num: int) -> tuple[int, Message]:
         while num not in self.got:
             sftp._read_response()
         return self.got.pop(num)
+
+    def read(self, sftp: Session, handle: bytes, offset: int, size: int) -> int:
+        """Send a read request; its reply is ``data_of`` its number."""
+        num = sftp._async_request(self, CMD_READ, handle, int64(offset), size)
+        self.asked[num] = size
+        return num
+
+    def data_of(self, sftp: Session, num: int) -> bytes:
+        """The bytes a read got; empty at the end of the file."""
+        while num not in self.got and num not in self.data and num not in self.refused:
+            sftp._read_response()
+        if num in self.refused:
+            raise self.refused.pop(num)
+        if num in self.data:
+            return self.data.pop(num)
+        kind, msg = self.got.pop(num)
+        return _data(sftp, kind, msg)
 
 
 def check_status(sftp: Session, kind: int, msg: Message) -> None:
@@ -114,22 +148,20 @@ def read_range(sftp: Session, handle: bytes, offset: int, length: int) -> bytes:
     while True:
         while position < end and len(pending) * sftp.read_size < IN_FLIGHT:
             size = min(sftp.read_size, end - position)
-            num = sftp._async_request(replies, CMD_READ, handle, int64(position), size)
-            pending.append((num, size))
+            pending.append((replies.read(sftp, handle, position, size), size))
             position += size
         if not pending:
             return bytes(out)
         num, size = pending.popleft()
-        data = _data(sftp, *replies.wait(sftp, num))
+        data = replies.data_of(sftp, num)
         # A short read (a server with a smaller request limit) is finished before going on.
         while data and len(data) < size:
             out += data
             size -= len(data)
-            num = sftp._async_request(replies, CMD_READ, handle, int64(offset + len(out)), size)
-            data = _data(sftp, *replies.wait(sftp, num))
+            data = replies.data_of(sftp, replies.read(sftp, handle, offset + len(out), size))
         if not data:  # end of file: the replies still in flight are all ends of file too
             for num, _size in pending:
-                replies.wait(sftp, num)
+                replies.data_of(sftp, num)
             return bytes(out)
         out += data
 

@@ -62,11 +62,14 @@ class Session(paramiko.SFTPClient):
         msg = Message()
         msg.add_int(3)
         self._send_packet(CMD_INIT, msg)
-        kind, data = self._read_packet()
-        if kind != CMD_VERSION:
-            raise SFTPError("Incompatible sftp protocol")
-        self.extensions = _extensions(data)
-        return struct.unpack(">I", data[:4])[0]
+        try:
+            kind, data = self._read_packet()
+            if kind != CMD_VERSION:
+                raise SFTPError(f"its first reply is of type {kind}, not SFTP's version")
+            self.extensions = _extensions(data)
+            return int(struct.unpack(">I", data[:4])[0])
+        except (SFTPError, struct.error) as exc:  # the server's bytes: what the clients catch
+            raise paramiko.SSHException(f"the server does not speak SFTP ({exc})") from exc
 
     def learn_limits(self) -> None:
         """Use larger requests where the server states that it accepts them."""
@@ -90,14 +93,22 @@ def _extensions(data: bytes) -> dict[str, bytes]:
     """The (name, data) string pairs after the version number in SSH_FXP_VERSION."""
     found: dict[str, bytes] = {}
     pos = 4
-    while pos + 8 <= len(data):
-        (size,) = struct.unpack_from(">I", data, pos)
-        name = data[pos + 4 : pos + 4 + size]
-        pos += 4 + size
-        (size,) = struct.unpack_from(">I", data, pos)
-        found[name.decode("utf-8", "replace")] = data[pos + 4 : pos + 4 + size]
-        pos += 4 + size
+    while pos < len(data):
+        name, pos = _string(data, pos)
+        value, pos = _string(data, pos)
+        found[name.decode("utf-8", "replace")] = value
     return found
+
+
+def _string(data: bytes, pos: int) -> tuple[bytes, int]:
+    """The SFTP string at ``pos`` and the position after it; one whose length runs past
+    the packet is ``SFTPError`` (the server's lengths are not trusted)."""
+    if pos + 4 > len(data):
+        raise SFTPError("its version packet ends inside a length")
+    (size,) = struct.unpack_from(">I", data, pos)
+    if pos + 4 + size > len(data):
+        raise SFTPError(f"its version packet names a {size}-byte string past its end")
+    return data[pos + 4 : pos + 4 + size], pos + 4 + size
 
 
 def quietly_close(sftp: Session) -> None:
