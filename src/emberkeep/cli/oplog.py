@@ -24,6 +24,7 @@ def cmd_oplog(site: Site, args: argparse.Namespace) -> int:
     """``oplog run``: the archiver, one line (or JSON line) per slice sealed; ``oplog
     status``: the chains in the first target, the window and the lag (exit 1: a gap)."""
     from ..runner import pitr
+    from ..runner.stopping import Stopper
 
     source = pitr.mongo_source(site, args.source)
     if args.action == "status":
@@ -47,9 +48,11 @@ def cmd_oplog(site: Site, args: argparse.Namespace) -> int:
             )
 
     archiver = pitr.Archiver(site, source, on_slice=on_slice, on_gap=ui.warning)
-    try:
-        archiver.run(once=args.once)
-    except KeyboardInterrupt:
+    # A signal stops it between polls, never inside a seal or a server call (a second one
+    # aborts at once: the slices sealed are whole either way).
+    with Stopper("the poll in hand").installed() as stopper:
+        archiver.run(once=args.once, stop=stopper.requested)
+    if stopper.stopping:
         ui.line("stopped; the next run goes on from the last slice sealed", stderr=True)
         return 130
     return 0

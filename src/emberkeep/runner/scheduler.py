@@ -26,13 +26,11 @@ import fcntl
 import json
 import os
 import random
-import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import msgspec
@@ -43,6 +41,7 @@ from ..errors import EmberkeepError, UsageError, is_disk_full, state_dir_full
 from ..fsutil import write_atomic
 from ..policy.schedule import History, Job, due_jobs, next_due
 from ..site import Site
+from .stopping import Stopper
 
 STATE_FILE = "scheduler.json"
 SLEEP_STEP = 0.5  # seconds: how promptly a sleeping scheduler notices a signal
@@ -243,32 +242,6 @@ class RealClock:
         return False
 
 
-# -- signals ----------------------------------------------------------------------------
-
-
-class Stopper:
-    """First SIGTERM/SIGINT: stop after the running job. Second: abort now."""
-
-    def __init__(self) -> None:
-        self.stopping = False
-
-    def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        if self.stopping:
-            raise KeyboardInterrupt
-        self.stopping = True
-        name = signal.Signals(signum).name
-        os.write(2, f"{name}: stopping after the running job (send it again to abort)\n".encode())
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[Stopper]:
-        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield self
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
-
 @contextlib.contextmanager
 def _single_instance(state_dir: Path) -> Iterator[None]:
     path = state_dir / "scheduler.lock"
@@ -340,7 +313,7 @@ class Scheduler:
                 'schedule (like schedule = "@daily")'
             )
         state_dir = self.site.state_dir
-        with _single_instance(state_dir), Stopper().installed() as stopper:
+        with _single_instance(state_dir), Stopper("the running job").installed() as stopper:
             state = SchedulerState.load(state_dir / STATE_FILE, self.warn)
             state.adopt(self.jobs, self.clock.now())
             state.save(self.warn)
