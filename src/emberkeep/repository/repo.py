@@ -320,6 +320,18 @@ class Repository:
         epoch = record.current_epoch() if record else None
         if epoch is None:
             return self.recipients, epochs.LEGACY
+        # The epoch file is written before the record that lists it (epochs.py); without it
+        # nobody could read what is wrapped to this epoch here (a record replayed from
+        # another target of the site names that target's epochs), so nothing is written.
+        obj = epochs.epoch_object(epoch.tag)
+        if self.storage.stat(obj) is None:
+            raise RepositoryError(
+                f"target {self.storage.label}: keys/recipients names epoch {epoch.number} as the "
+                f"current one, but its key file {obj} is missing, so data written under it "
+                "could not be read back; nothing was written. Run `emberkeep keys rotate "
+                f"--target {self.storage.label}` to start a new epoch, and `emberkeep check` "
+                "to see what else is missing"
+            )
         return [pyrage.x25519.Recipient.from_str(epoch.public)], epoch.tag
 
     def keyring(self) -> epochs.Keyring:
