@@ -17,7 +17,7 @@ from typing import Any
 
 import botocore.exceptions as boto_errors
 
-from ...errors import NotFound
+from ...errors import NotFound, StorageError
 from ..base import ObjectInfo, ProgressFn
 from .location import S3Location
 from .replies import error_code, is_missing
@@ -59,7 +59,21 @@ class S3Storage(S3Uploads, S3Thaws):
             args["Range"] = f"bytes={offset}-{last}"
 
         def fetch() -> bytes:
-            return self.client.get_object(**args)["Body"].read()
+            reply = self.client.get_object(**args)
+            body = reply["Body"]
+            try:
+                # one byte more than asked: a server that ignored the Range header says so
+                data = body.read() if length is None else body.read(length + 1)
+            finally:
+                body.close()
+            whole = reply.get("ResponseMetadata", {}).get("HTTPStatusCode") == 200
+            if (length is not None and len(data) > length) or (offset and whole):
+                raise StorageError(
+                    f"target {self.label}: the server answered a ranged read of {name} with "
+                    "other bytes than asked (it ignored the Range header); emberkeep needs "
+                    "an S3 server that honours ranged GETs"
+                )
+            return data
 
         try:
             try:

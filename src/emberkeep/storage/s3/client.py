@@ -116,6 +116,7 @@ class S3Client:
             "VersionIdMarker": "NextVersionIdMarker",
         }
         extra: dict[str, Any] = {}
+        seen: set[tuple[tuple[str, Any], ...]] = set()
         while True:
             page = self._checked(what, functools.partial(call, **args, **extra))
             yield page
@@ -124,6 +125,14 @@ class S3Client:
             extra = {m: page[follow[m]] for m in markers if page.get(follow[m])}
             if not extra:
                 return
+            marker = tuple(sorted(extra.items()))
+            if marker in seen:  # a server that sends a page's marker again would loop for ever
+                raise StorageError(
+                    f"target {self.label}: {what}: the server's listing repeats a page "
+                    f"({', '.join(f'{k} {v!r}' for k, v in marker)}); it cannot be trusted "
+                    "to list every object"
+                )
+            seen.add(marker)
 
     def _key(self, name: str) -> str:
         if not name or name.startswith("/") or ".." in name.split("/"):
