@@ -227,6 +227,17 @@ class BlobIndex:
         for e in pack.entries:
             self._session[e.id] = Location(pack.name, e.type, e.offset, e.length, e.raw_length)
 
+    def epochs_of(self, blob_ids: Iterable[bytes]) -> set[int]:
+        """The key epochs (their tags) of the packs holding these blobs: what reading them
+        needs (``keys list``, ``keys check``)."""
+        tags = set()
+        for blob_id in blob_ids:
+            where = self.find(blob_id)
+            pack = self.packs.get(where.pack) if where else None
+            if pack is not None:
+                tags.add(pack.epoch)
+        return tags
+
     def all_ids(self) -> Iterator[bytes]:
         yield from (self._ids[i] for i in range(len(self._ids)))
         yield from self._session

@@ -22,12 +22,14 @@ from dataclasses import dataclass, field
 import pyrage
 
 from .. import crypto
-from ..errors import IntegrityError
+from ..errors import IntegrityError, NotFound
+from ..storage.base import Storage
 from .layout import pack_object
 
 MAGIC = b"EKP1"
 ENTRY = struct.Struct("<32sBIII")  # id, type, offset, length, raw length
 TRAILER = struct.Struct("<I4s")
+WRAPPED_HEAD = 2048  # bytes of the wrapped key read with its length (read_wrapped_key)
 TABLE_AAD = b"emberkeep pack table"
 
 
@@ -115,6 +117,42 @@ def read_table(name: str, tail: bytes, index_key: bytes) -> PackTable:
         raise IntegrityError(name, "pack table is not a whole number of entries (forged)")
     entries = [BlobEntry(*fields) for fields in ENTRY.iter_unpack(table)]
     return PackTable(wrapped, entries)
+
+
+def read_wrapped_key(storage: Storage, name: str, size: int) -> tuple[bytes, int, int]:
+    """A pack's wrapped data key, read from its end without reading a blob: the bytes read
+    and the number of reads come with it. ``size`` is the pack's (the index's record or a
+    stat). Two ranged reads: the 8-byte trailer, then the first ``2 + WRAPPED_HEAD`` bytes
+    of the table frame, which hold the key (a few hundred bytes wrapped to one epoch key);
+    a third fetches the rest of a longer one (a pack from before epochs, wrapped to many
+    recipients)."""
+    if size < TRAILER.size:
+        raise IntegrityError(name, f"{size} bytes: too short to hold its table")
+    try:
+        trailer = storage.get(name, size - TRAILER.size, TRAILER.size)
+    except NotFound:
+        raise IntegrityError(name, "missing from the target (the index lists it)") from None
+    if len(trailer) != TRAILER.size:
+        raise IntegrityError(name, "shorter than the index records (cut short?)")
+    frame_len, magic = TRAILER.unpack(trailer)
+    if magic != MAGIC or not 2 <= frame_len <= size - TRAILER.size:
+        raise IntegrityError(
+            name, "its trailer is damaged, or the pack is not the size the index records"
+        )
+    start = size - TRAILER.size - frame_len
+    head = storage.get(name, start, min(frame_len, 2 + WRAPPED_HEAD))
+    reads = 2
+    if len(head) < 2:
+        raise IntegrityError(name, "shorter than the index records (cut short?)")
+    (wrapped_len,) = struct.unpack_from("<H", head)
+    if 2 + wrapped_len > frame_len:
+        raise IntegrityError(name, "its trailer is damaged (wrapped key length)")
+    if 2 + wrapped_len > len(head):
+        head += storage.get(name, start + len(head), 2 + wrapped_len - len(head))
+        reads += 1
+    if 2 + wrapped_len > len(head):
+        raise IntegrityError(name, "shorter than the index records (cut short?)")
+    return head[2 : 2 + wrapped_len], TRAILER.size + len(head), reads
 
 
 def verify_pack_hash(name: str, data: bytes) -> None:

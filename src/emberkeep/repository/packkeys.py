@@ -15,21 +15,18 @@ with the repository's epoch key could make one); ``check --read-data`` reads the
 
 from __future__ import annotations
 
-import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pyrage
 
 from .. import keys
-from ..errors import IntegrityError, NotFound, WrongIdentity
-from ..storage.base import Storage
+from ..errors import IntegrityError, WrongIdentity
 from . import epochs
 from .index import PackRecord
-from .pack import MAGIC, TRAILER
+from .pack import read_wrapped_key
 from .repo import Repository
 
-HEAD = 2048  # bytes of the wrapped key read with its length; a longer one takes a third read
 WORKERS = 8  # packs read at once: each read is small, so round trips dominate
 
 
@@ -59,34 +56,6 @@ class PackKeys:
     failures: list[Failure] = field(default_factory=list)
 
 
-def read_wrapped(storage: Storage, pack: PackRecord) -> tuple[bytes, int, int]:
-    """A pack's wrapped data key, the bytes read and the number of reads."""
-    name, size = pack.name, pack.size
-    if size < TRAILER.size:
-        raise IntegrityError(name, "the index records a size too short to hold its table")
-    try:
-        trailer = storage.get(name, size - TRAILER.size, TRAILER.size)
-    except NotFound:
-        raise IntegrityError(name, "missing from the target (the index lists it)") from None
-    if len(trailer) != TRAILER.size:
-        raise IntegrityError(name, "shorter than the index records (cut short?)")
-    frame_len, magic = TRAILER.unpack(trailer)
-    if magic != MAGIC or not 2 <= frame_len <= size - TRAILER.size:
-        raise IntegrityError(
-            name, "its trailer is damaged, or the pack is not the size the index records"
-        )
-    start = size - TRAILER.size - frame_len
-    head = storage.get(name, start, min(frame_len, 2 + HEAD))
-    reads = 2
-    (wrapped_len,) = struct.unpack_from("<H", head)
-    if 2 + wrapped_len > frame_len:
-        raise IntegrityError(name, "its trailer is damaged (wrapped key length)")
-    if 2 + wrapped_len > len(head):
-        head += storage.get(name, start + len(head), 2 + wrapped_len - len(head))
-        reads += 1
-    return head[2 : 2 + wrapped_len], TRAILER.size + len(head), reads
-
-
 def check(repo: Repository) -> PackKeys:
     """Every pack the index lists, its data key opened with the identity's epoch keys."""
     ring = repo.keyring()
@@ -112,7 +81,7 @@ def check(repo: Repository) -> PackKeys:
         else:
             return pack, ring.why_not(pack.epoch), 0, 0
         try:
-            wrapped, size, reads = read_wrapped(repo.storage, pack)
+            wrapped, size, reads = read_wrapped_key(repo.storage, pack.name, pack.size)
         except IntegrityError as exc:
             return pack, exc.detail, 0, 0
         try:

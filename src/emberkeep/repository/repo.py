@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import struct
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -25,7 +24,7 @@ from ..storage.base import Storage, prepare_read
 from . import epochs, keyfiles, layout, writerchain
 from . import recipients as recipient_set
 from .index import BlobIndex, Location, PackRecord, decode_index, encode_index
-from .pack import TRAILER, blob_aad
+from .pack import blob_aad, read_wrapped_key
 from .snapshot import SeenBefore, Snapshot, decode_snapshot, encode_snapshot, written_order
 
 T = TypeVar("T")
@@ -382,26 +381,14 @@ class Repository:
 
     def _load_pack_key(self, pack: str) -> bytes:
         self.require_identity("reading backed-up data")
-        info = self.storage.stat(pack)
-        if info is None:
-            raise IntegrityError(pack, "pack is missing from the target")
-        if info.size < TRAILER.size:
-            raise IntegrityError(pack, "pack is too short to hold its table")
-        trailer = self.storage.get(pack, info.size - TRAILER.size, TRAILER.size)
-        frame_len, magic = TRAILER.unpack(trailer)
-        if magic != b"EKP1" or not 2 <= frame_len <= info.size - TRAILER.size:
-            raise IntegrityError(pack, "pack trailer is damaged")
-        # Only the wrapped key is read (its length is a u16), however long the table says it is.
-        start = info.size - TRAILER.size - frame_len
-        head = self.storage.get(pack, start, min(frame_len, 2 + 0xFFFF))
-        (wrapped_len,) = struct.unpack_from("<H", head)
-        if 2 + wrapped_len > len(head):
-            raise IntegrityError(pack, "pack trailer is damaged (wrapped key length)")
         ring = self.keyring()
         legacy = ring.legacy.get(pack)
         if legacy is not None:
-            return legacy
-        wrapped = head[2 : 2 + wrapped_len]
+            return legacy  # read from keys/legacy.age: the pack itself is not read
+        info = self.storage.stat(pack)
+        if info is None:
+            raise IntegrityError(pack, "pack is missing from the target")
+        wrapped, _, _ = read_wrapped_key(self.storage, pack, info.size)
         try:
             return keys.unwrap(wrapped, [*self.identities, *ring.identities], f"pack {pack}")
         except WrongIdentity as exc:

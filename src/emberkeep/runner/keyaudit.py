@@ -126,13 +126,7 @@ def exposure(repo: Repository, record: Record) -> list[Exposure]:
     index = repo.index
     needs: list[tuple[str, str, set[int]]] = []
     for snapshot in sorted(repo.snapshots(), key=lambda s: s.time):
-        tags = set()
-        for blob_id in snapshot.blob_ids():
-            where = index.find(blob_id)
-            pack = index.packs.get(where.pack) if where else None
-            if pack is not None:
-                tags.add(pack.epoch)
-        needs.append((snapshot.id, clock.iso(snapshot.time), tags))
+        needs.append((snapshot.id, clock.iso(snapshot.time), index.epochs_of(snapshot.blob_ids())))
     found = []
     for removed in record.removed:
         if removed.key in record.recipients:

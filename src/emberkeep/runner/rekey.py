@@ -347,13 +347,7 @@ def describe(repo: Repository) -> dict[str, Any]:
     for listed_pack in index.packs.values():
         packs[listed_pack.epoch] = packs.get(listed_pack.epoch, 0) + 1
     for snapshot in repo.snapshots():
-        tags = set()
-        for blob_id in snapshot.blob_ids():
-            where = index.find(blob_id)
-            pack = index.packs.get(where.pack) if where else None
-            if pack is not None:
-                tags.add(pack.epoch)
-        for tag in tags:
+        for tag in index.epochs_of(snapshot.blob_ids()):
             needs.setdefault(tag, []).append(snapshot.id)
     listed = []
     for epoch in record.epochs if record else ():
