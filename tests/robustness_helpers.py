@@ -75,6 +75,16 @@ def popen(site: Site, *args: str | os.PathLike[str], **kwargs: Any) -> subproces
     )
 
 
+def killed_at(
+    site: Site, point: str, *args: str | os.PathLike[str]
+) -> subprocess.CompletedProcess[str]:
+    """Run ``emberkeep -c CONFIG ARGS`` with the crash point ``point`` armed
+    (``emberkeep.crashpoints``): the run SIGKILLs itself when it gets there."""
+    cmd = [sys.executable, "-m", "emberkeep", "-c", str(site.config_path), *map(str, args)]
+    env = {**os.environ, **site.env, "EMBERKEEP_TEST_KILL_AT": point}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
 def finish(proc: subprocess.Popen[str], what: str, timeout: float = 300) -> str:
     """Wait for a started command, assert exit 0 and no traceback; returns its stdout."""
     out, err = proc.communicate(timeout=timeout)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,9 @@ import pytest
 from conftest import Site, tree_listing
 from robustness_helpers import (
     check_json,
+    killed_at,
     objects,
     packs,
-    popen,
     restored,
     temp_files,
     write_random,
@@ -42,28 +41,17 @@ def _new_data(source: Path, trial: int) -> None:
         write_random(source / f"trial{trial}-{i:02}.bin", FILE_SIZE)
 
 
-def _kill_a_backup(
-    site: Site, source: Path, trial: int, delay: float
-) -> tuple[subprocess.Popen[str], set[str]]:
-    """Start a backup of fresh data and SIGKILL it after ``delay``; earlier if it beat us.
-
-    A backup that reached its commit point before its kill (timings vary: it may still
-    have been journaling when killed) is tried again on new data with half the delay, at
-    most three times. Returns the process and the repository's objects just before it
-    started.
-    """
-    for attempt in range(3):
-        _new_data(source, trial * 10 + attempt)
-        before = objects(site.repo)
-        proc = popen(site, "backup", "-q")
-        time.sleep(delay)
-        proc.kill()
-        proc.wait(timeout=60)
-        committed = any(n.startswith("snapshots/") for n in objects(site.repo) - before)
-        if proc.returncode == -signal.SIGKILL and not committed:
-            break
-        delay /= 2
-    return proc, before
+def _kill_points(repo: Path, rng: random.Random) -> list[str]:
+    """Where each trial's backup kills itself (``emberkeep.crashpoints``): with its lease
+    still a temp file, inside a pack upload (some packs already stored), with its index a
+    temp file (every pack stored), and with its snapshot, the commit point, a temp file."""
+    written = "temp-written"
+    return [
+        f"{written}:{repo}/locks/backup-",
+        f"{written}:{repo}/data/#{rng.randint(2, 8)}",
+        f"{written}:{repo}/index/",
+        f"{written}:{repo}/snapshots/",
+    ]
 
 
 def test_backup_killed_at_random_moments_leaves_a_sound_repository(
@@ -74,27 +62,20 @@ def test_backup_killed_at_random_moments_leaves_a_sound_repository(
     (source / "README.txt").write_text("media that changes between trials\n")
     site.write_config(paths=[source])
     site.run("init")
-    rng = random.Random(SEED)
-    # How long one backup of a trial's data takes here, so kills land inside it.
-    _new_data(source, -1)
-    started = time.monotonic()
-    site.run("backup", "-q")
-    duration = time.monotonic() - started
-    # One moment early, one in the middle, one late in the backup's life.
-    fractions = [rng.uniform(low, low + 0.2) for low in (0.1, 0.4, 0.65)]
     trials_with_leftovers = 0
 
-    for trial, fraction in enumerate(fractions):
-        proc, before = _kill_a_backup(site, source, trial, duration * fraction)
-        _out, err = proc.communicate(timeout=60)
+    for trial, point in enumerate(_kill_points(site.repo, random.Random(SEED))):
+        _new_data(source, trial)
+        before = objects(site.repo)
+        proc = killed_at(site, point, "backup", "-q")
         assert proc.returncode == -signal.SIGKILL, (
-            f"trial {trial}: every backup committed ({proc.returncode}) before its kill; "
-            f"a backup took {duration:.2f}s when measured\n{err}"
+            f"trial {trial}: the backup did not reach {point} ({proc.returncode})\n{proc.stderr}"
         )
         after = objects(site.repo)
         new = after - before
         assert not any(n.startswith("snapshots/") for n in new), "killed backup committed"
         crash_temps = temp_files(site.repo)
+        assert crash_temps, f"trial {trial}: killed at {point}, yet no temp file was left"
 
         result = check_json(site, rc=0)  # structural check passes after the crash
         assert result["ok"] is True and result["errors"] == []

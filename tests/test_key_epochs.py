@@ -8,12 +8,12 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, Site, repo_objects, restored, tree_listing
+from robustness_helpers import killed_at
 
 FIXTURE = ROOT / "tests" / "fixtures" / "legacy-repo"
 
@@ -296,11 +296,6 @@ def _identity_file(tmp_path: Path, name: str, *sources: Path) -> Path:
     return path
 
 
-def _kill_run(site: Site, point: str, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "emberkeep", "-c", str(site.config_path), *args]
-    env = {**os.environ, **site.env, "EMBERKEEP_TEST_KILL_AT": point}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-
 
 def _every_snapshot_restores(site: Site, identity: Path, out: Path) -> None:
     for snap in site.snapshots():
@@ -353,7 +348,7 @@ def test_sigkill_at_ten_moments_of_key_changes_leaves_every_snapshot_restorable(
             args = ["keys", "rotate"]
             holders = [i for i, r in ((a_id, a), (b_id, b)) if r in members]
         identity = holders[0]
-        proc = _kill_run(site, f"put-{n}", *args, "--identity", str(identity))
+        proc = killed_at(site, f"put-{n}", *args, "--identity", str(identity))
         assert proc.returncode == -9, (op, n, proc.returncode, proc.stderr)
         # the identities both sets share read every snapshot, as a new host
         _every_snapshot_restores(site, identity, tmp_path / f"trial-{trial}")
@@ -380,7 +375,7 @@ def _holder(members: list[str], a: str, a_id: Path, b_id: Path) -> str:
 def test_sigkill_during_convert_then_convert_completes(site: Site, tmp_path: Path) -> None:
     identity = _legacy_site(site, tmp_path)
     for n in range(4):  # before each put: legacy epoch key, legacy table, epoch 1, record
-        proc = _kill_run(site, f"put-{n}", "keys", "convert")
+        proc = killed_at(site, f"put-{n}", "keys", "convert")
         assert proc.returncode == -9, (n, proc.stderr)
         assert site.json("keys", "list")["local"]["converted"] is False  # the record is last
         _restores_the_fixture(site, tmp_path, identity, f"killed-{n}")

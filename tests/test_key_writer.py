@@ -8,14 +8,13 @@ import json
 import os
 import random
 import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyrage
 import pytest
 from conftest import Site, restored, tree_listing
+from robustness_helpers import killed_at
 from servers import S3Server, start_versitygw
 
 from emberkeep import keys
@@ -182,11 +181,6 @@ def test_a_forged_or_mismatched_new_writer_key_is_refused(site: Site, tmp_path: 
     assert key_path.read_bytes() == old_copy
 
 
-def _kill_run(site: Site, point: str, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "emberkeep", "-c", str(site.config_path), *args]
-    env = {**os.environ, **site.env, "EMBERKEEP_TEST_KILL_AT": point}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-
 
 def test_sigkill_at_ten_moments_of_rotate_writer_then_it_completes(
     site: Site, tmp_path: Path
@@ -203,7 +197,7 @@ def test_sigkill_at_ten_moments_of_rotate_writer_then_it_completes(
     print(f"\nkill moments: {moments}")
     for trial, point in enumerate(moments):
         generation = keys.WriterKey.load(site.state_dir / "writer.key").generation
-        proc = _kill_run(site, point, "keys", "rotate", "--writer")
+        proc = killed_at(site, point, "keys", "rotate", "--writer")
         assert proc.returncode == -9, (point, proc.returncode, proc.stderr)
         # a new host reads with the repository's copy, this one with its own key(s)
         _every_snapshot_restores(site, src, tmp_path / f"trial-{trial}", new_host=True)

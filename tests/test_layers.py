@@ -5,7 +5,7 @@ below ``config`` reads the config file, nothing below the top knows the CLI):
 
 0. leaves: the package itself (``__version__``), ``errors``, ``clock``, ``durations``,
    ``sizes``, ``fsutil``, ``redact``, ``memory``, ``ui``, ``keys``, ``statefile``,
-   ``crypto``
+   ``crypto``, ``crashpoints``
 1. ``storage`` (named objects, no format) and ``journal`` (the record of runs)
 2. ``repository`` (the format: keys, seals, packs, index, snapshots, leases)
 3. ``engine`` (chunk, dedup, compress, encrypt; restore; the events sources hand it)
@@ -38,7 +38,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "emberkeep"
 
 LAYERS: list[set[str]] = [
     {"", "errors", "clock", "durations", "sizes", "fsutil", "redact", "memory", "ui", "keys"}
-    | {"statefile", "crypto", "cron", "typedtext"},
+    | {"statefile", "crypto", "cron", "typedtext", "crashpoints"},
     {"storage", "journal"},
     {"repository"},
     {"engine"},

@@ -373,3 +373,34 @@ def test_what_the_watch_saw_is_kept_in_the_state_dir(
     ticks[0] += STALE_AFTER.total_seconds() + 1
     monkeypatch.setattr(lease_mod, "boot_id", lambda: "after-a-reboot")
     assert lease_mod.live_backups(storage, LeaseWatch(path)), "a count from before a reboot"
+
+
+def test_a_lease_write_left_as_a_temp_file_is_judged_as_the_lease_it_holds(
+    storage: _Storage, ticks: list[float]
+) -> None:
+    """``locks/.<lease>.tmp-*`` is a lease being written now or one whose writer died before
+    its rename: this host's goes with its process, another host's (or one cut short at
+    nothing) once seen unchanged for a lease's life, one too large to read stays."""
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    temps = {
+        "live": "locks/.backup-live.tmp-000000000001",
+        "dead": "locks/.backup-dead.tmp-000000000002",
+        "elsewhere": "locks/.backup-far.tmp-000000000003",
+        "empty": "locks/.backup-cut.tmp-000000000004",
+        "huge": "locks/.backup-huge.tmp-000000000005",
+    }
+    _put_lease(storage, temps["live"])
+    _put_lease(storage, temps["dead"], pid=finished.pid)
+    _put_lease(storage, temps["elsewhere"], host="elsewhere")
+    storage.put(temps["empty"], b"")
+    storage.put(temps["huge"], b" " * (lease_mod.TEMP_READ_LIMIT + 1))
+    assert sorted(storage.incomplete()) == sorted(temps.values())
+    watch = LeaseWatch()
+    names = list(temps.values())
+
+    assert lease_mod.abandoned_writes(storage, names, watch) == [temps["dead"]]
+    ticks[0] += STALE_AFTER.total_seconds() + 1
+    lease_mod.live_backups(storage, watch)  # judging the leases forgets none of these
+    abandoned = lease_mod.abandoned_writes(storage, names, watch)
+    assert sorted(abandoned) == sorted([temps["dead"], temps["elsewhere"], temps["empty"]])

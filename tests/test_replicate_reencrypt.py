@@ -9,13 +9,13 @@ import hashlib
 import os
 import struct
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pyrage
 import pytest
 from conftest import Site, repo_objects, restored, tree_listing
+from robustness_helpers import killed_at
 from servers import S3Server
 
 from emberkeep import config as config_module
@@ -163,12 +163,6 @@ def test_a_removed_member_reads_nothing_of_a_re_encrypted_target(
     assert again[0]["status"] == "skipped" and again[0]["packs_copied"] == 0, again
 
 
-def _killed(site: Site, point: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "emberkeep", "-c", str(site.config_path), *map(str, args)]
-    env = {**os.environ, **site.env, "EMBERKEEP_TEST_KILL_AT": point}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-
-
 @pytest.mark.parametrize("point", ["pack-stored", "reencrypt-before-header"])
 def test_sigkill_mid_copy_leaves_the_target_checkable_and_the_next_run_completes(
     site: Site, tmp_path: Path, point: str
@@ -178,7 +172,9 @@ def test_sigkill_mid_copy_leaves_the_target_checkable_and_the_next_run_completes
     [snap] = [s["id"] for s in site.snapshots()]
     site.env["EMBERKEEP_TEST_PACK_TARGET"] = str(128 * 1024)  # several packs to cut between
 
-    proc = _killed(site, point, "replicate", "--target", "new", "--re-encrypt", "--identity", b_id)
+    proc = killed_at(
+        site, point, "replicate", "--target", "new", "--re-encrypt", "--identity", b_id
+    )
     assert proc.returncode == -9, (proc.returncode, proc.stderr)
     left = _packs(new)
     assert left, "killed before any pack was stored: the kill point is wrong"

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from .crashpoints import crash_point
 from .errors import AlreadyExists, StorageError, StorageFull
 
 
@@ -127,6 +128,7 @@ def write_atomic(final: Path, data: Buffers, *, mode: int = 0o600, exclusive: bo
     try:
         tmp = _write_temp(final, data, mode)
         try:
+            crash_point("temp-written", str(final))  # tests kill a write here
             if exclusive:
                 try:
                     os.link(tmp, final)

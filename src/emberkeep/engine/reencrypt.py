@@ -30,6 +30,7 @@ import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from ..crashpoints import crash_point
 from ..errors import AlreadyExists, IntegrityError
 from ..repository import epochs, layout
 from ..repository.index import BlobIndex, Location
@@ -79,7 +80,7 @@ def reencrypt_snapshot(
             raise
         stats.packs_copied = len(packs)
         stats.bytes_copied = writer.stats.bytes_stored
-        epochs.crash_point("reencrypt-before-header")
+        crash_point("reencrypt-before-header")
         lease.ensure_live(
             f"snapshot {snapshot.short_id} was not copied into {dst.storage.label} (a prune "
             "may have deleted packs it reuses); earlier snapshots there are intact; run "

@@ -29,13 +29,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import threading
 from dataclasses import dataclass, field, replace
 
 import pyrage
 
 from .. import clock, keys
+from ..crashpoints import crash_point
 from ..errors import IntegrityError, NotFound, WrongIdentity
 from ..storage.base import Storage
 from . import recipients as recipient_set
@@ -53,13 +53,6 @@ def tag_of(public: str) -> int:
 
 def epoch_object(tag: int) -> str:
     return f"{EPOCH_PREFIX}{tag:08x}.age"
-
-
-def crash_point(name: str) -> None:
-    """A test seam: ``EMBERKEEP_TEST_KILL_AT=name`` SIGKILLs this process here, so tests
-    kill a key change at chosen moments (never set outside tests)."""
-    if os.environ.get("EMBERKEEP_TEST_KILL_AT") == name:
-        os.kill(os.getpid(), 9)
 
 
 def new_epoch(

@@ -48,7 +48,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -58,6 +58,7 @@ from ..durations import format_duration
 from ..errors import (
     AlreadyExists,
     EmberkeepError,
+    IntegrityError,
     LockedError,
     NotFound,
     RepositoryError,
@@ -65,7 +66,7 @@ from ..errors import (
     UsageError,
 )
 from ..fsutil import pid_alive, write_atomic
-from ..storage.base import Storage
+from ..storage.base import Storage, get_at_most
 from .layout import LOCKS
 
 STALE_AFTER = timedelta(minutes=5)
@@ -74,6 +75,8 @@ RETRY_EVERY = 15.0  # seconds to the next try after a refresh failed
 RENEW_MARGIN = 90.0  # seconds before others may find it stale that a holder stops trusting it
 SETTLE = 2.0  # seconds a taker that broke a lease waits before reading its own back
 EXCLUSIVE = f"{LOCKS}/exclusive"
+TEMP_READ_LIMIT = 64 * 1024  # bytes of a lease write's temp file read to judge it
+EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 class LeaseLost(EmberkeepError):
@@ -233,26 +236,67 @@ def read_lease(storage: Storage, name: str) -> LeaseInfo | None:
     except NotFound:
         return None
     try:
-        raw = json.loads(data)
-        return LeaseInfo(
-            name,
-            raw["kind"],
-            raw["host"],
-            int(raw["pid"]),
-            clock.parse_time(raw["started"]),
-            clock.parse_time(raw["refreshed"]),
-            raw.get("token"),
-            _optional_int(raw.get("seq")),
-            raw.get("boot") if isinstance(raw.get("boot"), str) else None,
-            _optional_int(raw.get("process")),
-            hashlib.sha256(data).hexdigest(),
-        )
+        return _parse_lease(name, data)
     except (ValueError, KeyError, TypeError, AttributeError, UsageError) as exc:
         raise RepositoryError(
             f"target {storage.label}: {name} is not a lease emberkeep can read, so nobody can "
             "tell whether the run that wrote it still goes on; if no emberkeep process uses "
             "this target, delete that object"
         ) from exc
+
+
+def _parse_lease(name: str, data: bytes) -> LeaseInfo:
+    raw = json.loads(data)
+    return LeaseInfo(
+        name,
+        raw["kind"],
+        raw["host"],
+        int(raw["pid"]),
+        clock.parse_time(raw["started"]),
+        clock.parse_time(raw["refreshed"]),
+        raw.get("token"),
+        _optional_int(raw.get("seq")),
+        raw.get("boot") if isinstance(raw.get("boot"), str) else None,
+        _optional_int(raw.get("process")),
+        _digest(data),
+    )
+
+
+def abandoned_writes(storage: Storage, temps: list[str], watch: LeaseWatch) -> list[str]:
+    """Which of ``temps``, temp files under ``locks/``, a lease writer left for good.
+
+    Such a file is a lease being written this moment, or one whose writer was killed
+    before its rename. It is judged as the lease it holds would be: this host's by its
+    process; another host's, or one too short to read (killed mid-write), by ``watch``
+    seeing it unchanged for ``STALE_AFTER`` (watched apart from the leases themselves, so
+    judging those does not forget what was seen of these). One that cannot be read is
+    kept: it may be a writer's that goes on.
+    """
+    label = f"\0unfinished {storage.label}"  # a key no target's own label can share
+    abandoned = []
+    for name in temps:
+        try:
+            data = get_at_most(storage, name, TEMP_READ_LIMIT)
+        except NotFound:
+            continue  # renamed or removed since it was listed
+        except (StorageError, IntegrityError):
+            continue
+        try:
+            lease: LeaseInfo | None = _parse_lease(name, data)
+        except (ValueError, KeyError, TypeError, AttributeError, UsageError):
+            lease = None
+        if lease is None or lease.host != watch.host:
+            seen = lease or LeaseInfo(name, "", "", 0, EPOCH, EPOCH, digest=_digest(data))
+            if watch.unchanged_for(label, seen) > STALE_AFTER.total_seconds():
+                abandoned.append(name)
+        elif not holder_runs_here(lease):
+            abandoned.append(name)
+    watch.forget_others(label, set(temps))
+    return abandoned
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _optional_int(value: object) -> int | None:

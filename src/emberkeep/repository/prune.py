@@ -54,7 +54,7 @@ from ..storage.base import ObjectLocked, locked_until, until_text
 from . import epochs, forgotten, layout
 from . import recipients as recipient_set
 from .index import PackRecord
-from .lease import Lease, LeaseWatch, live_backups, read_leases
+from .lease import Lease, LeaseWatch, abandoned_writes, live_backups, read_leases
 from .repo import Repository
 from .snapshot import FUTURE_TOLERANCE, Snapshot, by_id_prefix, is_future
 
@@ -427,13 +427,17 @@ def _remove_leftovers(repo: Repository, watch: LeaseWatch, result: PruneResult) 
 
     The temp files are listed before the leases are looked at again: a backup's lease is
     visible before it writes any temp file, so a temp file listed while no lease is live
-    belongs to a run that is gone. Temp files under ``locks/`` are left alone: one may be
-    the lease a backup is writing this very moment, not yet visible.
+    belongs to a run that is gone. Temp files under ``locks/`` are not covered by that
+    argument (one may be the lease a backup is writing this very moment, not yet visible):
+    each is judged by the lease it holds (``lease.abandoned_writes``).
     """
-    unfinished = [n for n in repo.storage.incomplete() if not n.startswith(f"{layout.LOCKS}/")]
+    unfinished: list[str] = []
+    in_locks: list[str] = []
+    for name in repo.storage.incomplete():
+        (in_locks if name.startswith(f"{layout.LOCKS}/") else unfinished).append(name)
     if live_backups(repo.storage, watch):
         return
-    for name in unfinished:
+    for name in unfinished + abandoned_writes(repo.storage, in_locks, watch):
         repo.storage.delete(name)
         result.incomplete_removed += 1
     for lease in read_leases(repo.storage):

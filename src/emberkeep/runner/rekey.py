@@ -21,6 +21,7 @@ from typing import Any
 import pyrage
 
 from .. import clock, keys
+from ..crashpoints import crash_point
 from ..errors import NotFound, RepositoryError, UsageError
 from ..repository import epochs, keyfiles, layout, writerchain
 from ..repository import recipients as recipient_set
@@ -66,7 +67,7 @@ class _Counting:
 
     def put(self, name: str, data: Any, **kwargs: Any) -> Any:
         size = len(data) if isinstance(data, (bytes, bytearray)) else sum(len(p) for p in data)
-        epochs.crash_point(f"put-{len(self._change.objects_written)}")  # tests kill here
+        crash_point(f"put-{len(self._change.objects_written)}")  # tests kill here
         self._change.objects_written.append(name)
         self._change.bytes_written += size
         return self._storage.put(name, data, **kwargs)
@@ -211,11 +212,11 @@ def _convert(repo: Repository, change: Change) -> bool:
     legacy = sorted(name for name, p in index.packs.items() if p.epoch == epochs.LEGACY)
     pack_keys = {name: repo.pack_key(name) for name in legacy}
     record, legacy_key = epochs.new_epoch(storage, record, recipients, legacy=True)
-    epochs.crash_point("convert-legacy-epoch")
+    crash_point("convert-legacy-epoch")
     epochs.write_legacy(storage, str(legacy_key.to_public()), pack_keys)
-    epochs.crash_point("convert-legacy-table")
+    crash_point("convert-legacy-table")
     record, _ = epochs.new_epoch(storage, record, recipients)
-    epochs.crash_point("convert-epoch")
+    crash_point("convert-epoch")
     recipient_set.write(storage, repo.writer_key, record)
     repo.forget_keys()
     change.message = (
@@ -263,9 +264,9 @@ def _change_set(
         )
     recipients = keys.parse_recipients(names)
     epochs.rewrap(repo.storage, record, ring.secrets, recipients)
-    epochs.crash_point("change-epochs")
+    crash_point("change-epochs")
     digest = keyfiles.put_writer_key(repo.storage, repo.writer_key, recipients)
-    epochs.crash_point("change-writer-key")
+    crash_point("change-writer-key")
     configs = _rewrap_site_configs(repo, recipients)
     history = record.removed
     if drop:  # what they could read until now (keys check), then a key they never had
@@ -276,7 +277,7 @@ def _change_set(
             for key in sorted(drop)
         )  # fmt: skip
         record, _ = epochs.new_epoch(repo.storage, record, recipients)
-        epochs.crash_point("change-new-epoch")
+        crash_point("change-new-epoch")
     kept = {k: v for k, v in {**record.labels, **(labels or {})}.items() if k in names}
     record = replace(
         record, recipients=names, writer_key_sha256=digest, labels=kept, removed=history
@@ -329,7 +330,7 @@ def _rotate(repo: Repository, change: Change) -> None:
         )
     recipients = keys.parse_recipients(record.recipients)
     record, _ = epochs.new_epoch(repo.storage, record, recipients)
-    epochs.crash_point("rotate-epoch")
+    crash_point("rotate-epoch")
     recipient_set.write(repo.storage, repo.writer_key, record)
     repo.forget_keys()
     change.message = f"new key epoch {record.current_epoch().number}: new data uses it"  # type: ignore[union-attr]
@@ -466,7 +467,7 @@ def rotate_writer(site: Site, target: str | None = None) -> list[Change]:
                 replaceable_keys(storage)
         new = current.rotated()
         new.save(pending)
-    epochs.crash_point("writer-pending")
+    crash_point("writer-pending")
     done = []
     for name in site.target_names(None):
         change = Change(name, "")
@@ -480,7 +481,7 @@ def rotate_writer(site: Site, target: str | None = None) -> list[Change]:
         change.recipients = list(record.recipients) if record else []
         done.append(change)
     new.save(site.writer_key_path)  # from here on this host writes with the new key
-    epochs.crash_point("writer-host-key")
+    crash_point("writer-host-key")
     pending.unlink()
     return done
 
@@ -500,9 +501,9 @@ def _rotate_writer_in(
         retired = writerchain.freeze(storage, old, repo.chain)
         recipients = keys.parse_recipients(record.recipients)
         keyfiles.put_writer_key(storage, new, recipients)
-        epochs.crash_point("writer-copy")
+        crash_point("writer-copy")
         keyfiles.write_config(storage, new, overwrite=True, retired=retired)
-        epochs.crash_point("writer-config")
+        crash_point("writer-config")
     repo = Repository.open(storage, writer_key=new, recipients=site.recipients)
     record = _record(repo)  # sealed with the old key until the next line (writerchain.py)
     digest = keyfiles.put_writer_key(storage, new, keys.parse_recipients(record.recipients))
