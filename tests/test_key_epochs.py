@@ -296,7 +296,6 @@ def _identity_file(tmp_path: Path, name: str, *sources: Path) -> Path:
     return path
 
 
-
 def _every_snapshot_restores(site: Site, identity: Path, out: Path) -> None:
     for snap in site.snapshots():
         target = out / snap["id"][:8]

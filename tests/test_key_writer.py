@@ -181,7 +181,6 @@ def test_a_forged_or_mismatched_new_writer_key_is_refused(site: Site, tmp_path: 
     assert key_path.read_bytes() == old_copy
 
 
-
 def test_sigkill_at_ten_moments_of_rotate_writer_then_it_completes(
     site: Site, tmp_path: Path
 ) -> None:
