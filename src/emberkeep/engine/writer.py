@@ -21,9 +21,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .. import crypto
+from ..crashpoints import crash_point
 from ..errors import AlreadyExists
 from ..repository import layout
-from ..repository.epochs import crash_point
 from ..repository.index import PackRecord
 from ..repository.pack import PackWriter
 from ..repository.repo import Repository
