@@ -205,18 +205,32 @@ class BlobIndex:
         found = self._session.get(blob_id)
         if found is not None:
             return found
+        i = self._position(blob_id)
+        if i < 0:
+            return None
+        return Location(
+            self._pack_names[self._pack[i]],
+            self._type[i],
+            self._offset[i],
+            self._length[i],
+            self._raw[i],
+        )
+
+    def pack_of(self, blob_id: bytes) -> str | None:
+        """The pack holding ``blob_id``: ``find``'s answer without building a Location, for
+        the checks a no-change backup makes for every blob of every file."""
+        found = self._session.get(blob_id)
+        if found is not None:
+            return found.pack
+        i = self._position(blob_id)
+        return None if i < 0 else self._pack_names[self._pack[i]]
+
+    def _position(self, blob_id: bytes) -> int:
+        """Where ``blob_id`` is in the loaded arrays, or -1."""
         bucket = int.from_bytes(blob_id[:2], "big")
         lo, hi = self._buckets[bucket], self._buckets[bucket + 1]
         i = bisect_left(self._ids, blob_id, lo, hi)
-        if i < hi and self._ids[i] == blob_id:
-            return Location(
-                self._pack_names[self._pack[i]],
-                self._type[i],
-                self._offset[i],
-                self._length[i],
-                self._raw[i],
-            )
-        return None
+        return i if i < hi and self._ids[i] == blob_id else -1
 
     def __contains__(self, blob_id: bytes) -> bool:
         return self.find(blob_id) is not None
