@@ -78,6 +78,7 @@ class FilesCache:
         # are known), or the row of a verified hit, kept as it is.
         self._seen: list[tuple[bytes, os.stat_result, list[bytes]] | _Row] = []
         self._hit: tuple[list[bytes], _Row] | None = None  # the last hit, for remember()
+        self._fresh = 0  # files noted with a row of their own (not a hit kept as it was)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             self._db = self._open()
@@ -196,6 +197,7 @@ class FilesCache:
             self._seen.append(self._hit[1])
         else:
             self._seen.append((walk_key(path), st, ids))
+            self._fresh += 1
         self._hit = None
 
     def commit(self) -> None:
@@ -207,13 +209,24 @@ class FilesCache:
         """
         self._rows, self._row = iter(()), None
         try:
-            self._write()
+            if not self._unchanged():
+                self._write()
         except sqlite3.Error as exc:
             if not is_damage(exc):
                 raise
             self._unreadable(exc)
             self._write()
         self._seen.clear()
+        self._fresh = 0
+
+    def _unchanged(self) -> bool:
+        """Whether the table would be written as it is: every file noted is a hit, a row
+        read and verified from this table, and the table holds no other row (a file gone,
+        a row rejected). A no-change backup of many files then skips rewriting them all."""
+        if self._fresh or self._db is None or self.warnings:
+            return False
+        (rows,) = self._db.execute("SELECT COUNT(*) FROM files").fetchone()
+        return bool(rows == len(self._seen))
 
     def _write(self) -> None:
         if self._db is None:

@@ -146,8 +146,8 @@ class BlobWriter:
     def known(self, blob_id: bytes) -> bool:
         if blob_id in self._pending:
             return True
-        location = self._index.find(blob_id)
-        return location is not None and location.pack not in self.skip_packs
+        pack = self._index.pack_of(blob_id)
+        return pack is not None and pack not in self.skip_packs
 
     # -- data chunks ---------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, islice
+from operator import eq, itemgetter
 
 import zstandard
 
@@ -136,6 +137,24 @@ def _copy(
     return copies[0]  # in no existing pack: lost, whichever is named
 
 
+def _one_copy_each(
+    rows: list[tuple[bytes, int, BlobEntry]], names: list[str], exists: Callable[[str], bool]
+) -> list[tuple[bytes, int, BlobEntry]]:
+    """Of rows sorted by id, one per blob (``_copy`` where a blob is in several packs)."""
+    ids = [row[0] for row in rows]
+    if not any(map(eq, ids, islice(ids, 1, None))):
+        return rows  # the usual case, told by one pass in C: every blob in one pack
+    chosen = []
+    i = 0
+    while i < len(rows):
+        end = i + 1
+        while end < len(rows) and rows[end][0] == rows[i][0]:
+            end += 1
+        chosen.append(rows[i] if end == i + 1 else _copy(rows[i:end], names, exists))
+        i = end
+    return chosen
+
+
 class BlobIndex:
     """Blob id -> location, over every loaded index file plus the blobs of this session."""
 
@@ -175,22 +194,17 @@ class BlobIndex:
             index._pack_names.append(pack.name)
             rows.extend((e.id, number, e) for e in pack.entries)
         names = index._pack_names
-        rows.sort(key=lambda row: (row[0], names[row[1]] in avoid))
-        ids = bytearray()
-        i = 0
-        while i < len(rows):
-            end = i + 1
-            while end < len(rows) and rows[end][0] == rows[i][0]:
-                end += 1
-            blob_id, number, entry = rows[i] if end == i + 1 else _copy(rows[i:end], names, exists)
-            i = end
-            ids += blob_id
-            index._pack.append(number)
-            index._offset.append(entry.offset)
-            index._length.append(entry.length)
-            index._raw.append(entry.raw_length)
-            index._type.append(entry.type)
-        index._ids = _SortedIds(bytes(ids))
+        if avoid:
+            rows.sort(key=lambda row: (row[0], names[row[1]] in avoid))
+        else:  # the same order (the sort is stable), without a key tuple per blob
+            rows.sort(key=itemgetter(0))
+        chosen = _one_copy_each(rows, names, exists)
+        index._ids = _SortedIds(b"".join([row[0] for row in chosen]))
+        index._pack = array("I", [row[1] for row in chosen])
+        index._offset = array("I", [row[2].offset for row in chosen])
+        index._length = array("I", [row[2].length for row in chosen])
+        index._raw = array("I", [row[2].raw_length for row in chosen])
+        index._type = array("B", [row[2].type for row in chosen])
         index._buckets = _bucket_table(index._ids.raw)
         # The pack records' entries were only needed to build the arrays.
         index.packs = {
@@ -205,18 +219,32 @@ class BlobIndex:
         found = self._session.get(blob_id)
         if found is not None:
             return found
+        i = self._position(blob_id)
+        if i < 0:
+            return None
+        return Location(
+            self._pack_names[self._pack[i]],
+            self._type[i],
+            self._offset[i],
+            self._length[i],
+            self._raw[i],
+        )
+
+    def pack_of(self, blob_id: bytes) -> str | None:
+        """The pack holding ``blob_id``: ``find``'s answer without building a Location, for
+        the checks a no-change backup makes for every blob of every file."""
+        found = self._session.get(blob_id)
+        if found is not None:
+            return found.pack
+        i = self._position(blob_id)
+        return None if i < 0 else self._pack_names[self._pack[i]]
+
+    def _position(self, blob_id: bytes) -> int:
+        """Where ``blob_id`` is in the loaded arrays, or -1."""
         bucket = int.from_bytes(blob_id[:2], "big")
         lo, hi = self._buckets[bucket], self._buckets[bucket + 1]
         i = bisect_left(self._ids, blob_id, lo, hi)
-        if i < hi and self._ids[i] == blob_id:
-            return Location(
-                self._pack_names[self._pack[i]],
-                self._type[i],
-                self._offset[i],
-                self._length[i],
-                self._raw[i],
-            )
-        return None
+        return i if i < hi and self._ids[i] == blob_id else -1
 
     def __contains__(self, blob_id: bytes) -> bool:
         return self.find(blob_id) is not None
