@@ -48,7 +48,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -76,7 +76,6 @@ RENEW_MARGIN = 90.0  # seconds before others may find it stale that a holder sto
 SETTLE = 2.0  # seconds a taker that broke a lease waits before reading its own back
 EXCLUSIVE = f"{LOCKS}/exclusive"
 TEMP_READ_LIMIT = 64 * 1024  # bytes of a lease write's temp file read to judge it
-EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 class LeaseLost(EmberkeepError):
@@ -178,12 +177,16 @@ class LeaseWatch:
 
     def unchanged_for(self, label: str, lease: LeaseInfo) -> float:
         """Seconds this host has seen ``lease`` with its present content (0 when new)."""
+        return self.seen_unchanged(label, lease.name, lease.digest)
+
+    def seen_unchanged(self, label: str, name: str, digest: str) -> float:
+        """Seconds this host has seen object ``name`` with the content ``digest``."""
         now = _ticks()
-        key = f"{label} {lease.name}"
+        key = f"{label} {name}"
         with self._lock:
             seen = self._seen.get(key)
-            if seen is None or seen[0] != lease.digest or now < seen[1]:
-                self._seen[key] = (lease.digest, now)
+            if seen is None or seen[0] != digest or now < seen[1]:
+                self._seen[key] = (digest, now)
                 self._changed = True
                 return 0.0
             return now - seen[1]
@@ -277,17 +280,14 @@ def abandoned_writes(storage: Storage, temps: list[str], watch: LeaseWatch) -> l
     for name in temps:
         try:
             data = get_at_most(storage, name, TEMP_READ_LIMIT)
-        except NotFound:
-            continue  # renamed or removed since it was listed
-        except (StorageError, IntegrityError):
+        except (StorageError, IntegrityError):  # renamed since it was listed, or unreadable
             continue
         try:
             lease: LeaseInfo | None = _parse_lease(name, data)
         except (ValueError, KeyError, TypeError, AttributeError, UsageError):
             lease = None
         if lease is None or lease.host != watch.host:
-            seen = lease or LeaseInfo(name, "", "", 0, EPOCH, EPOCH, digest=_digest(data))
-            if watch.unchanged_for(label, seen) > STALE_AFTER.total_seconds():
+            if watch.seen_unchanged(label, name, _digest(data)) > STALE_AFTER.total_seconds():
                 abandoned.append(name)
         elif not holder_runs_here(lease):
             abandoned.append(name)
